@@ -1,0 +1,3 @@
+from cni_bridge.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Operator logging: warnings to stderr, and an opt-in JSON-lines file with one line per call.
+
+The file is chosen by env ``CNI_BRIDGE_LOG`` or the config key ``logFile`` (env wins); each line
+holds role, verb, container, network, outcome and per-phase durations in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cni_bridge.spec.dispatch import Outcome
+
+LOG_ENV = "CNI_BRIDGE_LOG"
+LOG_CONFIG_KEY = "logFile"
+LEVEL_ENV = "CNI_BRIDGE_LOG_LEVEL"
+
+
+def setup_stderr_logging(environ: Mapping[str, str]) -> None:
+    level = environ.get(LEVEL_ENV, "WARNING").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.WARNING),
+        format="cni-bridge %(levelname)s: %(message)s",
+    )
+
+
+def log_path(environ: Mapping[str, str], outcome: Outcome) -> str:
+    path = environ.get(LOG_ENV, "")
+    if not path and outcome.request is not None:
+        value = outcome.request.config.get(LOG_CONFIG_KEY)
+        path = value if isinstance(value, str) else ""
+    return path
+
+
+def call_record(role: str, outcome: Outcome, started: float) -> dict[str, Any]:
+    env = outcome.env
+    record: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "role": role,
+        "verb": outcome.command,
+        "container": env.container_id if env else "",
+        "ifname": env.ifname if env else "",
+        "network": outcome.request.network_name if outcome.request else "",
+        "outcome": "error" if outcome.error else "ok",
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "phases_ms": outcome.timer.phases,
+    }
+    if outcome.error is not None:
+        record["code"] = outcome.error.code
+        record["msg"] = outcome.error.msg
+    return record
+
+
+def write_call_log(path: str, record: Mapping[str, Any]) -> None:
+    """Append one line with a single write (O_APPEND keeps concurrent lines whole)."""
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # logging must never fail the call
+        logging.getLogger("cni_bridge").warning("cannot write call log %s: %s", path, exc)

@@ -1,0 +1,73 @@
+"""The only module that touches argv, environ, stdin, stdout and the exit code.
+
+The executable's role comes from the name it was run as: ``bridge``, ``host-local`` and
+``portmap`` are the CNI plugins (an IPAM plugin receives its parent's whole config, whose
+``type`` is ``bridge``, so the config cannot choose); any other name is the operator CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from cni_bridge import __version__
+
+PLUGIN_ROLES = ("bridge", "host-local", "portmap")
+
+
+def plugin_factory(role: str) -> Callable[[], object]:
+    """Import only the module the role needs (start-up cost is paid on every CNI call)."""
+
+    def make() -> object:
+        if role == "bridge":
+            from cni_bridge.bridge.plugin import BridgePlugin
+
+            return BridgePlugin()
+        if role == "host-local":
+            from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
+
+            return HostLocalPlugin()
+        from cni_bridge.portmap.plugin import PortmapPlugin
+
+        return PortmapPlugin()
+
+    return make
+
+
+def run_plugin(role: str) -> int:
+    from cni_bridge import calllog
+    from cni_bridge.spec.dispatch import dispatch
+
+    started = time.perf_counter()
+    environ = dict(os.environ)
+    calllog.setup_stderr_logging(environ)
+    outcome = dispatch(
+        role, __version__, environ, sys.stdin.buffer.read, plugin_factory(role)  # type: ignore[arg-type]
+    )
+    if outcome.stderr:
+        sys.stderr.write(outcome.stderr)
+    if outcome.stdout:
+        sys.stdout.write(outcome.stdout)
+        sys.stdout.flush()
+    path = calllog.log_path(environ, outcome)
+    if path and outcome.command:
+        calllog.write_call_log(path, calllog.call_record(role, outcome, started))
+    return outcome.exit_code
+
+
+def role_from_argv0(argv0: str) -> str:
+    name = os.path.basename(argv0)
+    return name if name in PLUGIN_ROLES else "cni-bridge"
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    argv = sys.argv if argv is None else argv
+    role = role_from_argv0(argv[0] if argv else "")
+    if role in PLUGIN_ROLES:
+        sys.exit(run_plugin(role))
+    from cni_bridge.operator import main as operator_main
+
+    sys.exit(operator_main(argv[1:]))

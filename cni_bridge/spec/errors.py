@@ -1,0 +1,81 @@
+"""CNI error codes and the one exception type every layer raises.
+
+Hierarchy::
+
+    Exception
+     └── CniError(code, msg, details)      -- anything that must reach the runtime as a CNI error
+          ├── ConfigError  (code 7)        -- invalid network configuration
+          ├── EnvError     (code 4)        -- invalid or missing CNI_* environment
+          ├── VersionError (code 1)        -- incompatible CNI version / verb not allowed
+          ├── DecodeError  (code 6)        -- undecodable stdin, bad version string
+          └── TryAgainError(code 11)       -- transient: lock timeout, busy resource
+
+Third-party exceptions (netlink, OSError, subprocess) are translated into CniError at the
+boundary of the layer that calls them; anything left over becomes code 999 in the dispatcher.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Error codes from the CNI spec (SPEC.md "Error codes") plus libcni's conventions.
+UNKNOWN = 0
+INCOMPATIBLE_VERSION = 1
+UNSUPPORTED_FIELD = 2
+UNKNOWN_CONTAINER = 3
+INVALID_ENV = 4
+IO_FAILURE = 5
+DECODING_FAILURE = 6
+INVALID_NETWORK_CONFIG = 7
+INVALID_NETNS = 8
+TRY_AGAIN_LATER = 11
+PLUGIN_NOT_AVAILABLE = 50
+LIMITED_CONNECTIVITY = 51
+INTERNAL = 999
+
+
+class CniError(Exception):
+    """An error that is reported to the runtime as ``{"code", "msg", "details"}``."""
+
+    code: int = INTERNAL
+
+    def __init__(self, msg: str, details: str = "", code: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        # libcni's error type carries no cniVersion; details is omitted when empty.
+        out: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=4)
+
+    def __str__(self) -> str:
+        return f"{self.msg}: {self.details}" if self.details else self.msg
+
+
+class VersionError(CniError):
+    code = INCOMPATIBLE_VERSION
+
+
+class EnvError(CniError):
+    code = INVALID_ENV
+
+
+class DecodeError(CniError):
+    code = DECODING_FAILURE
+
+
+class ConfigError(CniError):
+    code = INVALID_NETWORK_CONFIG
+
+
+class TryAgainError(CniError):
+    code = TRY_AGAIN_LATER
