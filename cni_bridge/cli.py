@@ -39,18 +39,24 @@ def plugin_factory(role: str) -> Callable[[], object]:
 
 def run_plugin(role: str) -> int:
     from cni_bridge import calllog
-    from cni_bridge.spec.dispatch import dispatch
+    from cni_bridge.spec.dispatch import MAX_STDIN, dispatch
 
     started = time.perf_counter()
     environ = dict(os.environ)
     calllog.setup_stderr_logging(environ)
+
+    def read_stdin() -> bytes:
+        # One byte over the limit is enough for the dispatcher to refuse; never more in memory.
+        return sys.stdin.buffer.read(MAX_STDIN + 1)
+
     outcome = dispatch(
-        role, __version__, environ, sys.stdin.buffer.read, plugin_factory(role)  # type: ignore[arg-type]
+        role, __version__, environ, read_stdin, plugin_factory(role)  # type: ignore[arg-type]
     )
     if outcome.stderr:
         sys.stderr.write(outcome.stderr)
     if outcome.stdout:
-        sys.stdout.write(outcome.stdout)
+        # UTF-8 whatever the locale, as a Go plugin writes it.
+        sys.stdout.buffer.write(outcome.stdout.encode("utf-8"))
         sys.stdout.flush()
     path = calllog.log_path(environ, outcome)
     if path and outcome.command:

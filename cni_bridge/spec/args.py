@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cni_bridge.spec.errors import CniError
+from cni_bridge.spec.errors import CniError, go_quote, go_quote_list
 
 IGNORE_UNKNOWN = "IgnoreUnknown"
 _TRUE = {"1", "true"}
@@ -17,7 +17,7 @@ def split_cni_args(raw: str) -> list[tuple[str, str]]:
     for item in raw.split(";"):
         kv = item.split("=")
         if len(kv) != 2:
-            raise CniError("ARGS: invalid pair", f"{item!r} in CNI_ARGS is not KEY=VALUE")
+            raise CniError(f"ARGS: invalid pair {go_quote(item)}", "CNI_ARGS must be K1=V1;K2=V2")
         pairs.append((kv[0], kv[1]))
     return pairs
 
@@ -30,9 +30,12 @@ def parse_cni_args(raw: str, known: set[str] | frozenset[str]) -> dict[str, str]
     pairs = split_cni_args(raw)
     values = dict(pairs)
     ignore = values.get(IGNORE_UNKNOWN, "")
-    if ignore and ignore.lower() not in _BOOL_WORDS:
+    # Present but empty is an error too, as in Go's UnmarshallableBool.
+    if IGNORE_UNKNOWN in values and ignore.lower() not in _BOOL_WORDS:
         raise CniError("ARGS: invalid value for IgnoreUnknown", f"IgnoreUnknown={ignore!r}")
-    unknown = [k for k, _ in pairs if k not in known and k != IGNORE_UNKNOWN]
+    # Like libcni, the message lists the whole K=V pairs.
+    unknown = [f"{k}={v}" for k, v in pairs if k not in known and k != IGNORE_UNKNOWN]
     if unknown and ignore.lower() not in _TRUE:
-        raise CniError(f"ARGS: unknown args {unknown}", "set IgnoreUnknown=1 to allow them")
+        raise CniError(f"ARGS: unknown args {go_quote_list(unknown)}",
+                       "set IgnoreUnknown=1 to allow them")
     return {k: v for k, v in values.items() if k in known}

@@ -1,8 +1,9 @@
 """The shared dispatcher: env + stdin in, one JSON document and an exit code out.
 
-Order of checks follows the reference skel so the same bad input gets the same code:
-missing env (4) -> VERSION -> stdin decoding (6) -> network name (7) -> container ID (3/4)
--> ifname (4) -> unknown verb (4) -> verb/version gates (1/6) -> supported version (1) -> plugin.
+Order of checks follows the reference skel (libcni v1.3) so the same bad input gets the same
+code: container ID / ifname of the verb, in env order (4) -> missing env (4) -> VERSION ->
+stdin decoding (6) -> network name (7) -> unknown verb (4) -> verb/version gates (1/6)
+-> supported version (1) -> plugin.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cni_bridge.spec.env import (
-    VERBS,
-    CniEnv,
-    read_env,
-    validate_container_id,
-    validate_ifname,
-    validate_network_name,
+from cni_bridge.spec.env import VERBS, CniEnv, read_env, validate_network_name
+from cni_bridge.spec.errors import (
+    INTERNAL,
+    IO_FAILURE,
+    CniError,
+    ConfigError,
+    DecodeError,
+    EnvError,
 )
-from cni_bridge.spec.errors import INTERNAL, IO_FAILURE, CniError, ConfigError, DecodeError, EnvError
-from cni_bridge.spec.request import PhaseTimer, Request
+from cni_bridge.spec.request import VALID_ATTACHMENTS_KEYS, PhaseTimer, Request
 from cni_bridge.spec.result import Result, parse_result, render_result
 from cni_bridge.spec.versions import (
     CURRENT_VERSION,
@@ -74,20 +75,28 @@ def about_text(role: str, program_version: str) -> str:
     )
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON value {name}")  # NaN/Infinity: Python extensions, not JSON
+
+
 def decode_config(stdin: bytes) -> dict[str, Any]:
     if len(stdin) > MAX_STDIN:
         raise CniError(f"network config on stdin is larger than {MAX_STDIN} bytes", code=IO_FAILURE)
     try:
-        config = json.loads(stdin)
+        config = json.loads(stdin, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"error unmarshall network config: {exc}") from None
+    if config is None:
+        config = {}  # Go decodes `null` into an empty struct: the name is then missing (7)
     if not isinstance(config, dict):
         raise DecodeError("error unmarshall network config: the config must be a JSON object")
     return config
 
 
 def config_version(config: Mapping[str, Any]) -> str:
-    version = config.get("cniVersion", "")
+    version = config.get("cniVersion")
+    if version is None:
+        version = ""
     if not isinstance(version, str):
         raise DecodeError("decoding version from network config: cniVersion must be a string")
     return version or DEFAULT_CONFIG_VERSION
@@ -96,9 +105,6 @@ def config_version(config: Mapping[str, Any]) -> str:
 def build_request(env: CniEnv, stdin: bytes, timer: PhaseTimer) -> Request:
     config = decode_config(stdin)
     name = validate_network_name(config.get("name"))
-    if env.command in ATTACHMENT_VERBS:
-        validate_container_id(env.container_id)
-        validate_ifname(env.ifname)
     if env.command not in VERBS:
         raise EnvError(f"unknown CNI_COMMAND: {env.command}")
     version = config_version(config)
@@ -112,7 +118,7 @@ def build_request(env: CniEnv, stdin: bytes, timer: PhaseTimer) -> Request:
         except CniError as exc:
             raise DecodeError(f"could not parse prevResult: {exc.msg}", exc.details) from None
     if env.command == "GC" and not any(
-        isinstance(config.get(k), list) for k in ("cni.dev/valid-attachments", "cni.dev/attachments")
+        isinstance(config.get(k), list) for k in VALID_ATTACHMENTS_KEYS
     ):
         raise ConfigError("GC needs the list of valid attachments", "cni.dev/valid-attachments")
     return Request(env, stdin, config, version, name, prev_result, timer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cni_bridge.spec.errors import UNKNOWN_CONTAINER, CniError, ConfigError, EnvError
@@ -21,7 +21,8 @@ REQUIRED_FOR: dict[str, frozenset[str]] = {
     "CNI_PATH": frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS"}),
 }
 
-_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+# fullmatch, not "$": Python's "$" also matches before a trailing newline, Go's does not.
+_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 IFNAMSIZ = 16
 
 
@@ -36,42 +37,18 @@ class CniEnv:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
-def missing_variables(environ: Mapping[str, str]) -> list[str]:
-    command = environ.get("CNI_COMMAND", "")
-    return [
-        name
-        for name, verbs in REQUIRED_FOR.items()
-        if not environ.get(name) and (name == "CNI_COMMAND" or command in verbs)
-    ]
-
-
-def read_env(environ: Mapping[str, str]) -> CniEnv:
-    """Read the CNI variables; all missing ones are reported together (code 4)."""
-    missing = missing_variables(environ)
-    if missing:
-        raise EnvError(f"required env variables [{','.join(missing)}] missing")
-    return CniEnv(
-        command=environ["CNI_COMMAND"],
-        container_id=environ.get("CNI_CONTAINERID", ""),
-        netns=environ.get("CNI_NETNS", ""),
-        ifname=environ.get("CNI_IFNAME", ""),
-        args=environ.get("CNI_ARGS", ""),
-        path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p),
-        environ=dict(environ),
-    )
-
-
 def validate_container_id(container_id: str) -> None:
     if not container_id:
         raise CniError("missing containerID", code=UNKNOWN_CONTAINER)
-    if not _ID_RE.match(container_id):
+    if not _ID_RE.fullmatch(container_id):
         raise EnvError("invalid characters in containerID", container_id)
 
 
 def validate_ifname(ifname: str) -> None:
     if not ifname:
         raise EnvError("interface name is empty")
-    if len(ifname.encode()) > IFNAMSIZ - 1:
+    # Bytes, as the kernel counts; surrogateescape keeps undecodable env bytes countable.
+    if len(ifname.encode("utf-8", "surrogateescape")) > IFNAMSIZ - 1:
         raise EnvError(
             "interface name is too long",
             f"interface name should be less than {IFNAMSIZ} characters",
@@ -85,6 +62,47 @@ def validate_ifname(ifname: str) -> None:
 def validate_network_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigError("missing network name")
-    if not _ID_RE.match(name):
+    if not _ID_RE.fullmatch(name):
         raise ConfigError("invalid characters found in network name", name)
     return name
+
+
+_VALIDATORS: dict[str, Callable[[str], None]] = {
+    "CNI_CONTAINERID": validate_container_id,
+    "CNI_IFNAME": validate_ifname,
+}
+
+
+def missing_variables(environ: Mapping[str, str]) -> list[str]:
+    command = environ.get("CNI_COMMAND", "")
+    return [
+        name
+        for name, verbs in REQUIRED_FOR.items()
+        if not environ.get(name) and (name == "CNI_COMMAND" or command in verbs)
+    ]
+
+
+def read_env(environ: Mapping[str, str]) -> CniEnv:
+    """Read the CNI variables the way skel does, before stdin is even read.
+
+    Variables are visited in skel's order: one that is set and required by the verb is
+    validated at once (container ID, ifname: code 4, first failure wins); the missing ones
+    are then reported together (code 4).
+    """
+    command = environ.get("CNI_COMMAND", "")
+    for name, verbs in REQUIRED_FOR.items():
+        value = environ.get(name, "")
+        if value and command in verbs and name in _VALIDATORS:
+            _VALIDATORS[name](value)
+    missing = missing_variables(environ)
+    if missing:
+        raise EnvError(f"required env variables [{','.join(missing)}] missing")
+    return CniEnv(
+        command=command,
+        container_id=environ.get("CNI_CONTAINERID", ""),
+        netns=environ.get("CNI_NETNS", ""),
+        ifname=environ.get("CNI_IFNAME", ""),
+        args=environ.get("CNI_ARGS", ""),
+        path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p),
+        environ=dict(environ),
+    )

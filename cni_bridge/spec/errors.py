@@ -17,6 +17,8 @@ boundary of the layer that calls them; anything left over becomes code 999 in th
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from typing import Any
 
 # Error codes from the CNI spec (SPEC.md "Error codes") plus libcni's conventions.
@@ -55,7 +57,7 @@ class CniError(Exception):
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=4)
+        return go_json(self.to_dict())
 
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg
@@ -79,3 +81,32 @@ class ConfigError(CniError):
 
 class TryAgainError(CniError):
     code = TRY_AGAIN_LATER
+
+
+def go_quote(text: str) -> str:
+    """Go's ``%q`` of a string (close enough for the ASCII text found in versions and args)."""
+    return json.dumps(text)
+
+
+def go_quote_list(items: Iterable[str]) -> str:
+    """Go's ``%q`` of a ``[]string``: ``["a" "b"]``."""
+    return "[" + " ".join(go_quote(i) for i in items) + "]"
+
+
+_GO_ESCAPES = {
+    "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029",
+}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def go_json(obj: Any, sort_keys: bool = False) -> str:
+    """JSON text as Go's ``json.MarshalIndent(v, "", "    ")`` writes it.
+
+    Non-ASCII is raw UTF-8; ``<``, ``>``, ``&``, U+2028 and U+2029 are escaped; a lone
+    surrogate (undecodable bytes from the environment) becomes U+FFFD, as Go does for
+    invalid UTF-8. Those characters only ever occur inside JSON strings.
+    """
+    text = json.dumps(obj, indent=4, sort_keys=sort_keys, ensure_ascii=False)
+    text = _SURROGATE_RE.sub("\ufffd", text)
+    return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text)

@@ -1,14 +1,18 @@
 """The one internal result model (CNI 1.1.0) and pure conversions from/to every spec version.
 
-Wire shapes (REFERENCE.md §1.5):
-- 0.1.0/0.2.0: ``ip4``/``ip6`` objects, no interfaces;
+Wire shapes (REFERENCE.md §1.5), as libcni >= 1.2 converts and prints them:
+- 0.1.0/0.2.0: ``ip4``/``ip6`` objects (first IP of each family, routes by family, dst/gw
+  only), no interfaces;
 - 0.3.x/0.4.0: struct key order, ``version`` in each ``ips[]`` entry, ``"dns": {}`` always;
-- 1.x: keys sorted at every level (libcni >= 1.2 marshals through a map), empty dns omitted.
+  interfaces lose mtu/socketPath/pciID, routes keep every field (all versions share Go's
+  route type);
+- 1.0.0/1.1.0: one Go type, so every field survives; keys sorted at every level (libcni
+  marshals through a map), empty dns omitted.
+Route mtu/advmss/priority and interface mtu are Go ``int,omitempty``: 0 means absent.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
@@ -24,7 +28,7 @@ from ipaddress import (
 )
 from typing import Any
 
-from cni_bridge.spec.errors import CniError, DecodeError
+from cni_bridge.spec.errors import CniError, DecodeError, go_json
 from cni_bridge.spec.versions import CURRENT_VERSION, SUPPORTED_VERSIONS
 
 IPAddress = IPv4Address | IPv6Address
@@ -153,9 +157,9 @@ def parse_route(obj: Any, what: str = "route") -> Route:
     return Route(
         dst=parse_network(r.get("dst"), f"{what}.dst"),
         gw=parse_ip(gw, f"{what}.gw") if gw else None,
-        mtu=_opt_int(r, "mtu", what),
-        advmss=_opt_int(r, "advmss", what),
-        priority=_opt_int(r, "priority", what),
+        mtu=_opt_int(r, "mtu", what) or None,
+        advmss=_opt_int(r, "advmss", what) or None,
+        priority=_opt_int(r, "priority", what) or None,
         table=_opt_int(r, "table", what),
         scope=_opt_int(r, "scope", what),
     )
@@ -196,13 +200,15 @@ def _parse_legacy(obj: Mapping[str, Any], version: str) -> Result:
     return Result(version, (), tuple(ips), tuple(routes), parse_dns(obj.get("dns")))
 
 
-def _parse_interface(obj: Any) -> Interface:
+def _parse_interface(obj: Any, modern: bool) -> Interface:
     i = _obj(obj, "interfaces[]")
+    if not modern:  # libcni's 0.3.x/0.4.0 interface type has no 1.1 fields: they are dropped
+        i = {k: v for k, v in i.items() if k in ("name", "mac", "sandbox")}
     return Interface(
         name=_str(i, "name", "interfaces[]"),
         mac=_str(i, "mac", "interfaces[]"),
         sandbox=_str(i, "sandbox", "interfaces[]"),
-        mtu=_opt_int(i, "mtu", "interfaces[]"),
+        mtu=_opt_int(i, "mtu", "interfaces[]") or None,
         socket_path=_str(i, "socketPath", "interfaces[]"),
         pci_id=_str(i, "pciID", "interfaces[]"),
     )
@@ -229,9 +235,11 @@ def parse_result(obj: Mapping[str, Any], version: str) -> Result:
         raise DecodeError("unsupported result version", f'result cniVersion is "{declared}"')
     if declared in LEGACY_VERSIONS:
         return _parse_legacy(obj, declared)
+    modern = declared not in STRUCT_VERSIONS
+    interfaces = _list(obj.get("interfaces"), "interfaces")
     return Result(
         cni_version=declared,
-        interfaces=tuple(_parse_interface(i) for i in _list(obj.get("interfaces"), "interfaces")),
+        interfaces=tuple(_parse_interface(i, modern) for i in interfaces),
         ips=tuple(_parse_ip(i) for i in _list(obj.get("ips"), "ips")),
         routes=tuple(parse_route(r, "routes[]") for r in _list(obj.get("routes"), "routes")),
         dns=parse_dns(obj.get("dns")),
@@ -258,10 +266,12 @@ def route_dict(route: Route, with_v11_fields: bool = True) -> dict[str, Any]:
     if route.gw is not None:
         out["gw"] = str(route.gw)
     if with_v11_fields:
-        for key in ("mtu", "advmss", "priority", "table", "scope"):
-            value = getattr(route, key)
-            if value is not None:
-                out[key] = value
+        for key in ("mtu", "advmss", "priority"):  # Go int,omitempty
+            if getattr(route, key):
+                out[key] = getattr(route, key)
+        for key in ("table", "scope"):  # Go *int,omitempty: 0 is kept
+            if getattr(route, key) is not None:
+                out[key] = getattr(route, key)
     return out
 
 
@@ -269,7 +279,7 @@ def _interface_dict(iface: Interface, with_v11_fields: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": iface.name}
     if iface.mac:
         out["mac"] = iface.mac
-    if with_v11_fields and iface.mtu is not None:
+    if with_v11_fields and iface.mtu:
         out["mtu"] = iface.mtu
     if iface.sandbox:
         out["sandbox"] = iface.sandbox
@@ -316,14 +326,13 @@ def result_dict(result: Result, version: str) -> dict[str, Any]:
     if version in LEGACY_VERSIONS:
         return _legacy_dict(result, version)
     modern = version not in STRUCT_VERSIONS
-    v11 = version == "1.1.0"
     out: dict[str, Any] = {"cniVersion": version}
     if result.interfaces:
-        out["interfaces"] = [_interface_dict(i, v11) for i in result.interfaces]
+        out["interfaces"] = [_interface_dict(i, modern) for i in result.interfaces]
     if result.ips:
         out["ips"] = [_ip_dict(ip, with_version=not modern) for ip in result.ips]
     if result.routes:
-        out["routes"] = [route_dict(r, v11) for r in result.routes]
+        out["routes"] = [route_dict(r) for r in result.routes]
     dns = _dns_dict(result.dns)
     if dns or not modern:
         out["dns"] = dns
@@ -333,4 +342,4 @@ def result_dict(result: Result, version: str) -> dict[str, Any]:
 def render_result(result: Result, version: str) -> str:
     """JSON text as libcni prints it: 4-space indent, no trailing newline."""
     modern = version not in LEGACY_VERSIONS + STRUCT_VERSIONS
-    return json.dumps(result_dict(result, version), indent=4, sort_keys=modern)
+    return go_json(result_dict(result, version), sort_keys=modern)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from cni_bridge.spec.errors import DecodeError, VersionError
+import re
 
-SUPPORTED_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+from cni_bridge.spec.errors import DecodeError, VersionError, go_quote, go_quote_list
+
+SUPPORTED_VERSIONS: tuple[str, ...] = (
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+)
 CURRENT_VERSION = "1.1.0"
 # A config without cniVersion is read as the oldest spec, as libcni does.
 DEFAULT_CONFIG_VERSION = "0.1.0"
@@ -13,17 +17,19 @@ DEFAULT_CONFIG_VERSION = "0.1.0"
 MIN_VERSION_FOR_VERB = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 
 
+# What Go's strconv.Atoi accepts: an optional sign and ASCII digits (Python's int() would also
+# take spaces, underscores and non-ASCII digits).
+_NUMBER_RE = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_version(text: str) -> tuple[int, int, int]:
-    """Parse ``major.minor.patch`` (libcni accepts a missing patch or minor)."""
+    """Parse ``major.minor.patch`` as libcni does (a missing patch or minor counts as 0)."""
     parts = text.split(".")
     if not text or len(parts) > 3:
         raise DecodeError(f"invalid version {text!r}: the version is empty or has too many parts")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        raise DecodeError(f"invalid version {text!r}: each part must be a number") from None
-    if any(n < 0 for n in numbers):
-        raise DecodeError(f"invalid version {text!r}: parts must not be negative")
+    if not all(_NUMBER_RE.fullmatch(p) for p in parts):
+        raise DecodeError(f"invalid version {text!r}: each part must be a number")
+    numbers = [int(p) for p in parts]
     while len(numbers) < 3:
         numbers.append(0)
     return numbers[0], numbers[1], numbers[2]
@@ -38,7 +44,7 @@ def ensure_supported(version: str) -> None:
     if version not in SUPPORTED_VERSIONS:
         raise VersionError(
             "incompatible CNI versions",
-            f'config is "{version}", plugin supports {list(SUPPORTED_VERSIONS)}',
+            f"config is {go_quote(version)}, plugin supports {go_quote_list(SUPPORTED_VERSIONS)}",
         )
 
 
