@@ -1,0 +1,92 @@
+"""The bridge's view of the firewall layer: masquerade and MAC spoof check per attachment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.detect import detect_backend, make_backend
+from cni_bridge.firewall.model import MasqEntry, Owner
+from cni_bridge.firewall.runner import SubprocessRunner
+from cni_bridge.firewall.spoofcheck import add_spoofcheck as nft_add_spoofcheck
+from cni_bridge.firewall.spoofcheck import remove_spoofcheck as nft_remove_spoofcheck
+from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.spec.request import Request
+from cni_bridge.spec.result import IPConfig, IPInterface
+
+log = logging.getLogger("cni_bridge")
+
+ALL_BACKENDS = ("nftables", "iptables")
+
+
+def _owner(req: Request) -> Owner:
+    return Owner(req.network_name, req.env.container_id, req.env.ifname)
+
+
+def _runner() -> SubprocessRunner:
+    return SubprocessRunner()
+
+
+def _backend(cfg: BridgeConfig) -> Backend:
+    return detect_backend(_runner(), cfg.ip_masq_backend)
+
+
+def _entries(req: Request, ips: Sequence[IPConfig]) -> list[MasqEntry]:
+    owner = _owner(req)
+    return [MasqEntry.of(owner, ip.address) for ip in ips]
+
+
+def add_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> None:
+    _backend(cfg).add_masquerade(_entries(req, ips))
+
+
+def _usable_backends() -> list[Backend]:
+    runner = _runner()
+    return [b for b in (make_backend(n, runner) for n in ALL_BACKENDS) if b.available()]
+
+
+def remove_masquerade(req: Request, cfg: BridgeConfig, addresses: Sequence[IPInterface]) -> None:
+    """Clean every usable backend (and the reference layouts), whatever the config says now."""
+    owner = _owner(req)
+    errors: list[str] = []
+    for backend in _usable_backends():
+        try:
+            backend.remove_masquerade(owner, list(addresses) or None)
+        except CniError as exc:
+            errors.append(f"{backend.name}: {exc}")
+    if errors:
+        raise CniError(f"cannot remove masquerade rules of {owner}", "; ".join(errors))
+
+
+def check_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> None:
+    missing = _backend(cfg).check_masquerade(_entries(req, ips))
+    if missing:
+        raise CniError(f"masquerade rules of container {req.env.container_id} are missing",
+                       "; ".join(missing))
+
+
+def gc_masquerade(req: Request, cfg: BridgeConfig) -> None:
+    valid = [Owner(req.network_name, cid, ifname) for cid, ifname in req.valid_attachments()]
+    for backend in _usable_backends():
+        for removed in backend.gc_masquerade(req.network_name, valid):
+            log.info("GC %s: removed %s", backend.name, removed)
+
+
+def status(req: Request, cfg: BridgeConfig) -> None:
+    if not cfg.ip_masq:
+        return
+    try:
+        _backend(cfg)
+    except CniError as exc:
+        raise CniError(f"masquerading is configured but {exc.msg}", exc.details,
+                       code=PLUGIN_NOT_AVAILABLE) from None
+
+
+def add_spoofcheck(req: Request, host_veth: str, mac: str) -> None:
+    nft_add_spoofcheck(_runner(), req.env.container_id, req.env.ifname, host_veth, mac)
+
+
+def remove_spoofcheck(req: Request) -> None:
+    nft_remove_spoofcheck(_runner(), req.env.container_id, req.env.ifname)

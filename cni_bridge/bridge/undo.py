@@ -1,0 +1,28 @@
+"""A rollback stack: every step of ADD that changes something pushes how to undo it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("cni_bridge")
+
+
+class Undo:
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+
+    def push(self, what: str, step: Callable[[], object]) -> None:
+        self._steps.append((what, step))
+
+    def run(self) -> None:
+        """Undo in reverse order; a failing step is logged and the rest still run."""
+        while self._steps:
+            what, step = self._steps.pop()
+            try:
+                step()
+            except Exception as exc:  # rollback must continue past any single failure
+                log.warning("rollback: could not %s: %s", what, exc)
+
+    def clear(self) -> None:
+        self._steps.clear()

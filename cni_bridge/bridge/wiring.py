@@ -1,0 +1,70 @@
+"""Link wiring: the bridge, the veth pair and the bridge port (REFERENCE.md §2.2 steps 2-3)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.bridge.undo import Undo
+from cni_bridge.net import bridge as nbridge
+from cni_bridge.net import links
+from cni_bridge.net.model import BridgePortFlags, BridgeSpec, BridgeVlan, LinkInfo, VethPair, VethSpec
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.net.sysctl import ensure_sysctl
+from cni_bridge.net.veth import create_veth_pair
+from cni_bridge.spec.errors import CniError
+
+
+def ensure_bridge(host: Netlink, cfg: BridgeConfig) -> LinkInfo:
+    spec = BridgeSpec(
+        name=cfg.bridge,
+        mtu=cfg.mtu,
+        vlan_filtering=bool(cfg.vlan or cfg.vlan_trunk),
+        promisc=cfg.promisc_mode,
+    )
+    br = nbridge.ensure_bridge(host, spec)
+    # Router advertisements must not configure the bridge; best effort like the reference.
+    with contextlib.suppress(CniError):
+        ensure_sysctl(f"net/ipv6/conf/{cfg.bridge}/accept_ra", 0)
+    if not br.is_up:
+        links.set_link_up(host, br.index)
+    return br
+
+
+def port_vlans(cfg: BridgeConfig) -> list[BridgeVlan]:
+    """Access VLAN (pvid+untagged) and trunk VLANs (tagged); a trunk alone makes VID 1 native."""
+    vlans: list[BridgeVlan] = []
+    if cfg.vlan:
+        vlans.append(BridgeVlan(cfg.vlan, pvid=True, untagged=True))
+    elif cfg.vlan_trunk:
+        vlans.append(BridgeVlan(1, pvid=True, untagged=True))
+    vlans.extend(BridgeVlan(vid) for vid in cfg.vlan_trunk if vid != cfg.vlan)
+    return vlans
+
+
+def attach_port(host: Netlink, cfg: BridgeConfig, br: LinkInfo, port: LinkInfo) -> None:
+    links.set_master(host, port.index, br.index)
+    if cfg.hairpin_mode or cfg.port_isolation:
+        flags = BridgePortFlags(hairpin=cfg.hairpin_mode, isolated=cfg.port_isolation)
+        nbridge.set_bridge_port_flags(host, port.index, flags)
+    vlans = port_vlans(cfg)
+    if vlans:
+        if not cfg.preserve_default_vlan:
+            existing = nbridge.get_bridge_vlans(host, port.index)
+            if existing:
+                nbridge.remove_bridge_vlans(host, port.index, existing)
+        nbridge.add_bridge_vlans(host, port.index, vlans)
+
+
+def ensure_veth(
+    host: Netlink, container: Netlink, cfg: BridgeConfig, br: LinkInfo, ifname: str, undo: Undo
+) -> VethPair:
+    pair = create_veth_pair(host, container, VethSpec(ifname=ifname, mtu=cfg.mtu, mac=cfg.mac or None))
+    # Deleting the host end removes the container end with it.
+    undo.push(f"remove host veth {pair.host.name}", lambda: links.remove_link(host, pair.host.index))
+    with contextlib.suppress(CniError):
+        ensure_sysctl(f"net/ipv6/conf/{pair.host.name}/accept_ra", 0)
+    attach_port(host, cfg, br, pair.host)
+    links.set_link_up(host, pair.host.index)
+    return pair
+

@@ -1,0 +1,28 @@
+"""The default network: what `cni-bridge demo` wires and `conf/10-cni-bridge.conflist` documents.
+
+A unit test keeps the two identical, so the file an operator reads is the one the demo runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_CONFLIST: dict[str, Any] = {
+    "cniVersion": "1.1.0",
+    "name": "cni-bridge",
+    "plugins": [
+        {
+            "type": "bridge",
+            "bridge": "br0",
+            "isGateway": True,
+            "isDefaultGateway": True,
+            "ipMasq": True,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "172.18.0.0/16"}]],
+            },
+        },
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+    ],
+}
