@@ -1,0 +1,161 @@
+"""``Netlink``: one rtnetlink socket bound to one network namespace.
+
+Create one per namespace you work in (``for_current()`` for the namespace the process runs in,
+``for_netns(handle)`` for a container's) and pass it to the operation functions of this package.
+A namespace socket is created while the calling thread is briefly setns'd into the namespace; all
+later requests go through the socket, so the process itself never stays in a foreign namespace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from cni_bridge.net._codec import Codec, codec
+from cni_bridge.net._socket import EventSocket, RtnlSocket
+from cni_bridge.net.errors import describe_errno, op_error
+from cni_bridge.net.netns import NetnsHandle, enter_netns
+from cni_bridge.spec.errors import CniError
+
+T = TypeVar("T")
+
+# Multicast groups (RTMGRP_*) used for waits.
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
+
+# Upper bound on the pause between two state reads while waiting: events wake us earlier, this
+# only covers a missed event (an ENOBUFS overflow, or a change that sends none).
+_MAX_POLL_INTERVAL = 0.1
+
+
+class RequestSocket(Protocol):
+    """What ``Netlink`` needs from its socket (``RtnlSocket``; a fake in unit tests)."""
+
+    def request(self, msg: Any, msg_type: int, flags: int = 0) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Netlink:
+    """An rtnetlink socket in one namespace. Use as a context manager, or call ``close()``.
+
+    One request at a time: do not share an instance between threads. ``call``, ``codec``,
+    ``events`` and ``wait_for`` are for the operation modules of this package, not for plugins.
+    """
+
+    def __init__(self, sock: RequestSocket, netns: NetnsHandle | None) -> None:
+        self._sock = sock
+        self._netns = netns
+        self._closed = False
+
+    @classmethod
+    def for_current(cls) -> Netlink:
+        """A socket in the calling thread's current namespace."""
+        return cls(_make(RtnlSocket), None)
+
+    @classmethod
+    def for_netns(cls, netns: NetnsHandle) -> Netlink:
+        """A socket in ``netns`` (the handle stays owned by the caller and must outlive this)."""
+        return cls(_open_in(netns, RtnlSocket), netns)
+
+    @property
+    def netns(self) -> NetnsHandle | None:
+        """The namespace this socket is bound to; None for the caller's own namespace."""
+        return self._netns
+
+    @property
+    def where(self) -> str:
+        """For messages: where this socket acts."""
+        if self._netns is None:
+            return "the current network namespace"
+        return f'network namespace "{self._netns.path}"'
+
+    @property
+    def codec(self) -> Codec:
+        return codec()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- package-internal primitives, used by the operation modules ---------------------------
+
+    def call(
+        self, what: str, msg: Any, msg_type: int, flags: int = 0, tolerate: Iterable[int] = ()
+    ) -> list[Any] | None:
+        """Send one request; translate a failure into a CniError naming ``what``.
+
+        Returns the replies, or None when the kernel answered with an errno in ``tolerate``.
+        """
+        try:
+            return self._sock.request(msg, msg_type, flags)
+        except OSError as exc:
+            if exc.errno in tuple(tolerate):
+                return None
+            raise op_error(what, exc) from None
+
+    @contextmanager
+    def events(self, groups: int) -> Iterator[EventSocket]:
+        """A socket subscribed to ``groups`` in this namespace, for the duration of the block."""
+        if self._netns is None:
+            sock = _make(EventSocket, groups)
+        else:
+            sock = _open_in(self._netns, EventSocket, groups)
+        try:
+            yield sock
+        finally:
+            sock.close()
+
+    def wait_for(self, groups: int, probe: Callable[[], T | None], timeout: float) -> T | None:
+        """Re-run ``probe`` on every event in ``groups`` until it returns non-None or time is up.
+
+        Subscribes before the first probe, so a change between the probe and the wait is never
+        missed. Returns the probe's last non-None value, or None on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        with self.events(groups) as ev:
+            while True:
+                result = probe()
+                if result is not None:
+                    return result
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                ev.wait(min(left, _MAX_POLL_INTERVAL))
+
+
+S = TypeVar("S")
+
+
+def _make(factory: Callable[..., S], *args: Any) -> S:
+    try:
+        return factory(*args)
+    except OSError as exc:
+        raise CniError(f"cannot open a netlink socket: {describe_errno(exc)}") from None
+
+
+def _open_in(netns: NetnsHandle, factory: Callable[..., S], *args: Any) -> S:
+    with enter_netns(netns):
+        try:
+            return factory(*args)
+        except OSError as exc:
+            raise CniError(
+                f'cannot open a netlink socket in network namespace "{netns.path}": '
+                f"{describe_errno(exc)}"
+            ) from None

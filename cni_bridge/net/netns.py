@@ -1,0 +1,161 @@
+"""Network namespace handles, and running a short piece of code inside one.
+
+A namespace is only ever *opened* (``O_RDONLY``), never created: a DEL whose namespace is gone must
+not bring one back. ``enter_netns`` moves only the calling thread (``setns(2)``) and always moves it
+back; it is used to create sockets and open /proc/sys files, which stay bound to the namespace they
+were created in after the thread returns (verified: a /proc/sys/net file opened while setns'd into
+a namespace reads and writes that namespace's value after the thread is back home).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+
+from cni_bridge.net.errors import NetnsNotFound, describe_errno
+from cni_bridge.spec.errors import CniError
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs file is
+_SELF_NETNS = "/proc/thread-self/ns/net"  # the calling *thread's* namespace, not the leader's
+
+_setns_impl: Callable[[int, int], None] | None = None
+
+
+class NetnsHandle:
+    """An open network namespace file. Close it (or use it as a context manager) when done."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self._path = path
+        self._fd = fd
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f'network namespace handle for "{self._path}" is closed')
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> NetnsHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"NetnsHandle({self._path!r}, fd={self._fd})"
+
+
+def open_netns(path: str) -> NetnsHandle:
+    """Open the network namespace at ``path`` (never creating it).
+
+    Raises NetnsNotFound if the path does not exist, CniError if it is not a network namespace
+    or cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsNotFound(path) from None
+    except OSError as exc:
+        raise CniError(f'cannot open network namespace "{path}": {describe_errno(exc)}') from None
+    try:
+        _check_is_netns(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return NetnsHandle(path, fd)
+
+
+def _check_is_netns(path: str, fd: int) -> None:
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL):
+            raise CniError(f'"{path}" is not a network namespace') from None
+        raise CniError(f'cannot inspect namespace "{path}": {describe_errno(exc)}') from None
+    if nstype != CLONE_NEWNET:
+        raise CniError(f'"{path}" is a namespace but not a network namespace')
+
+
+def is_current_netns(path: str) -> bool:
+    """True if ``path`` is the calling thread's own network namespace (same device and inode)."""
+    try:
+        target = os.stat(path)
+    except FileNotFoundError:
+        raise NetnsNotFound(path) from None
+    except OSError as exc:
+        raise CniError(f'cannot stat network namespace "{path}": {describe_errno(exc)}') from None
+    own = os.stat(_SELF_NETNS)
+    return (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _setns(fd: int, nstype: int) -> None:
+    global _setns_impl
+    if _setns_impl is None:
+        _setns_impl = _load_setns()
+    _setns_impl(fd, nstype)
+
+
+def _load_setns() -> Callable[[int, int], None]:
+    native = getattr(os, "setns", None)  # Python >= 3.12
+    if native is not None:
+        return native  # type: ignore[no-any-return]
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc_setns = libc.setns
+
+    def setns(fd: int, nstype: int) -> None:
+        if libc_setns(fd, nstype) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return setns
+
+
+@contextmanager
+def enter_netns(netns: NetnsHandle) -> Iterator[None]:
+    """Run the body with the calling thread in ``netns``; always return to where it was.
+
+    Keep the body short (create a socket, open a file): other code in the body would act on the
+    target namespace. A failure to return is reported as a CniError and is never swallowed.
+    """
+    home = os.open(_SELF_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(netns.fileno(), CLONE_NEWNET)
+        except OSError as exc:
+            raise CniError(
+                f'cannot enter network namespace "{netns.path}": {describe_errno(exc)}'
+            ) from None
+        try:
+            yield
+        finally:
+            try:
+                _setns(home, CLONE_NEWNET)
+            except OSError as exc:
+                raise CniError(
+                    f'cannot return from network namespace "{netns.path}": {describe_errno(exc)}'
+                ) from None
+    finally:
+        os.close(home)
