@@ -1,0 +1,244 @@
+"""host-local configuration: the whole network config in, frozen dataclasses out.
+
+Follows the reference's ``LoadIPAMConfig``: the legacy single range (``ipam.subnet``,
+``rangeStart``, ``rangeEnd``, ``gateway``) is prepended to ``ipam.ranges`` as its own range set,
+then ``runtimeConfig.ipRanges`` is prepended before everything. Requested IPs come from
+``CNI_ARGS`` ``IP=``, ``args.cni.ips`` and ``runtimeConfig.ips`` (combined, duplicates removed).
+
+Error texts are the reference's where it has one (``invalid range set 0: ...``); our stricter
+checks (see ``ranges``) say which value is wrong and why. Raw dicts do not travel past here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cni_bridge.ipam.host_local.ranges import Range, RangeSet, parse_ip, parse_range_set, show
+from cni_bridge.spec.args import parse_cni_args
+from cni_bridge.spec.env import validate_network_name
+from cni_bridge.spec.errors import CniError, ConfigError, EnvError
+from cni_bridge.spec.result import DNS, IPAddress, Route, parse_route
+from cni_bridge.spec.versions import at_least
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+# CNI_ARGS keys host-local understands (matched case-sensitively, like Go struct fields).
+HOST_LOCAL_ARG_KEYS = frozenset({"IP"})
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a network's reservations live: ``<data_dir>/<network>/``."""
+
+    data_dir: str
+    network: str
+
+
+@dataclass(frozen=True)
+class HostLocalConfig:
+    location: StoreLocation
+    cni_version: str
+    range_sets: tuple[RangeSet, ...]
+    routes: tuple[Route, ...] = ()
+    resolv_conf: str = ""
+    requested: tuple[IPAddress, ...] = ()
+
+    def range_for(self, ip: IPAddress) -> Range | None:
+        return next((r for s in self.range_sets if (r := s.range_for(ip)) is not None), None)
+
+
+# ------------------------------------------------------------------------------ entry points
+
+def load_config(
+    config: Mapping[str, Any],
+    cni_version: str,
+    cni_args: str = "",
+    known_arg_keys: frozenset[str] = HOST_LOCAL_ARG_KEYS,
+) -> HostLocalConfig:
+    """Parse and validate everything ADD and CHECK need.
+
+    `known_arg_keys` is the set of CNI_ARGS keys the caller understands (host-local's ``IP``
+    plus, when it runs in-process under the bridge, the bridge's own keys such as ``MAC``).
+    """
+    location = load_location(config)
+    ipam = _ipam_section(config)
+    requested = _requested_ips(config, cni_args, known_arg_keys | HOST_LOCAL_ARG_KEYS)
+    raw_sets = _raw_range_sets(config, ipam)
+    if not raw_sets:
+        raise ConfigError("no IP ranges specified", "set ipam.subnet or ipam.ranges")
+    range_sets = tuple(parse_range_set(raw, i) for i, raw in enumerate(raw_sets))
+    _check_families(range_sets, cni_version)
+    _check_set_overlaps(range_sets)
+    return HostLocalConfig(
+        location=location,
+        cni_version=cni_version,
+        range_sets=range_sets,
+        routes=_routes(ipam.get("routes")),
+        resolv_conf=_opt_str(ipam, "resolvConf", "ipam"),
+        requested=requested,
+    )
+
+
+def load_location(config: Mapping[str, Any]) -> StoreLocation:
+    """Only what DEL and GC need: they must work even when the ranges no longer validate."""
+    network = validate_network_name(config.get("name"))
+    ipam = _ipam_section(config)
+    data_dir = _opt_str(ipam, "dataDir", "ipam") or DEFAULT_DATA_DIR
+    if "\0" in data_dir:
+        raise ConfigError("invalid ipam.dataDir", f"{data_dir!r} contains a NUL byte")
+    return StoreLocation(data_dir=data_dir, network=network)
+
+
+def parse_resolv_conf(text: str) -> DNS:
+    """resolv.conf -> DNS as the reference reads it (``domain``: last wins; others append)."""
+    nameservers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    domain = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        key, values = fields[0], fields[1:]
+        if key == "nameserver":
+            nameservers.append(values[0])
+        elif key == "domain":
+            domain = values[0]
+        elif key == "search":
+            search.extend(values)
+        elif key == "options":
+            options.extend(values)
+    return DNS(tuple(nameservers), domain, tuple(search), tuple(options))
+
+
+# ------------------------------------------------------------------------------ sections
+
+def _ipam_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    ipam = config.get("ipam")
+    if ipam is None:
+        raise ConfigError("IPAM config missing 'ipam' key")
+    if not isinstance(ipam, Mapping):
+        raise ConfigError("invalid ipam", f"ipam must be a JSON object, got {show(ipam)}")
+    return ipam
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"invalid {where}.{key}", f"must be a string, got {show(value)}")
+    return value
+
+
+def _routes(value: Any) -> tuple[Route, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("invalid ipam.routes", f"must be a list, got {show(value)}")
+    routes = []
+    for i, item in enumerate(value):
+        try:
+            routes.append(parse_route(item, f"ipam.routes[{i}]"))
+        except CniError as exc:
+            raise ConfigError(exc.msg, exc.details) from None
+    return tuple(routes)
+
+
+def _raw_range_sets(config: Mapping[str, Any], ipam: Mapping[str, Any]) -> list[tuple[Any, str]]:
+    """Every range set as (raw list, where it came from), in the reference's order."""
+    sets: list[tuple[Any, str]] = []
+    runtime = config.get("runtimeConfig")
+    if isinstance(runtime, Mapping):
+        sets += _set_list(runtime.get("ipRanges"), "runtimeConfig.ipRanges")
+    if ipam.get("subnet") is not None:
+        legacy = {k: ipam.get(k) for k in ("subnet", "rangeStart", "rangeEnd", "gateway")}
+        sets.append(([legacy], "ipam"))
+    sets += _set_list(ipam.get("ranges"), "ipam.ranges")
+    return sets
+
+
+def _set_list(value: Any, where: str) -> list[tuple[Any, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"invalid {where}", f"must be a list of range sets, got {show(value)}")
+    return [(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+
+# ------------------------------------------------------------------------------ ranges
+
+def _check_families(sets: Sequence[RangeSet], cni_version: str) -> None:
+    v4 = sum(1 for s in sets if s.version == 4)
+    if (v4 > 1 or len(sets) - v4 > 1) and not _version_at_least(cni_version, "0.3.0"):
+        raise ConfigError(
+            f"CNI version {cni_version} does not support more than 1 address per family",
+            "use cniVersion 0.3.0 or later for several range sets of one family",
+        )
+
+
+def _version_at_least(version: str, minimum: str) -> bool:
+    try:
+        return at_least(version, minimum)
+    except CniError:
+        return False
+
+
+def _check_set_overlaps(sets: Sequence[RangeSet]) -> None:
+    for i, a in enumerate(sets):
+        for j in range(i + 1, len(sets)):
+            if a.overlaps(sets[j]):
+                raise ConfigError(f"range set {i} overlaps with {j}", f"{a} and {sets[j]}")
+
+
+# ------------------------------------------------------------------------------ requested IPs
+
+def _requested_ips(
+    config: Mapping[str, Any], cni_args: str, known: frozenset[str]
+) -> tuple[IPAddress, ...]:
+    found: list[IPAddress] = []
+    env_ip = parse_cni_args(cni_args, known).get("IP", "")
+    if env_ip:
+        ip = parse_ip(env_ip, allow_prefix=True)
+        if ip is None:
+            raise EnvError("ARGS: invalid IP in CNI_ARGS", f"IP={env_ip!r} is not an IP address")
+        found.append(ip)
+    args = config.get("args")
+    cni = args.get("cni") if isinstance(args, Mapping) else None
+    if isinstance(cni, Mapping):
+        found += _ip_list(cni.get("ips"), "args.cni.ips")
+    runtime = config.get("runtimeConfig")
+    if isinstance(runtime, Mapping):
+        found += _ip_list(runtime.get("ips"), "runtimeConfig.ips")
+    return tuple(dict.fromkeys(found))
+
+
+def _ip_list(value: Any, where: str) -> Iterable[IPAddress]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"invalid {where}", f"must be a list of IP addresses, got {show(value)}")
+    out = []
+    for item in value:
+        ip = parse_ip(item, allow_prefix=True)
+        if ip is None:
+            raise ConfigError(f"invalid {where}", f"{show(item)} is not an IP address")
+        out.append(ip)
+    return out
+
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "HOST_LOCAL_ARG_KEYS",
+    "HostLocalConfig",
+    "Range",
+    "RangeSet",
+    "StoreLocation",
+    "load_config",
+    "load_location",
+    "parse_resolv_conf",
+]

@@ -1,0 +1,226 @@
+"""host-local's verbs over any Store: ADD, DEL, CHECK, GC and STATUS semantics, no file I/O.
+
+Differences from the reference, all compatible with its on-disk state:
+- one lock for the whole ADD (the reference locks per range set), so a dual-stack ADD is atomic;
+- a failed ADD releases only what it reserved itself, never an earlier ADD's addresses;
+- a requested address that is taken names the container and ifname holding it;
+- CHECK compares the addresses in prevResult with the ones held;
+- GC releases every reservation whose owner is not a valid attachment (the reference has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from cni_bridge.ipam.host_local.allocator import free_count, plan_allocation, plan_requested
+from cni_bridge.ipam.host_local.config import HostLocalConfig
+from cni_bridge.ipam.host_local.ranges import RangeSet
+from cni_bridge.ipam.host_local.store import Owner, Store, owned_by, owned_or_legacy, sort_ips
+from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.spec.result import IPAddress, IPConfig
+
+
+@dataclass(frozen=True)
+class Attachment:
+    container_id: str
+    ifname: str
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.container_id.strip(), self.ifname)
+
+    def __str__(self) -> str:
+        return f"container {self.container_id} ifname {self.ifname}"
+
+
+class AllocationError(CniError):
+    """An ADD that could not be served (the reference's generic error, code 999)."""
+
+
+# ------------------------------------------------------------------------------ ADD
+
+def ensure_allocation(cfg: HostLocalConfig, store: Store, att: Attachment) -> tuple[IPConfig, ...]:
+    """Reserve one address per range set for `att`, all or nothing."""
+    chosen, unused = plan_requested(cfg.range_sets, cfg.requested)
+    reserved: list[IPAddress] = []
+    with store.locked():
+        try:
+            ips = tuple(
+                _allocate_one(cfg, store, att, index, chosen.get(index), reserved)
+                for index in range(len(cfg.range_sets))
+            )
+            if unused:
+                listed = " ".join(str(ip) for ip in unused)
+                raise AllocationError(
+                    f"failed to allocate all requested IPs: {listed}",
+                    "no configured range set contains them",
+                )
+        except BaseException:
+            for ip in reserved:
+                store.release(ip)
+            raise
+    return ips
+
+
+def _allocate_one(
+    cfg: HostLocalConfig,
+    store: Store,
+    att: Attachment,
+    index: int,
+    requested: IPAddress | None,
+    reserved: list[IPAddress],
+) -> IPConfig:
+    range_set = cfg.range_sets[index]
+    try:
+        ip = (_reserve_requested(range_set, store, att, index, requested) if requested is not None
+              else _reserve_next(range_set, store, att, index))
+    except AllocationError as exc:
+        raise AllocationError(f"failed to allocate for range {index}: {exc.msg}", exc.details) \
+            from None
+    reserved.append(ip)
+    r = range_set.range_for(ip)
+    assert r is not None
+    return IPConfig(address=r.interface(ip), gateway=r.gateway)
+
+
+def _reserve_requested(
+    range_set: RangeSet, store: Store, att: Attachment, index: int, ip: IPAddress
+) -> IPAddress:
+    if range_set.is_gateway(ip):
+        raise AllocationError(f"requested ip {ip} is subnet's gateway")
+    holder = store.reservations().get(ip)
+    if holder is None and store.reserve(ip, att.owner, index):
+        return ip
+    holder = holder or store.reservations().get(ip) or Owner("", None)
+    raise AllocationError(
+        f"requested IP address {ip} is not available in range set {range_set}: "
+        f"held by {holder.describe()}"
+    )
+
+
+def _reserve_next(range_set: RangeSet, store: Store, att: Attachment, index: int) -> IPAddress:
+    reservations = store.reservations()
+    for ip in owned_or_legacy(reservations, att.container_id, att.ifname):
+        if range_set.contains(ip):
+            raise AllocationError(
+                f"{ip} has been allocated to {att.container_id}, "
+                "duplicate allocation is not allowed",
+                f"{att} already holds {ip}; DEL it first",
+            )
+    taken = set(reservations)
+    last = store.last_reserved(index)
+    while (pick := plan_allocation(range_set, last, taken)) is not None:
+        if store.reserve(pick.ip, att.owner, index):
+            return pick.ip
+        taken.add(pick.ip)  # created behind our back (a writer that ignores the lock)
+    raise AllocationError(
+        f"no IP addresses available in range set: {range_set}",
+        f"all {range_set.allocatable()} addresses are reserved",
+    )
+
+
+# ------------------------------------------------------------------------------ DEL
+
+def remove_allocation(store: Store, att: Attachment) -> tuple[IPAddress, ...]:
+    """Release everything `att` holds (legacy ID-only files too); nothing held is success."""
+    with store.locked():
+        held = owned_by(store.reservations(), att.container_id, att.ifname)
+        errors = []
+        for ip in held:
+            try:
+                store.release(ip)
+            except CniError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise CniError(";".join(errors))
+    return held
+
+
+# ------------------------------------------------------------------------------ CHECK
+
+def check_allocation(
+    cfg: HostLocalConfig, store: Store, att: Attachment, expected: Collection[IPAddress] | None
+) -> None:
+    """`att` must hold an address; with `expected` (prevResult's), exactly those it lists.
+
+    Addresses in `expected` outside every configured subnet belong to someone else (another
+    plugin of the chain) and are not compared.
+    """
+    with store.locked():
+        held = set(owned_by(store.reservations(), att.container_id, att.ifname))
+    if not held:
+        raise CniError(
+            f"host-local: Failed to find address added by container {att.container_id}",
+            f"no reservation for {att} in {cfg.location.data_dir}/{cfg.location.network}",
+        )
+    if expected is None:
+        return
+    ours = {ip for ip in expected if _in_subnets(cfg, ip)}
+    missing, extra = sort_ips(list(ours - held)), sort_ips(list(held - ours))
+    if missing or extra:
+        raise CniError(
+            f"host-local: addresses of {att} differ from prevResult",
+            _diff_text(missing, extra),
+        )
+
+
+def _in_subnets(cfg: HostLocalConfig, ip: IPAddress) -> bool:
+    return any(ip in r.subnet for s in cfg.range_sets for r in s.ranges)
+
+
+def _diff_text(missing: Iterable[IPAddress], extra: Iterable[IPAddress]) -> str:
+    parts = []
+    if missing_text := ", ".join(str(ip) for ip in missing):
+        parts.append(f"in prevResult but not reserved: {missing_text}")
+    if extra_text := ", ".join(str(ip) for ip in extra):
+        parts.append(f"reserved but not in prevResult: {extra_text}")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------ GC
+
+def remove_unlisted(store: Store, keep: Collection[tuple[str, str]]) -> tuple[IPAddress, ...]:
+    """Release every reservation whose owner is not in `keep` ((container ID, ifname) pairs).
+
+    A legacy file (no ifname) is kept when its container ID appears in `keep` at all. Only
+    address-named files are ever touched: never ``lock`` nor the cursors.
+    """
+    keep_ids = {cid for cid, _ in keep}
+    released: list[IPAddress] = []
+    errors: list[str] = []
+    with store.locked():
+        for ip, owner in store.reservations().items():
+            if _is_kept(owner, keep, keep_ids):
+                continue
+            try:
+                store.release(ip)
+                released.append(ip)
+            except CniError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise CniError(f"GC released {len(released)} addresses but not all", "; ".join(errors))
+    return sort_ips(released)
+
+
+def _is_kept(owner: Owner, keep: Collection[tuple[str, str]], keep_ids: set[str]) -> bool:
+    if owner.ifname is None:
+        return bool(owner.container_id) and owner.container_id in keep_ids
+    return (owner.container_id, owner.ifname) in keep
+
+
+# ------------------------------------------------------------------------------ STATUS
+
+def check_capacity(cfg: HostLocalConfig, store: Store | None) -> None:
+    """Code 50 when some range set has no free address (ADD would fail)."""
+    if store is None:
+        return
+    with store.locked():
+        taken = set(store.reservations())
+    for index, range_set in enumerate(cfg.range_sets):
+        if free_count(range_set, taken) == 0:
+            raise CniError(
+                f"range set {index} ({range_set}) is exhausted",
+                f"all {range_set.allocatable()} addresses are reserved",
+                code=PLUGIN_NOT_AVAILABLE,
+            )

@@ -1,0 +1,186 @@
+"""The reservation store: its on-disk layout, who holds an address, and the small interface the
+allocation code talks to (implemented by ``FileStore`` on disk and ``MemoryStore`` for tests).
+
+On-disk layout -- shared with the reference host-local, so these names and formats must never
+change (an operator can switch a live node between the two implementations in either direction):
+
+    <dataDir>/<network>/<ip>        one file per reserved address, named by the address in Go's
+                                    canonical text (``10.88.0.2``, ``fd00::2``), holding
+                                    ``<containerID>\\r\\n<ifname>`` with no trailing newline;
+                                    legacy files hold the container ID only
+    <dataDir>/<network>/last_reserved_ip.<N>
+                                    the round-robin cursor of range set N (an address)
+    <dataDir>/<network>/lock        empty; ``flock(LOCK_EX)`` serialises every scan+change
+
+Files whose names are not canonical addresses are never reservations: ``lock``, the cursors, and
+our own temporary files (``TEMP_PREFIX``), which the reference's scans read but cannot mistake for
+an address because it takes the address from the file name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Protocol
+
+from cni_bridge.spec.result import IPAddress
+
+LOCK_FILE = "lock"
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+LINE_BREAK = "\r\n"
+TEMP_PREFIX = ".cni-bridge-tmp-"
+DIR_MODE = 0o755
+FILE_MODE = 0o600
+LOCK_MODE = 0o750
+_GO_SPACE = b" \t\n\v\f\r"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a reservation. ``ifname`` is None for a legacy file (container ID only)."""
+
+    container_id: str
+    ifname: str | None
+
+    def describe(self) -> str:
+        if not self.container_id:
+            return "an empty or unreadable reservation file"
+        if self.ifname is None:
+            return f"container {self.container_id} (legacy reservation without ifname)"
+        return f"container {self.container_id} ifname {self.ifname}"
+
+
+def encode_owner(owner: Owner) -> bytes:
+    """The exact bytes the reference writes: trimmed ID, CRLF, ifname, no trailing newline.
+    (An owner without ifname gives a legacy file: the ID alone.)"""
+    if owner.ifname is None:
+        return owner.container_id.strip().encode()
+    return f"{owner.container_id.strip()}{LINE_BREAK}{owner.ifname}".encode()
+
+
+def decode_owner(data: bytes) -> Owner:
+    """Read leniently, like the reference: surrounding whitespace is ignored."""
+    text = data.strip(_GO_SPACE).decode("utf-8", "surrogateescape")
+    if LINE_BREAK in text:
+        container_id, ifname = text.split(LINE_BREAK, 1)
+        return Owner(container_id, ifname)
+    return Owner(text, None)
+
+
+def reservation_ip(name: str) -> IPAddress | None:
+    """The address a file name stands for, or None when the name is not a canonical address."""
+    if "%" in name:
+        return None
+    try:
+        ip = ip_address(name)
+    except ValueError:
+        return None
+    return ip if str(ip) == name else None
+
+
+def owned_by(
+    reservations: Mapping[IPAddress, Owner], container_id: str, ifname: str
+) -> tuple[IPAddress, ...]:
+    """The addresses an attachment holds, with the reference's legacy fallback.
+
+    Exact ``(container ID, ifname)`` matches first; only when there are none do files written
+    before ifname was recorded (container ID only) count, whatever the ifname.
+    """
+    cid = container_id.strip()
+    exact = [ip for ip, o in reservations.items() if o.container_id == cid and o.ifname == ifname]
+    if exact:
+        return sort_ips(exact)
+    legacy = (ip for ip, o in reservations.items() if o.ifname is None and o.container_id == cid)
+    return sort_ips(legacy)
+
+
+def owned_or_legacy(
+    reservations: Mapping[IPAddress, Owner], container_id: str, ifname: str
+) -> tuple[IPAddress, ...]:
+    """Exact and legacy matches together (the reference's duplicate-allocation check)."""
+    cid = container_id.strip()
+    return sort_ips(
+        ip for ip, o in reservations.items()
+        if o.container_id == cid and o.ifname in (ifname, None)
+    )
+
+
+def sort_ips(ips: Iterator[IPAddress] | list[IPAddress]) -> tuple[IPAddress, ...]:
+    return tuple(sorted(ips, key=lambda ip: (ip.version, int(ip))))
+
+
+class Store(Protocol):
+    """What allocation needs from storage. Every call but ``locked`` and ``addresses_held``
+    must be made inside ``with store.locked():`` (``locked`` is re-entrant)."""
+
+    def locked(self) -> AbstractContextManager[None]: ...
+
+    def reservations(self) -> dict[IPAddress, Owner]: ...
+
+    def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
+        """Create the reservation atomically; False if the address is already taken.
+        On success the cursor of range set ``set_index`` moves to ``ip``."""
+        ...
+
+    def release(self, ip: IPAddress) -> None:
+        """Remove the reservation; an absent one is not an error."""
+        ...
+
+    def last_reserved(self, set_index: int) -> IPAddress | None: ...
+
+    def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        """The addresses (container ID, ifname) holds; takes the lock itself."""
+        ...
+
+
+class MemoryStore:
+    """An in-memory Store for unit tests; same semantics as the file store."""
+
+    def __init__(self) -> None:
+        self.files: dict[IPAddress, Owner] = {}
+        self.cursors: dict[int, IPAddress] = {}
+        self.depth = 0
+        self.lock_count = 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self.depth == 0:
+            self.lock_count += 1
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def locked(self) -> AbstractContextManager[None]:
+        return self._locked()
+
+    def _require_lock(self) -> None:
+        if not self.depth:
+            raise AssertionError("store used without holding its lock")
+
+    def reservations(self) -> dict[IPAddress, Owner]:
+        self._require_lock()
+        return dict(self.files)
+
+    def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
+        self._require_lock()
+        if ip in self.files:
+            return False
+        self.files[ip] = owner
+        self.cursors[set_index] = ip
+        return True
+
+    def release(self, ip: IPAddress) -> None:
+        self._require_lock()
+        self.files.pop(ip, None)
+
+    def last_reserved(self, set_index: int) -> IPAddress | None:
+        self._require_lock()
+        return self.cursors.get(set_index)
+
+    def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        with self.locked():
+            return owned_by(self.reservations(), container_id, ifname)
