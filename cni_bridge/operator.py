@@ -1,11 +1,107 @@
-"""``cni-bridge``: the command-line tool for people (the plugins run under their own names)."""
+"""``cni-bridge``: the command-line tool for people (the plugins run under their own names).
+
+Commands: ``demo``, ``install``, ``add``/``check``/``del`` (a cnitool that runs a conflist as a
+runtime does), ``status``, ``gc``, ``reconcile``, ``version``. Output is for people; ``--json``
+where a program may want to read it. Exit status: 0 success, 1 failure, 2 usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import ipaddress
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cni_bridge import __version__
 from cni_bridge.spec.versions import SUPPORTED_VERSIONS
+
+if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
+    from cni_bridge.inspect import AttachmentState, NetworkStatus
+    from cni_bridge.runtime import Attachment, Runtime
+
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
+PROTOCOLS = ("tcp", "udp", "sctp")
+NEXT_STEP = {
+    3: "the container is unknown: check the container ID and --ifname used at ADD",
+    7: "fix the network configuration (the message names the field)",
+    11: "a lock or resource was busy: try again",
+    50: "the plugin cannot serve ADD: see 'cni-bridge status' for what is missing",
+}
+
+
+class UserError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+
+def parse_port(text: str) -> dict[str, Any]:
+    """``[HOSTIP:]HOST:CONTAINER[/PROTO]`` -> a portMappings entry (HOSTIP may be ``[v6]``)."""
+    usage = f"invalid port {text!r}: expected [HOSTIP:]HOST:CONTAINER[/PROTO], e.g. 8080:80/tcp"
+    spec, _, proto = text.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PROTOCOLS:
+        raise argparse.ArgumentTypeError(f"{usage} (protocol one of {', '.join(PROTOCOLS)})")
+    host_ip = ""
+    if spec.startswith("["):
+        host_ip, _, spec = spec[1:].partition("]")
+        if not spec.startswith(":"):
+            raise argparse.ArgumentTypeError(usage)
+        spec = spec[1:]
+    parts = spec.split(":")
+    if len(parts) == 3 and not host_ip:
+        host_ip, parts = parts[0], parts[1:]
+    try:
+        host, container = (int(p) for p in parts)
+        if host_ip:
+            ipaddress.ip_address(host_ip)
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
+    if not (0 < host < 65536 and 0 < container < 65536):
+        raise argparse.ArgumentTypeError(f"{usage} (ports are 1-65535)")
+    mapping: dict[str, Any] = {"hostPort": host, "containerPort": container, "protocol": proto}
+    if host_ip:
+        mapping["hostIP"] = host_ip
+    return mapping
+
+
+def parse_valid(text: str) -> tuple[str, str]:
+    cid, sep, ifname = text.partition("/")
+    if not sep or not cid or not ifname:
+        raise argparse.ArgumentTypeError(
+            f"invalid attachment {text!r}: expected CONTAINERID/IFNAME")
+    return cid, ifname
+
+
+def netns_path(name: str) -> str:
+    """A namespace name (as in 'ip netns') or a path."""
+    return name if "/" in name else f"/run/netns/{name}"
+
+
+def default_container_id(netns: str) -> str:
+    return "cni-bridge-" + hashlib.sha512(netns.encode()).hexdigest()[:20]
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, cache: bool = True, plugins: bool = True) -> None:
+    p.add_argument("--conf-dir", default=DEFAULT_CONF_DIR, type=Path,
+                   help=f"where network configurations are (default {DEFAULT_CONF_DIR})")
+    if cache:
+        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, type=Path,
+                       help=f"the ADD result cache (default {DEFAULT_CACHE_DIR}; a "
+                       "libcni runtime keeps its own in /var/lib/cni, same format)")
+    if plugins:
+        p.add_argument("--plugin-dir", metavar="DIR[:DIR]",
+                       help="where the plugins are (default: next to this program)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,20 +110,320 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "CNI bridge, host-local and portmap plugins in one executable. Runtimes run it "
             "under the names 'bridge', 'host-local' and 'portmap'; under its own name it is "
-            "this tool."
+            "this tool. Start with 'cni-bridge demo'."
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("version", help="print the program version and the CNI versions it speaks")
+    sub.add_parser("version", help="print the program version and the CNI versions it speaks",
+                   description="Print the program version and the CNI versions it speaks.")
+    p = sub.add_parser("demo", help="act out the default network in throwaway namespaces",
+                       description="Create throwaway network namespaces (a node, two containers,"
+                       " an outside), ADD the containers with the default network, prove that"
+                       " bytes flow, DEL them and show nothing is left. Needs root; never"
+                       " touches this machine's own network.")
+    p.add_argument("--plugin-dir", help=argparse.SUPPRESS)
+    p = sub.add_parser("install", help="install the plugins into a CNI bin directory",
+                       description="Copy this program into BIN_DIR as bridge, host-local, "
+                       "portmap and cni-bridge, atomically (a runtime never runs a half-written "
+                       "plugin). Run it from the frozen build (dist/cni/cni-bridge).")
+    p.add_argument("--bin-dir", default="/opt/cni/bin", type=Path,
+                   help="default /opt/cni/bin")
+    p.add_argument("--conf-dir", default=DEFAULT_CONF_DIR, type=Path,
+                   help=f"for --with-conf (default {DEFAULT_CONF_DIR})")
+    p.add_argument("--with-conf", action="store_true",
+                   help="also write the default network (10-cni-bridge.conflist) if absent")
+    p.add_argument("--from", dest="source", type=Path, metavar="DIR",
+                   help="the frozen bundle to install (default: this program's directory)")
+    for verb, what in (("add", "attach a network namespace to a network (runs ADD)"),
+                       ("check", "check an attachment against its ADD result (runs CHECK)"),
+                       ("del", "detach a network namespace from a network (runs DEL)")):
+        p = sub.add_parser(verb, help=what, description=f"{what[0].upper()}{what[1:]}, "
+                           "running the network's plugin list as a container runtime does.")
+        p.add_argument("network", metavar="NETWORK", help="network name or conflist path")
+        p.add_argument("netns", metavar="NETNS", help="namespace name (ip netns) or path")
+        p.add_argument("--id", dest="container_id",
+                       help="container ID (default: derived from NETNS)")
+        p.add_argument("--ifname", default="eth0", help="interface in the container (eth0)")
+        p.add_argument("--args", default="", metavar="K=V;...", help="CNI_ARGS")
+        p.add_argument("--port", action="append", type=parse_port, default=[],
+                       metavar="[HOSTIP:]HOST:CONTAINER[/PROTO]",
+                       help="publish a port (repeatable), e.g. 8080:80/tcp")
+        if verb == "add":
+            p.add_argument("--json", action="store_true", help="print the CNI result as JSON")
+        _common(p)
+    p = sub.add_parser("status", help="show networks, their bridge, firewall and attachments",
+                       description="Per network: readiness (CNI STATUS), bridge, firewall "
+                       "backend, forwarding; per attachment: addresses, host veth, published "
+                       "ports and whether its firewall rules are present.")
+    p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p)
+    p = sub.add_parser("gc", help="remove what belongs to attachments that no longer exist",
+                       description="Release addresses, rules and cached results of every "
+                       "attachment of NETWORK not listed with --valid (runs CNI GC).")
+    p.add_argument("network", metavar="NETWORK", help="network name or conflist path")
+    p.add_argument("--valid", action="append", type=parse_valid, default=[],
+                   metavar="ID/IFNAME", help="an attachment to keep (repeatable)")
+    p.add_argument("--none-valid", action="store_true",
+                   help="keep nothing: every attachment of the network is stale")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    _common(p)
+    p = sub.add_parser("reconcile", help="put back firewall rules lost in a firewall reload",
+                       description="Re-add the masquerade and port-mapping rules of every "
+                       "recorded attachment (idempotent: what is present stays as it is).")
+    p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
     return parser
 
 
+# --- commands ----------------------------------------------------------------------------------
+
+
+def make_runtime(opts: argparse.Namespace) -> Runtime:
+    from cni_bridge.install import default_plugin_dir
+    from cni_bridge.runtime import Runtime
+
+    dirs = opts.plugin_dir.split(":") if opts.plugin_dir else [str(default_plugin_dir())]
+    return Runtime(dirs, opts.cache_dir)
+
+
+def cmd_demo(opts: argparse.Namespace) -> int:
+    from cni_bridge import demo
+
+    return demo.main(Path(opts.plugin_dir) if opts.plugin_dir else None)
+
+
+def cmd_install(opts: argparse.Namespace) -> int:
+    from cni_bridge import install
+
+    source = opts.source or install.frozen_dir()
+    if source is None:
+        raise UserError("install copies the frozen build, and this is running from source: "
+                        "build it (build/build.sh) and run dist/cni/cni-bridge install, or pass "
+                        "--from dist/cni")
+    report = install.install(source.resolve(), opts.bin_dir)
+    how = "already there, reused" if report.reused else "copied"
+    print(f"bundle      {report.bundle} ({how})")
+    print(f"linked      {', '.join(report.linked)} -> {report.bundle.name}/cni-bridge")
+    if report.replaced:
+        print(f"replaced    {', '.join(report.replaced)} (were not ours)")
+    for old in report.removed:
+        print(f"removed     {old} (an older version)")
+    if opts.with_conf:
+        path, written = install.write_default_conf(opts.conf_dir)
+        print(f"network     {path} ({'written' if written else 'exists, left as it is'})")
+    print(f"next        cni-bridge status --plugin-dir {opts.bin_dir}")
+    return 0
+
+
+def _attachment(opts: argparse.Namespace) -> Attachment:
+    from cni_bridge.runtime import Attachment
+
+    path = netns_path(opts.netns)
+    caps = {"portMappings": opts.port} if opts.port else {}
+    return Attachment(opts.container_id or default_container_id(path), opts.ifname, path,
+                      opts.args, caps)
+
+
+def cmd_attach(opts: argparse.Namespace) -> int:
+    from cni_bridge.inspect import NetworkConf, find_network, host_veth
+
+    conf: NetworkConf = find_network(opts.conf_dir, opts.network)
+    runtime, att = make_runtime(opts), _attachment(opts)
+    who = f"{att.container_id}/{att.ifname}"
+    if opts.command == "check":
+        runtime.check(conf.net, att)
+        print(f"ok: {who} on network {conf.net.name} matches its ADD result")
+        return 0
+    if opts.command == "del":
+        runtime.delete(conf.net, att)
+        print(f"deleted {who} from network {conf.net.name}")
+        return 0
+    result = runtime.add(conf.net, att)
+    if opts.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"added {who} to network {conf.net.name} (netns {att.netns})")
+    for ip in result.get("ips", []):
+        print(f"  address   {ip['address']}" + (f" gateway {ip['gateway']}"
+                                                if ip.get("gateway") else ""))
+    veth = host_veth(result, conf.bridge)
+    if veth:
+        print(f"  host      {veth} on {conf.bridge}")
+    for route in result.get("routes", []):
+        print(f"  route     {route['dst']}" + (f" via {route['gw']}" if route.get("gw") else ""))
+    from cni_bridge.inspect import describe_mapping
+
+    for mapping in opts.port:
+        print(f"  port      {describe_mapping(mapping)}")
+    print(f"  undo with cni-bridge del {opts.network} {opts.netns} --id {att.container_id}"
+          + (f" --ifname {att.ifname}" if att.ifname != "eth0" else ""))
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]], indent: int = 4) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [" " * indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def format_status(st: NetworkStatus) -> list[str]:
+    lines = [f"network {st.name}" + (f"   {st.path}" if st.path else "")
+             + f" (cniVersion {st.cni_version})"]
+    lines.append(f"  ready        {st.ready}")
+    if st.bridge:
+        addrs = ", ".join(st.bridge_addresses)
+        lines.append(f"  bridge       {st.bridge}: {st.bridge_state}" + (f", {addrs}" if addrs
+                                                                         else ""))
+    if st.subnets:
+        lines.append(f"  subnets      {', '.join(st.subnets)}")
+    lines.append(f"  firewall     {st.backend}")
+    lines.append("  forwarding   " + ", ".join(f"{k} {v}" for k, v in st.forwarding.items()))
+    lines.append(f"  attachments  {len(st.attachments) or 'none'}")
+    if st.attachments:
+        rows = [("CONTAINER", "IFNAME", "ADDRESSES", "HOST VETH", "PORTS", "RULES")]
+        rows += [(a.container_id, a.ifname, ", ".join(a.addresses) or "-", a.host_veth or "-",
+                  ", ".join(a.ports) or "-", a.rules) for a in st.attachments]
+        lines += _table(rows)
+    return lines
+
+
+def cmd_status(opts: argparse.Namespace) -> int:
+    from cni_bridge import records
+    from cni_bridge.inspect import find_network, load_conf_dir, network_status
+
+    if opts.network:
+        confs, problems = [find_network(opts.conf_dir, opts.network)], list[str]()
+    else:
+        confs, problems = load_conf_dir(opts.conf_dir)
+    if not confs:
+        raise UserError(f"no network configuration in {opts.conf_dir}; write the default one "
+                        "with 'cni-bridge install --with-conf', or pass --conf-dir DIR")
+    runtime, root = make_runtime(opts), records.state_root()
+    statuses = [network_status(conf, runtime, root) for conf in confs]
+    if opts.json:
+        print(json.dumps({"networks": [asdict(s) for s in statuses], "skipped": problems},
+                         indent=2))
+    else:
+        for i, st in enumerate(statuses):
+            print("\n".join(([""] if i else []) + format_status(st)))
+        for problem in problems:
+            print(f"skipped {problem}")
+    # Exit 0 only when every network can serve ADD, so scripts can use it as a readiness probe.
+    return 0 if all(s.ready == "yes" for s in statuses) else 1
+
+
+def describe_removal(att: AttachmentState) -> str:
+    parts = []
+    if att.addresses:
+        parts.append(f"release {', '.join(att.addresses)}")
+    if "cache" in att.sources:
+        parts.append("DEL through the plugins (cached ADD result)")
+    if "record" in att.sources:
+        parts.append("remove its firewall rules" + (f" ({', '.join(att.ports)})"
+                                                    if att.ports else ""))
+    return "; ".join(parts) or "nothing recorded"
+
+
+def cmd_gc(opts: argparse.Namespace) -> int:
+    from cni_bridge import records
+    from cni_bridge.inspect import find_network, gc_candidates
+
+    if not opts.valid and not opts.none_valid:
+        raise UserError("say which attachments are still in use with --valid ID/IFNAME "
+                        "(repeatable), or --none-valid to remove every attachment of "
+                        f"{opts.network}; add --dry-run to see the effect first")
+    conf = find_network(opts.conf_dir, opts.network)
+    runtime, root = make_runtime(opts), records.state_root()
+    stale = gc_candidates(conf, runtime, root, opts.valid)
+    keeping = ", ".join(f"{c}/{i}" for c, i in opts.valid) or "nothing"
+    mode = " (dry run: nothing is changed)" if opts.dry_run else ""
+    print(f"gc of network {conf.net.name}, keeping {keeping}{mode}")
+    verb = "would remove" if opts.dry_run else "removing"
+    for att in stale:
+        print(f"  {verb} {att.container_id}/{att.ifname}: {describe_removal(att)}")
+    if not stale:
+        print("  nothing is stale" + ("" if opts.dry_run else "; the plugins' GC runs anyway "
+                                      "(rules without a record)"))
+    if opts.dry_run:
+        return 0
+    errors = runtime.gc(conf.net, opts.valid)
+    for exc in errors:
+        print(f"  error: {exc}", file=sys.stderr)
+    left = gc_candidates(conf, runtime, root, opts.valid)
+    for att in left:
+        print(f"  still there: {att.container_id}/{att.ifname}: {describe_removal(att)}")
+    print("done" if not errors and not left else "gc finished with problems (see above)")
+    return 0 if not errors and not left else 1
+
+
+def cmd_reconcile(opts: argparse.Namespace) -> int:
+    from cni_bridge import records
+    from cni_bridge.inspect import reconcile
+
+    root = records.state_root()
+    items = reconcile(root, opts.network)
+    scope = f"network {opts.network}" if opts.network else "all networks"
+    if not items:
+        print(f"reconcile ({scope}): no attachment records under {root}; nothing to restore "
+              "(the plugins write a record on every ADD)")
+        return 0
+    restored = sum(1 for i in items if i.missing_before and not i.error)
+    print(f"reconcile ({scope}): {len(items)} record(s), {restored} restored")
+    rows = [("NETWORK", "CONTAINER", "IFNAME", "RULES", "BACKEND", "OUTCOME")]
+    for i in items:
+        outcome = (f"error: {i.error}" if i.error else
+                   f"restored ({'; '.join(i.missing_before)})" if i.missing_before else "present")
+        what = "masquerade" if i.plugin == "bridge" else "ports" if i.plugin == "portmap" \
+            else i.plugin
+        rows.append((i.network, i.container_id, i.ifname, what, i.backend, outcome))
+    print("\n".join(_table(rows, 2)))
+    return 1 if any(i.error for i in items) else 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo, "install": cmd_install, "add": cmd_attach, "check": cmd_attach,
+    "del": cmd_attach, "status": cmd_status, "gc": cmd_gc, "reconcile": cmd_reconcile,
+}
+
+
+def report_error(command: str, exc: Exception) -> None:
+    from cni_bridge.runtime import PluginError
+
+    print(f"cni-bridge {command}: {exc}", file=sys.stderr)
+    for note in getattr(exc, "__notes__", []):
+        print(f"  {note}", file=sys.stderr)
+    if isinstance(exc, PluginError):
+        if exc.stderr.strip():
+            print("  plugin log:\n    " + exc.stderr.strip().replace("\n", "\n    "),
+                  file=sys.stderr)
+        hint = NEXT_STEP.get(exc.code)
+        if hint:
+            print(f"  next: {hint}", file=sys.stderr)
+
+
 def main(args: list[str]) -> int:
+    if args[:1] == ["_echo"]:  # hidden helper of the demo
+        from cni_bridge import demo_echo
+
+        return demo_echo.main(args[1:])
     parser = build_parser()
     opts = parser.parse_args(args)
     if opts.command == "version":
         print(f"cni-bridge {__version__}")
         print(f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}")
         return 0
-    parser.print_help()
-    return 0 if opts.command is None else 2
+    if opts.command is None:
+        parser.print_help()
+        return 0
+    from cni_bridge.install import InstallError
+    from cni_bridge.runtime import ConflistError, PluginError
+    from cni_bridge.spec.errors import CniError
+
+    try:
+        return COMMANDS[opts.command](opts)
+    except (UserError, ConflistError, PluginError, InstallError, CniError, OSError) as exc:
+        report_error(opts.command, exc)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cni-bridge {opts.command}: interrupted", file=sys.stderr)
+        return 130
