@@ -1,0 +1,192 @@
+"""The portmap verbs' firewall work; loaded only by calls that have port mappings (or GC/STATUS).
+
+- ADD: validate every entry, install them in one transaction of the chosen backend (a host port
+  another attachment publishes fails the ADD, naming it), set ``route_localnet`` when 127.0.0.1
+  is published, flush stale UDP conntrack. A failure after the rules went in removes them.
+- DEL: remove this attachment's entries with the configured backend (or, when it is not usable,
+  whichever is); each backend's removal also cleans the other backend's layout and the reference
+  plugins' nftables tables. Without prevResult the entries are found by their owner tag.
+  Conntrack is left alone: the next ADD publishing the port flushes it, as the reference's does.
+- CHECK: the backend's precise list of what is missing, plus ``route_localnet``.
+- GC: remove the entries of the network whose attachment is not valid, in every usable backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.conntrack import flush_udp_conntrack
+from cni_bridge.firewall.detect import detect_backend, make_backend
+from cni_bridge.firewall.model import (
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    publishes_localhost,
+    validate_mappings,
+)
+from cni_bridge.firewall.runner import CommandRunner, SubprocessRunner
+from cni_bridge.portmap.config import BACKENDS, PortmapConfig, container_ips
+from cni_bridge.portmap.localnet import (
+    ensure_route_localnet,
+    read_route_localnet,
+    route_interface,
+    sysctl_key,
+)
+from cni_bridge.portmap.plan import plan_entries, to_options
+from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.spec.request import Request
+from cni_bridge.spec.result import Result
+
+log = logging.getLogger("cni_bridge")
+
+
+def owner_of(req: Request) -> Owner:
+    return Owner(req.network_name, req.env.container_id, req.env.ifname)
+
+
+class PortmapOps:
+    def __init__(self, runner: CommandRunner | None = None) -> None:
+        self._run: CommandRunner = runner or SubprocessRunner()
+
+    # ------------------------------------------------------------------ ADD
+    def add(self, req: Request, cfg: PortmapConfig, prev: Result) -> None:
+        entries = self.entries(req, cfg, prev)
+        if not entries:
+            log.warning("portmap: prevResult has no address on %s for these mappings; "
+                        "nothing published", req.env.ifname)
+            return
+        validate_mappings(entries)
+        options = to_options(cfg.options)
+        with req.timer.phase("firewall"):
+            backend = self.backend(cfg)
+            try:
+                backend.add_portmappings(entries, options)
+            except BaseException:
+                self._rollback(backend, entries)
+                raise
+        try:
+            with req.timer.phase("route_localnet"):
+                for name in self._localnet_interfaces(entries, options):
+                    ensure_route_localnet(name)
+        except BaseException:
+            self._rollback(backend, entries)
+            raise
+        with req.timer.phase("conntrack"):
+            self._flush_conntrack(entries)
+
+    def _flush_conntrack(self, entries: Sequence[PortMapping]) -> None:
+        """Stale UDP flows to the host ports (USERS.md item 9), both families at once.
+
+        Each ``conntrack -D`` walks the kernel's whole conntrack table (30-50 ms on a busy
+        node), so the two families run in parallel. Best effort: failures are only logged.
+        """
+        families = [[e for e in entries if e.version == v and e.protocol == "udp"] for v in (4, 6)]
+        work = [f for f in families if f]
+        threads = [threading.Thread(target=flush_udp_conntrack, args=(self._run, f))
+                   for f in work[1:]]
+        for t in threads:
+            t.start()
+        if work:
+            flush_udp_conntrack(self._run, work[0])
+        for t in threads:
+            t.join()
+
+    def entries(self, req: Request, cfg: PortmapConfig, prev: Result) -> list[PortMapping]:
+        return plan_entries(owner_of(req), cfg.mappings, container_ips(prev, req.env.ifname))
+
+    def _rollback(self, backend: Backend, entries: Sequence[PortMapping]) -> None:
+        try:
+            backend.remove_portmappings(entries[0].owner, entries)
+        except CniError as exc:
+            log.error("ADD failed and its port mappings could not be removed: %s", exc)
+
+    def _localnet_interfaces(self, entries: Sequence[PortMapping],
+                             options: PortmapOptions) -> list[str]:
+        """Host interfaces routing to containers whose mappings answer on 127.0.0.1."""
+        addresses = sorted({e.container_ip.ip for e in entries if publishes_localhost(e, options)},
+                           key=str)
+        names: set[str] = set()
+        for address in addresses:
+            name = route_interface(self._run, address)
+            if not name:
+                log.warning("no route to %s: its localhost mappings cannot work", address)
+            elif name != "lo":
+                names.add(name)
+        return sorted(names)
+
+    # ------------------------------------------------------------------ DEL
+    def delete(self, req: Request, cfg: PortmapConfig) -> None:
+        owner = owner_of(req)
+        entries: list[PortMapping] | None = None
+        if req.prev_result is not None:
+            entries = self.entries(req, cfg, req.prev_result) or None
+        with req.timer.phase("firewall"):
+            backend = self._cleanup_backend(cfg)
+            if backend is None:
+                log.warning("no usable firewall backend: no port mappings of %s to remove", owner)
+                return
+            backend.remove_portmappings(owner, entries)
+
+    # ------------------------------------------------------------------ CHECK
+    def check(self, req: Request, cfg: PortmapConfig, prev: Result) -> None:
+        entries = self.entries(req, cfg, prev)
+        if not entries:
+            return
+        options = to_options(cfg.options)
+        missing = self.backend(cfg).check_portmappings(entries, options)
+        for name in self._localnet_interfaces(entries, options):
+            value = read_route_localnet(name)
+            if value != "1":
+                missing.append(f"sysctl {sysctl_key(name)} is {value}, expected 1")
+        if missing:
+            raise CniError(f"port mappings of {owner_of(req)} are not in place",
+                           "; ".join(missing))
+
+    # ------------------------------------------------------------------ GC / STATUS
+    def gc(self, req: Request, cfg: PortmapConfig) -> None:
+        valid = [Owner(req.network_name, cid, ifname) for cid, ifname in req.valid_attachments()]
+        errors: list[str] = []
+        for backend in self._usable_backends(cfg):
+            try:
+                for removed in backend.gc_portmappings(req.network_name, valid):
+                    log.info("GC %s: removed %s", backend.name, removed)
+            except CniError as exc:
+                errors.append(f"{backend.name}: {exc}")
+        if errors:
+            raise CniError(f"GC of the port mappings of network {req.network_name} failed",
+                           "; ".join(errors))
+
+    def status(self, cfg: PortmapConfig) -> None:
+        try:
+            self.backend(cfg)
+        except CniError as exc:
+            raise CniError(f"portmap cannot publish ports: {exc.msg}", exc.details,
+                           code=PLUGIN_NOT_AVAILABLE) from None
+
+    # ------------------------------------------------------------------ backends
+    def backend(self, cfg: PortmapConfig) -> Backend:
+        """The configured (or implied) backend, which must be usable; else the detected one."""
+        return detect_backend(self._run, cfg.wanted_backend)
+
+    def _cleanup_backend(self, cfg: PortmapConfig) -> Backend | None:
+        """The backend to remove with: the configured one if usable, else any usable one.
+
+        Either backend's removal also removes the owner's state left in the other backend's
+        layout and in the reference plugins' nftables tables (a node may have switched).
+        """
+        for requested in dict.fromkeys([cfg.wanted_backend, None]):
+            try:
+                return detect_backend(self._run, requested)
+            except CniError as exc:
+                log.info("%s", exc)
+        return None
+
+    def _usable_backends(self, cfg: PortmapConfig) -> list[Backend]:
+        """Every usable backend, the configured one first (GC: each knows only its own layout)."""
+        first = cfg.wanted_backend or "nftables"
+        order = [first, *(b for b in BACKENDS if b != first)]
+        backends = [make_backend(name, self._run) for name in order]
+        return [b for b in backends if b.available()]

@@ -1,0 +1,62 @@
+"""The portmap plugin: publish container ports on the host (REFERENCE.md §4).
+
+- ADD needs prevResult and returns it unchanged. Without mappings it does nothing else.
+- DEL without mappings is a no-op, as the reference's; prevResult is never needed.
+- CHECK needs prevResult; without mappings it succeeds.
+- GC and STATUS always look at the firewall.
+
+A call without mappings (the common case: the runtime calls portmap for every container) loads
+neither the firewall layer nor runs any tool (USERS.md item 2); `cni_bridge.portmap.ops`, which
+does the firewall work, is imported only when there is some.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cni_bridge.portmap.config import load_config
+from cni_bridge.spec.errors import CniError, ConfigError
+from cni_bridge.spec.request import Request
+from cni_bridge.spec.result import Result
+
+if TYPE_CHECKING:
+    from cni_bridge.firewall.runner import CommandRunner
+    from cni_bridge.portmap.ops import PortmapOps
+
+
+class PortmapPlugin:
+    def __init__(self, runner: CommandRunner | None = None) -> None:
+        self._runner = runner
+
+    def _ops(self) -> PortmapOps:
+        from cni_bridge.portmap.ops import PortmapOps
+
+        return PortmapOps(self._runner)
+
+    def add(self, req: Request) -> Result:
+        cfg = load_config(req)
+        prev = req.prev_result
+        if prev is None:
+            raise ConfigError("must be called as chained plugin",
+                              "portmap needs the previous plugin's result (prevResult)")
+        if cfg.mappings:
+            self._ops().add(req, cfg, prev)
+        return prev
+
+    def delete(self, req: Request) -> None:
+        cfg = load_config(req)
+        if cfg.mappings:
+            self._ops().delete(req, cfg)
+
+    def check(self, req: Request) -> None:
+        cfg = load_config(req)
+        if req.prev_result is None:
+            raise CniError("Required prevResult missing", "CHECK needs the result of ADD")
+        if cfg.mappings:
+            self._ops().check(req, cfg, req.prev_result)
+
+    def gc(self, req: Request) -> None:
+        self._ops().gc(req, load_config(req))
+
+    def status(self, req: Request) -> None:
+        self._ops().status(load_config(req))
