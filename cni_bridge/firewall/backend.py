@@ -1,0 +1,46 @@
+"""The interface every firewall backend implements.
+
+One object per backend, built with the `CommandRunner` it must use. Every mutating call is one
+atomic transaction per tool invocation, and makes no tool call at all when there is nothing to do.
+
+Verbs:
+- ``add_*`` installs entries (idempotent: adding twice is adding once);
+- ``remove_*`` removes one owner's entries and tolerates anything already gone; with ``None``
+  instead of addresses/mappings it finds the owner's state by its tag;
+- ``check_*`` only reads and returns a precise list of what is missing (empty: all present);
+- ``gc_*`` removes the state of `network` whose owner is not in `valid_owners`, and returns a
+  description of what it removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from cni_bridge.firewall.model import IPInterface, MasqEntry, Owner, PortmapOptions, PortMapping
+
+
+class Backend(Protocol):
+    name: str
+
+    def available(self) -> bool: ...
+
+    def add_masquerade(self, entries: Sequence[MasqEntry]) -> None: ...
+
+    def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None: ...
+
+    def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]: ...
+
+    def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]: ...
+
+    def add_portmappings(
+        self, entries: Sequence[PortMapping], options: PortmapOptions
+    ) -> None: ...
+
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None: ...
+
+    def check_portmappings(
+        self, entries: Sequence[PortMapping], options: PortmapOptions
+    ) -> list[str]: ...
+
+    def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]: ...

@@ -1,0 +1,210 @@
+"""The iptables backend: the reference plugins' chains and rules, byte for byte.
+
+Per call and family: one ``iptables-save -t nat`` read, then (only when something must change)
+one ``iptables-restore --noflush -w <seconds>`` transaction planned from what was read. If the
+restore fails because the table changed between the read and the write, it is planned again
+once. A lock wait that runs out is a `TryAgainError` (code 11). Dual-stack work is one
+transaction per family: iptables has no cross-family transaction.
+
+Removals also delete the owner's nftables state (our table's elements, the reference's nft
+rules), so a node that ran an nftables backend before does not leak when switched to this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from cni_bridge.firewall import ipt_masq, ipt_portmap
+from cni_bridge.firewall.errors import HostPortConflictError
+from cni_bridge.firewall.ipt_save import NatState, RestoreScript, parse_save
+from cni_bridge.firewall.model import (
+    IPInterface,
+    MasqEntry,
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    conditions_backend,
+    group_by_owner,
+    validate_mappings,
+    validate_options,
+)
+from cni_bridge.firewall.nft_io import Nft
+from cni_bridge.firewall.nft_remove import (
+    HOSTPORTS,
+    MASQUERADE,
+    hostport_keys,
+    masq_keys,
+    remove_owner,
+)
+from cni_bridge.firewall.runner import CommandRunner, check
+from cni_bridge.spec.errors import CniError, ConfigError
+
+log = logging.getLogger(__name__)
+LOCK_WAIT_SECONDS = 5
+Planner = Callable[[NatState], RestoreScript]
+
+
+@dataclass(frozen=True)
+class IptablesTools:
+    save: str
+    restore: str
+
+
+TOOLS = {4: IptablesTools("iptables-save", "iptables-restore"),
+         6: IptablesTools("ip6tables-save", "ip6tables-restore")}
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self, runner: CommandRunner, lock_wait: int = LOCK_WAIT_SECONDS,
+                 tools: dict[int, IptablesTools] | None = None, nft_binary: str = "nft") -> None:
+        self._run = runner
+        self._lock_wait = lock_wait
+        self._tools = tools or TOOLS
+        self._nft = Nft(runner, nft_binary)
+
+    def available(self) -> bool:
+        return self._run([self._tools[4].save, "-t", "nat"]).ok
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def state(self, version: int) -> NatState:
+        tool = self._tools[version].save
+        result = check(self._run([tool, "-t", "nat"]), f"cannot read the IPv{version} nat table")
+        return parse_save(result.stdout)
+
+    def _transact(self, version: int, plan: Planner, what: str, optional: bool = False) -> bool:
+        """Read, plan, restore; on failure read and plan once more (the table moved).
+
+        With `optional`, a family whose table cannot be read is skipped (returns False): a DEL
+        cannot know which families its ADD used, and a host may lack ip6tables.
+        """
+        for attempt in (1, 2):
+            read = self._run([self._tools[version].save, "-t", "nat"])
+            if not read.ok and optional:
+                log.debug("IPv%d nat table not readable, skipped: %s", version, read.stderr)
+                return False
+            script = plan(parse_save(check(read, f"cannot read the IPv{version} nat table").stdout))
+            if not script:
+                return True
+            argv = [self._tools[version].restore, "--noflush", "-w", str(self._lock_wait)]
+            result = self._run(argv, input=script.render())
+            if result.ok:
+                return True
+            if attempt == 2 or result.returncode == 4:
+                check(result, what)
+            log.info("%s: retrying after %s", what, result.stderr.strip())
+        return True
+
+    def _each_family(self, versions: Sequence[int], plan: Callable[[int], Planner],
+                     what: str) -> None:
+        """Run an optional transaction per family; fail only if no family was usable."""
+        done = [self._transact(v, plan(v), f"cannot {what} (IPv{v})", optional=True)
+                for v in versions]
+        if versions and not any(done):
+            raise CniError(f"cannot {what}: neither iptables-save nor ip6tables-save works")
+
+    # --- masquerade ------------------------------------------------------------------------
+
+    def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
+        for version in sorted({e.version for e in entries}):
+            family = [e for e in entries if e.version == version]
+            self._transact(version, partial(ipt_masq.plan_add_masquerade, entries=family),
+                           f"cannot add IPv{version} masquerade rules")
+
+    def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
+        if addresses is not None and not addresses:
+            return
+
+        def plan(version: int) -> Planner:
+            family = None if addresses is None else [a for a in addresses if a.version == version]
+            return partial(ipt_masq.plan_remove_masquerade, owner=owner, addresses=family)
+
+        self._each_family(self._versions(addresses), plan,
+                          f"remove masquerade rules of {owner}")
+        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
+
+    def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
+        missing: list[str] = []
+        for version in sorted({e.version for e in entries}):
+            family = [e for e in entries if e.version == version]
+            missing += ipt_masq.check_masquerade(self.state(version), family)
+        return missing
+
+    def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        return self._gc(lambda s: ipt_masq.plan_gc_masquerade(s, network, valid_owners),
+                        f"masquerade of network {network}")
+
+    # --- port mappings ---------------------------------------------------------------------
+
+    def add_portmappings(self, entries: Sequence[PortMapping], options: PortmapOptions) -> None:
+        _validate_ipt_options(options)
+        validate_mappings(entries)
+        for owner, mine in group_by_owner(entries).items():
+            for version in sorted({e.version for e in mine}):
+                plan = partial(_plan_add_portmappings, owner=owner, all_entries=mine,
+                               version=version, options=options)
+                self._transact(version, plan, f"cannot add IPv{version} port mappings of {owner}")
+
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
+        if entries is not None and not entries:
+            return
+        plan = partial(ipt_portmap.plan_remove_portmappings, owner=owner)
+        self._each_family((4, 6), lambda _version: plan, f"remove port mappings of {owner}")
+        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
+
+    def check_portmappings(self, entries: Sequence[PortMapping],
+                           options: PortmapOptions) -> list[str]:
+        missing: list[str] = []
+        for owner, mine in group_by_owner(entries).items():
+            for version in sorted({e.version for e in mine}):
+                missing += ipt_portmap.check_portmappings(self.state(version), owner, mine,
+                                                          version, options)
+        return missing
+
+    def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        return self._gc(lambda s: ipt_portmap.plan_gc_portmappings(s, network, valid_owners),
+                        f"host ports of network {network}")
+
+    # --- shared ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _versions(addresses: Sequence[IPInterface] | None) -> list[int]:
+        return [4, 6] if addresses is None else sorted({a.version for a in addresses})
+
+    def _gc(self, plan: Callable[[NatState], tuple[RestoreScript, list[str]]],
+            what: str) -> list[str]:
+        found: dict[int, list[str]] = {}
+
+        def planner(version: int, state: NatState) -> RestoreScript:
+            script, removed = plan(state)
+            found[version] = removed  # the plan that ran last is the one applied
+            return script
+
+        self._each_family((4, 6), lambda version: partial(planner, version),
+                          f"garbage-collect {what}")
+        return [item for version in sorted(found) for item in found[version]]
+
+
+def _plan_add_portmappings(state: NatState, owner: Owner, all_entries: Sequence[PortMapping],
+                           version: int, options: PortmapOptions) -> RestoreScript:
+    """Refuse host ports another container's chain already DNATs, then plan what is missing."""
+    family = [e for e in all_entries if e.version == version]
+    conflicts = ipt_portmap.find_conflicts(state, owner, family)
+    if conflicts:
+        raise HostPortConflictError("; ".join(f"host port {port} is already published by {who}"
+                                              for port, who in conflicts), holders=conflicts)
+    return ipt_portmap.plan_add_portmappings(state, owner, all_entries, version, options)
+
+
+def _validate_ipt_options(options: PortmapOptions) -> None:
+    validate_options(options)
+    for key, tokens in (("conditionsV4", options.conditions_v4),
+                        ("conditionsV6", options.conditions_v6)):
+        if conditions_backend(tokens) == "nftables":
+            raise ConfigError(f"{key} {list(tokens)} are nft expressions; the iptables backend "
+                              "needs iptables matches")

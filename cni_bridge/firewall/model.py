@@ -1,0 +1,176 @@
+"""The narrow data objects the plugins hand to a firewall backend.
+
+Nothing here knows about iptables or nftables. A plugin builds these from its parsed config and
+result; every backend plans its rules from them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from cni_bridge.firewall import names
+from cni_bridge.spec.errors import CniError, ConfigError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Protocol = Literal["tcp", "udp", "sctp"]
+PROTOCOLS: tuple[Protocol, ...] = ("tcp", "udp", "sctp")
+LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+@dataclass(frozen=True, order=True)
+class Owner:
+    """Who an entry belongs to: one attachment of one container to one network."""
+
+    network: str
+    container_id: str
+    ifname: str
+
+    @property
+    def tag(self) -> str:
+        """The nft comment carried by every element of this owner."""
+        return names.owner_tag(self.network, self.ifname, self.container_id)
+
+    @property
+    def tag_hash(self) -> str:
+        return names.instance_hash(self.network, self.ifname, self.container_id)
+
+    @property
+    def id(self) -> int:
+        return names.owner_id(self.network, self.ifname, self.container_id)
+
+    def __str__(self) -> str:
+        return f"container {self.container_id} ({self.network}/{self.ifname})"
+
+
+@dataclass(frozen=True)
+class MasqEntry:
+    """Masquerade traffic from `address` to anything outside `subnet` (and not multicast)."""
+
+    owner: Owner
+    address: IPInterface
+    subnet: IPNetwork
+
+    def __post_init__(self) -> None:
+        if self.subnet.version != self.address.version:
+            raise ConfigError(f"masquerade subnet {self.subnet} is not of the family of "
+                              f"{self.address}")
+
+    @classmethod
+    def of(cls, owner: Owner, address: IPInterface) -> MasqEntry:
+        """The usual entry: the subnet is the address's own network."""
+        return cls(owner, address, address.network)
+
+    @property
+    def version(self) -> int:
+        return self.address.version
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """Forward `host_ip`:`host_port`/`protocol` (any local address when None) to the container.
+
+    One entry per family: a mapping without host IP on a dual-stack container is two entries.
+    `container_ip` keeps its prefix: hairpin traffic from that whole subnet is masqueraded.
+    """
+
+    owner: Owner
+    protocol: Protocol
+    host_port: int
+    container_ip: IPInterface
+    container_port: int
+    host_ip: IPAddress | None = None
+
+    def __post_init__(self) -> None:
+        if self.host_ip is not None and self.host_ip.is_unspecified:
+            object.__setattr__(self, "host_ip", None)  # "", 0.0.0.0 and :: all mean "any"
+
+    @property
+    def version(self) -> int:
+        return self.container_ip.version
+
+    def describe(self) -> str:
+        where = "*" if self.host_ip is None else (
+            f"[{self.host_ip}]" if self.host_ip.version == 6 else str(self.host_ip))
+        return f"{where}:{self.host_port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class PortmapOptions:
+    """portmap's firewall options (defaults are the reference's)."""
+
+    snat: bool = True
+    masq_all: bool = False
+    mark_masq_bit: int = names.DEFAULT_MARK_MASQ_BIT  # iptables only
+    external_set_mark_chain: str | None = None  # iptables only
+    conditions_v4: tuple[str, ...] = ()
+    conditions_v6: tuple[str, ...] = ()
+
+    def conditions(self, version: int) -> tuple[str, ...]:
+        return self.conditions_v4 if version == 4 else self.conditions_v6
+
+    @property
+    def mark(self) -> str:
+        value = 1 << self.mark_masq_bit
+        return f"{value:#x}/{value:#x}"
+
+
+def validate_mappings(entries: Iterable[PortMapping]) -> None:
+    """Reject what no backend can install, naming the mapping (code 7)."""
+    for e in entries:
+        if e.protocol not in PROTOCOLS:
+            raise ConfigError(f"port mapping {e.describe()}: unknown protocol {e.protocol!r}")
+        for what, port in (("host", e.host_port), ("container", e.container_port)):
+            if not 0 < port < 65536:
+                raise ConfigError(f"port mapping {e.describe()}: invalid {what} port {port}")
+        if e.host_ip is not None and e.host_ip.version != e.version:
+            raise ConfigError(f"port mapping {e.describe()}: host IP family differs from "
+                              f"container address {e.container_ip.ip}")
+        if e.host_ip is not None and e.host_ip.version == 6 and e.host_ip.is_loopback:
+            raise ConfigError(f"port mapping {e.describe()}: IPv6 loopback cannot be published "
+                              "(IPv6 has no route_localnet)")
+
+
+def validate_options(options: PortmapOptions) -> None:
+    if not 0 <= options.mark_masq_bit <= 31:
+        raise ConfigError(f"markMasqBit {options.mark_masq_bit} is not in 0-31")
+
+
+def conditions_backend(tokens: Sequence[str]) -> Literal["iptables", "nftables"] | None:
+    """Which backend a conditionsV4/V6 list is written for (the reference's rule)."""
+    if not tokens:
+        return None
+    return "iptables" if tokens[0].startswith(("-", "!")) else "nftables"
+
+
+def publishes_localhost(entry: PortMapping, options: PortmapOptions) -> bool:
+    """Whether `entry` is reachable through 127.0.0.1 (needs route_localnet + loopback masq)."""
+    if entry.version != 4 or not options.snat or options.masq_all:
+        return False
+    return entry.host_ip is None or entry.host_ip in LOOPBACK_V4
+
+
+def needs_route_localnet(entries: Iterable[PortMapping], options: PortmapOptions) -> bool:
+    """True when the plugin must set route_localnet on the container's host interface."""
+    return any(publishes_localhost(e, options) for e in entries)
+
+
+_E = TypeVar("_E", MasqEntry, PortMapping)
+
+
+def group_by_owner(entries: Iterable[_E]) -> dict[Owner, list[_E]]:
+    out: dict[Owner, list[_E]] = {}
+    for e in entries:
+        out.setdefault(e.owner, []).append(e)
+    return out
+
+
+def require_one_owner(entries: Sequence[MasqEntry] | Sequence[PortMapping]) -> Owner:
+    owners = {e.owner for e in entries}
+    if len(owners) != 1:
+        raise CniError(f"expected entries of one owner, got {len(owners)}")
+    return owners.pop()

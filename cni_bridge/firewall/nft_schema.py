@@ -1,0 +1,187 @@
+"""The fixed layout of our nftables table ``inet cni_bridge`` (pure data and text).
+
+Containers never get rules of their own: every per-container fact is one element of a hash map,
+tagged with its owner, so adding or removing a container costs the same with 0 or 10,000 others.
+The base chains are constant and are rewritten (flush + re-add, in the same atomic batch) by
+every ADD, which also repairs them after an external flush. What depends on a subnet lives in a
+small chain per subnet (``masq_net4_10.88.0.0/16``), shared by its containers and rewritten the
+same way; no interval sets are used, as their kernel updates grow with their size.
+
+Masquerade (bridge ``ipMasq``), in ``masq_postrouting`` (nat postrouting, srcnat):
+    multicast destinations: return
+    ip saddr vmap @masq_via4         (container -> goto masq_net4_<subnet>:
+                                      ip daddr != <subnet> masquerade)
+Host ports (portmap):
+    hostport_prerouting / hostport_output (nat, dstnat):
+        [conditions] fib daddr type local: jump hostport_dnat4/6
+    hostport_dnat4: dnat to the container from @hostport_ip4 (explicit host address), then
+        @hostport_any4 (any local address): explicit addresses win
+    hostport_masquerade (nat postrouting, srcnat), only for flows we DNATed:
+        from 127.0.0.0/8 (@hostport_lo4) or from anywhere (masqAll, @hostport_all4): masquerade;
+        ip daddr vmap @hostport_via4  (container -> jump hostport_net4_<subnet>:
+                                       ip saddr <subnet> masquerade: hairpin)
+    hostport_localnet (filter prerouting, raw), written once localhost publishing is used:
+        drop 127.0.0.0/8 arriving on any interface but lo (route_localnet exposure)
+``masq_owner4``/``hostport_owner4`` (address -> owner id) record who holds each address: a
+removal re-adds them with its own owner id, which the kernel refuses if another owner holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from cni_bridge.firewall import names
+from cni_bridge.firewall.model import IPNetwork
+
+# What each key or value field holds: an address, a protocol, a port, an owner id or a verdict.
+# Used to put elements read back from nft into the form the planners produce.
+FieldKind = Literal["addr", "proto", "port", "owner", "verdict"]
+TABLE_REF = f"{names.NFT_FAMILY} {names.NFT_TABLE}"
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    key_type: str
+    value_type: str
+    key_fields: tuple[FieldKind, ...]
+    value_fields: tuple[FieldKind, ...]
+
+    def render(self) -> str:
+        return f"add map {TABLE_REF} {self.name} {{ type {self.key_type} : {self.value_type}; }}"
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    name: str
+    hook: str | None  # e.g. "type nat hook postrouting priority srcnat"; None: regular chain
+    rules: tuple[str, ...]
+
+    def render(self) -> list[str]:
+        head = f"add chain {TABLE_REF} {self.name}"
+        if self.hook:
+            head += f" {{ {self.hook}; policy accept; }}"
+        return [head, f"flush chain {TABLE_REF} {self.name}",
+                *(f"add rule {TABLE_REF} {self.name} {rule}" for rule in self.rules)]
+
+
+def _addr_type(version: int) -> str:
+    return "ipv4_addr" if version == 4 else "ipv6_addr"
+
+
+def _ip(version: int) -> str:
+    return "ip" if version == 4 else "ip6"
+
+
+def masq_maps(version: int) -> tuple[MapSpec, ...]:
+    a = _addr_type(version)
+    return (MapSpec(names.masq_owner_map(version), a, "mark", ("addr",), ("owner",)),
+            MapSpec(names.masq_via_map(version), a, "verdict", ("addr",), ("verdict",)))
+
+
+def hostport_maps(version: int) -> tuple[MapSpec, ...]:
+    a = _addr_type(version)
+    target = f"{a} . inet_service"
+    maps = [MapSpec(names.hostport_ip_map(version), f"{a} . inet_proto . inet_service", target,
+                    ("addr", "proto", "port"), ("addr", "port")),
+            MapSpec(names.hostport_any_map(version), "inet_proto . inet_service", target,
+                    ("proto", "port"), ("addr", "port")),
+            MapSpec(names.hostport_owner_map(version), a, "mark", ("addr",), ("owner",)),
+            MapSpec(names.hostport_via_map(version), a, "verdict", ("addr",), ("verdict",)),
+            MapSpec(names.hostport_all_map(version), a, "mark", ("addr",), ("owner",))]
+    if version == 4:
+        maps.append(MapSpec(names.hostport_lo_map(version), a, "mark", ("addr",), ("owner",)))
+    return tuple(maps)
+
+
+def masq_chain() -> ChainSpec:
+    rules = [f"ip daddr {names.MULTICAST_V4} return", f"ip6 daddr {names.MULTICAST_V6} return"]
+    rules += [f"{_ip(v)} saddr vmap @{names.masq_via_map(v)}" for v in (4, 6)]
+    return ChainSpec(names.MASQ_CHAIN, "type nat hook postrouting priority srcnat", tuple(rules))
+
+
+def masq_net_chain(subnet: IPNetwork) -> ChainSpec:
+    """Masquerade what leaves `subnet` (entered with ``goto`` from the masquerade chain)."""
+    return ChainSpec(names.subnet_chain(names.MASQ_NET_CHAIN_PREFIX, str(subnet)), None,
+                     (f"{_ip(subnet.version)} daddr != {subnet} masquerade",))
+
+
+def hostport_net_chain(subnet: IPNetwork) -> ChainSpec:
+    """Masquerade DNATed flows from `subnet` back into it (hairpin; entered with ``jump``)."""
+    return ChainSpec(names.subnet_chain(names.HOSTPORT_NET_CHAIN_PREFIX, str(subnet)), None,
+                     (f"{_ip(subnet.version)} saddr {subnet} masquerade",))
+
+
+def _dnat_entry_rules(conditions_v4: tuple[str, ...],
+                      conditions_v6: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for v, conditions in ((4, conditions_v4), (6, conditions_v6)):
+        cond = " ".join(conditions) + " " if conditions else ""
+        out.append(f"meta nfproto ipv{v} {cond}fib daddr type local "
+                   f"jump {names.hostport_dnat_chain(v)}")
+    return tuple(out)
+
+
+def hostport_chains(conditions_v4: tuple[str, ...] = (), conditions_v6: tuple[str, ...] = (),
+                    localnet: bool = False) -> tuple[ChainSpec, ...]:
+    chains = []
+    for v in (4, 6):
+        ip = _ip(v)
+        chains.append(ChainSpec(names.hostport_dnat_chain(v), None, (
+            f"dnat {ip} to {ip} daddr . meta l4proto . th dport map @{names.hostport_ip_map(v)}",
+            f"dnat {ip} to meta l4proto . th dport map @{names.hostport_any_map(v)}")))
+    entry = _dnat_entry_rules(conditions_v4, conditions_v6)
+    chains.append(ChainSpec(names.HOSTPORT_PREROUTING_CHAIN,
+                            "type nat hook prerouting priority dstnat", entry))
+    chains.append(ChainSpec(names.HOSTPORT_OUTPUT_CHAIN, "type nat hook output priority -100",
+                            entry))
+    masq = [f"ct status dnat ip saddr 127.0.0.0/8 ip daddr @{names.hostport_lo_map(4)} "
+            "masquerade"]
+    masq += [f"ct status dnat {_ip(v)} daddr @{names.hostport_all_map(v)} masquerade"
+             for v in (4, 6)]
+    masq += [f"ct status dnat {_ip(v)} daddr vmap @{names.hostport_via_map(v)}" for v in (4, 6)]
+    chains.append(ChainSpec(names.HOSTPORT_MASQ_CHAIN_NFT,
+                            "type nat hook postrouting priority srcnat", tuple(masq)))
+    if localnet:
+        chains.append(localnet_chain())
+    return tuple(chains)
+
+
+def localnet_chain() -> ChainSpec:
+    return ChainSpec(names.HOSTPORT_LOCALNET_CHAIN, "type filter hook prerouting priority raw", (
+        'iifname != "lo" ip daddr 127.0.0.0/8 drop comment "127.0.0.0/8 only on lo '
+        '(route_localnet is set for published localhost ports)"',))
+
+
+def all_maps() -> tuple[MapSpec, ...]:
+    return tuple(m for v in (4, 6) for m in (*masq_maps(v), *hostport_maps(v)))
+
+
+MAPS_BY_NAME = {m.name: m for m in all_maps()}
+
+
+def render_table() -> str:
+    return f'add table {TABLE_REF} {{ comment "{names.NFT_TABLE_COMMENT}"; }}'
+
+
+def _subnet_chains(chains: Iterable[ChainSpec]) -> list[str]:
+    unique = {c.name: c for c in chains}
+    return [line for c in unique.values() for line in c.render()]
+
+
+def masq_skeleton(subnets: Iterable[IPNetwork] = ()) -> list[str]:
+    """Table, maps, base chain, and the chain of each subnet in `subnets` (before any element
+    that jumps to it)."""
+    return [render_table(), *(m.render() for v in (4, 6) for m in masq_maps(v)),
+            *masq_chain().render(), *_subnet_chains(masq_net_chain(s) for s in subnets)]
+
+
+def hostport_skeleton(conditions_v4: tuple[str, ...], conditions_v6: tuple[str, ...],
+                      localnet: bool, subnets: Iterable[IPNetwork] = ()) -> list[str]:
+    lines = [render_table(), *(m.render() for v in (4, 6) for m in hostport_maps(v))]
+    lines += _subnet_chains(hostport_net_chain(s) for s in subnets)
+    for chain in hostport_chains(conditions_v4, conditions_v6, localnet):
+        lines.extend(chain.render())
+    return lines

@@ -1,0 +1,182 @@
+"""Backends driven through a scripted command runner: which calls, in which order, and errors."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from cni_bridge.firewall import (
+    IptablesBackend,
+    MasqEntry,
+    NftablesBackend,
+    NoopBackend,
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    detect_backend,
+    make_backend,
+)
+from cni_bridge.firewall.runner import CommandResult, SubprocessRunner, check
+from cni_bridge.spec.errors import CniError, ConfigError, TryAgainError
+
+A = Owner("mynet", "abc123", "eth0")
+V4 = ipaddress.ip_interface("10.88.0.2/16")
+EMPTY_NAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"
+
+Answer = Callable[[tuple[str, ...], str | None], CommandResult]
+
+
+@dataclass
+class Scripted:
+    """Answers by the first matching (argv prefix -> reply) rule; records every call."""
+
+    rules: list[tuple[tuple[str, ...], int, str, str]] = field(default_factory=list)
+    calls: list[tuple[tuple[str, ...], str | None]] = field(default_factory=list)
+
+    def on(self, prefix: Sequence[str], rc: int = 0, stdout: str = "", stderr: str = "") -> None:
+        self.rules.append((tuple(prefix), rc, stdout, stderr))
+
+    def __call__(self, argv: Sequence[str], input: str | None = None) -> CommandResult:
+        self.calls.append((tuple(argv), input))
+        for prefix, rc, out, err in self.rules:
+            if tuple(argv[:len(prefix)]) == prefix:
+                return CommandResult(tuple(argv), rc, out, err)
+        return CommandResult(tuple(argv), 0)
+
+    def argvs(self) -> list[tuple[str, ...]]:
+        return [c[0] for c in self.calls]
+
+
+def test_nft_add_is_one_batch_without_reads() -> None:
+    runner = Scripted()
+    NftablesBackend(runner).add_masquerade([MasqEntry.of(A, V4)])
+    assert runner.argvs() == [("nft", "-f", "-")]
+    batch = runner.calls[0][1] or ""
+    assert "add element inet cni_bridge masq_owner4 { 10.88.0.2 comment" in batch
+
+
+def test_nft_add_failure_reads_and_retries_exactly() -> None:
+    runner = Scripted()
+    runner.on(["nft", "-f", "-"], rc=1, stderr="File exists")
+    runner.on(["nft", "-j", "list", "table"], stdout='{"nftables": []}')
+    with pytest.raises(CniError, match="cannot add masquerade to nft table inet cni_bridge") as e:
+        NftablesBackend(runner).add_masquerade([MasqEntry.of(A, V4)])
+    assert "File exists" in e.value.details
+    assert runner.argvs() == [("nft", "-f", "-"), ("nft", "-j", "list", "table", "inet",
+                                                    "cni_bridge"), ("nft", "-f", "-")]
+
+
+def test_nft_remove_without_our_table_is_quiet() -> None:
+    runner = Scripted()
+    runner.on(["nft", "-j", "list", "table"], rc=1, stderr="No such file or directory")
+    runner.on(["nft", "-f", "-"], rc=1, stderr="No such file or directory")
+    runner.on(["iptables"], rc=1, stderr="No chain/target/match by that name.")
+    runner.on(["ip6tables"], rc=1, stderr="No chain/target/match by that name.")
+    NftablesBackend(runner).remove_masquerade(A, [V4])  # nothing to remove: no error
+    assert runner.argvs()[-2:] == [
+        ("nft", "-j", "list", "table", "inet", "cni_bridge"),
+        ("iptables", "-w", "5", "-t", "nat", "-S", "CNI-70a29d9dc18bc4d652ea5d59")]
+
+
+def test_nft_remove_cleans_iptables_leftovers_of_an_earlier_backend() -> None:
+    runner = Scripted()
+    runner.on(["nft"], rc=1)
+    runner.on(["iptables", "-w"], stdout="-N CNI-70a29d9dc18bc4d652ea5d59\n")
+    runner.on(["ip6tables", "-w"], rc=1)
+    runner.on(["iptables-save"], stdout=EMPTY_NAT.replace(
+        "COMMIT", ":CNI-70a29d9dc18bc4d652ea5d59 - [0:0]\nCOMMIT"))
+    runner.on(["ip6tables-save"], stdout=EMPTY_NAT)
+    NftablesBackend(runner).remove_masquerade(A, [V4])
+    restores = [c for c in runner.calls if c[0][0] == "iptables-restore"]
+    assert len(restores) == 1 and "-X CNI-70a29d9dc18bc4d652ea5d59" in (restores[0][1] or "")
+    quiet = NftablesBackend(Scripted(), iptables_leftovers=False)
+    assert quiet._iptables_leftovers("X", {4, 6}) is False
+
+
+def test_nft_rejects_iptables_only_options() -> None:
+    backend = NftablesBackend(Scripted())
+    pm = [PortMapping(A, "tcp", 80, V4, 80)]
+    with pytest.raises(ConfigError, match="externalSetMarkChain"):
+        backend.add_portmappings(pm, PortmapOptions(external_set_mark_chain="X"))
+    with pytest.raises(ConfigError, match="conditionsV4"):
+        backend.add_portmappings(pm, PortmapOptions(conditions_v4=("-s", "10.0.0.0/8")))
+
+
+def test_iptables_add_reads_then_restores_once_with_a_bounded_lock_wait() -> None:
+    runner = Scripted()
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    IptablesBackend(runner, lock_wait=3).add_masquerade([MasqEntry.of(A, V4)])
+    assert runner.argvs() == [("iptables-save", "-t", "nat"),
+                              ("iptables-restore", "--noflush", "-w", "3")]
+    assert (runner.calls[1][1] or "").startswith("*nat\n:CNI-70a29d9dc18bc4d652ea5d59 - [0:0]\n")
+
+
+def test_iptables_lock_timeout_is_try_again() -> None:
+    runner = Scripted()
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    runner.on(["iptables-restore"], rc=4, stderr="Another app is currently holding the xtables "
+                                                 "lock. Stopped waiting after 5s.")
+    with pytest.raises(TryAgainError) as e:
+        IptablesBackend(runner).add_masquerade([MasqEntry.of(A, V4)])
+    assert e.value.code == 11 and "xtables lock" in e.value.msg
+    assert len([c for c in runner.argvs() if c[0] == "iptables-restore"]) == 1
+
+
+def test_iptables_retries_once_when_the_table_moved() -> None:
+    runner = Scripted()
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    runner.on(["iptables-restore"], rc=1, stderr="line 3 failed")
+    with pytest.raises(CniError, match="cannot add IPv4 masquerade rules"):
+        IptablesBackend(runner).add_masquerade([MasqEntry.of(A, V4)])
+    assert [c[0] for c in runner.argvs()] == ["iptables-save", "iptables-restore"] * 2
+
+
+def test_iptables_remove_skips_an_unusable_family_but_not_both() -> None:
+    runner = Scripted()
+    runner.on(["ip6tables-save"], rc=3, stderr="can't initialize ip6tables table `nat'")
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    runner.on(["nft"], rc=1)
+    IptablesBackend(runner).remove_masquerade(A, None)  # v4 read fine, nothing to delete
+    assert not any(c[0].endswith("-restore") for c in runner.argvs())
+    broken = Scripted()
+    broken.on(["iptables-save"], rc=127)
+    broken.on(["ip6tables-save"], rc=127)
+    with pytest.raises(CniError, match="neither iptables-save nor ip6tables-save works"):
+        IptablesBackend(broken).remove_masquerade(A, None)
+
+
+def test_detection_prefers_nftables_and_honours_a_request() -> None:
+    runner = Scripted()
+    assert detect_backend(runner).name == "nftables"
+    assert runner.argvs() == [("nft", "-c", "-f", "-")]
+    no_nft = Scripted()
+    no_nft.on(["nft"], rc=127)
+    assert detect_backend(no_nft).name == "iptables"
+    with pytest.raises(CniError, match="nftables was requested but is not usable"):
+        detect_backend(no_nft, "nftables")
+    nothing = Scripted()
+    nothing.on([], rc=127)
+    with pytest.raises(CniError, match="no usable firewall backend"):
+        detect_backend(nothing)
+    with pytest.raises(ConfigError, match="unknown firewall backend 'pf'"):
+        make_backend("pf", runner)
+    assert isinstance(make_backend("none", runner), NoopBackend)
+
+
+def test_noop_backend_does_nothing() -> None:
+    backend = NoopBackend()
+    backend.add_masquerade([MasqEntry.of(A, V4)])
+    assert backend.check_portmappings([PortMapping(A, "tcp", 1, V4, 1)], PortmapOptions()) == []
+    assert backend.gc_masquerade("mynet", []) == []
+
+
+def test_subprocess_runner_reports_a_missing_tool() -> None:
+    result = SubprocessRunner()(["/nonexistent/tool"])
+    assert result.returncode == 127 and not result.ok
+    with pytest.raises(CniError, match="reading x") as e:
+        check(result, "reading x")
+    assert "/nonexistent/tool" in e.value.details
+    assert SubprocessRunner()(["cat"], input="hi").stdout == "hi"
