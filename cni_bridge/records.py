@@ -68,6 +68,16 @@ def remove_record(root: Path, network: str, container_id: str, ifname: str, plug
         _path(root, network, container_id, ifname, plugin).unlink()
 
 
+def find_record(root: Path, network: str, container_id: str, ifname: str,
+                plugin: str) -> Record | None:
+    path = _path(root, network, container_id, ifname, plugin)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return Record(network, container_id, ifname, plugin, raw.get("data", {}))
+
+
 def list_records(root: Path, network: str | None = None) -> Iterator[Record]:
     nets = [root / network] if network else sorted(p for p in root.glob("*") if p.is_dir())
     for net_dir in nets:

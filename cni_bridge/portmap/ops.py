@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from cni_bridge import records
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.conntrack import flush_udp_conntrack
 from cni_bridge.firewall.detect import detect_backend, make_backend
@@ -43,8 +44,30 @@ from cni_bridge.spec.result import Result
 log = logging.getLogger("cni_bridge")
 
 
+RECORD_PLUGIN = "portmap"
+
+
 def owner_of(req: Request) -> Owner:
     return Owner(req.network_name, req.env.container_id, req.env.ifname)
+
+
+def save_record(req: Request, entries: Sequence[PortMapping], options: PortmapOptions,
+                backend: str) -> None:
+    """What this ADD installed, for reconcile/status and for a DEL that gets no mappings."""
+    mappings = [{"protocol": e.protocol, "hostPort": e.host_port,
+                 "containerIP": str(e.container_ip), "containerPort": e.container_port,
+                 "hostIP": str(e.host_ip) if e.host_ip else ""} for e in entries]
+    opts = {"snat": options.snat, "masqAll": options.masq_all,
+            "markMasqBit": options.mark_masq_bit,
+            "externalSetMarkChain": options.external_set_mark_chain,
+            "conditionsV4": list(options.conditions_v4),
+            "conditionsV6": list(options.conditions_v6)}
+    try:
+        records.save_record(records.state_root(), records.Record(
+            req.network_name, req.env.container_id, req.env.ifname, RECORD_PLUGIN,
+            {"mappings": mappings, "options": opts, "backend": backend}))
+    except OSError as exc:  # the rules are in; only reconcile/status lose sight of them
+        log.warning("cannot write the portmap record of %s: %s", owner_of(req), exc)
 
 
 class PortmapOps:
@@ -76,6 +99,7 @@ class PortmapOps:
             raise
         with req.timer.phase("conntrack"):
             self._flush_conntrack(entries)
+        save_record(req, entries, options, backend.name)
 
     def _flush_conntrack(self, entries: Sequence[PortMapping]) -> None:
         """Stale UDP flows to the host ports (USERS.md item 9), both families at once.
@@ -129,6 +153,8 @@ class PortmapOps:
                 log.warning("no usable firewall backend: no port mappings of %s to remove", owner)
                 return
             backend.remove_portmappings(owner, entries)
+        records.remove_record(records.state_root(), owner.network, owner.container_id,
+                              owner.ifname, RECORD_PLUGIN)
 
     # ------------------------------------------------------------------ CHECK
     def check(self, req: Request, cfg: PortmapConfig, prev: Result) -> None:
@@ -155,6 +181,11 @@ class PortmapOps:
                     log.info("GC %s: removed %s", backend.name, removed)
             except CniError as exc:
                 errors.append(f"{backend.name}: {exc}")
+        keep = set(req.valid_attachments())
+        root = records.state_root()
+        for rec in records.list_records(root, req.network_name):
+            if rec.plugin == RECORD_PLUGIN and (rec.container_id, rec.ifname) not in keep:
+                records.remove_record(root, rec.network, rec.container_id, rec.ifname, rec.plugin)
         if errors:
             raise CniError(f"GC of the port mappings of network {req.network_name} failed",
                            "; ".join(errors))

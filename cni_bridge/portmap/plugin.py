@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cni_bridge import records
 from cni_bridge.portmap.config import load_config
 from cni_bridge.spec.errors import CniError, ConfigError
 from cni_bridge.spec.request import Request
@@ -44,8 +45,15 @@ class PortmapPlugin:
         return prev
 
     def delete(self, req: Request) -> None:
+        """Without mappings, a no-op unless our record shows this attachment published ports
+        (a runtime that does not repeat the mappings on DEL must not leak rules)."""
         cfg = load_config(req)
         if cfg.mappings:
+            self._ops().delete(req, cfg)
+            return
+        recorded = records.find_record(records.state_root(), req.network_name,
+                                       req.env.container_id, req.env.ifname, "portmap")
+        if recorded is not None:
             self._ops().delete(req, cfg)
 
     def check(self, req: Request) -> None:

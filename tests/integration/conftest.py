@@ -169,6 +169,9 @@ class RunPlugin(Protocol):
     ) -> PluginRun: ...
 
 
+STATE_ENV = "CNI_BRIDGE_STATE_DIR"
+
+
 @pytest.fixture
 def run_plugin(plugin_dir: Path) -> RunPlugin:
     """Run a plugin in `ns` under `env -i` with only CNI_* and PATH, enforcing the output contract.
@@ -196,6 +199,8 @@ def run_plugin(plugin_dir: Path) -> RunPlugin:
         variables = plugin_env(
             command, container_id, netns_path, ifname, cni_args, cni_path or str(plugin_dir)
         )
+        if STATE_ENV in os.environ:  # keep the plugins' records out of the machine's /run
+            variables[STATE_ENV] = os.environ[STATE_ENV]
         variables.update(env or {})
         return exec_plugin(ns, executable, config, variables)
 

@@ -131,6 +131,7 @@ def test_environment_is_exactly_the_cni_variables(
     runtime.add(conflist("1.0.0", {"type": "fake-a"}), RT)
     env = calls()[0]["env"]
     assert env.pop("PATH")
+    env.pop("CNI_BRIDGE_STATE_DIR", None)  # the suite's private record dir, passed through
     assert env == {
         "CNI_COMMAND": "ADD",
         "CNI_CONTAINERID": "c1",
@@ -293,7 +294,7 @@ def test_gc_deletes_stale_attachments_then_sends_gc(runtime: Runtime, calls: Cal
         assert gc["conf"]["cni.dev/valid-attachments"] == valid
         assert gc["conf"]["cni.dev/attachments"] == valid
         assert gc["conf"]["name"] == "net1" and "prevResult" not in gc["conf"]
-        assert {k: v for k, v in gc["env"].items() if k != "PATH" and v} == {
+        assert {k: v for k, v in gc["env"].items() if k not in ("PATH", "CNI_BRIDGE_STATE_DIR") and v} == {
             "CNI_COMMAND": "GC",
             "CNI_PATH": gc["env"]["CNI_PATH"],
         }

@@ -165,6 +165,7 @@ def test_add_sets_the_cni_environment_and_keeps_the_callers(
         runtime: Runtime, calls: Calls, plugin_dir: Path) -> None:
     runtime.add(net(), ATT)
     env = calls()[0]["env"]
+    assert env.pop("CNI_BRIDGE_STATE_DIR")  # the caller's own variables pass through
     assert env == {
         "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/fake",
         "CNI_IFNAME": "eth0", "CNI_ARGS": "IgnoreUnknown=1;K=V", "CNI_PATH": str(plugin_dir),
