@@ -8,6 +8,7 @@ import logging
 
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.plan import L3Plan
+from cni_bridge.bridge.vlan_gateway import ensure_vlan_gateway
 from cni_bridge.net import addresses, links, neighbours, routes
 from cni_bridge.net.model import AddressInfo, LinkInfo, RouteSpec
 from cni_bridge.net.netlink import Netlink
@@ -76,24 +77,26 @@ def _conflicts(wanted: IPInterface, existing: list[AddressInfo]) -> list[Address
     return out
 
 
-def ensure_gateway_addresses(host: Netlink, br: LinkInfo, cfg: BridgeConfig, plan: L3Plan) -> None:
-    existing = addresses.list_addresses(host, br.index)
+def ensure_gateway_addresses(
+    host: Netlink, br: LinkInfo, cfg: BridgeConfig, plan: L3Plan
+) -> LinkInfo:
+    """Put the gateways on the bridge (on `<bridge>.<vlan>` with a VLAN); returns that link."""
+    gw_link = ensure_vlan_gateway(host, cfg, br) if cfg.vlan else br
+    existing = addresses.list_addresses(host, gw_link.index)
     for wanted in plan.bridge_addresses:
         stale = _conflicts(wanted, existing)
         if stale and not cfg.force_address:
             have = ", ".join(str(a.interface) for a in stale)
             raise ConfigError(
-                f'bridge "{cfg.bridge}" already has address {have}, expected {wanted}',
+                f'"{gw_link.name}" already has address {have}, expected {wanted}',
                 f'set "forceAddress": true to replace it, or remove it: '
-                f"ip addr del {stale[0].interface} dev {cfg.bridge}",
+                f"ip addr del {stale[0].interface} dev {gw_link.name}",
             )
-        addresses.ensure_address_replacing(host, br.index, wanted, stale, nodad=True)
-    # Pin the bridge MAC: otherwise it follows the lowest port MAC and changes as ports
-    # come and go, breaking every other container's neighbour entries (USERS.md item 13).
-    if br.mac:
-        links.set_mac(host, br.index, br.mac)
+        addresses.ensure_address_replacing(host, gw_link.index, wanted, stale, nodad=True)
+    # The bridge MAC was pinned when the bridge was ensured (wiring.ensure_bridge).
     for family in plan.forwarding_families:
         ensure_sysctl(FORWARDING_SYSCTL[family], 1)
+    return gw_link
 
 
 def flush_stale_neighbours(host: Netlink, br: LinkInfo, plan: L3Plan) -> None:

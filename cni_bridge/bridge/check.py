@@ -16,12 +16,15 @@ from cni_bridge.spec.result import Result
 
 def _find_host_veth(host: Netlink, br: LinkInfo, container: LinkInfo) -> LinkInfo | None:
     for link in links.list_links(host, kind="veth", master=br.index):
-        if link.peer_index == container.index:
+        # The peer must be in another namespace: a VLAN gateway's peer index is local.
+        if link.peer_index == container.index and link.link_netnsid is not None:
             return link
     return None
 
 
-def _check_bridge(host: Netlink, cfg: BridgeConfig, prev: Result, problems: list[str]) -> LinkInfo | None:
+def _check_bridge(
+    host: Netlink, cfg: BridgeConfig, prev: Result, problems: list[str]
+) -> LinkInfo | None:
     br = links.find_link(host, cfg.bridge)
     if br is None:
         problems.append(f'bridge "{cfg.bridge}" does not exist')
@@ -38,7 +41,9 @@ def _check_bridge(host: Netlink, cfg: BridgeConfig, prev: Result, problems: list
     return br
 
 
-def _check_container(cont: Netlink, req: Request, prev: Result, problems: list[str]) -> LinkInfo | None:
+def _check_container(
+    cont: Netlink, req: Request, prev: Result, problems: list[str]
+) -> LinkInfo | None:
     ifname = req.env.ifname
     recorded = next((i for i in prev.interfaces if i.name == ifname and i.sandbox), None)
     if recorded is not None and recorded.sandbox != req.env.netns:

@@ -18,7 +18,18 @@ MASQ_BACKENDS = ("iptables", "nftables")
 # CNI_ARGS keys the bridge understands; host-local's IP= is read by the IPAM layer.
 BRIDGE_ARGS = frozenset({"MAC"})
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
-_IFNAME_RE = re.compile(r"^[^/:\s]{1,15}$")
+# What the kernel accepts (dev_valid_name): 1-15 bytes, no "/", ":", whitespace or NUL.
+_IFNAME_RE = re.compile(r"[^/:\s\x00]{1,15}")
+IFNAME_MAX_BYTES = 15
+
+
+def valid_ifname(name: str) -> bool:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: not a kernel name
+        return False
+    return (size <= IFNAME_MAX_BYTES and _IFNAME_RE.fullmatch(name) is not None
+            and name not in (".", ".."))
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ def container_mac(req: Request) -> str:
 def parse_bridge_config(req: Request) -> BridgeConfig:
     c = req.config
     name = get_str(c, "bridge", DEFAULT_BRIDGE) or DEFAULT_BRIDGE
-    if not _IFNAME_RE.match(name) or name in (".", ".."):
+    if not valid_ifname(name):
         raise ConfigError("invalid bridge name", f"{name!r} is not a valid interface name")
     backend = get_str(c, "ipMasqBackend") or None
     if backend is not None and backend not in MASQ_BACKENDS:

@@ -1,12 +1,14 @@
 """The bridge plugin: ADD, DEL, CHECK, GC and STATUS orchestrated over the net, IPAM and
 firewall layers. Every ADD step that changes something registers its undo, so a failure
-leaves no veth, reservation or rule behind."""
+leaves no veth, reservation or rule behind (only the bridge, shared by the network, stays).
+DEL lives in `teardown`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 from cni_bridge.bridge import masq
 from cni_bridge.bridge.addressing import (
@@ -14,20 +16,20 @@ from cni_bridge.bridge.addressing import (
     ensure_gateway_addresses,
     flush_stale_neighbours,
 )
-from cni_bridge.bridge.check import check_attachment
+from cni_bridge.bridge.check import check_attachment, check_bridge_name_free
 from cni_bridge.bridge.config import BRIDGE_ARGS, BridgeConfig, parse_bridge_config
-from cni_bridge.bridge.plan import plan_l3
+from cni_bridge.bridge.plan import L3Plan, plan_l3
+from cni_bridge.bridge.teardown import delete_attachment
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.bridge.wiring import ensure_bridge, ensure_veth
-from cni_bridge.ipam.facade import Ipam, ipam_for
+from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
-from cni_bridge.net.errors import NetnsNotFound
 from cni_bridge.net.model import LinkInfo
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import NetnsHandle, is_current_netns, open_netns
 from cni_bridge.spec.errors import INVALID_NETNS, CniError
 from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import DNS, Interface, IPInterface, Result
+from cni_bridge.spec.result import DNS, Interface, Result
 
 log = logging.getLogger("cni_bridge")
 
@@ -52,6 +54,25 @@ def sockets(ns: NetnsHandle) -> Iterator[tuple[Netlink, Netlink]]:
         yield host, cont
 
 
+@dataclass(frozen=True)
+class Attach:
+    """One ADD in progress: what every step needs."""
+
+    req: Request
+    cfg: BridgeConfig
+    ns: NetnsHandle
+    host: Netlink
+    cont: Netlink
+    undo: Undo
+
+
+@dataclass(frozen=True)
+class L3Done:
+    plan: L3Plan
+    dns: DNS
+    vlan_gateway: LinkInfo | None  # `<bridge>.<vlan>` when it carries the gateway
+
+
 class BridgePlugin:
     def _ipam(self, req: Request) -> Ipam:
         return ipam_for(req, extra_arg_keys=BRIDGE_ARGS)
@@ -62,108 +83,84 @@ class BridgePlugin:
         undo = Undo()
         with container_netns(req) as ns, sockets(ns) as (host, cont):
             try:
-                result = self._add(req, cfg, ns, host, cont, undo)
+                result = self._add(Attach(req, cfg, ns, host, cont, undo))
             except BaseException:
                 undo.run()
                 raise
         return result
 
-    def _add(
-        self, req: Request, cfg: BridgeConfig, ns: NetnsHandle, host: Netlink, cont: Netlink,
-        undo: Undo,
-    ) -> Result:
+    def _add(self, at: Attach) -> Result:
+        req, cfg, host = at.req, at.cfg, at.host
+        allocated: Result | None = None
+        if cfg.l3 and cfg.ipam_type == HOST_LOCAL:
+            # In-process host-local needs no interface: allocating first makes a bad IPAM
+            # config, store or a full range fail before anything exists on the host. Other
+            # IPAM plugins (dhcp) may need the container interface: after the links, as the
+            # reference does.
+            allocated = self._allocate(at)
         with req.timer.phase("links"):
             br = ensure_bridge(host, cfg)
-            pair = ensure_veth(host, cont, cfg, br, req.env.ifname, undo)
+            pair = ensure_veth(host, at.cont, cfg, br, req.env.ifname, at.undo)
         if cfg.macspoofchk:
             with req.timer.phase("spoofcheck"):
                 masq.add_spoofcheck(req, pair.host.name, pair.container.mac or "")
-                undo.push("remove spoof check", lambda: masq.remove_spoofcheck(req))
-        ips: tuple = ()
-        routes: tuple = ()
-        dns = DNS()
+                at.undo.push("remove spoof check", lambda: masq.remove_spoofcheck(req))
+        l3 = L3Done(L3Plan((), (), (), ()), DNS(), None)
         if cfg.l3:
-            ipam = self._ipam(req)
-            with req.timer.phase("ipam"):
-                ipam_result = ipam.add(req)
-            undo.push("release IPAM addresses", lambda: ipam.delete(req))
-            plan = plan_l3(cfg, ipam_result)
-            ips, routes, dns = plan.ips, plan.routes, ipam_result.dns
-            with req.timer.phase("addresses"):
-                configure_container(cont, ns, pair.container, cfg, plan)
-                if cfg.is_gateway:
-                    ensure_gateway_addresses(host, br, cfg, plan)
-                flush_stale_neighbours(host, br, plan)
-            if cfg.ip_masq:
-                with req.timer.phase("firewall"):
-                    masq.add_masquerade(req, cfg, plan.ips)
-                undo.push("remove masquerade", lambda: masq.remove_masquerade(req, cfg, ()))
+            l3 = self._add_l3(at, br, pair.container, allocated or self._allocate(at))
         elif not cfg.disable_container_interface:
-            links.set_link_up(cont, pair.container.index)
+            links.set_link_up(at.cont, pair.container.index)
         host_veth = pair.host
         if not cfg.disable_container_interface:
             with req.timer.phase("port-up"):
                 host_veth = links.wait_link_oper_up(host, pair.host.index, PORT_UP_TIMEOUT)
-        # The bridge MAC can change when its first port joins: read both back.
-        br = links.get_link(host, br.index)
+        br = links.get_link(host, br.index)  # report the MACs as they are now
+        interfaces = [
+            Interface(name=br.name, mac=br.mac or ""),
+            Interface(name=host_veth.name, mac=host_veth.mac or ""),
+            Interface(name=req.env.ifname, mac=pair.container.mac or "", sandbox=req.env.netns),
+        ]
+        if l3.vlan_gateway is not None:
+            interfaces.append(Interface(name=l3.vlan_gateway.name, mac=l3.vlan_gateway.mac or ""))
         return Result(
-            interfaces=(
-                Interface(name=br.name, mac=br.mac or ""),
-                Interface(name=host_veth.name, mac=host_veth.mac or ""),
-                Interface(name=req.env.ifname, mac=pair.container.mac or "", sandbox=req.env.netns),
-            ),
-            ips=ips,
-            routes=routes,
-            dns=dns if cfg.dns.is_empty() else cfg.dns,
+            interfaces=tuple(interfaces),
+            ips=l3.plan.ips,
+            routes=l3.plan.routes,
+            dns=l3.dns if cfg.dns.is_empty() else cfg.dns,
         )
+
+    def _allocate(self, at: Attach) -> Result:
+        ipam = self._ipam(at.req)
+        with at.req.timer.phase("ipam"):
+            result = ipam.add(at.req)
+        at.undo.push("release IPAM addresses", lambda: ipam.delete(at.req))
+        return result
+
+    def _add_l3(
+        self, at: Attach, br: LinkInfo, container: LinkInfo, ipam_result: Result
+    ) -> L3Done:
+        """The container's addresses and routes, the gateway, masquerading."""
+        req, cfg = at.req, at.cfg
+        plan = plan_l3(cfg, ipam_result)
+        gw_link = br
+        with req.timer.phase("addresses"):
+            configure_container(at.cont, at.ns, container, cfg, plan)
+            if cfg.is_gateway:
+                gw_link = ensure_gateway_addresses(at.host, br, cfg, plan)
+            flush_stale_neighbours(at.host, gw_link, plan)
+        if cfg.ip_masq:
+            # Undo first: a dual-stack iptables ADD is one transaction per family, and the
+            # second may fail after the first went in. Removal tolerates what is absent, and
+            # is by address: the iptables chain is shared with the container's other ifnames.
+            mine = tuple(ip.address for ip in plan.ips)
+            at.undo.push("remove masquerade", lambda: masq.remove_masquerade(req, cfg, mine))
+            with req.timer.phase("firewall"):
+                masq.add_masquerade(req, cfg, plan.ips)
+        return L3Done(plan, ipam_result.dns, gw_link if gw_link.index != br.index else None)
 
     # ------------------------------------------------------------------ DEL
     def delete(self, req: Request) -> None:
-        """Never leaks: driven by prevResult and the IPAM store, not by the container's state."""
-        cfg = parse_bridge_config(req)
-        addresses = self._recorded_addresses(req, cfg)
-        with req.timer.phase("links"):
-            addresses += self._remove_container_link(req)
-        if cfg.l3:
-            with req.timer.phase("ipam"):
-                self._ipam(req).delete(req)
-        with req.timer.phase("firewall"):
-            # Always, whatever ipMasq says now: the config may have changed since ADD.
-            masq.remove_masquerade(req, cfg, tuple(dict.fromkeys(addresses)))
-            if cfg.macspoofchk:
-                masq.remove_spoofcheck(req)
-
-    def _recorded_addresses(self, req: Request, cfg: BridgeConfig) -> list[IPInterface]:
-        found: list[IPInterface] = []
-        if req.prev_result is not None:
-            found += [ip.address for ip in req.prev_result.ips]
-        if cfg.l3:
-            try:
-                found += self._ipam(req).addresses_held(req)
-            except CniError as exc:
-                log.warning("cannot read IPAM records: %s", exc)
-        return found
-
-    def _remove_container_link(self, req: Request) -> list[IPInterface]:
-        """Delete the container interface (its host veth goes with it); tolerate a gone netns."""
-        if not req.env.netns:
-            return []
-        try:
-            ns = open_netns(req.env.netns)
-        except NetnsNotFound:
-            return []
-        except CniError as exc:
-            log.warning("DEL: %s; skipping the container side", exc)
-            return []
-        with ns, Netlink.for_netns(ns) as cont:
-            link: LinkInfo | None = links.find_link(cont, req.env.ifname)
-            if link is None:
-                return []
-            from cni_bridge.net.addresses import list_addresses
-
-            held = [a.interface for a in list_addresses(cont, link.index) if a.scope == 0]
-            links.remove_link(cont, link.index)
-            return held
+        delete_attachment(req, parse_bridge_config(req), lambda: self._ipam(req))
 
     # ------------------------------------------------------------------ CHECK
     def check(self, req: Request) -> None:
@@ -198,6 +195,4 @@ class BridgePlugin:
         if cfg.l3:
             self._ipam(req).status(req)
         masq.status(req, cfg)
-        from cni_bridge.bridge.check import check_bridge_name_free
-
         check_bridge_name_free(cfg)

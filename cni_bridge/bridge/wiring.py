@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.net import bridge as nbridge
 from cni_bridge.net import links
-from cni_bridge.net.model import BridgePortFlags, BridgeSpec, BridgeVlan, LinkInfo, VethPair, VethSpec
+from cni_bridge.net.model import (
+    BridgePortFlags,
+    BridgeSpec,
+    BridgeVlan,
+    LinkInfo,
+    VethPair,
+    VethSpec,
+)
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.sysctl import ensure_sysctl
 from cni_bridge.net.veth import create_veth_pair
 from cni_bridge.spec.errors import CniError
+
+log = logging.getLogger("cni_bridge")
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 def ensure_bridge(host: Netlink, cfg: BridgeConfig) -> LinkInfo:
@@ -28,7 +47,12 @@ def ensure_bridge(host: Netlink, cfg: BridgeConfig) -> LinkInfo:
         ensure_sysctl(f"net/ipv6/conf/{cfg.bridge}/accept_ra", 0)
     if not br.is_up:
         links.set_link_up(host, br.index)
-    return br
+    # Pin the MAC before any port joins: an unpinned bridge takes the lowest port MAC and
+    # changes it as containers come and go, breaking every neighbour entry pointing at the
+    # gateway (USERS.md item 13). A portless unpinned bridge reads as all zeros.
+    mac = br.mac if br.mac and br.mac != ZERO_MAC else random_mac()
+    links.set_mac(host, br.index, mac)
+    return links.get_link(host, br.index) if mac != br.mac else br
 
 
 def port_vlans(cfg: BridgeConfig) -> list[BridgeVlan]:
@@ -44,6 +68,13 @@ def port_vlans(cfg: BridgeConfig) -> list[BridgeVlan]:
 
 def attach_port(host: Netlink, cfg: BridgeConfig, br: LinkInfo, port: LinkInfo) -> None:
     links.set_master(host, port.index, br.index)
+    if port.mtu < br.mtu:
+        # Unless its MTU was set by hand, the kernel lowers the bridge to its smallest port,
+        # for every container: say so (USERS.md item 15).
+        now = links.get_link(host, br.index).mtu
+        if now < br.mtu:
+            log.warning('bridge "%s" MTU lowered from %d to %d by port %s', br.name, br.mtu,
+                        now, port.name)
     if cfg.hairpin_mode or cfg.port_isolation:
         flags = BridgePortFlags(hairpin=cfg.hairpin_mode, isolated=cfg.port_isolation)
         nbridge.set_bridge_port_flags(host, port.index, flags)
@@ -59,9 +90,11 @@ def attach_port(host: Netlink, cfg: BridgeConfig, br: LinkInfo, port: LinkInfo) 
 def ensure_veth(
     host: Netlink, container: Netlink, cfg: BridgeConfig, br: LinkInfo, ifname: str, undo: Undo
 ) -> VethPair:
-    pair = create_veth_pair(host, container, VethSpec(ifname=ifname, mtu=cfg.mtu, mac=cfg.mac or None))
+    spec = VethSpec(ifname=ifname, mtu=cfg.mtu, mac=cfg.mac or None)
+    pair = create_veth_pair(host, container, spec)
     # Deleting the host end removes the container end with it.
-    undo.push(f"remove host veth {pair.host.name}", lambda: links.remove_link(host, pair.host.index))
+    undo.push(f"remove host veth {pair.host.name}",
+              lambda: links.remove_link(host, pair.host.index))
     with contextlib.suppress(CniError):
         ensure_sysctl(f"net/ipv6/conf/{pair.host.name}/accept_ra", 0)
     attach_port(host, cfg, br, pair.host)
