@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from cni_bridge import records
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import detect_backend, make_backend
@@ -38,8 +39,30 @@ def _entries(req: Request, ips: Sequence[IPConfig]) -> list[MasqEntry]:
     return [MasqEntry.of(owner, ip.address) for ip in ips]
 
 
+RECORD_PLUGIN = "bridge"
+
+
 def add_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> None:
-    _backend(cfg).add_masquerade(_entries(req, ips))
+    backend = _backend(cfg)
+    entries = _entries(req, ips)
+    backend.add_masquerade(entries)
+    data = {"masq": [{"address": str(e.address), "subnet": str(e.subnet)} for e in entries],
+            "backend": backend.name}
+    try:
+        records.save_record(records.state_root(), records.Record(
+            req.network_name, req.env.container_id, req.env.ifname, RECORD_PLUGIN, data))
+    except OSError as exc:  # the rules are in; only reconcile/status lose sight of them
+        log.warning("cannot write the masquerade record of %s: %s", _owner(req), exc)
+
+
+def _recorded_backend(req: Request) -> Backend | None:
+    """The backend our own ADD used, if it left a record and that backend is still usable."""
+    rec = records.find_record(records.state_root(), req.network_name, req.env.container_id,
+                              req.env.ifname, RECORD_PLUGIN)
+    if rec is None or rec.data.get("backend") not in ALL_BACKENDS:
+        return None
+    backend = make_backend(str(rec.data["backend"]), _runner())
+    return backend if backend.available() else None
 
 
 def _usable_backends() -> list[Backend]:
@@ -48,16 +71,21 @@ def _usable_backends() -> list[Backend]:
 
 
 def remove_masquerade(req: Request, cfg: BridgeConfig, addresses: Sequence[IPInterface]) -> None:
-    """Clean every usable backend (and the reference layouts), whatever the config says now."""
+    """Remove with the backend our ADD recorded; without a record (an ADD by the reference, or
+    a lost record) clean every usable backend and the reference layouts, whatever the config
+    says now."""
     owner = _owner(req)
     errors: list[str] = []
-    for backend in _usable_backends():
+    recorded = _recorded_backend(req)
+    for backend in [recorded] if recorded is not None else _usable_backends():
         try:
             backend.remove_masquerade(owner, list(addresses) or None)
         except CniError as exc:
             errors.append(f"{backend.name}: {exc}")
     if errors:
         raise CniError(f"cannot remove masquerade rules of {owner}", "; ".join(errors))
+    records.remove_record(records.state_root(), owner.network, owner.container_id,
+                          owner.ifname, RECORD_PLUGIN)
 
 
 def check_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> None:
@@ -72,6 +100,11 @@ def gc_masquerade(req: Request, cfg: BridgeConfig) -> None:
     for backend in _usable_backends():
         for removed in backend.gc_masquerade(req.network_name, valid):
             log.info("GC %s: removed %s", backend.name, removed)
+    keep = req.valid_attachments()
+    root = records.state_root()
+    for rec in records.list_records(root, req.network_name):
+        if rec.plugin == RECORD_PLUGIN and (rec.container_id, rec.ifname) not in keep:
+            records.remove_record(root, rec.network, rec.container_id, rec.ifname, rec.plugin)
 
 
 def status(req: Request, cfg: BridgeConfig) -> None:

@@ -148,7 +148,6 @@ def test_add_with_a_missing_plugin_says_what_to_do(node: Node,
     assert "plugin 'bridge' not found" in proc.stderr and "--plugin-dir" in proc.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="plugins do not write records yet")
 def test_reconcile_restores_connectivity_after_a_firewall_flush(
         node: Node, netns: Callable[[str], Netns]) -> None:
     c1 = netns("C1")
