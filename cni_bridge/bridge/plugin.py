@@ -26,8 +26,8 @@ from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
 from cni_bridge.net.model import LinkInfo
 from cni_bridge.net.netlink import Netlink
-from cni_bridge.net.netns import NetnsHandle, is_current_netns, open_netns
-from cni_bridge.spec.errors import INVALID_NETNS, CniError
+from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
+from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import DNS, Interface, Result
 
@@ -37,12 +37,8 @@ PORT_UP_TIMEOUT = 3.0
 
 
 def container_netns(req: Request) -> NetnsHandle:
-    """Open CNI_NETNS; configuring the plugin's own namespace as a container is refused."""
-    if is_current_netns(req.env.netns):
-        raise CniError(
-            "refusing to configure the plugin's own network namespace as a container",
-            f"CNI_NETNS={req.env.netns}", code=INVALID_NETNS,
-        )
+    """Open CNI_NETNS; the plugin's own namespace or the machine's is refused."""
+    refuse_host_netns(req.env.netns)
     return open_netns(req.env.netns)
 
 

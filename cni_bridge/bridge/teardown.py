@@ -9,6 +9,7 @@ with everything else already cleaned.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -20,7 +21,7 @@ from cni_bridge.net import links
 from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.errors import NetnsNotFound
 from cni_bridge.net.netlink import Netlink
-from cni_bridge.net.netns import open_netns
+from cni_bridge.net.netns import open_netns, refuse_host_netns
 from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import IPInterface
@@ -31,6 +32,7 @@ RT_SCOPE_UNIVERSE = 0
 
 
 def delete_attachment(req: Request, cfg: BridgeConfig, ipam: Callable[[], Ipam]) -> None:
+    refuse_host_netns_if_present(req)  # before anything: a refused DEL changes nothing
     errors: list[tuple[str, CniError]] = []
     addresses = recorded_addresses(req, cfg, ipam)
     with req.timer.phase("links"):
@@ -61,6 +63,14 @@ def _step(errors: list[tuple[str, CniError]], what: str, step: Callable[[], T]) 
         log.warning("DEL: %s: %s", what, exc)
         errors.append((what, exc))
         return None
+
+
+def refuse_host_netns_if_present(req: Request) -> None:
+    """The host's namespace as CNI_NETNS would make DEL remove the host interface named
+    CNI_IFNAME: refused with code 8. A namespace that is gone is no reason to refuse."""
+    if req.env.netns:
+        with contextlib.suppress(NetnsNotFound):
+            refuse_host_netns(req.env.netns)
 
 
 def recorded_addresses(req: Request, cfg: BridgeConfig,

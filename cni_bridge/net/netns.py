@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from types import TracebackType
 
 from cni_bridge.net.errors import NetnsNotFound, describe_errno
-from cni_bridge.spec.errors import CniError
+from cni_bridge.spec.errors import INVALID_NETNS, CniError
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs file is
 _SELF_NETNS = "/proc/thread-self/ns/net"  # the calling *thread's* namespace, not the leader's
+_INIT_NETNS = "/proc/1/ns/net"
 
 _setns_impl: Callable[[int, int], None] | None = None
 
@@ -99,14 +100,41 @@ def _check_is_netns(path: str, fd: int) -> None:
 
 def is_current_netns(path: str) -> bool:
     """True if ``path`` is the calling thread's own network namespace (same device and inode)."""
+    return _same_file(path, _SELF_NETNS)
+
+
+def is_init_netns(path: str) -> bool:
+    """True if ``path`` is PID 1's network namespace: the machine's own, seen from this PID
+    namespace. False when PID 1's namespace cannot be looked at (no permission)."""
+    try:
+        return _same_file(path, _INIT_NETNS)
+    except CniError:
+        return False
+
+
+def refuse_host_netns(path: str) -> None:
+    """Refuse (code 8) a CNI_NETNS that is the plugin's own namespace or the machine's (PID 1's):
+    configuring it, or deleting CNI_IFNAME in it, would change the host instead of a container."""
+    for same, whose in ((is_current_netns, "the plugin's own"), (is_init_netns, "the machine's")):
+        if same(path):
+            raise CniError(
+                f"refusing to use {whose} network namespace as a container's",
+                f"CNI_NETNS={path}", code=INVALID_NETNS,
+            )
+
+
+def _same_file(path: str, other: str) -> bool:
     try:
         target = os.stat(path)
     except FileNotFoundError:
         raise NetnsNotFound(path) from None
     except OSError as exc:
         raise CniError(f'cannot stat network namespace "{path}": {describe_errno(exc)}') from None
-    own = os.stat(_SELF_NETNS)
-    return (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino)
+    try:
+        ref = os.stat(other)
+    except OSError as exc:
+        raise CniError(f'cannot stat "{other}": {describe_errno(exc)}') from None
+    return (target.st_dev, target.st_ino) == (ref.st_dev, ref.st_ino)
 
 
 def _setns(fd: int, nstype: int) -> None:

@@ -24,6 +24,10 @@ REQUIRED_FOR: dict[str, frozenset[str]] = {
 # fullmatch, not "$": Python's "$" also matches before a trailing newline, Go's does not.
 _ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 IFNAMSIZ = 16
+# Container IDs and network names end up in file and directory names (host-local's store, the
+# attachment records), so neither may be longer than a file name (NAME_MAX). libcni sets no
+# limit; runtimes use at most 76 characters. Matching IDs are ASCII: characters are bytes.
+MAX_ID_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ def validate_container_id(container_id: str) -> None:
         raise CniError("missing containerID", code=UNKNOWN_CONTAINER)
     if not _ID_RE.fullmatch(container_id):
         raise EnvError("invalid characters in containerID", container_id)
+    if len(container_id) > MAX_ID_LENGTH:
+        raise EnvError("containerID is too long",
+                       f"{len(container_id)} characters; at most {MAX_ID_LENGTH}")
 
 
 def validate_ifname(ifname: str) -> None:
@@ -64,6 +71,9 @@ def validate_network_name(name: object) -> str:
         raise ConfigError("missing network name")
     if not _ID_RE.fullmatch(name):
         raise ConfigError("invalid characters found in network name", name)
+    if len(name) > MAX_ID_LENGTH:
+        raise ConfigError("network name is too long",
+                          f"{len(name)} characters; at most {MAX_ID_LENGTH}")
     return name
 
 
@@ -92,6 +102,8 @@ def read_env(environ: Mapping[str, str]) -> CniEnv:
     command = environ.get("CNI_COMMAND", "")
     for name, verbs in REQUIRED_FOR.items():
         value = environ.get(name, "")
+        if "\x00" in value:  # only an in-process caller can pass one (execve cannot)
+            raise EnvError(f"{name} contains a NUL byte", repr(value)[:200])
         if value and command in verbs and name in _VALIDATORS:
             _VALIDATORS[name](value)
     missing = missing_variables(environ)

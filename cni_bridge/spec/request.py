@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cni_bridge.spec.env import CniEnv
+from cni_bridge.spec.errors import ConfigError
 from cni_bridge.spec.result import Result
 
 VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
@@ -42,8 +43,14 @@ class Request:
 
     @property
     def runtime_config(self) -> Mapping[str, Any]:
+        """``runtimeConfig`` ({} when absent); anything but an object is refused, as Go's decoder
+        refuses it (code 7)."""
         value = self.config.get("runtimeConfig")
-        return value if isinstance(value, Mapping) else {}
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError("runtimeConfig must be a JSON object", repr(value)[:200])
+        return value
 
     def valid_attachments(self) -> frozenset[tuple[str, str]]:
         """GC's list of attachments to keep, as (containerID, ifname) pairs.

@@ -126,6 +126,15 @@ def _ipam_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return ipam
 
 
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    """An optional JSON object ({} when absent); Go's decoder refuses any other type."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"invalid {where}", f"must be a JSON object, got {show(value)}")
+    return value
+
+
 def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if value is None:
@@ -152,9 +161,8 @@ def _routes(value: Any) -> tuple[Route, ...]:
 def _raw_range_sets(config: Mapping[str, Any], ipam: Mapping[str, Any]) -> list[tuple[Any, str]]:
     """Every range set as (raw list, where it came from), in the reference's order."""
     sets: list[tuple[Any, str]] = []
-    runtime = config.get("runtimeConfig")
-    if isinstance(runtime, Mapping):
-        sets += _set_list(runtime.get("ipRanges"), "runtimeConfig.ipRanges")
+    runtime = _object(config.get("runtimeConfig"), "runtimeConfig")
+    sets += _set_list(runtime.get("ipRanges"), "runtimeConfig.ipRanges")
     if ipam.get("subnet") is not None:
         legacy = {k: ipam.get(k) for k in ("subnet", "rangeStart", "rangeEnd", "gateway")}
         sets.append(([legacy], "ipam"))
@@ -207,13 +215,10 @@ def _requested_ips(
         if ip is None:
             raise EnvError("ARGS: invalid IP in CNI_ARGS", f"IP={env_ip!r} is not an IP address")
         found.append(ip)
-    args = config.get("args")
-    cni = args.get("cni") if isinstance(args, Mapping) else None
-    if isinstance(cni, Mapping):
-        found += _ip_list(cni.get("ips"), "args.cni.ips")
-    runtime = config.get("runtimeConfig")
-    if isinstance(runtime, Mapping):
-        found += _ip_list(runtime.get("ips"), "runtimeConfig.ips")
+    cni = _object(_object(config.get("args"), "args").get("cni"), "args.cni")
+    found += _ip_list(cni.get("ips"), "args.cni.ips")
+    runtime = _object(config.get("runtimeConfig"), "runtimeConfig")
+    found += _ip_list(runtime.get("ips"), "runtimeConfig.ips")
     return tuple(dict.fromkeys(found))
 
 

@@ -132,7 +132,7 @@ def _subnet(value: Any, fail: Fail) -> IPNetwork:
     addr_text, prefix_text = value.split("/")
     try:
         addr = canonical(ip_address(addr_text))
-        prefix = int(prefix_text) if prefix_text.isdigit() else -1
+        prefix = int(prefix_text) if prefix_text.isascii() and prefix_text.isdigit() else -1
     except ValueError:
         raise fail(f"invalid subnet {show(value)}: expected an address/prefix-length") from None
     bits = addr.max_prefixlen
