@@ -50,6 +50,8 @@ class BridgeConfig:
     enable_dad: bool = False
     disable_container_interface: bool = False
     port_isolation: bool = False
+    ipspoofchk: bool = False  # pins addresses too; forces macspoofchk on
+    isolate_networks: bool = False
     ipam_type: str = ""
     dns: DNS = DNS()
     mac: str = ""
@@ -116,7 +118,9 @@ def parse_bridge_config(req: Request) -> BridgeConfig:
         vlan=get_int(c, "vlan", lo=0, hi=4094),
         vlan_trunk=parse_trunk(get_list(c, "vlanTrunk")),
         preserve_default_vlan=get_bool(c, "preserveDefaultVlan"),
-        macspoofchk=get_bool(c, "macspoofchk"),
+        macspoofchk=get_bool(c, "macspoofchk") or get_bool(c, "ipspoofchk"),
+        ipspoofchk=get_bool(c, "ipspoofchk"),
+        isolate_networks=get_bool(c, "isolateNetworks"),
         enable_dad=get_bool(c, "enabledad"),
         disable_container_interface=get_bool(c, "disableContainerInterface"),
         port_isolation=get_bool(c, "portIsolation"),
@@ -128,4 +132,9 @@ def parse_bridge_config(req: Request) -> BridgeConfig:
         raise ConfigError("cannot set hairpin mode and promiscuous mode at the same time")
     if cfg.disable_container_interface and cfg.l3:
         raise ConfigError("cannot use IPAM when DisableContainerInterface flag is set")
+    if cfg.ipspoofchk and not cfg.l3:
+        raise ConfigError("ipspoofchk needs IPAM: without addresses there is nothing to pin")
+    if cfg.ipspoofchk and cfg.vlan_trunk:
+        raise ConfigError("cannot use ipspoofchk on a VLAN trunk port (vlanTrunk)",
+                          "the address check only reads untagged frames")
     return cfg

@@ -1,4 +1,4 @@
-"""The bridge's view of the firewall layer: masquerade and MAC spoof check per attachment."""
+"""The bridge's view of the firewall layer: masquerade, spoof check and network isolation."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from collections.abc import Sequence
 
 from cni_bridge import records
 from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.firewall import isolation, spoofcheck
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import detect_backend, make_backend
 from cni_bridge.firewall.model import MasqEntry, Owner
 from cni_bridge.firewall.runner import SubprocessRunner
-from cni_bridge.firewall.spoofcheck import add_spoofcheck as nft_add_spoofcheck
-from cni_bridge.firewall.spoofcheck import remove_spoofcheck as nft_remove_spoofcheck
 from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import IPConfig, IPInterface
@@ -117,9 +116,30 @@ def status(req: Request, cfg: BridgeConfig) -> None:
                        code=PLUGIN_NOT_AVAILABLE) from None
 
 
-def add_spoofcheck(req: Request, host_veth: str, mac: str) -> None:
-    nft_add_spoofcheck(_runner(), req.env.container_id, req.env.ifname, host_veth, mac)
+def add_spoofcheck(req: Request, host_veth: str, mac: str,
+                   pin: spoofcheck.Pin | None = None) -> None:
+    spoofcheck.add_spoofcheck(_runner(), req.env.container_id, req.env.ifname, host_veth, mac,
+                              pin)
 
 
 def remove_spoofcheck(req: Request) -> None:
-    nft_remove_spoofcheck(_runner(), req.env.container_id, req.env.ifname)
+    spoofcheck.remove_spoofcheck(_runner(), req.env.container_id, req.env.ifname)
+
+
+def check_spoofcheck(req: Request, cfg: BridgeConfig) -> None:
+    missing = spoofcheck.check_spoofcheck(_runner(), req.env.container_id, req.env.ifname,
+                                          cfg.ipspoofchk)
+    if missing:
+        raise CniError(f"spoof check rules of container {req.env.container_id} are missing",
+                       "; ".join(missing))
+
+
+def isolate_network(interfaces: Sequence[str]) -> None:
+    isolation.ensure_isolated(_runner(), interfaces)
+
+
+def check_isolation(interfaces: Sequence[str]) -> None:
+    problems = isolation.check_isolated(_runner(), interfaces)
+    if problems:
+        raise CniError(f"network isolation of {', '.join(interfaces)} is incomplete",
+                       "; ".join(problems))

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 
 from cni_bridge.bridge import masq
 from cni_bridge.bridge.addressing import (
@@ -22,9 +23,11 @@ from cni_bridge.bridge.plan import L3Plan, plan_l3
 from cni_bridge.bridge.teardown import delete_attachment
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.bridge.wiring import ensure_bridge, ensure_veth
+from cni_bridge.firewall.spoofcheck import Pin, make_pin
 from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
-from cni_bridge.net.model import LinkInfo
+from cni_bridge.net.addresses import list_addresses
+from cni_bridge.net.model import LinkInfo, VethPair
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
 from cni_bridge.spec.errors import CniError
@@ -48,6 +51,13 @@ def sockets(ns: NetnsHandle) -> Iterator[tuple[Netlink, Netlink]]:
         host = stack.enter_context(Netlink.for_current())
         cont = stack.enter_context(Netlink.for_netns(ns))
         yield host, cont
+
+
+def address_pin(cont: Netlink, container: LinkInfo, plan: L3Plan) -> Pin:
+    """The container's MAC and addresses, with the IPv6 link-locals it holds now."""
+    held = [a.address for a in list_addresses(cont, container.index, version=6)]
+    return make_pin(container.mac or "", [ip.address.ip for ip in plan.ips],
+                    [a for a in held if isinstance(a, IPv6Address) and a.is_link_local])
 
 
 @dataclass(frozen=True)
@@ -97,15 +107,19 @@ class BridgePlugin:
         with req.timer.phase("links"):
             br = ensure_bridge(host, cfg)
             pair = ensure_veth(host, at.cont, cfg, br, req.env.ifname, at.undo)
-        if cfg.macspoofchk:
-            with req.timer.phase("spoofcheck"):
-                masq.add_spoofcheck(req, pair.host.name, pair.container.mac or "")
-                at.undo.push("remove spoof check", lambda: masq.remove_spoofcheck(req))
+        if cfg.macspoofchk and not cfg.ipspoofchk:
+            self._spoofcheck(at, pair, None)
         l3 = L3Done(L3Plan((), (), (), ()), DNS(), None)
         if cfg.l3:
             l3 = self._add_l3(at, br, pair.container, allocated or self._allocate(at))
         elif not cfg.disable_container_interface:
             links.set_link_up(at.cont, pair.container.index)
+        if cfg.ipspoofchk:  # pins the addresses: after L3 (the config guarantees IPAM)
+            self._spoofcheck(at, pair, address_pin(at.cont, pair.container, l3.plan))
+        if cfg.isolate_networks:
+            with req.timer.phase("isolation"):
+                gateway = [l3.vlan_gateway.name] if l3.vlan_gateway is not None else []
+                masq.isolate_network([br.name, *gateway])
         host_veth = pair.host
         if not cfg.disable_container_interface:
             with req.timer.phase("port-up"):
@@ -124,6 +138,11 @@ class BridgePlugin:
             routes=l3.plan.routes,
             dns=l3.dns if cfg.dns.is_empty() else cfg.dns,
         )
+
+    def _spoofcheck(self, at: Attach, pair: VethPair, pin: Pin | None) -> None:
+        with at.req.timer.phase("spoofcheck"):
+            at.undo.push("remove spoof check", lambda: masq.remove_spoofcheck(at.req))
+            masq.add_spoofcheck(at.req, pair.host.name, pair.container.mac or "", pin)
 
     def _allocate(self, at: Attach) -> Result:
         ipam = self._ipam(at.req)
@@ -169,6 +188,10 @@ class BridgePlugin:
             check_attachment(req, cfg, host, cont, req.prev_result)
         if cfg.ip_masq and cfg.l3:
             masq.check_masquerade(req, cfg, req.prev_result.ips)
+        if cfg.macspoofchk:
+            masq.check_spoofcheck(req, cfg)
+        if cfg.isolate_networks:
+            masq.check_isolation([cfg.bridge])
 
     # ------------------------------------------------------------------ GC / STATUS
     def gc(self, req: Request) -> None:

@@ -1,0 +1,112 @@
+"""Isolation between networks (bridge ``isolateNetworks``), in our table ``inet cni_bridge``:
+
+    set isolated_bridges      { type ifname; }            one element per isolated bridge
+    set isolated_bridge_self  { type ifname . ifname; }   "<br>" . "<br>" for each of them
+    chain isolation_forward (filter forward, priority filter):
+        iifname @isolated_bridges oifname @isolated_bridges
+            iifname . oifname != @isolated_bridge_self drop
+
+Routed traffic from one isolated bridge to another is dropped, in both directions; traffic
+between a bridge's own containers (which br_netfilter may show to this hook with the bridge as
+both interfaces), to the host and to anything else (uplinks, bridges without the option) is not
+touched. Adding a bridge costs two set elements, whatever the number of networks or containers.
+An ADD adds its bridge (and its VLAN gateway interface, the one routed traffic enters by) and
+rewrites the chain, which repairs it after an external flush. The elements stay when the last
+container leaves, like the bridge itself; ``remove_isolated`` takes one out.
+
+THE NAMES BELOW MUST NEVER CHANGE: state written by one version is found by the next by them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cni_bridge.firewall.nft_schema import TABLE_REF, ChainSpec, render_table
+from cni_bridge.firewall.runner import CommandRunner, check
+from cni_bridge.spec.errors import ConfigError
+
+ISOLATED_SET = "isolated_bridges"
+SELF_SET = "isolated_bridge_self"
+FORWARD_CHAIN = "isolation_forward"
+DROP_COMMENT = "cni-bridge: between isolated networks"
+_UNQUOTABLE = frozenset('"\\')
+
+
+def _quoted(name: str) -> str:
+    if not name or _UNQUOTABLE & set(name):
+        raise ConfigError("cannot isolate a bridge whose name contains a quote or backslash",
+                          repr(name))
+    return f'"{name}"'
+
+
+def forward_chain() -> ChainSpec:
+    rule = (f"iifname @{ISOLATED_SET} oifname @{ISOLATED_SET} "
+            f'iifname . oifname != @{SELF_SET} drop comment "{DROP_COMMENT}"')
+    return ChainSpec(FORWARD_CHAIN, "type filter hook forward priority filter", (rule,))
+
+
+def plan_isolate(interfaces: Sequence[str]) -> list[str]:
+    """Table, sets, chain (rewritten) and the elements of `interfaces`: idempotent."""
+    lines = [render_table(),
+             f"add set {TABLE_REF} {ISOLATED_SET} {{ type ifname; }}",
+             f"add set {TABLE_REF} {SELF_SET} {{ type ifname . ifname; }}",
+             *forward_chain().render()]
+    for name in dict.fromkeys(interfaces):
+        q = _quoted(name)
+        lines += [f"add element {TABLE_REF} {ISOLATED_SET} {{ {q} }}",
+                  f"add element {TABLE_REF} {SELF_SET} {{ {q} . {q} }}"]
+    return lines
+
+
+def ensure_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
+    script = "\n".join(plan_isolate(interfaces)) + "\n"
+    check(runner(["nft", "-f", "-"], input=script),
+          f"cannot isolate bridge {', '.join(interfaces)} from other networks")
+
+
+def _table(runner: CommandRunner) -> list[dict[str, Any]]:
+    family, table = TABLE_REF.split()
+    res = runner(["nft", "-j", "list", "table", family, table])
+    if not res.ok:
+        return []
+    items: list[dict[str, Any]] = json.loads(res.stdout or "{}").get("nftables", [])
+    return items
+
+
+def _elements(items: list[dict[str, Any]], name: str) -> list[Any]:
+    return next((list(i["set"].get("elem", [])) for i in items
+                 if "set" in i and i["set"]["name"] == name), [])
+
+
+def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
+    """What is missing for `interfaces` to be isolated (nothing: an empty list)."""
+    items = _table(runner)
+    problems = []
+    if not any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
+               and i["rule"].get("comment") == DROP_COMMENT for i in items):
+        problems.append(f"the isolation rule in chain {TABLE_REF} {FORWARD_CHAIN} is missing")
+    isolated = _elements(items, ISOLATED_SET)
+    selves = [e.get("concat") for e in _elements(items, SELF_SET) if isinstance(e, dict)]
+    for name in interfaces:
+        if name not in isolated:
+            problems.append(f'"{name}" is not in set {ISOLATED_SET}')
+        if [name, name] not in selves:
+            problems.append(f'"{name}" . "{name}" is not in set {SELF_SET}')
+    return problems
+
+
+def remove_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
+    """Take `interfaces` out of the sets (operators; a bridge that is gone or reused)."""
+    items = _table(runner)
+    isolated = _elements(items, ISOLATED_SET)
+    lines = []
+    for name in interfaces:
+        if name in isolated:
+            q = _quoted(name)
+            lines += [f"delete element {TABLE_REF} {ISOLATED_SET} {{ {q} }}",
+                      f"delete element {TABLE_REF} {SELF_SET} {{ {q} . {q} }}"]
+    if lines:
+        check(runner(["nft", "-f", "-"], input="\n".join(lines) + "\n"),
+              f"cannot remove the isolation of {', '.join(interfaces)}")

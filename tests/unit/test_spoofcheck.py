@@ -1,0 +1,165 @@
+"""Spoof check and network isolation planners (no root): the rules written, what CHECK reports,
+the config fields that turn them on."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from cni_bridge.firewall import isolation, spoofcheck
+from cni_bridge.firewall.runner import CommandResult
+from cni_bridge.spec.errors import ConfigError
+from tests.unit.test_bridge_config import parse
+
+MAC = "0a:58:0a:4d:00:02"
+IPAM = {"ipam": {"type": "host-local", "subnet": "10.77.0.0/24"}}
+
+
+@dataclass
+class Recorder:
+    """Answers every command with `out` (exit `rc`) and records it."""
+
+    out: str = ""
+    rc: int = 0
+    calls: list[tuple[tuple[str, ...], str | None]] = field(default_factory=list)
+
+    def __call__(self, argv: Sequence[str], input: str | None = None) -> CommandResult:
+        self.calls.append((tuple(argv), input))
+        return CommandResult(tuple(argv), self.rc, self.out, "")
+
+
+def pin() -> spoofcheck.Pin:
+    return spoofcheck.make_pin(MAC, [ipaddress.ip_address("10.77.0.2"),
+                                     ipaddress.ip_address("fd00:77::2")])
+
+
+def test_link_local_is_the_kernels_eui64() -> None:
+    assert str(spoofcheck.link_local_of(MAC)) == "fe80::858:aff:fe4d:2"
+    assert str(spoofcheck.link_local_of("02:00:00:00:00:01")) == "fe80::ff:fe00:1"
+
+
+def test_pin_splits_families_and_adds_link_locals() -> None:
+    extra = ipaddress.IPv6Address("fe80::1234")
+    p = spoofcheck.make_pin(MAC.upper(), [ipaddress.ip_address("10.77.0.2")], [extra])
+    assert p.mac == MAC and [str(a) for a in p.ipv4] == ["10.77.0.2"]
+    assert [str(a) for a in p.ipv6] == ["fe80::858:aff:fe4d:2", "fe80::1234"]
+
+
+def test_mac_only_plan_is_the_reference_layout() -> None:
+    text = spoofcheck.plan_add("c1", "eth0", "veth1234", MAC)
+    assert "ipspoofchk" not in text
+    assert 'add rule bridge nat PREROUTING iifname "veth1234" jump cni-br-iface-c1-eth0 ' \
+           'comment "macspoofchk-c1-eth0"' in text
+
+
+def test_address_rules_follow_the_mac_jump() -> None:
+    lines = spoofcheck.plan_add("c1", "eth0", "veth1234", MAC, pin()).splitlines()
+    chain_rules = [ln for ln in lines if ln.startswith("add rule bridge nat cni-br-iface-c1-eth0 ")]
+    assert "jump cni-br-iface-c1-eth0-mac" in chain_rules[0]
+    labels = [ln.rsplit(": ", 1)[1].rstrip('"') for ln in chain_rules[1:]]
+    assert labels == list(spoofcheck.IP_LABELS)
+    text = "\n".join(chain_rules)
+    assert "ip saddr != { 10.77.0.2 } drop" in text
+    assert "arp saddr ip != { 10.77.0.2, 0.0.0.0 } drop" in text
+    assert f"arp saddr ether != {MAC} drop" in text
+    assert "ip6 saddr != { fd00:77::2, fe80::858:aff:fe4d:2 } drop" in text
+    assert "@th,64,128 != { 0xfd000077000000000000000000000002, " \
+           "0xfe8000000000000008580afffe4d0002 } drop" in text
+    assert "@th,192,16 0x0201 @th,208,48 != 0x0a580a4d0002 drop" in text
+
+
+def test_no_ipv4_address_means_no_ipv4_at_all() -> None:
+    rules = dict(spoofcheck.plan_ip_rules(
+        spoofcheck.make_pin(MAC, [ipaddress.ip_address("fd00::5")])))
+    assert rules[spoofcheck.SOURCE4] == "ether type ip drop"
+    assert rules[spoofcheck.ARP_IP] == "arp saddr ip != { 0.0.0.0 } drop"
+
+
+def listing(*rules: tuple[str, str]) -> str:
+    return json.dumps({"nftables": [{"metainfo": {}}] + [
+        {"rule": {"chain": chain, "comment": comment, "handle": n}}
+        for n, (chain, comment) in enumerate(rules)]})
+
+
+def complete(cid: str = "c1") -> list[tuple[str, str]]:
+    chain, comment = f"cni-br-iface-{cid}-eth0", f"macspoofchk-{cid}-eth0"
+    return [("PREROUTING", comment), (chain, comment), (f"{chain}-mac", comment),
+            (f"{chain}-mac", comment),
+            *((chain, spoofcheck.ip_comment(cid, "eth0", lb)) for lb in spoofcheck.IP_LABELS)]
+
+
+def test_check_finds_nothing_missing() -> None:
+    assert spoofcheck.check_spoofcheck(Recorder(listing(*complete())), "c1", "eth0", True) == []
+
+
+def test_check_names_each_missing_rule() -> None:
+    rules = [r for r in complete() if not r[1].endswith(spoofcheck.ARP_IP)]
+    missing = spoofcheck.check_spoofcheck(Recorder(listing(*rules[1:])), "c1", "eth0", True)
+    assert missing == ['rule "macspoofchk-c1-eth0" in chain PREROUTING',
+                       'rule "ipspoofchk-c1-eth0: arp sender ip" in chain cni-br-iface-c1-eth0']
+    # The MAC check alone does not ask for the address rules.
+    assert spoofcheck.check_spoofcheck(Recorder(listing(*rules)), "c1", "eth0", False) == []
+    no_table = spoofcheck.check_spoofcheck(Recorder(rc=1), "c1", "eth0", False)
+    assert no_table == ["nftables table bridge nat does not exist"]
+
+
+def test_isolation_plan_is_idempotent_and_one_element_per_bridge() -> None:
+    lines = isolation.plan_isolate(["br1", "br1.5", "br1"])
+    assert lines.count('add element inet cni_bridge isolated_bridges { "br1" }') == 1
+    assert 'add element inet cni_bridge isolated_bridge_self { "br1.5" . "br1.5" }' in lines
+    assert not any(ln.startswith(("create ", "delete ")) for ln in lines)
+    assert "flush chain inet cni_bridge isolation_forward" in lines
+    rule = [ln for ln in lines if ln.startswith("add rule")]
+    assert rule == ["add rule inet cni_bridge isolation_forward iifname @isolated_bridges "
+                    "oifname @isolated_bridges iifname . oifname != @isolated_bridge_self drop "
+                    'comment "cni-bridge: between isolated networks"']
+
+
+def test_isolation_refuses_names_nft_cannot_quote() -> None:
+    with pytest.raises(ConfigError, match="quote"):
+        isolation.plan_isolate(['br"x'])
+
+
+def isolation_listing(selves: list[Any], rule: bool = True) -> str:
+    items: list[dict[str, Any]] = [
+        {"set": {"name": "isolated_bridges", "elem": [s["concat"][0] for s in selves]}},
+        {"set": {"name": "isolated_bridge_self", "elem": selves}}]
+    if rule:
+        items.append({"rule": {"chain": "isolation_forward",
+                               "comment": isolation.DROP_COMMENT}})
+    return json.dumps({"nftables": items})
+
+
+def test_isolation_check() -> None:
+    ok = isolation_listing([{"concat": ["br1", "br1"]}])
+    assert isolation.check_isolated(Recorder(ok), ["br1"]) == []
+    assert isolation.check_isolated(Recorder(ok), ["br2"]) == [
+        '"br2" is not in set isolated_bridges', '"br2" . "br2" is not in set isolated_bridge_self']
+    no_rule = isolation.check_isolated(Recorder(isolation_listing([], rule=False)), [])
+    assert no_rule == ["the isolation rule in chain inet cni_bridge isolation_forward is missing"]
+
+
+def test_isolation_remove_only_what_is_there() -> None:
+    rec = Recorder(isolation_listing([{"concat": ["br1", "br1"]}]))
+    isolation.remove_isolated(rec, ["br1", "br2"])
+    script = rec.calls[-1][1] or ""
+    assert 'delete element inet cni_bridge isolated_bridges { "br1" }' in script
+    assert "br2" not in script
+
+
+def test_config_fields() -> None:
+    cfg = parse({"ipspoofchk": True, **IPAM})
+    assert cfg.ipspoofchk and cfg.macspoofchk  # pinning addresses pins the MAC too
+    assert not parse(IPAM).ipspoofchk and not parse(IPAM).isolate_networks
+    assert parse({"isolateNetworks": True}).isolate_networks
+    with pytest.raises(ConfigError, match="needs IPAM"):
+        parse({"ipspoofchk": True})
+    with pytest.raises(ConfigError, match="trunk"):
+        parse({"ipspoofchk": True, "vlanTrunk": [{"id": 5}], **IPAM})
+    with pytest.raises(ConfigError):
+        parse({"isolateNetworks": "yes"})
