@@ -7,6 +7,7 @@ The executable's role comes from the name it was run as: ``bridge``, ``host-loca
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     role = role_from_argv0(argv[0] if argv else "")
     if role in PLUGIN_ROLES:
         sys.exit(run_plugin(role))
+    # The frozen executable starts with cyclic garbage collection off, for a plugin call's
+    # short life (build/rthooks/pyi_rth_cni_bridge_startup.py); operator commands may run long.
+    gc.enable()
     from cni_bridge.operator import main as operator_main
 
     sys.exit(operator_main(argv[1:]))

@@ -5,9 +5,10 @@ conntrack, nftables, ...): ~300 ms here. We need only the rtnetlink message clas
 and decode ``ifinfmsg``/``ifaddrmsg``/``rtmsg``/``ndmsg``; the socket is our own (``_socket``).
 So before the first import we register a bare package module for ``pyroute2`` whose ``__path__``
 points at the installed package: submodules then import without running its ``__init__``.
-Cost measured with ``python -X importtime``: ~45 ms for these four modules (most of it
-``pyroute2.config``, which pulls in ``multiprocessing`` and ``platform``), against ~170 ms for
-``pyroute2.iproute.linux`` behind the same stub and ~300 ms for ``import pyroute2``.
+Cost measured with ``python -X importtime``: ~45 ms for these four modules, a quarter of it
+``pyroute2.config``, which pulls in ``multiprocessing`` and ``platform`` (hence a stand-in for it,
+``_install_config_stub``), against ~170 ms for ``pyroute2.iproute.linux`` behind the same stub
+and ~300 ms for ``import pyroute2``.
 
 The imports are written out literally (not via importlib strings) so that PyInstaller's
 dependency scan still finds and bundles these modules. Anything else added to this package later
@@ -18,6 +19,7 @@ names exported by the top-level ``pyroute2`` package do not exist behind the stu
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 import types
 from dataclasses import dataclass
@@ -67,8 +69,48 @@ def codec() -> Codec:
     return _codec
 
 
+def _install_config_stub() -> None:
+    """Register a ``pyroute2.config`` holding what the message classes read from it.
+
+    The real module imports ``multiprocessing`` (with ``pickle``), ``platform`` and ``signal``
+    to define defaults for sockets and processes we never create: a quarter of the cost of
+    loading these classes. Of it, ``ifinfmsg`` reads ``AF_BRIDGE`` and the two (empty) lists
+    of extra link-kind plugins, at import time; the values below are the real module's (for
+    the pinned pyroute2). Any other name loads the real module into this one first, so
+    code that needs more of it still gets the real thing.
+    """
+    name = f"{_PACKAGE}.config"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return  # let the real import report it
+    loader = spec.loader
+    stub = types.ModuleType(name)
+
+    def load_real(attr: str) -> Any:
+        if attr.startswith("__"):  # the import system probing (__path__, ...): not ours
+            raise AttributeError(attr)
+        del stub.__dict__["__getattr__"]
+        loader.exec_module(stub)  # the real code, run in this module's namespace
+        return getattr(stub, attr)
+
+    stub.__dict__.update(
+        __spec__=spec,
+        __file__=spec.origin,
+        __loader__=loader,
+        __package__=_PACKAGE,
+        __getattr__=load_real,
+        AF_BRIDGE=getattr(socket, "AF_BRIDGE", 7),
+        data_plugins_pkgs=[],
+        data_plugins_path=[],
+    )
+    sys.modules[name] = stub
+
+
 def _load() -> Codec:
     _install_package_stub()
+    _install_config_stub()
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
     from pyroute2.netlink.rtnl.ndmsg import ndmsg

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Freeze cni-bridge with PyInstaller and assemble dist/cni/, a directory usable as CNI_PATH as it
+# is: the executable `cni-bridge` plus relative symlinks `bridge`, `host-local`, `portmap` to it
+# (the role comes from basename(argv[0]); the bootloader follows the symlink to find its files).
+#
+# Usage: build/build.sh [--onedir | --onefile] [--clean]
+#   --onedir   (default) executable + _internal/ directory; fastest start-up
+#   --onefile  one self-extracting file (unpacks to a temp dir on every call: +35% CPU and
+#              +45% wall time per plugin call, tests/perf/startup.py)
+#   --clean    drop PyInstaller's cache first
+# Environment:
+#   PYTHON     interpreter with PyInstaller installed (default: .venv/bin/python, else python3)
+#   DIST_DIR   output parent (default: <repo>/dist); the result is $DIST_DIR/cni
+#   WORK_DIR   PyInstaller work files (default: <repo>/.pyi-work); never under build/
+#   CNI_BRIDGE_FREEZE_*  measurement switches read by cni-bridge.spec (STARTUP_CACHE=0,
+#              NOARCHIVE=0, STRIP=0, PYTHON_OPTIONS="X importtime")
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODE=onedir
+CLEAN=()
+for arg in "$@"; do
+    case $arg in
+        --onedir) MODE=onedir ;;
+        --onefile) MODE=onefile ;;
+        --clean) CLEAN=(--clean) ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+if [[ -z ${PYTHON:-} ]]; then
+    if [[ -x $REPO/.venv/bin/python ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
+fi
+DIST_DIR="$(realpath -m "${DIST_DIR:-$REPO/dist}")"
+WORK_DIR="$(realpath -m "${WORK_DIR:-$REPO/.pyi-work}")"
+case $WORK_DIR/ in
+    "$REPO/build/"*) echo "build.sh: WORK_DIR must not be under build/" >&2; exit 2 ;;
+esac
+
+STAGE="$WORK_DIR/$MODE"
+mkdir -p "$STAGE" "$DIST_DIR"
+cd "$REPO"
+
+# Store the PYZ modules uncompressed (when the archive is used: CNI_BRIDGE_FREEZE_NOARCHIVE=0
+# or --onefile): zlib level 0 saved ~7 ms CPU per start (80 vs 86 ms for VERSION, n=60) for
+# 5 MB more on disk. PyInstaller's cache does not notice a level change, so a
+# change forces --clean.
+export PYINSTALLER_ZLIB_COMPRESSION_LEVEL=${PYINSTALLER_ZLIB_COMPRESSION_LEVEL:-0}
+if [[ $(cat "$STAGE/zlib-level" 2>/dev/null) != "$PYINSTALLER_ZLIB_COMPRESSION_LEVEL" ]]; then
+    CLEAN=(--clean)
+    rm -rf "$STAGE/work"
+fi
+
+echo "build.sh: freezing ($MODE) with $("$PYTHON" -m PyInstaller --version 2>/dev/null || echo '?')"
+CNI_BRIDGE_FREEZE_MODE=$MODE "$PYTHON" -m PyInstaller --noconfirm --log-level WARN "${CLEAN[@]}" \
+    --workpath "$STAGE/work" --distpath "$STAGE/dist" build/cni-bridge.spec
+
+echo "$PYINSTALLER_ZLIB_COMPRESSION_LEVEL" >"$STAGE/zlib-level"
+
+# Assemble next to the target, then swap, so dist/cni is never half-written.
+NEW="$DIST_DIR/.cni.new.$$"
+rm -rf "$NEW"
+if [[ $MODE == onedir ]]; then
+    cp -a "$STAGE/dist/cni" "$NEW"
+else
+    mkdir -p "$NEW"
+    cp -a "$STAGE/dist/cni-bridge" "$NEW/cni-bridge"
+fi
+touch "$NEW/cni-bridge"   # build time, for staleness checks (cp -a kept PyInstaller's mtime)
+for role in bridge host-local portmap; do
+    ln -s cni-bridge "$NEW/$role"
+done
+"$NEW/cni-bridge" --help >/dev/null   # the operator CLI starts (runs no plugin code)
+rm -rf "$DIST_DIR/cni"
+mv "$NEW" "$DIST_DIR/cni"
+
+size=$(du -sh "$DIST_DIR/cni" | cut -f1)
+echo "build.sh: $DIST_DIR/cni ($MODE, $size): $(cd "$DIST_DIR/cni" && echo cni-bridge bridge host-local portmap)"
