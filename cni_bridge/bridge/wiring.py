@@ -43,8 +43,11 @@ def ensure_bridge(host: Netlink, cfg: BridgeConfig) -> LinkInfo:
     )
     br = nbridge.ensure_bridge(host, spec)
     # Router advertisements must not configure the bridge; best effort like the reference.
+    # No DAD on the bridge either: while its link-local address is tentative, the first IPv6
+    # packets the host routes to a new container are lost.
     with contextlib.suppress(CniError):
         ensure_sysctl(f"net/ipv6/conf/{cfg.bridge}/accept_ra", 0)
+        ensure_sysctl(f"net/ipv6/conf/{cfg.bridge}/accept_dad", 0)
     if not br.is_up:
         links.set_link_up(host, br.index)
     # Pin the MAC before any port joins: an unpinned bridge takes the lowest port MAC and
