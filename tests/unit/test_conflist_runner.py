@@ -294,7 +294,8 @@ def test_gc_deletes_stale_attachments_then_sends_gc(runtime: Runtime, calls: Cal
         assert gc["conf"]["cni.dev/valid-attachments"] == valid
         assert gc["conf"]["cni.dev/attachments"] == valid
         assert gc["conf"]["name"] == "net1" and "prevResult" not in gc["conf"]
-        assert {k: v for k, v in gc["env"].items() if k not in ("PATH", "CNI_BRIDGE_STATE_DIR") and v} == {
+        ignored = ("PATH", "CNI_BRIDGE_STATE_DIR")
+        assert {k: v for k, v in gc["env"].items() if k not in ignored and v} == {
             "CNI_COMMAND": "GC",
             "CNI_PATH": gc["env"]["CNI_PATH"],
         }
