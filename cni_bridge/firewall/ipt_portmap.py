@@ -162,9 +162,10 @@ def plan_add_portmappings(state: NatState, owner: Owner, all_entries: Sequence[P
     script = RestoreScript()
     if not any(e.version == version for e in all_entries):
         return script
+    own = names.dnat_chain_name(owner.network, owner.container_id)
     for chain in _chains_needed(owner, options):
         if not state.has_chain(chain):
-            script.new_chain(chain)
+            (script.new_chain if chain == own else script.new_shared_chain)(chain)
     seen: set[tuple[str, str]] = set()
     for chain, rule, insert in desired_rules(owner, all_entries, version, options):
         if (chain, rule) in seen or state.has_rule(chain, rule):

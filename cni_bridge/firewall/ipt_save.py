@@ -148,10 +148,17 @@ class RestoreScript:
 
     declare: list[str] = field(default_factory=list)  # chains to create
     lines: list[str] = field(default_factory=list)  # -A/-I/-D/-F/-X commands, in order
+    # Chains every owner appends to, created before the restore with ``iptables -N``: declaring
+    # one in a --noflush restore flushes it, losing the rules a concurrent call just added.
+    shared: list[str] = field(default_factory=list)
 
     def new_chain(self, chain: str) -> None:
         if chain not in self.declare:
             self.declare.append(chain)
+
+    def new_shared_chain(self, chain: str) -> None:
+        if chain not in self.shared:
+            self.shared.append(chain)
 
     def add(self, line: str) -> None:
         self.lines.append(line)
@@ -160,7 +167,7 @@ class RestoreScript:
         self.lines.extend(lines)
 
     def __bool__(self) -> bool:
-        return bool(self.declare or self.lines)
+        return bool(self.declare or self.lines or self.shared)
 
     def render(self) -> str:
         """The restore input; empty when there is nothing to do."""

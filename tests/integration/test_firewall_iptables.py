@@ -24,6 +24,7 @@ from cni_bridge.firewall import (
     PortMapping,
 )
 from cni_bridge.firewall import names as n
+from cni_bridge.firewall import ipt_portmap
 from cni_bridge.firewall.ipt_portmap import config_mappings
 from tests.integration.conftest import RunPlugin
 from tests.integration.test_firewall_common import (
@@ -234,3 +235,23 @@ def test_reference_del_removes_what_we_added(netns: Callable[[str], Netns],
               o.ifname)
     assert per_container(host, 4) == {} and per_container(host, 6) == {}
     assert json.dumps(ours.check_masquerade(case_masq)).count("missing") == 2
+
+
+def test_concurrent_first_adds_keep_each_others_jumps(host_ns: Netns,
+                                                      ipt: IptablesBackend) -> None:
+    """Two first ADDs on a node read the same empty table. The one that writes second must not
+    flush the shared chain the first just appended to (a `:CNI-HOSTPORT-DNAT` line in a
+    --noflush restore would): both containers' jumps survive."""
+    a, b = owner("first"), owner("second")
+    a_map, b_map = [mapping(a, "tcp", 8080, "10.88.0.2/16", 80)], [
+        mapping(b, "tcp", 8081, "10.88.0.3/16", 80)]
+    stale = ipt.state(4)  # what B read before A wrote
+    ipt.add_portmappings(a_map, OPTS)
+    late = ipt_portmap.plan_add_portmappings(stale, b, b_map, 4, OPTS)
+    for chain in late.shared:
+        host_ns.run("iptables", "-w", "5", "-t", "nat", "-N", chain, check=False)
+    host_ns.run("iptables-restore", "--noflush", "-w", "5", input=late.render())
+    jumps = nat_save(host_ns)[n.HOSTPORT_DNAT_CHAIN]
+    assert [j for j in jumps if "first" in j] and [j for j in jumps if "second" in j], jumps
+    assert ipt.check_portmappings(a_map, OPTS) == []
+    assert ipt.check_portmappings(b_map, OPTS) == []

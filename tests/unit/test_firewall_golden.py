@@ -71,7 +71,8 @@ def render_iptables(masq: list[MasqEntry], mappings: list[PortMapping],
     blocks = [ipt_masq.plan_add_masquerade(empty, [e for e in masq if e.version == version])]
     blocks += [ipt_portmap.plan_add_portmappings(empty, owner, mine, version, options)
                for owner, mine in group_by_owner(mappings).items()]
-    return "".join(b.render() for b in blocks)
+    # Shared chains are made with `iptables -N` before the restore (see RestoreScript.shared).
+    return "".join("".join(f"# before: -N {c}\n" for c in b.shared) + b.render() for b in blocks)
 
 
 def render_nft_add(masq: list[MasqEntry], mappings: list[PortMapping],
