@@ -9,7 +9,12 @@ from cni_bridge import records
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.firewall import isolation, spoofcheck
 from cni_bridge.firewall.backend import Backend
-from cni_bridge.firewall.detect import detect_backend, make_backend
+from cni_bridge.firewall.detect import (
+    detect_backend,
+    is_usable,
+    make_backend,
+    recorded_backend,
+)
 from cni_bridge.firewall.model import MasqEntry, Owner
 from cni_bridge.firewall.runner import SubprocessRunner
 from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
@@ -60,13 +65,13 @@ def _recorded_backend(req: Request) -> Backend | None:
                               req.env.ifname, RECORD_PLUGIN)
     if rec is None or rec.data.get("backend") not in ALL_BACKENDS:
         return None
-    backend = make_backend(str(rec.data["backend"]), _runner())
-    return backend if backend.available() else None
+    backend = recorded_backend(str(rec.data["backend"]), _runner())
+    return backend if is_usable(backend) else None
 
 
 def _usable_backends() -> list[Backend]:
     runner = _runner()
-    return [b for b in (make_backend(n, runner) for n in ALL_BACKENDS) if b.available()]
+    return [b for b in (make_backend(n, runner) for n in ALL_BACKENDS) if is_usable(b)]
 
 
 def remove_masquerade(req: Request, cfg: BridgeConfig, addresses: Sequence[IPInterface]) -> None:

@@ -23,8 +23,10 @@ removals also clean the reference plugins' nftables tables.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
 
+from cni_bridge import records
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.iptables import IptablesBackend
 from cni_bridge.firewall.nftables import NftablesBackend
@@ -49,15 +51,46 @@ def make_backend(name: str, runner: CommandRunner) -> Backend:
                       f"{', '.join(BACKEND_NAMES)}")
 
 
+def recorded_backend(name: str, runner: CommandRunner) -> Backend:
+    """The backend our own ADD recorded using, for removing what that ADD installed: it looks
+    only at its own layout, not at the other backend's or the reference plugins' (a record
+    proves where the owner's state is; without one, use `make_backend` and clean everywhere)."""
+    if name == "nftables":
+        return NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
+    if name == "iptables":
+        return IptablesBackend(runner, nft_leftovers=False)
+    return make_backend(name, runner)
+
+
+def is_usable(backend: Backend) -> bool:
+    """``backend.available()``, remembered once true: probing runs the tool (``nft --check``
+    of our table, ``iptables-save -t nat``, which grows with the node) and would cost every
+    call a process. A marker under the state root (/run: gone at reboot, per namespace)
+    remembers a success; a failure is never remembered."""
+    if isinstance(backend, NoopBackend):
+        return True
+    marker = records.state_root() / f"usable-{backend.name}"
+    if marker.exists():
+        return True
+    if not backend.available():
+        return False
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        log.debug("cannot remember that %s is usable: %s", backend.name, exc)
+    return True
+
+
 def detect_backend(runner: CommandRunner, requested: str | None = None) -> Backend:
     """`requested` if given (it must be usable), else nftables if usable, else iptables."""
     if requested:
         backend = make_backend(requested, runner)
-        if not backend.available():
+        if not is_usable(backend):
             raise CniError(f"firewall backend {requested} was requested but is not usable")
         return backend
     for candidate in (NftablesBackend(runner), IptablesBackend(runner)):
-        if candidate.available():
+        if is_usable(candidate):
             log.debug("firewall backend: %s", candidate.name)
             return candidate
     raise CniError("no usable firewall backend: neither nft nor iptables-save works",

@@ -51,18 +51,23 @@ Planner = Callable[[NatState], RestoreScript]
 class IptablesTools:
     save: str
     restore: str
+    command: str
 
 
-TOOLS = {4: IptablesTools("iptables-save", "iptables-restore"),
-         6: IptablesTools("ip6tables-save", "ip6tables-restore")}
+TOOLS = {4: IptablesTools("iptables-save", "iptables-restore", "iptables"),
+         6: IptablesTools("ip6tables-save", "ip6tables-restore", "ip6tables")}
 
 
 class IptablesBackend:
     name = "iptables"
 
     def __init__(self, runner: CommandRunner, lock_wait: int = LOCK_WAIT_SECONDS,
-                 tools: dict[int, IptablesTools] | None = None, nft_binary: str = "nft") -> None:
+                 tools: dict[int, IptablesTools] | None = None, nft_binary: str = "nft",
+                 nft_leftovers: bool = True) -> None:
+        """`nft_leftovers` off: removals skip the nftables tables (ours and the reference's);
+        the caller knows from its records that the owner's state is in iptables alone."""
         self._run = runner
+        self._nft_leftovers = nft_leftovers
         self._lock_wait = lock_wait
         self._tools = tools or TOOLS
         self._nft = Nft(runner, nft_binary)
@@ -91,6 +96,9 @@ class IptablesBackend:
             script = plan(parse_save(check(read, f"cannot read the IPv{version} nat table").stdout))
             if not script:
                 return True
+            for chain in script.shared:  # fails harmlessly when a concurrent call made it
+                self._run([self._tools[version].command, "-w", str(self._lock_wait), "-t", "nat",
+                           "-N", chain])
             argv = [self._tools[version].restore, "--noflush", "-w", str(self._lock_wait)]
             result = self._run(argv, input=script.render())
             if result.ok:
@@ -126,7 +134,8 @@ class IptablesBackend:
 
         self._each_family(self._versions(addresses), plan,
                           f"remove masquerade rules of {owner}")
-        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
+        if self._nft_leftovers:
+            remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
         missing: list[str] = []
@@ -155,7 +164,8 @@ class IptablesBackend:
             return
         plan = partial(ipt_portmap.plan_remove_portmappings, owner=owner)
         self._each_family((4, 6), lambda _version: plan, f"remove port mappings of {owner}")
-        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
+        if self._nft_leftovers:
+            remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
 
     def check_portmappings(self, entries: Sequence[PortMapping],
                            options: PortmapOptions) -> list[str]:

@@ -59,10 +59,12 @@ def _reference_lines(nft: Nft, kind: Kind, owner: Owner) -> list[str]:
     return lines
 
 
-def remove_owner(nft: Nft, kind: Kind, owner: Owner, elements: list[Element] | None) -> None:
+def remove_owner(nft: Nft, kind: Kind, owner: Owner, elements: list[Element] | None,
+                 reference_layouts: bool = True) -> None:
     """One batch: tolerant deletes of `elements` (or the owner's, found by tag) in our table plus
-    the owner's rules in the reference's tables. Tolerates every table being absent."""
-    reference = _reference_lines(nft, kind, owner)
+    (unless told the owner never had any) the owner's rules in the reference's tables.
+    Tolerates every table being absent."""
+    reference = _reference_lines(nft, kind, owner) if reference_layouts else []
     lines = list(reference)
     if elements is None:
         ours = nft.table(*OUR_TABLE) or Listing()

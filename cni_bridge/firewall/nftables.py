@@ -80,10 +80,13 @@ class NftablesBackend:
     name = "nftables"
 
     def __init__(self, runner: CommandRunner, binary: str = "nft",
-                 iptables_leftovers: bool = True) -> None:
+                 iptables_leftovers: bool = True, reference_layouts: bool = True) -> None:
+        """`iptables_leftovers` / `reference_layouts` off: removals look only at our table
+        (the caller knows from its records that the owner's state is there alone)."""
         self._runner = runner
         self._nft = Nft(runner, binary)
         self._check_iptables = iptables_leftovers
+        self._reference_layouts = reference_layouts
 
     def available(self) -> bool:
         return self._nft.usable(render_table())
@@ -98,7 +101,8 @@ class NftablesBackend:
     def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
         if addresses is not None and not addresses:
             return
-        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
+        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses),
+                     self._reference_layouts)
         versions: set[int] = {4, 6} if addresses is None else {a.version for a in addresses}
         chain = names.masq_chain_name(owner.network, owner.container_id)
         if self._iptables_leftovers(chain, versions):
@@ -136,7 +140,8 @@ class NftablesBackend:
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
         if entries is not None and not entries:
             return
-        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
+        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries),
+                     self._reference_layouts)
         versions: set[int] = {4, 6} if entries is None else {e.version for e in entries}
         chain = names.dnat_chain_name(owner.network, owner.container_id)
         if self._iptables_leftovers(chain, versions):

@@ -20,7 +20,12 @@ from collections.abc import Sequence
 from cni_bridge import records
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.conntrack import flush_udp_conntrack
-from cni_bridge.firewall.detect import detect_backend, make_backend
+from cni_bridge.firewall.detect import (
+    detect_backend,
+    is_usable,
+    make_backend,
+    recorded_backend,
+)
 from cni_bridge.firewall.model import (
     Owner,
     PortmapOptions,
@@ -148,7 +153,7 @@ class PortmapOps:
         if req.prev_result is not None:
             entries = self.entries(req, cfg, req.prev_result) or None
         with req.timer.phase("firewall"):
-            backend = self._cleanup_backend(cfg)
+            backend = self._recorded_backend(owner) or self._cleanup_backend(cfg)
             if backend is None:
                 log.warning("no usable firewall backend: no port mappings of %s to remove", owner)
                 return
@@ -202,6 +207,17 @@ class PortmapOps:
         """The configured (or implied) backend, which must be usable; else the detected one."""
         return detect_backend(self._run, cfg.wanted_backend)
 
+    def _recorded_backend(self, owner: Owner) -> Backend | None:
+        """The backend our ADD recorded, if still usable: it alone holds the owner's rules, so
+        the other layouts need not be read (DEL costs one firewall read and one write)."""
+        rec = records.find_record(records.state_root(), owner.network, owner.container_id,
+                                  owner.ifname, RECORD_PLUGIN)
+        name = rec.data.get("backend") if rec is not None else None
+        if name not in BACKENDS:
+            return None
+        backend = recorded_backend(str(name), self._run)
+        return backend if is_usable(backend) else None
+
     def _cleanup_backend(self, cfg: PortmapConfig) -> Backend | None:
         """The backend to remove with: the configured one if usable, else any usable one.
 
@@ -220,4 +236,4 @@ class PortmapOps:
         first = cfg.wanted_backend or "nftables"
         order = [first, *(b for b in BACKENDS if b != first)]
         backends = [make_backend(name, self._run) for name in order]
-        return [b for b in backends if b.available()]
+        return [b for b in backends if is_usable(b)]

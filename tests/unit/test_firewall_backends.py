@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from cni_bridge.firewall import (
     detect_backend,
     make_backend,
 )
+from cni_bridge.firewall.detect import is_usable, recorded_backend
 from cni_bridge.firewall.runner import CommandResult, SubprocessRunner, check
 from cni_bridge.spec.errors import CniError, ConfigError, TryAgainError
 
@@ -79,6 +81,20 @@ def test_nft_remove_without_our_table_is_quiet() -> None:
     assert runner.argvs()[-2:] == [
         ("nft", "-j", "list", "table", "inet", "cni_bridge"),
         ("iptables", "-w", "5", "-t", "nat", "-S", "CNI-70a29d9dc18bc4d652ea5d59")]
+
+
+def test_a_recorded_backend_removes_from_its_own_layout_only() -> None:
+    """Our ADD's record proves where the owner's state is: DEL is one batch, no reads of the
+    reference's tables or of the other backend."""
+    nft = Scripted()
+    recorded_backend("nftables", nft).remove_masquerade(A, [V4])
+    recorded_backend("nftables", nft).remove_portmappings(A, [PortMapping(A, "tcp", 80, V4, 8080)])
+    assert nft.argvs() == [("nft", "-f", "-"), ("nft", "-f", "-")]
+    ipt = Scripted()
+    ipt.on(["iptables-save"], stdout=EMPTY_NAT)
+    ipt.on(["ip6tables-save"], stdout=EMPTY_NAT)
+    recorded_backend("iptables", ipt).remove_masquerade(A, [V4])
+    assert not any(argv[0] == "nft" for argv in ipt.argvs())
 
 
 def test_nft_remove_cleans_iptables_leftovers_of_an_earlier_backend() -> None:
@@ -148,15 +164,18 @@ def test_iptables_remove_skips_an_unusable_family_but_not_both() -> None:
         IptablesBackend(broken).remove_masquerade(A, None)
 
 
-def test_detection_prefers_nftables_and_honours_a_request() -> None:
+def test_detection_prefers_nftables_and_honours_a_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = Scripted()
     assert detect_backend(runner).name == "nftables"
     assert runner.argvs() == [("nft", "-c", "-f", "-")]
+    monkeypatch.setenv("CNI_BRIDGE_STATE_DIR", str(tmp_path / "fresh"))  # forget that success
     no_nft = Scripted()
     no_nft.on(["nft"], rc=127)
     assert detect_backend(no_nft).name == "iptables"
     with pytest.raises(CniError, match="nftables was requested but is not usable"):
         detect_backend(no_nft, "nftables")
+    monkeypatch.setenv("CNI_BRIDGE_STATE_DIR", str(tmp_path / "fresher"))
     nothing = Scripted()
     nothing.on([], rc=127)
     with pytest.raises(CniError, match="no usable firewall backend"):
@@ -164,6 +183,19 @@ def test_detection_prefers_nftables_and_honours_a_request() -> None:
     with pytest.raises(ConfigError, match="unknown firewall backend 'pf'"):
         make_backend("pf", runner)
     assert isinstance(make_backend("none", runner), NoopBackend)
+
+
+def test_a_usable_backend_is_probed_once_and_a_failure_never_remembered() -> None:
+    broken = Scripted()
+    broken.on(["nft"], rc=1)
+    assert not is_usable(NftablesBackend(broken))
+    assert not is_usable(NftablesBackend(broken))
+    assert len(broken.argvs()) == 2  # probed each time while it fails
+    working = Scripted()
+    assert is_usable(NftablesBackend(working)) and is_usable(NftablesBackend(working))
+    assert detect_backend(working).name == "nftables"
+    assert working.argvs() == [("nft", "-c", "-f", "-")]  # one probe, then remembered
+    assert is_usable(NoopBackend())
 
 
 def test_noop_backend_does_nothing() -> None:
