@@ -173,9 +173,12 @@ class World:
         return sorted(set(leaks))
 
     def records(self) -> list[str]:
-        """Every file in this host's record directory (records and leftover temporaries)."""
+        """Every file in this host's record directory (records and leftover temporaries), but
+        the markers that remember a usable firewall backend until reboot."""
         root = Path(os.environ[STATE_ENV]) / f"netns-{os.stat(self.host.path).st_ino}"
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        marker = {root / "usable-nftables", root / "usable-iptables"}
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.is_file() and p not in marker)
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything an attachment can leave; all lists empty means nothing left."""
