@@ -15,10 +15,15 @@ from cni_bridge.spec.result import Result
 
 
 def _find_host_veth(host: Netlink, br: LinkInfo, container: LinkInfo) -> LinkInfo | None:
-    for link in links.list_links(host, kind="veth", master=br.index):
-        # The peer must be in another namespace: a VLAN gateway's peer index is local.
-        if link.peer_index == container.index and link.link_netnsid is not None:
-            return link
+    """The container veth's peer, looked up by the index the container side names (one
+    request, however many ports the bridge has); it must be a veth on `br` whose own peer is
+    the container interface in another namespace (a VLAN gateway's peer index is local)."""
+    if container.peer_index is None:
+        return None
+    link = links.find_link(host, container.peer_index)
+    if (link is not None and link.kind == "veth" and link.master_index == br.index
+            and link.peer_index == container.index and link.link_netnsid is not None):
+        return link
     return None
 
 

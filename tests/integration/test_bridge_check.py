@@ -51,6 +51,12 @@ def test_check_detects_each_drift(bench: Bench) -> None:
     reservation.write_bytes(content)
     check_ok()
 
+    host_veth = ra["interfaces"][1]["name"]
+    bench.host.run("ip", "link", "set", host_veth, "nomaster")
+    check_fails(f'no host veth attached to "{BRIDGE}" is the peer of "eth0"')
+    bench.host.run("ip", "link", "set", host_veth, "master", BRIDGE)
+    check_ok()
+
     nft_map = bench.drop_nft_masq_source(ip.split("/")[0], "ca")
     check_fails("masquerade rules of container ca are missing", f"{nft_map} is missing")
 

@@ -22,9 +22,9 @@ from cni_bridge.firewall import (
     NftablesBackend,
     PortmapOptions,
     PortMapping,
+    ipt_portmap,
 )
 from cni_bridge.firewall import names as n
-from cni_bridge.firewall import ipt_portmap
 from cni_bridge.firewall.ipt_portmap import config_mappings
 from tests.integration.conftest import RunPlugin
 from tests.integration.test_firewall_common import (
