@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command. Stages, in order:
 #   setup        tests/setup.sh (packages, venv, libcni client, frozen build)
+#   lint         ruff and mypy
 #   unit         pytest tests/unit tests/fuzz (no root needed)
 #   integration  pytest tests/integration, as root, against the frozen build
 #                (CNI_BRIDGE_PLUGIN_DIR=dist/cni)
@@ -71,6 +72,8 @@ if ! stage setup bash tests/setup.sh; then
     print_summary
     exit 1
 fi
+
+stage lint bash -c "'$PY' -m ruff check cni_bridge tests build && '$PY' -m mypy cni_bridge"
 
 # shellcheck disable=SC2086  # PYTEST_ARGS / BATS_ARGS are word lists
 stage unit timeout -k 30 "$STAGE_TIMEOUT" "$PY" -m pytest tests/unit tests/fuzz ${PYTEST_ARGS:-}
