@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cni_bridge import records
 from cni_bridge.defaults import DEFAULT_CONFLIST
 from cni_bridge.demo_world import H_UPLINK, O_ADDRESS, World, WorldError
 from cni_bridge.install import default_plugin_dir
@@ -187,7 +188,8 @@ class Demo:
         self.proof(not entries, "no firewall entry left",
                    "\n".join(entries) or "no element in any set or map")
         leftovers = [str(p.relative_to(self.workdir)) for sub in ("state", "cache")
-                     for p in (self.workdir / sub).rglob("*") if p.is_file()]
+                     for p in (self.workdir / sub).rglob("*")
+                     if p.is_file() and not p.name.startswith(records.PROBE_PREFIX)]
         self.proof(not leftovers, "no record and no cached result left",
                    ", ".join(leftovers) or "state and cache directories are empty")
         say()

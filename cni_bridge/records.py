@@ -42,6 +42,15 @@ def state_root(environ: Mapping[str, str] | None = None) -> Path:
     return root / f"netns-{os.stat('/proc/self/ns/net').st_ino}"
 
 
+PROBE_PREFIX = "usable-"
+
+
+def probe_marker(backend: str) -> Path:
+    """Where a firewall backend's successful probe is remembered until reboot (see
+    ``firewall.detect.is_usable``): beside the records, not attachment state."""
+    return state_root() / f"{PROBE_PREFIX}{backend}"
+
+
 def _path(root: Path, network: str, container_id: str, ifname: str, plugin: str) -> Path:
     # Names were validated by the dispatcher (no '/', no leading '.'), so this stays in root.
     return root / network / f"{container_id}.{ifname}.{plugin}.json"

@@ -69,7 +69,7 @@ def is_usable(backend: Backend) -> bool:
     remembers a success; a failure is never remembered."""
     if isinstance(backend, NoopBackend):
         return True
-    marker = records.state_root() / f"usable-{backend.name}"
+    marker = records.probe_marker(backend.name)
     if marker.exists():
         return True
     if not backend.available():
