@@ -139,6 +139,11 @@ def delete_line(el: Element) -> str:
     return f"delete element {TABLE_REF} {el.map} {{ {_fmt(el.key, spec.key_fields)} }}"
 
 
+def get_line(el: Element) -> str:
+    spec = MAPS_BY_NAME[el.map]
+    return f"get element {TABLE_REF} {el.map} {{ {_fmt(el.key, spec.key_fields)} }}"
+
+
 def plan_add(planned: Sequence[Planned]) -> list[str]:
     """Fast path: host ports are created (fails if taken), owner-id elements added."""
     return [add_line(p.element, create=p.exclusive) for p in planned]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,3 +125,30 @@ def parse_listing(text: str) -> Listing:
             rules.append(Rule(r["family"], r["table"], r["chain"], r["handle"], r.get("comment")))
     chains = {n: Chain(n, c.hook, counts.get(n, 0)) for n, c in chains.items()}
     return Listing(elements, frozenset(maps), chains, tuple(rules))
+
+
+# `nft get element` prints text only (nft 1.0.6 has no JSON for it): per requested key, a block
+#     map <name> {
+#         type ...
+#         elements = { <key> comment "<comment>" : <value> }
+# with key and value fields joined by " . ", marks in hex, verdicts as "goto <chain>".
+_GET_BLOCK = re.compile(r"^\s*map (\S+) \{\n.*?^\s*elements = \{ (.*?) \}$", re.M | re.S)
+_GET_ELEMENT = re.compile(r'^(.+?)(?: comment "((?:[^"\\]|\\.)*)")? : (.+)$', re.S)
+
+
+def parse_get_elements(text: str) -> Listing:
+    """The elements printed by ``nft get element`` (one element per command), as a Listing."""
+    elements: dict[str, dict[Key, Element]] = {}
+    for map_name, body in _GET_BLOCK.findall(text):
+        spec = MAPS_BY_NAME.get(map_name)
+        match = _GET_ELEMENT.match(body.strip())
+        if spec is None or match is None:
+            raise CniError(f"unexpected nft get element output for map {map_name}", body[:200])
+        key_text, comment, value_text = match.groups()
+        key_parts, value_parts = key_text.split(" . "), value_text.strip().split(" . ")
+        if len(key_parts) != len(spec.key_fields) or len(value_parts) != len(spec.value_fields):
+            raise CniError(f"unexpected element shape in nft map {map_name}", body[:200])
+        key = tuple(canonical(k, v) for k, v in zip(spec.key_fields, key_parts, strict=True))
+        value = tuple(canonical(k, v) for k, v in zip(spec.value_fields, value_parts, strict=True))
+        elements.setdefault(map_name, {})[key] = Element(map_name, key, value, comment)
+    return Listing(elements, frozenset(elements))

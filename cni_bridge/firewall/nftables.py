@@ -41,6 +41,7 @@ from cni_bridge.firewall.nft_plan import (
     delete_line,
     describe_owner,
     gc_elements,
+    get_line,
     hairpin_subnets,
     masq_elements,
     plan_add,
@@ -192,10 +193,16 @@ class NftablesBackend:
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
                planned: list[Planned]) -> list[str]:
-        listing = self._ours()
-        if listing is None:
+        """The skeleton without elements, then this owner's elements by key: two nft processes
+        whatever the node holds. Only when an element is missing is the whole table read, to
+        say exactly what is wrong."""
+        skeleton = self._nft.skeleton(*OUR_TABLE)
+        if skeleton is None:
             return [f"nft table {TABLE_REF} is missing"]
-        return check_skeleton(listing, chains, sorted(maps)) + check_elements(listing, planned)
+        found = self._nft.lookup(list(dict.fromkeys(get_line(p.element) for p in planned)))
+        if found is None:
+            found = self._ours() or Listing()
+        return check_skeleton(skeleton, chains, sorted(maps)) + check_elements(found, planned)
 
 
 def _describe(el: Element) -> str:

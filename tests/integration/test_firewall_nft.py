@@ -14,6 +14,8 @@ from cni_bridge.firewall import (
     PortmapOptions,
 )
 from cni_bridge.firewall import names as n
+from cni_bridge.firewall.nft_io import Nft
+from cni_bridge.firewall.nft_plan import get_line
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
 
@@ -87,6 +89,29 @@ def test_port_mappings_round_trip(host_ns: Netns, nft: tuple[NftablesBackend, Ns
     assert count(host_ns) == 0
     assert backend.check_portmappings(pms, OPTS)
     backend.remove_portmappings(a, pms)
+
+
+def test_check_reads_elements_by_key_and_agrees_with_the_full_listing(
+        host_ns: Netns, nft: tuple[NftablesBackend, NsRunner]) -> None:
+    """CHECK costs two nft processes (the terse skeleton, then this owner's elements by key),
+    and the elements it reads by key are exactly those of the full JSON listing."""
+    backend, runner = nft
+    a, b = owner("abc123"), owner("other")
+    pms = [mapping(a, "tcp", 8080, "10.88.0.2/16", 80),
+           mapping(a, "udp", 5353, "fd00::2/64", 53, host_ip="2001:db8::1")]
+    backend.add_masquerade(masq(a, "10.88.0.2/16", "fd00::2/64"))
+    backend.add_portmappings(pms, OPTS)
+    backend.add_portmappings([mapping(b, "tcp", 9090, "10.88.0.3/16", 80)], OPTS)
+    listing = Nft(runner).table("inet", "cni_bridge")
+    assert listing is not None
+    every = listing.all_elements()
+    by_key = Nft(runner).lookup([get_line(e) for e in every])
+    assert by_key is not None and len(every) > 8
+    assert all(by_key.get(e.map, e.key) == e for e in every)
+
+    before = len(runner.calls)
+    assert backend.check_portmappings(pms, OPTS) == []
+    assert len(runner.calls) - before == 2
 
 
 def test_two_owners_then_remove_one(host_ns: Netns, nft: tuple[NftablesBackend, NsRunner]) -> None:

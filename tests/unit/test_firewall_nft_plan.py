@@ -10,7 +10,13 @@ import pytest
 from cni_bridge.firewall import Owner, PortmapOptions, PortMapping, nft_plan
 from cni_bridge.firewall import names as n
 from cni_bridge.firewall.model import MasqEntry
-from cni_bridge.firewall.nft_state import Element, Listing, canonical, parse_listing
+from cni_bridge.firewall.nft_state import (
+    Element,
+    Listing,
+    canonical,
+    parse_get_elements,
+    parse_listing,
+)
 from cni_bridge.spec.errors import CniError
 
 LISTINGS = Path(__file__).resolve().parents[1] / "data" / "firewall" / "listings"
@@ -115,3 +121,16 @@ def test_masq_all_and_no_snat_choose_the_masquerade_maps() -> None:
     assert maps(PortmapOptions(masq_all=True)) == ["hostport_all4", "hostport_any4",
                                                    "hostport_owner4"]
     assert maps(PortmapOptions(snat=False)) == ["hostport_any4", "hostport_owner4"]
+
+
+def test_get_element_text_reads_back_every_element(listing: Listing) -> None:
+    """`nft get element` prints text; each element of the recorded listing, printed in that
+    shape, parses back equal (marks in hex, concatenations, verdicts, IPv6, comments)."""
+    blocks = [f"table inet cni_bridge {{\n\tmap {e.map} {{\n\t\ttype x : y\n"
+              f"\t\telements = {{ {nft_plan.render_element(e)} }}\n\t}}\n}}\n"
+              for e in listing.all_elements()]
+    parsed = parse_get_elements("".join(blocks))
+    assert len(listing.all_elements()) > 5
+    assert all(parsed.get(e.map, e.key) == e for e in listing.all_elements())
+    with pytest.raises(CniError, match="unexpected"):
+        parse_get_elements("\tmap masq_owner4 {\n\t\telements = { garbage }\n")
