@@ -677,7 +677,10 @@ def reference_version() -> str:
 
 def ours_version(plugin_dir: Path) -> str:
     res = sh(str(plugin_dir / "cni-bridge"), "version", check=False)
-    return (res.stdout.strip().splitlines() or ["cni-bridge ?"])[0] + f" ({plugin_dir})"
+    shown = plugin_dir.resolve()
+    if shown.is_relative_to(REPO):
+        shown = shown.relative_to(REPO)  # the table goes into the README: no machine paths
+    return (res.stdout.strip().splitlines() or ["cni-bridge ?"])[0] + f" ({shown})"
 
 
 def client_version() -> str:
