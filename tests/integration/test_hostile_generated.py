@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from tests.fuzz.strategies import (
+    REPO_ROOT,
     STATS,
     Case,
     ContractError,
@@ -69,8 +71,12 @@ def test_generated_invalid_calls(world: World, role: str) -> None:
     cases = st.lists(invalid_case(role).filter(lambda c: not has_nul_in_env(c)),
                      min_size=BATCH, max_size=BATCH)
 
+    # The long profile is randomized: keep its failing batches so the next run replays them.
+    database = (DirectoryBasedExampleDatabase(str(REPO_ROOT / ".hypothesis" / "hostile"))
+                if long_profile() else None)
+
     @settings(max_examples=batches, deadline=None, derandomize=not long_profile(),
-              database=None, suppress_health_check=list(HealthCheck), print_blob=True)
+              database=database, suppress_health_check=list(HealthCheck), print_blob=True)
     @given(batch=cases)
     def check_batch(batch: list[Case]) -> None:
         before = world.snapshot()
