@@ -28,6 +28,7 @@ from cni_bridge.firewall.model import (
     PortMapping,
     conditions_backend,
     group_by_owner,
+    needs_route_localnet,
     validate_mappings,
     validate_options,
 )
@@ -39,7 +40,7 @@ from cni_bridge.firewall.nft_remove import (
     masq_keys,
     remove_owner,
 )
-from cni_bridge.firewall.runner import CommandRunner, check
+from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 from cni_bridge.spec.errors import CniError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class IptablesTools:
 
 TOOLS = {4: IptablesTools("iptables-save", "iptables-restore", "iptables"),
          6: IptablesTools("ip6tables-save", "ip6tables-restore", "ip6tables")}
+
+
+LOCALNET_DROP = ("!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment", "--comment",
+                 "cni-bridge: 127.0.0.0/8 only on lo (route_localnet is set for published "
+                 "localhost ports)", "-j", "DROP")
 
 
 class IptablesBackend:
@@ -158,6 +164,21 @@ class IptablesBackend:
                 plan = partial(_plan_add_portmappings, owner=owner, all_entries=mine,
                                version=version, options=options)
                 self._transact(version, plan, f"cannot add IPv{version} port mappings of {owner}")
+        if needs_route_localnet(entries, options):
+            self._ensure_localnet_drop()
+
+    def _localnet_drop(self, op: str) -> CommandResult:
+        """``iptables -t raw <op> PREROUTING`` with the rule that keeps 127.0.0.0/8 on lo: the
+        plugin sets route_localnet for localhost mappings, which would otherwise let a LAN
+        neighbour reach 127.0.0.1-bound services (USERS.md item 4). Shared and never removed,
+        like the reference's shared chains; raw, so it sees packets before any NAT."""
+        return self._run([self._tools[4].command, "-w", str(self._lock_wait), "-t", "raw", op,
+                          "PREROUTING", *LOCALNET_DROP])
+
+    def _ensure_localnet_drop(self) -> None:
+        if not self._localnet_drop("-C").ok:  # a concurrent ADD may append it too: harmless
+            check(self._localnet_drop("-A"),
+                  "cannot install the raw PREROUTING drop for 127.0.0.0/8 from outside lo")
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
         if entries is not None and not entries:
@@ -174,6 +195,8 @@ class IptablesBackend:
             for version in sorted({e.version for e in mine}):
                 missing += ipt_portmap.check_portmappings(self.state(version), owner, mine,
                                                           version, options)
+        if needs_route_localnet(entries, options) and not self._localnet_drop("-C").ok:
+            missing.append("raw PREROUTING rule dropping 127.0.0.0/8 from outside lo is missing")
         return missing
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:

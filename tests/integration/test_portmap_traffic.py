@@ -148,11 +148,7 @@ def test_localhost_port_is_not_reachable_from_a_neighbour(pub: Published) -> Non
     any routing check), so the backend must drop 127.0.0.0/8 arriving on anything but lo.
     """
     w = pub.world
-    blocked = unreachable(pub.c1.ns, 53, w.outside2, "127.0.0.1", 8053, "udp")
-    if not blocked and w.backend == "iptables":
-        pytest.xfail("the iptables backend installs no drop for 127.0.0.0/8 arriving from the "
-                     "network (USERS.md item 4); the nftables backend does")
-    assert blocked
+    assert unreachable(pub.c1.ns, 53, w.outside2, "127.0.0.1", 8053, "udp")
     assert unreachable(pub.c1.ns, 80, w.outside2, "127.0.0.1", 8080, "tcp")
     # ... while H itself still gets there.
     assert reach(pub.c1.ns, 53, w.host, "127.0.0.1", 8053, "udp") == GATEWAY_V4

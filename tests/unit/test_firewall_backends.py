@@ -21,6 +21,7 @@ from cni_bridge.firewall import (
     make_backend,
 )
 from cni_bridge.firewall.detect import is_usable, recorded_backend
+from cni_bridge.firewall.iptables import LOCALNET_DROP
 from cni_bridge.firewall.runner import CommandResult, SubprocessRunner, check
 from cni_bridge.spec.errors import CniError, ConfigError, TryAgainError
 
@@ -81,6 +82,30 @@ def test_nft_remove_without_our_table_is_quiet() -> None:
     assert runner.argvs()[-2:] == [
         ("nft", "-j", "list", "table", "inet", "cni_bridge"),
         ("iptables", "-w", "5", "-t", "nat", "-S", "CNI-70a29d9dc18bc4d652ea5d59")]
+
+
+def test_iptables_localhost_mapping_installs_the_localnet_drop_once() -> None:
+    """route_localnet would expose 127.0.0.1 mappings to the LAN: a raw PREROUTING drop for
+    127.0.0.0/8 from outside lo goes in with the first localhost mapping, and CHECK wants it."""
+    local = [PortMapping(A, "tcp", 8080, V4, 80)]  # no hostIP: published on 127.0.0.1 too
+    runner = Scripted()
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    runner.on(["iptables", "-w", "5", "-t", "raw", "-C"], rc=1)
+    IptablesBackend(runner).add_portmappings(local, PortmapOptions())
+    raw = [argv for argv in runner.argvs() if "raw" in argv]
+    assert [argv[5] for argv in raw] == ["-C", "-A"]
+    assert raw[1][6:] == ("PREROUTING", "!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment",
+                          "--comment", LOCALNET_DROP[8], "-j", "DROP")
+    assert any("raw PREROUTING" in m for m in IptablesBackend(runner).check_portmappings(
+        local, PortmapOptions()))
+    present = Scripted()
+    present.on(["iptables-save"], stdout=EMPTY_NAT)
+    IptablesBackend(present).add_portmappings(local, PortmapOptions())
+    assert [argv[5] for argv in present.argvs() if "raw" in argv] == ["-C"]
+    unexposed = Scripted()
+    unexposed.on(["iptables-save"], stdout=EMPTY_NAT)
+    IptablesBackend(unexposed).add_portmappings(local, PortmapOptions(snat=False))
+    assert not any("raw" in argv for argv in unexposed.argvs())
 
 
 def test_a_recorded_backend_removes_from_its_own_layout_only() -> None:
