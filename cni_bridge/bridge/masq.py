@@ -63,10 +63,7 @@ def _recorded_backend(req: Request) -> Backend | None:
     """The backend our own ADD used, if it left a record and that backend is still usable."""
     rec = records.find_record(records.state_root(), req.network_name, req.env.container_id,
                               req.env.ifname, RECORD_PLUGIN)
-    if rec is None or rec.data.get("backend") not in ALL_BACKENDS:
-        return None
-    backend = recorded_backend(str(rec.data["backend"]), _runner())
-    return backend if is_usable(backend) else None
+    return recorded_backend(rec.data.get("backend"), _runner()) if rec is not None else None
 
 
 def _usable_backends() -> list[Backend]:

@@ -51,15 +51,19 @@ def make_backend(name: str, runner: CommandRunner) -> Backend:
                       f"{', '.join(BACKEND_NAMES)}")
 
 
-def recorded_backend(name: str, runner: CommandRunner) -> Backend:
-    """The backend our own ADD recorded using, for removing what that ADD installed: it looks
-    only at its own layout, not at the other backend's or the reference plugins' (a record
-    proves where the owner's state is; without one, use `make_backend` and clean everywhere)."""
+def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
+    """The backend our own ADD recorded (`name` as read from the record), for removing what
+    that ADD installed: it looks only at its own layout, not at the other backend's or the
+    reference plugins' (a record proves where the owner's state is). None when the name is
+    not a firewall backend or that backend is no longer usable: then clean everywhere."""
+    backend: Backend
     if name == "nftables":
-        return NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
-    if name == "iptables":
-        return IptablesBackend(runner, nft_leftovers=False)
-    return make_backend(name, runner)
+        backend = NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
+    elif name == "iptables":
+        backend = IptablesBackend(runner, nft_leftovers=False)
+    else:
+        return None
+    return backend if is_usable(backend) else None
 
 
 def is_usable(backend: Backend) -> bool:

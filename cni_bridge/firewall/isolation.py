@@ -12,7 +12,7 @@ both interfaces), to the host and to anything else (uplinks, bridges without the
 touched. Adding a bridge costs two set elements, whatever the number of networks or containers.
 An ADD adds its bridge (and its VLAN gateway interface, the one routed traffic enters by) and
 rewrites the chain, which repairs it after an external flush. The elements stay when the last
-container leaves, like the bridge itself; ``remove_isolated`` takes one out.
+container leaves, like the bridge itself.
 
 THE NAMES BELOW MUST NEVER CHANGE: state written by one version is found by the next by them.
 """
@@ -95,18 +95,3 @@ def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str
         if [name, name] not in selves:
             problems.append(f'"{name}" . "{name}" is not in set {SELF_SET}')
     return problems
-
-
-def remove_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
-    """Take `interfaces` out of the sets (operators; a bridge that is gone or reused)."""
-    items = _table(runner)
-    isolated = _elements(items, ISOLATED_SET)
-    lines = []
-    for name in interfaces:
-        if name in isolated:
-            q = _quoted(name)
-            lines += [f"delete element {TABLE_REF} {ISOLATED_SET} {{ {q} }}",
-                      f"delete element {TABLE_REF} {SELF_SET} {{ {q} . {q} }}"]
-    if lines:
-        check(runner(["nft", "-f", "-"], input="\n".join(lines) + "\n"),
-              f"cannot remove the isolation of {', '.join(interfaces)}")

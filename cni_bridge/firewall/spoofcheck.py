@@ -147,24 +147,20 @@ def add_spoofcheck(runner: CommandRunner, container_id: str, ifname: str, host_v
           f"cannot install {what} spoof check for {ifname}")
 
 
-def _rules(runner: CommandRunner) -> list[dict[str, Any]] | None:
+@dataclass(frozen=True)
+class _Table:
+    rules: list[dict[str, Any]]
+    chains: frozenset[str]
+
+
+def _read(runner: CommandRunner) -> _Table | None:
+    """The bridge nat table's chains and rules, in one listing; None when it does not exist."""
     res = runner(["nft", "-j", "list", "table", "bridge", TABLE])
     if not res.ok:
-        return None  # no table: nothing installed
-    doc: dict[str, Any] = json.loads(res.stdout or "{}")
-    return [item["rule"] for item in doc.get("nftables", []) if "rule" in item]
-
-
-def _base_rule_handles(runner: CommandRunner, comment: str) -> list[int]:
-    res = runner(["nft", "-j", "list", "chain", "bridge", TABLE, BASE_CHAIN])
-    if not res.ok:
-        return []  # no table or chain: nothing to remove
-    doc: dict[str, Any] = json.loads(res.stdout or "{}")
-    return [
-        item["rule"]["handle"]
-        for item in doc.get("nftables", [])
-        if "rule" in item and item["rule"].get("comment") == comment
-    ]
+        return None
+    items = json.loads(res.stdout or "{}").get("nftables", [])
+    return _Table([i["rule"] for i in items if "rule" in i],
+                  frozenset(i["chain"]["name"] for i in items if "chain" in i))
 
 
 def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
@@ -172,9 +168,10 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
     """What is missing of the spoof check (the address rules too when `addresses`): each rule
     is recognised by its chain and comment."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
-    rules = _rules(runner)
-    if rules is None:
+    table = _read(runner)
+    if table is None:
         return [f"nftables table bridge {TABLE} does not exist"]
+    rules = table.rules
     present = {(r["chain"], r.get("comment")) for r in rules}
     mac_rules = sum(1 for r in rules if r["chain"] == f"{chain}-mac")
     expected = [(BASE_CHAIN, comment), (chain, comment)]
@@ -190,12 +187,14 @@ def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> 
     """Remove the jump and both chains (with the address rules); anything already gone is
     fine."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
-    lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {h}"
-             for h in _base_rule_handles(runner, comment)]
-    exists = runner(["nft", "list", "chain", "bridge", TABLE, chain]).ok
-    if exists:
+    table = _read(runner)
+    if table is None:
+        return  # no table: nothing installed
+    lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r['handle']}" for r in table.rules
+             if r["chain"] == BASE_CHAIN and r.get("comment") == comment]
+    if chain in table.chains:
         lines += [f"flush chain bridge {TABLE} {chain}", f"delete chain bridge {TABLE} {chain}"]
-    if runner(["nft", "list", "chain", "bridge", TABLE, f"{chain}-mac"]).ok:
+    if f"{chain}-mac" in table.chains:
         lines += [f"delete chain bridge {TABLE} {chain}-mac"]
     if lines:
         check(runner(["nft", "-f", "-"], input="\n".join(lines) + "\n"),

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import NoReturn
 
 from cni_bridge.net.errors import NetnsNotFound, describe_errno
 from cni_bridge.spec.errors import INVALID_NETNS, CniError
@@ -100,41 +101,42 @@ def _check_is_netns(path: str, fd: int) -> None:
 
 def is_current_netns(path: str) -> bool:
     """True if ``path`` is the calling thread's own network namespace (same device and inode)."""
-    return _same_file(path, _SELF_NETNS)
-
-
-def is_init_netns(path: str) -> bool:
-    """True if ``path`` is PID 1's network namespace: the machine's own, seen from this PID
-    namespace. False when PID 1's namespace cannot be looked at (no permission)."""
-    try:
-        return _same_file(path, _INIT_NETNS)
-    except CniError:
-        return False
+    return _identity(path) == _identity_of(_SELF_NETNS)
 
 
 def refuse_host_netns(path: str) -> None:
     """Refuse (code 8) a CNI_NETNS that is the plugin's own namespace or the machine's (PID 1's):
-    configuring it, or deleting CNI_IFNAME in it, would change the host instead of a container."""
-    for same, whose in ((is_current_netns, "the plugin's own"), (is_init_netns, "the machine's")):
-        if same(path):
-            raise CniError(
-                f"refusing to use {whose} network namespace as a container's",
-                f"CNI_NETNS={path}", code=INVALID_NETNS,
-            )
-
-
-def _same_file(path: str, other: str) -> bool:
+    configuring it, or deleting CNI_IFNAME in it, would change the host instead of a container.
+    PID 1's namespace is skipped when it cannot be looked at (no permission)."""
+    target = _identity(path)
+    if target == _identity_of(_SELF_NETNS):
+        _refuse(path, "the plugin's own")
     try:
-        target = os.stat(path)
+        machine = _identity_of(_INIT_NETNS)
+    except OSError:
+        return
+    if target == machine:
+        _refuse(path, "the machine's")
+
+
+def _refuse(path: str, whose: str) -> NoReturn:
+    raise CniError(f"refusing to use {whose} network namespace as a container's",
+                   f"CNI_NETNS={path}", code=INVALID_NETNS)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """(device, inode) of the namespace file at `path`; NetnsNotFound if there is none."""
+    try:
+        return _identity_of(path)
     except FileNotFoundError:
         raise NetnsNotFound(path) from None
     except OSError as exc:
         raise CniError(f'cannot stat network namespace "{path}": {describe_errno(exc)}') from None
-    try:
-        ref = os.stat(other)
-    except OSError as exc:
-        raise CniError(f'cannot stat "{other}": {describe_errno(exc)}') from None
-    return (target.st_dev, target.st_ino) == (ref.st_dev, ref.st_ino)
+
+
+def _identity_of(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _setns(fd: int, nstype: int) -> None:

@@ -147,13 +147,16 @@ class PortmapOps:
         return sorted(names)
 
     # ------------------------------------------------------------------ DEL
-    def delete(self, req: Request, cfg: PortmapConfig) -> None:
+    def delete(self, req: Request, cfg: PortmapConfig, recorded: records.Record | None) -> None:
+        """Remove with the backend our ADD `recorded` (its own layout only), else clean every
+        usable backend."""
         owner = owner_of(req)
         entries: list[PortMapping] | None = None
         if req.prev_result is not None:
             entries = self.entries(req, cfg, req.prev_result) or None
         with req.timer.phase("firewall"):
-            backend = self._recorded_backend(owner) or self._cleanup_backend(cfg)
+            backend = (recorded_backend(recorded.data.get("backend"), self._run)
+                       if recorded is not None else None) or self._cleanup_backend(cfg)
             if backend is None:
                 log.warning("no usable firewall backend: no port mappings of %s to remove", owner)
                 return
@@ -206,17 +209,6 @@ class PortmapOps:
     def backend(self, cfg: PortmapConfig) -> Backend:
         """The configured (or implied) backend, which must be usable; else the detected one."""
         return detect_backend(self._run, cfg.wanted_backend)
-
-    def _recorded_backend(self, owner: Owner) -> Backend | None:
-        """The backend our ADD recorded, if still usable: it alone holds the owner's rules, so
-        the other layouts need not be read (DEL costs one firewall read and one write)."""
-        rec = records.find_record(records.state_root(), owner.network, owner.container_id,
-                                  owner.ifname, RECORD_PLUGIN)
-        name = rec.data.get("backend") if rec is not None else None
-        if name not in BACKENDS:
-            return None
-        backend = recorded_backend(str(name), self._run)
-        return backend if is_usable(backend) else None
 
     def _cleanup_backend(self, cfg: PortmapConfig) -> Backend | None:
         """The backend to remove with: the configured one if usable, else any usable one.

@@ -48,13 +48,10 @@ class PortmapPlugin:
         """Without mappings, a no-op unless our record shows this attachment published ports
         (a runtime that does not repeat the mappings on DEL must not leak rules)."""
         cfg = load_config(req)
-        if cfg.mappings:
-            self._ops().delete(req, cfg)
-            return
         recorded = records.find_record(records.state_root(), req.network_name,
                                        req.env.container_id, req.env.ifname, "portmap")
-        if recorded is not None:
-            self._ops().delete(req, cfg)
+        if cfg.mappings or recorded is not None:
+            self._ops().delete(req, cfg, recorded)
 
     def check(self, req: Request) -> None:
         cfg = load_config(req)

@@ -46,13 +46,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # the repo: cni_bridge
 import clone  # noqa: E402
+
+from cni_bridge.demo import interrupts_as_exceptions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = f"cniperf{os.getpid()}-"
@@ -742,20 +745,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def terminating_signals() -> Iterator[None]:
-    """SIGINT (also when inherited as ignored), SIGTERM and SIGHUP unwind as Ctrl-C does, so
-    the clean-up runs."""
-    def handler(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -776,7 +765,7 @@ def main(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 2
     bench = Bench(args)
-    with terminating_signals():
+    with interrupts_as_exceptions():
         try:
             args.client = str(find_client(args.client, bench.tmp))
             started = time.monotonic()

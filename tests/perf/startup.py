@@ -8,7 +8,8 @@ namespace H and container namespace C (removed on exit), each round runs, for ev
 turn, VERSION, bridge ADD, portmap ADD (one mapping, nftables), bridge CHECK, portmap CHECK,
 portmap DEL and bridge DEL, and reports per call the median wall time and the median CPU time
 (user + system of the plugin and the tools it ran; less sensitive to a busy machine than wall
-time). Needs root. A plugin directory may also be a source tree wrapper (see --help of bench.py).
+time). Needs root. A plugin directory may also hold launchers that run the source tree under
+each role's name (build/measure.sh makes one).
 """
 
 from __future__ import annotations

@@ -112,14 +112,27 @@ def test_a_recorded_backend_removes_from_its_own_layout_only() -> None:
     """Our ADD's record proves where the owner's state is: DEL is one batch, no reads of the
     reference's tables or of the other backend."""
     nft = Scripted()
-    recorded_backend("nftables", nft).remove_masquerade(A, [V4])
-    recorded_backend("nftables", nft).remove_portmappings(A, [PortMapping(A, "tcp", 80, V4, 8080)])
+    backend = recorded_backend("nftables", nft)  # probed once, then remembered
+    assert backend is not None
+    nft.calls.clear()
+    backend.remove_masquerade(A, [V4])
+    backend.remove_portmappings(A, [PortMapping(A, "tcp", 80, V4, 8080)])
     assert nft.argvs() == [("nft", "-f", "-"), ("nft", "-f", "-")]
     ipt = Scripted()
     ipt.on(["iptables-save"], stdout=EMPTY_NAT)
     ipt.on(["ip6tables-save"], stdout=EMPTY_NAT)
-    recorded_backend("iptables", ipt).remove_masquerade(A, [V4])
+    ipt_backend = recorded_backend("iptables", ipt)
+    assert ipt_backend is not None
+    ipt_backend.remove_masquerade(A, [V4])
     assert not any(argv[0] == "nft" for argv in ipt.argvs())
+
+
+def test_a_record_naming_no_usable_backend_means_clean_everywhere() -> None:
+    assert recorded_backend(None, Scripted()) is None
+    assert recorded_backend("pf", Scripted()) is None
+    broken = Scripted()
+    broken.on(["nft"], rc=1)
+    assert recorded_backend("nftables", broken) is None
 
 
 def test_nft_remove_cleans_iptables_leftovers_of_an_earlier_backend() -> None:

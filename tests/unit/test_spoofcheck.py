@@ -144,14 +144,6 @@ def test_isolation_check() -> None:
     assert no_rule == ["the isolation rule in chain inet cni_bridge isolation_forward is missing"]
 
 
-def test_isolation_remove_only_what_is_there() -> None:
-    rec = Recorder(isolation_listing([{"concat": ["br1", "br1"]}]))
-    isolation.remove_isolated(rec, ["br1", "br2"])
-    script = rec.calls[-1][1] or ""
-    assert 'delete element inet cni_bridge isolated_bridges { "br1" }' in script
-    assert "br2" not in script
-
-
 def test_config_fields() -> None:
     cfg = parse({"ipspoofchk": True, **IPAM})
     assert cfg.ipspoofchk and cfg.macspoofchk  # pinning addresses pins the MAC too
