@@ -11,7 +11,8 @@ import gc
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import NoReturn
 
 from cni_bridge import __version__
@@ -38,31 +39,49 @@ def plugin_factory(role: str) -> Callable[[], object]:
     return make
 
 
-def run_plugin(role: str) -> int:
+@dataclass(frozen=True)
+class CallOutput:
+    """What one plugin call prints and how it exits (the process's I/O is the caller's job)."""
+
+    stdout: bytes
+    stderr: str
+    exit_code: int
+
+
+def execute_call(role: str, environ: Mapping[str, str],
+                 read_stdin: Callable[[], bytes]) -> CallOutput:
+    """Run one plugin call from its environment and stdin, writing the call log if asked.
+
+    Shared by the executable (real stdio) and the resident server (bytes from the caller)."""
     from cni_bridge import calllog
-    from cni_bridge.spec.dispatch import MAX_STDIN, dispatch
+    from cni_bridge.spec.dispatch import dispatch
 
     started = time.perf_counter()
-    environ = dict(os.environ)
     calllog.setup_stderr_logging(environ)
+    outcome = dispatch(
+        role, __version__, environ, read_stdin, plugin_factory(role)  # type: ignore[arg-type]
+    )
+    path = calllog.log_path(environ, outcome)
+    if path and outcome.command:
+        calllog.write_call_log(path, calllog.call_record(role, outcome, started))
+    # UTF-8 whatever the locale, as a Go plugin writes it.
+    return CallOutput(outcome.stdout.encode("utf-8"), outcome.stderr, outcome.exit_code)
+
+
+def run_plugin(role: str) -> int:
+    from cni_bridge.spec.dispatch import MAX_STDIN
 
     def read_stdin() -> bytes:
         # One byte over the limit is enough for the dispatcher to refuse; never more in memory.
         return sys.stdin.buffer.read(MAX_STDIN + 1)
 
-    outcome = dispatch(
-        role, __version__, environ, read_stdin, plugin_factory(role)  # type: ignore[arg-type]
-    )
-    if outcome.stderr:
-        sys.stderr.write(outcome.stderr)
-    if outcome.stdout:
-        # UTF-8 whatever the locale, as a Go plugin writes it.
-        sys.stdout.buffer.write(outcome.stdout.encode("utf-8"))
+    out = execute_call(role, dict(os.environ), read_stdin)
+    if out.stderr:
+        sys.stderr.write(out.stderr)
+    if out.stdout:
+        sys.stdout.buffer.write(out.stdout)
         sys.stdout.flush()
-    path = calllog.log_path(environ, outcome)
-    if path and outcome.command:
-        calllog.write_call_log(path, calllog.call_record(role, outcome, started))
-    return outcome.exit_code
+    return out.exit_code
 
 
 def role_from_argv0(argv0: str) -> str:
