@@ -47,8 +47,8 @@ CACHE_NAME = "cni_bridge_startup.marshal"
 
 
 def _hook_namespace() -> dict[str, Any]:
-    """The hook's module namespace without running its _install() (for _signature_key)."""
-    source = HOOK.read_text().replace("\n_install()\ndel _install\n", "\n")
+    """The hook's module namespace (for _signature_key); the hook only registers install()."""
+    source = HOOK.read_text()
     namespace: dict[str, Any] = {"__name__": "startup_hook"}
     exec(compile(source, str(HOOK), "exec"), namespace)
     return namespace
@@ -177,6 +177,7 @@ def child(cache: str | None) -> int:
     if cache is not None:
         sys._MEIPASS = str(Path(cache).parent)  # type: ignore[attr-defined]
         exec(compile(HOOK.read_text(), str(HOOK), "exec"), {"__name__": "startup_hook"})
+        sys.modules["_cni_bridge_startup_cache"].install()  # as cni_bridge.cli does
     import_everything()
     json.dump({"classes": fingerprint(), "inspect_imported": "inspect" in sys.modules}, sys.stdout)
     return 0

@@ -11,13 +11,18 @@ import gc
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import NoReturn
 
 from cni_bridge import __version__
 
+# Every import here is paid by every call, VERSION included: types only for the checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import NoReturn
+
 PLUGIN_ROLES = ("bridge", "host-local", "portmap")
+# The frozen build's start-up cache hook registers this module (build/rthooks/).
+STARTUP_CACHE_MODULE = "_cni_bridge_startup_cache"
 
 
 def plugin_factory(role: str) -> Callable[[], object]:
@@ -39,13 +44,15 @@ def plugin_factory(role: str) -> Callable[[], object]:
     return make
 
 
-@dataclass(frozen=True)
 class CallOutput:
     """What one plugin call prints and how it exits (the process's I/O is the caller's job)."""
 
-    stdout: bytes
-    stderr: str
-    exit_code: int
+    __slots__ = ("stdout", "stderr", "exit_code")
+
+    def __init__(self, stdout: bytes, stderr: str, exit_code: int) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.exit_code = exit_code
 
 
 def execute_call(role: str, environ: Mapping[str, str],
@@ -89,11 +96,36 @@ def role_from_argv0(argv0: str) -> str:
     return name if name in PLUGIN_ROLES else "cni-bridge"
 
 
+def install_startup_cache() -> None:
+    """Serve import-time work from the frozen build's cache (no-op from the source tree).
+
+    Called before anything imports ``re`` or ``dataclasses``, and only on paths that import
+    them: VERSION does not pay for loading the cache."""
+    cache = sys.modules.get(STARTUP_CACHE_MODULE)
+    if cache is not None:
+        cache.install()
+
+
+def answer_version_quickly(environ: Mapping[str, str]) -> bool:
+    """VERSION needs no config, no validation and no call log unless one is asked for: answer
+    it with the version constants alone (the dispatcher gives the same bytes)."""
+    if environ.get("CNI_COMMAND") != "VERSION" or environ.get("CNI_BRIDGE_LOG"):
+        return False
+    from cni_bridge.spec.supported import version_answer
+
+    os.write(1, version_answer())
+    return True
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     argv = sys.argv if argv is None else argv
     role = role_from_argv0(argv[0] if argv else "")
     if role in PLUGIN_ROLES:
+        if answer_version_quickly(os.environ):
+            sys.exit(0)
+        install_startup_cache()
         sys.exit(run_plugin(role))
+    install_startup_cache()
     # The frozen executable starts with cyclic garbage collection off, for a plugin call's
     # short life (build/rthooks/pyi_rth_cni_bridge_startup.py); operator commands may run long.
     gc.enable()

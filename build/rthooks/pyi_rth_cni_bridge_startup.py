@@ -10,11 +10,13 @@ way on every start:
   annotations, defaults). This is the only use ``dataclasses`` makes of ``inspect``, so
   ``inspect`` (with ``ast``, ``dis``, ``tokenize``...) is no longer imported at start-up.
 
-Here, before any of our modules is imported, each of the three looks its input up in that file
-first. A hit returns exactly what the computation would have returned (same text, pattern and
-flags, or class; same interpreter: the file records ``sys.version`` and is ignored on a
-mismatch); a miss computes as usual. The build checks that both ways give the same classes and
-patterns (``startup_cache.py --check``).
+The hook itself only registers ``install()`` as module ``_cni_bridge_startup_cache``:
+``cni_bridge.cli`` calls it before the first import of ``re`` or ``dataclasses``, on the paths
+that need them (a VERSION call never loads the file). Once installed, each of the three looks
+its input up in that file first. A hit returns exactly what the computation would have
+returned (same text, pattern and flags, or class; same interpreter: the file records
+``sys.version`` and is ignored on a mismatch); a miss computes as usual. The build checks that
+both ways give the same classes and patterns (``startup_cache.py --check``).
 """
 
 
@@ -128,6 +130,22 @@ def _collect_later() -> None:
     gc.disable()
 
 
+def _register() -> None:
+    import sys
+    import types
+
+    module = types.ModuleType("_cni_bridge_startup_cache")
+    installed = []
+
+    def install():  # type: ignore[no-untyped-def]
+        if not installed:
+            installed.append(True)
+            _install()
+
+    module.install = install  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+
+
 _collect_later()
-_install()
-del _install, _collect_later
+_register()
+del _register, _collect_later

@@ -25,8 +25,8 @@ from cni_bridge.spec.errors import (
 )
 from cni_bridge.spec.request import VALID_ATTACHMENTS_KEYS, PhaseTimer, Request
 from cni_bridge.spec.result import Result, parse_result, render_result
+from cni_bridge.spec.supported import version_answer
 from cni_bridge.spec.versions import (
-    CURRENT_VERSION,
     DEFAULT_CONFIG_VERSION,
     SUPPORTED_VERSIONS,
     ensure_supported,
@@ -62,10 +62,7 @@ class Outcome:
 
 
 def version_json() -> str:
-    return json.dumps(
-        {"cniVersion": CURRENT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)},
-        separators=(",", ":"),
-    ) + "\n"
+    return version_answer().decode()
 
 
 def about_text(role: str, program_version: str) -> str:

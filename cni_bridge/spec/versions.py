@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 
 from cni_bridge.spec.errors import DecodeError, VersionError, go_quote, go_quote_list
+from cni_bridge.spec.supported import CURRENT_VERSION, SUPPORTED_VERSIONS
 
-SUPPORTED_VERSIONS: tuple[str, ...] = (
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-)
-CURRENT_VERSION = "1.1.0"
+__all__ = ["CURRENT_VERSION", "SUPPORTED_VERSIONS"]  # re-exported: their home is spec.supported
+
 # A config without cniVersion is read as the oldest spec, as libcni does.
 DEFAULT_CONFIG_VERSION = "0.1.0"
 
