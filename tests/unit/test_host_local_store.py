@@ -7,7 +7,6 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -24,18 +23,7 @@ from cni_bridge.ipam.host_local.store import (
     reservation_ip,
 )
 from cni_bridge.spec.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[FileStore]:
-    s = FileStore.open(StoreLocation(str(tmp_path / "data"), "net1"), create=True)
-    assert s is not None
-    with s:
-        yield s
-
-
-def netdir(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "net1"
+from tests.unit.conftest import netdir
 
 
 def test_layout_and_bytes(store: FileStore, tmp_path: Path) -> None:

@@ -10,7 +10,10 @@ Better than the reference where it does not change what is on disk:
 - every path is resolved relative to a directory descriptor opened with ``O_NOFOLLOW``, so no
   network name, container ID or planted symlink can make the store write outside
   ``<dataDir>/<network>/``; a dataDir (or network directory) that is a symlink is refused;
-- waiting for the lock is bounded; past the limit the call fails with code 11 (try again).
+- waiting for the lock is bounded; past the limit the call fails with code 11 (try again);
+- who holds what is read from an index (``index.py``) kept outside the store while the directory
+  is exactly as we left it, so ADD, DEL and CHECK do not read every reservation file; anything
+  else (the reference plugin changed it, no index yet) means one full scan, as the reference does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from cni_bridge.ipam.host_local import index
 from cni_bridge.ipam.host_local.config import StoreLocation
 from cni_bridge.ipam.host_local.store import (
     DIR_MODE,
@@ -74,9 +78,10 @@ class FileStore:
         self.lock_timeout = lock_timeout
         self._depth = 0
         self._dirty = False
-        # What the directory holds, scanned once per lock session and kept current by our own
-        # reserve/release (nobody else changes the directory while we hold the lock).
+        # What the directory holds, from the index or scanned once per lock session, and kept
+        # current by our own reserve/release (nobody else changes it while we hold the lock).
         self._cache: dict[IPAddress, Owner] | None = None
+        self._index_current = False  # the index already says what _cache says
 
     # ------------------------------------------------------------------ opening
 
@@ -153,12 +158,19 @@ class FileStore:
             self._acquire(fd, lock_path)
             self._depth = 1
             try:
-                self._remove_temporaries()
+                self._cache = index.load(self._fd)
+                self._index_current = self._cache is not None
+                if self._cache is None:
+                    # Temporaries die with their session; a matching index proves none was
+                    # left (a killed session changed the directory after the stamp).
+                    self._remove_temporaries()
                 yield
             finally:
                 self._depth = 0
-                self._cache = None
                 self._sync_dir()
+                if self._cache is not None and not self._index_current:
+                    index.save(self._fd, self._cache)
+                self._cache = None
         finally:
             os.close(fd)  # releases the flock
 
@@ -215,6 +227,7 @@ class FileStore:
             else:  # created behind our back: learn who holds it
                 data = self._read(name)
                 self._cache[ip] = decode_owner(data or b"")
+            self._index_current = False
         return created
 
     def release(self, ip: IPAddress) -> None:
@@ -223,6 +236,7 @@ class FileStore:
             self._unlink(str(ip))
         if self._cache is not None:
             self._cache.pop(ip, None)
+            self._index_current = False
 
     def last_reserved(self, set_index: int) -> IPAddress | None:
         self._require_lock()

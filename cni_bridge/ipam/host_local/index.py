@@ -1,0 +1,85 @@
+"""A cache of one store's reservations, so a call need not read every reservation file.
+
+Reading who holds what means opening every file of ``<dataDir>/<network>/`` (the reference does
+that on every ADD, DEL and CHECK): about 10 µs a file, 10 ms at 1,000 containers. This index
+keeps the decoded reservations beside our other state, outside the store, whose files stay
+exactly the reference's. It is only ever a cache: a missing, damaged or stale index is rebuilt
+from a full scan of the directory.
+
+Staleness is detected without listing the directory. At the end of each locked session that
+wrote the index, the store directory's mtime is set to a stamp in the past (whole seconds, two
+seconds ago) recorded in the index. Every creation or removal of a file in the directory, by us
+or by anyone else (the reference plugin, an operator), makes the kernel set the mtime to the
+current time, which can never equal the stamp. So "directory mtime == stamp" means the set of
+files is exactly the one indexed. Writers of either implementation create and remove reservation
+files, never rewrite them in place, which is what makes the file set enough.
+
+The index of a store is a JSON file ``<state root>/ipam-index/<st_dev>-<st_ino>.index`` (state
+root: ``CNI_BRIDGE_STATE_DIR`` or ``/run/cni-bridge``; a tmpfs, so a reboot means one scan).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from cni_bridge.ipam.host_local.store import Owner, reservation_ip
+from cni_bridge.spec.result import IPAddress
+
+STATE_ENV = "CNI_BRIDGE_STATE_DIR"  # the same root as the attachment records (records.py)
+DEFAULT_ROOT = "/run/cni-bridge"
+INDEX_DIR = "ipam-index"
+FORMAT = 1
+STAMP_AGE_S = 2
+
+
+def index_path(dir_stat: os.stat_result) -> str:
+    root = os.environ.get(STATE_ENV) or DEFAULT_ROOT
+    return os.path.join(root, INDEX_DIR, f"{dir_stat.st_dev}-{dir_stat.st_ino}.index")
+
+
+def load(dir_fd: int) -> dict[IPAddress, Owner] | None:
+    """The reservations as last indexed, or None when there is no index the directory still
+    matches (then the caller scans)."""
+    try:
+        st = os.fstat(dir_fd)
+        with open(index_path(st), "rb") as f:
+            doc = json.load(f)
+        if doc["format"] != FORMAT or doc["dir"] != [st.st_dev, st.st_ino] \
+                or doc["stamp"] != st.st_mtime_ns:
+            return None
+        out: dict[IPAddress, Owner] = {}
+        for name, (container_id, ifname) in doc["reservations"].items():
+            ip = reservation_ip(name)
+            if ip is None or not isinstance(container_id, str) \
+                    or not isinstance(ifname, (str, type(None))):
+                return None
+            out[ip] = Owner(container_id, ifname)
+        return out
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def save(dir_fd: int, reservations: dict[IPAddress, Owner]) -> None:
+    """Write the index, then stamp the directory. Best effort: a failure only costs the next
+    call a scan (it finds no index, or one whose stamp the directory does not carry)."""
+    stamp = (time.time_ns() // 1_000_000_000 - STAMP_AGE_S) * 1_000_000_000
+    try:
+        st = os.fstat(dir_fd)
+        path = index_path(st)
+        doc = {
+            "format": FORMAT,
+            "dir": [st.st_dev, st.st_ino],
+            "stamp": stamp,
+            "reservations": {str(ip): [o.container_id, o.ifname]
+                             for ip, o in reservations.items()},
+        }
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        temp = f"{path}.{os.getpid()}.tmp"
+        with open(temp, "w", encoding="utf-8", errors="surrogateescape") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(temp, path)
+        os.utime(dir_fd, ns=(stamp, stamp))
+    except OSError:
+        return
