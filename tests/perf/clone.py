@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cni_bridge.ipam.host_local.index import INDEX_DIR
+
 IPTABLES_TABLES = {"nat", "filter", "mangle", "raw", "security"}
 TOKEN_RE = re.compile(r"[0-9a-f]{8,}")
 
@@ -131,8 +133,9 @@ class Template:
             if new:
                 t.nft[key] = new
         for path, content in s1.files.items():
+            # host-local's index is a cache: clones change the store, so the next call rescans
             if s0.files.get(path) != content and "last_reserved_ip" not in path \
-                    and not path.endswith("/lock"):
+                    and not path.endswith("/lock") and f"/{INDEX_DIR}/" not in path:
                 t.files[path] = content
         before = s0.text()
         t.tokens = {tok for tok in TOKEN_RE.findall(s1.text()) if tok not in before}

@@ -135,3 +135,34 @@ def test_an_unwritable_state_dir_costs_a_scan_not_the_call(
     monkeypatch.setenv("CNI_BRIDGE_STATE_DIR", str(blocker))
     reserve(store, A, "c1")
     assert holders(store) == {A: Owner("c1", "eth0")}
+
+
+def test_an_index_under_another_state_root_is_never_trusted(
+    store: FileStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls made with and without CNI_BRIDGE_STATE_DIR keep two indexes of one store: each
+    save stamps the directory uniquely, so the one not written last never matches."""
+    reserve(store, A, "c1")  # index under root 1
+    monkeypatch.setenv("CNI_BRIDGE_STATE_DIR", str(tmp_path / "root2"))
+    reserve(store, B, "c2")  # index under root 2, in the same second
+    monkeypatch.setenv("CNI_BRIDGE_STATE_DIR", str(tmp_path / "cni-bridge-state"))
+    with store.locked():
+        store.release(A)  # root 1's index is stale: this session scans
+    monkeypatch.setenv("CNI_BRIDGE_STATE_DIR", str(tmp_path / "root2"))
+    assert holders(store) == {B: Owner("c2", "eth0")}
+
+
+def test_a_filesystem_with_coarse_timestamps_gets_no_index(
+    store: FileStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_reads: list[str]
+) -> None:
+    real_utime = os.utime
+
+    def whole_seconds(path: object, ns: tuple[int, int]) -> None:
+        real_utime(path, ns=(ns[0] // 10**9 * 10**9, ns[1] // 10**9 * 10**9))  # type: ignore
+
+    monkeypatch.setattr(index.os, "utime", whole_seconds)
+    reserve(store, A, "c1")
+    assert not Path(index.index_path(netdir(tmp_path).stat())).exists()
+    file_reads.clear()
+    assert holders(store) == {A: Owner("c1", "eth0")}
+    assert "10.88.0.2" in file_reads  # scanned

@@ -8,13 +8,13 @@ loop (the last reserved address itself is the final candidate). Given the same s
 same address comes out, which is what makes the two implementations interchangeable.
 
 Unlike the reference, which tries an exclusive create on every candidate, the caller passes the
-set of addresses already taken; exhaustion is detected by counting, so a full /64 does not walk
-2**64 addresses.
+addresses already taken (any container answering ``in``), so no file is touched for a taken
+candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Container, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -71,12 +71,14 @@ def free_count(range_set: RangeSet, taken: Collection[IPAddress]) -> int:
 
 
 def plan_allocation(
-    range_set: RangeSet, last_reserved: IPAddress | None, taken: Collection[IPAddress]
+    range_set: RangeSet, last_reserved: IPAddress | None, taken: Container[IPAddress]
 ) -> Pick | None:
-    """The next free address in round-robin order, or None when the set is exhausted."""
-    if free_count(range_set, taken) == 0:
-        return None
-    # A free address exists, so this loop ends within len(taken) + len(ranges) + 1 steps.
+    """The next free address in round-robin order, or None when the set is exhausted.
+
+    The walk stops at the first free address, so it visits at most the run of taken addresses
+    after the cursor (plus gateways); only an exhausted set is walked in full, and a set can only
+    be exhausted when it is no larger than the number of reservations.
+    """
     return next((p for p in candidates(range_set, last_reserved) if p.ip not in taken), None)
 
 

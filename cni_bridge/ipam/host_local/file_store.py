@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from cni_bridge.ipam.host_local import index
@@ -40,8 +40,9 @@ from cni_bridge.ipam.host_local.store import (
     Owner,
     decode_owner,
     encode_owner,
-    owned_by,
+    match_owner,
     reservation_ip,
+    sort_ips,
 )
 from cni_bridge.spec.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
 from cni_bridge.spec.result import IPAddress
@@ -80,7 +81,7 @@ class FileStore:
         self._dirty = False
         # What the directory holds, from the index or scanned once per lock session, and kept
         # current by our own reserve/release (nobody else changes it while we hold the lock).
-        self._cache: dict[IPAddress, Owner] | None = None
+        self._cache: dict[str, Owner] | None = None
         self._index_current = False  # the index already says what _cache says
 
     # ------------------------------------------------------------------ opening
@@ -209,10 +210,27 @@ class FileStore:
     # ------------------------------------------------------------------ Store interface
 
     def reservations(self) -> dict[IPAddress, Owner]:
-        self._require_lock()
-        if self._cache is None:
-            self._cache = self._scan()
-        return dict(self._cache)
+        held = self._held()
+        out = {}
+        for name, owner in held.items():
+            ip = reservation_ip(name)
+            if ip is not None:
+                out[ip] = owner
+        return out
+
+    def holder(self, ip: IPAddress) -> Owner | None:
+        return self._held().get(str(ip))
+
+    def taken(self) -> Container[IPAddress]:
+        return TakenNames(self._held())
+
+    def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        exact, legacy = self._match(container_id, ifname)
+        return sort_ips(exact or legacy)
+
+    def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        exact, legacy = self._match(container_id, ifname)
+        return sort_ips(exact + legacy)
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         self._require_lock()
@@ -223,10 +241,10 @@ class FileStore:
                 self._replace(f"{LAST_RESERVED_PREFIX}{set_index}", name.encode())
         if self._cache is not None:
             if created:
-                self._cache[ip] = owner
+                self._cache[name] = owner
             else:  # created behind our back: learn who holds it
                 data = self._read(name)
-                self._cache[ip] = decode_owner(data or b"")
+                self._cache[name] = decode_owner(data or b"")
             self._index_current = False
         return created
 
@@ -235,7 +253,7 @@ class FileStore:
         with translate_os_errors(f"cannot release {ip} in {self.path}"):
             self._unlink(str(ip))
         if self._cache is not None:
-            self._cache.pop(ip, None)
+            self._cache.pop(str(ip), None)
             self._index_current = False
 
     def last_reserved(self, set_index: int) -> IPAddress | None:
@@ -247,7 +265,18 @@ class FileStore:
 
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         with self.locked():
-            return owned_by(self.reservations(), container_id, ifname)
+            return self.held(container_id, ifname)
+
+    def _held(self) -> dict[str, Owner]:
+        """Reservations by file name (the address in canonical text), loaded once a session."""
+        self._require_lock()
+        if self._cache is None:
+            self._cache = self._scan()
+        return self._cache
+
+    def _match(self, container_id: str, ifname: str) -> tuple[list[IPAddress], list[IPAddress]]:
+        exact, legacy = match_owner(self._held().items(), container_id, ifname)
+        return _addresses(exact), _addresses(legacy)
 
     # ------------------------------------------------------------------ file primitives
 
@@ -255,15 +284,14 @@ class FileStore:
         if not self._depth:
             raise AssertionError("IPAM store used without holding its lock")
 
-    def _scan(self) -> dict[IPAddress, Owner]:
-        out: dict[IPAddress, Owner] = {}
+    def _scan(self) -> dict[str, Owner]:
+        out: dict[str, Owner] = {}
         for name in self._names():
-            ip = reservation_ip(name)
-            if ip is None:
+            if reservation_ip(name) is None:
                 continue
             data = self._read(name)
             if data is not None:
-                out[ip] = decode_owner(data)
+                out[name] = decode_owner(data)
         return out
 
     def _names(self) -> list[str]:
@@ -344,6 +372,23 @@ class FileStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self._fd)
             self._dirty = True
+
+
+class TakenNames:
+    """The reserved addresses as a container, answered from file names (no address objects
+    are built for the thousands not asked about)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: Container[str]) -> None:
+        self._names = names
+
+    def __contains__(self, ip: object) -> bool:
+        return str(ip) in self._names
+
+
+def _addresses(names: list[str]) -> list[IPAddress]:
+    return [ip for ip in map(reservation_ip, names) if ip is not None]
 
 
 def _write_all(fd: int, data: bytes) -> None:

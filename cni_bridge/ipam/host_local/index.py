@@ -7,12 +7,15 @@ exactly the reference's. It is only ever a cache: a missing, damaged or stale in
 from a full scan of the directory.
 
 Staleness is detected without listing the directory. At the end of each locked session that
-wrote the index, the store directory's mtime is set to a stamp in the past (whole seconds, two
-seconds ago) recorded in the index. Every creation or removal of a file in the directory, by us
+wrote the index, the store directory's mtime is set to a stamp recorded in the index: the time
+two seconds ago, to the nanosecond. Every creation or removal of a file in the directory, by us
 or by anyone else (the reference plugin, an operator), makes the kernel set the mtime to the
-current time, which can never equal the stamp. So "directory mtime == stamp" means the set of
-files is exactly the one indexed. Writers of either implementation create and remove reservation
-files, never rewrite them in place, which is what makes the file set enough.
+current time, which can never equal the stamp; and no two sessions write the same stamp, so an
+index written under another state root (see below) never matches either. So "directory mtime ==
+stamp" means the set of files is exactly the one indexed. Writers of either implementation
+create and remove reservation files, never rewrite them in place, which is what makes the file
+set enough. A filesystem that cannot keep the stamp to the nanosecond gets no index (the stamp
+read back differs, so the index is removed): every call scans, as the reference does.
 
 The index of a store is a JSON file ``<state root>/ipam-index/<st_dev>-<st_ino>.index`` (state
 root: ``CNI_BRIDGE_STATE_DIR`` or ``/run/cni-bridge``; a tmpfs, so a reboot means one scan).
@@ -24,14 +27,13 @@ import json
 import os
 import time
 
-from cni_bridge.ipam.host_local.store import Owner, reservation_ip
-from cni_bridge.spec.result import IPAddress
+from cni_bridge.ipam.host_local.store import Owner
 
 STATE_ENV = "CNI_BRIDGE_STATE_DIR"  # the same root as the attachment records (records.py)
 DEFAULT_ROOT = "/run/cni-bridge"
 INDEX_DIR = "ipam-index"
 FORMAT = 1
-STAMP_AGE_S = 2
+STAMP_AGE_NS = 2_000_000_000
 
 
 def index_path(dir_stat: os.stat_result) -> str:
@@ -39,9 +41,10 @@ def index_path(dir_stat: os.stat_result) -> str:
     return os.path.join(root, INDEX_DIR, f"{dir_stat.st_dev}-{dir_stat.st_ino}.index")
 
 
-def load(dir_fd: int) -> dict[IPAddress, Owner] | None:
-    """The reservations as last indexed, or None when there is no index the directory still
-    matches (then the caller scans)."""
+def load(dir_fd: int) -> dict[str, Owner] | None:
+    """The reservations (by file name) as last indexed, or None when there is no index the
+    directory still matches (then the caller scans). Names are taken as written: only this
+    module writes them, from the store's own names."""
     try:
         st = os.fstat(dir_fd)
         with open(index_path(st), "rb") as f:
@@ -49,22 +52,20 @@ def load(dir_fd: int) -> dict[IPAddress, Owner] | None:
         if doc["format"] != FORMAT or doc["dir"] != [st.st_dev, st.st_ino] \
                 or doc["stamp"] != st.st_mtime_ns:
             return None
-        out: dict[IPAddress, Owner] = {}
+        out: dict[str, Owner] = {}
         for name, (container_id, ifname) in doc["reservations"].items():
-            ip = reservation_ip(name)
-            if ip is None or not isinstance(container_id, str) \
-                    or not isinstance(ifname, (str, type(None))):
+            if not isinstance(container_id, str) or not isinstance(ifname, (str, type(None))):
                 return None
-            out[ip] = Owner(container_id, ifname)
+            out[name] = Owner(container_id, ifname)
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def save(dir_fd: int, reservations: dict[IPAddress, Owner]) -> None:
+def save(dir_fd: int, reservations: dict[str, Owner]) -> None:
     """Write the index, then stamp the directory. Best effort: a failure only costs the next
     call a scan (it finds no index, or one whose stamp the directory does not carry)."""
-    stamp = (time.time_ns() // 1_000_000_000 - STAMP_AGE_S) * 1_000_000_000
+    stamp = time.time_ns() - STAMP_AGE_NS
     try:
         st = os.fstat(dir_fd)
         path = index_path(st)
@@ -72,14 +73,15 @@ def save(dir_fd: int, reservations: dict[IPAddress, Owner]) -> None:
             "format": FORMAT,
             "dir": [st.st_dev, st.st_ino],
             "stamp": stamp,
-            "reservations": {str(ip): [o.container_id, o.ifname]
-                             for ip, o in reservations.items()},
+            "reservations": reservations,  # Owner is a tuple: [id, ifname]
         }
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         temp = f"{path}.{os.getpid()}.tmp"
-        with open(temp, "w", encoding="utf-8", errors="surrogateescape") as f:
-            json.dump(doc, f, separators=(",", ":"))
+        with open(temp, "w", encoding="ascii") as f:
+            f.write(json.dumps(doc, separators=(",", ":")))  # dumps: the C encoder
         os.replace(temp, path)
         os.utime(dir_fd, ns=(stamp, stamp))
+        if os.fstat(dir_fd).st_mtime_ns != stamp:  # coarse timestamps: stamps could repeat
+            os.unlink(path)
     except OSError:
         return

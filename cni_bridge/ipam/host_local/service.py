@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from cni_bridge.ipam.host_local.allocator import free_count, plan_allocation, plan_requested
 from cni_bridge.ipam.host_local.config import HostLocalConfig
 from cni_bridge.ipam.host_local.ranges import RangeSet
-from cni_bridge.ipam.host_local.store import Owner, Store, owned_by, owned_or_legacy, sort_ips
+from cni_bridge.ipam.host_local.store import Owner, Store, sort_ips
 from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
 from cni_bridge.spec.result import IPAddress, IPConfig
 
@@ -89,10 +89,10 @@ def _reserve_requested(
 ) -> IPAddress:
     if range_set.is_gateway(ip):
         raise AllocationError(f"requested ip {ip} is subnet's gateway")
-    holder = store.reservations().get(ip)
+    holder = store.holder(ip)
     if holder is None and store.reserve(ip, att.owner, index):
         return ip
-    holder = holder or store.reservations().get(ip) or Owner("", None)
+    holder = holder or store.holder(ip) or Owner("", None)
     raise AllocationError(
         f"requested IP address {ip} is not available in range set {range_set}: "
         f"held by {holder.describe()}"
@@ -100,20 +100,18 @@ def _reserve_requested(
 
 
 def _reserve_next(range_set: RangeSet, store: Store, att: Attachment, index: int) -> IPAddress:
-    reservations = store.reservations()
-    for ip in owned_or_legacy(reservations, att.container_id, att.ifname):
+    for ip in store.held_or_legacy(att.container_id, att.ifname):
         if range_set.contains(ip):
             raise AllocationError(
                 f"{ip} has been allocated to {att.container_id}, "
                 "duplicate allocation is not allowed",
                 f"{att} already holds {ip}; DEL it first",
             )
-    taken = set(reservations)
+    taken = store.taken()  # live: a failed reserve (created behind our back) shows in it
     last = store.last_reserved(index)
     while (pick := plan_allocation(range_set, last, taken)) is not None:
         if store.reserve(pick.ip, att.owner, index):
             return pick.ip
-        taken.add(pick.ip)  # created behind our back (a writer that ignores the lock)
     raise AllocationError(
         f"no IP addresses available in range set: {range_set}",
         f"all {range_set.allocatable()} addresses are reserved",
@@ -125,7 +123,7 @@ def _reserve_next(range_set: RangeSet, store: Store, att: Attachment, index: int
 def remove_allocation(store: Store, att: Attachment) -> tuple[IPAddress, ...]:
     """Release everything `att` holds (legacy ID-only files too); nothing held is success."""
     with store.locked():
-        held = owned_by(store.reservations(), att.container_id, att.ifname)
+        held = store.held(att.container_id, att.ifname)
         errors = []
         for ip in held:
             try:
@@ -148,7 +146,7 @@ def check_allocation(
     plugin of the chain) and are not compared.
     """
     with store.locked():
-        held = set(owned_by(store.reservations(), att.container_id, att.ifname))
+        held = set(store.held(att.container_id, att.ifname))
     if not held:
         raise CniError(
             f"host-local: Failed to find address added by container {att.container_id}",

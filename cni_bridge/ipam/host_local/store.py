@@ -19,11 +19,10 @@ an address because it takes the address from the file name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from cni_bridge.spec.result import IPAddress
 
@@ -37,9 +36,9 @@ LOCK_MODE = 0o750
 _GO_SPACE = b" \t\n\v\f\r"
 
 
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a reservation. ``ifname`` is None for a legacy file (container ID only)."""
+class Owner(NamedTuple):
+    """Who holds a reservation. ``ifname`` is None for a legacy file (container ID only).
+    (A tuple: a store of 1,000 reservations builds 1,000 of them per call.)"""
 
     container_id: str
     ifname: str | None
@@ -88,23 +87,35 @@ def owned_by(
     Exact ``(container ID, ifname)`` matches first; only when there are none do files written
     before ifname was recorded (container ID only) count, whatever the ifname.
     """
-    cid = container_id.strip()
-    exact = [ip for ip, o in reservations.items() if o.container_id == cid and o.ifname == ifname]
-    if exact:
-        return sort_ips(exact)
-    legacy = (ip for ip, o in reservations.items() if o.ifname is None and o.container_id == cid)
-    return sort_ips(legacy)
+    exact, legacy = match_owner(reservations.items(), container_id, ifname)
+    return sort_ips(exact or legacy)
 
 
 def owned_or_legacy(
     reservations: Mapping[IPAddress, Owner], container_id: str, ifname: str
 ) -> tuple[IPAddress, ...]:
     """Exact and legacy matches together (the reference's duplicate-allocation check)."""
+    exact, legacy = match_owner(reservations.items(), container_id, ifname)
+    return sort_ips(exact + legacy)
+
+
+Key = TypeVar("Key")
+
+
+def match_owner(
+    items: Iterable[tuple[Key, Owner]], container_id: str, ifname: str
+) -> tuple[list[Key], list[Key]]:
+    """(exact matches, legacy matches) of an attachment among (address or name, owner) pairs."""
     cid = container_id.strip()
-    return sort_ips(
-        ip for ip, o in reservations.items()
-        if o.container_id == cid and o.ifname in (ifname, None)
-    )
+    exact: list[Key] = []
+    legacy: list[Key] = []
+    for ip, owner in items:
+        if owner.container_id == cid:
+            if owner.ifname == ifname:
+                exact.append(ip)
+            elif owner.ifname is None:
+                legacy.append(ip)
+    return exact, legacy
 
 
 def sort_ips(ips: Iterator[IPAddress] | list[IPAddress]) -> tuple[IPAddress, ...]:
@@ -113,11 +124,30 @@ def sort_ips(ips: Iterator[IPAddress] | list[IPAddress]) -> tuple[IPAddress, ...
 
 class Store(Protocol):
     """What allocation needs from storage. Every call but ``locked`` and ``addresses_held``
-    must be made inside ``with store.locked():`` (``locked`` is re-entrant)."""
+    must be made inside ``with store.locked():`` (``locked`` is re-entrant).
+
+    The queries are narrow on purpose: a store may answer them without decoding every
+    reservation (``reservations()`` itself is for GC and STATUS)."""
 
     def locked(self) -> AbstractContextManager[None]: ...
 
     def reservations(self) -> dict[IPAddress, Owner]: ...
+
+    def holder(self, ip: IPAddress) -> Owner | None:
+        """Who holds `ip`, if anyone."""
+        ...
+
+    def taken(self) -> Container[IPAddress]:
+        """Every reserved address (a live view: later reservations show in it)."""
+        ...
+
+    def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        """What the attachment holds (``owned_by``: exact matches, else legacy ones)."""
+        ...
+
+    def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        """Exact and legacy matches together (``owned_or_legacy``)."""
+        ...
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         """Create the reservation atomically; False if the address is already taken.
@@ -165,6 +195,22 @@ class MemoryStore:
         self._require_lock()
         return dict(self.files)
 
+    def holder(self, ip: IPAddress) -> Owner | None:
+        self._require_lock()
+        return self.files.get(ip)
+
+    def taken(self) -> Container[IPAddress]:
+        self._require_lock()
+        return self.files.keys()
+
+    def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        self._require_lock()
+        return owned_by(self.files, container_id, ifname)
+
+    def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
+        self._require_lock()
+        return owned_or_legacy(self.files, container_id, ifname)
+
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         self._require_lock()
         if ip in self.files:
@@ -183,4 +229,4 @@ class MemoryStore:
 
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         with self.locked():
-            return owned_by(self.reservations(), container_id, ifname)
+            return self.held(container_id, ifname)
