@@ -3,10 +3,12 @@
 # is: the executable `cni-bridge` plus relative symlinks `bridge`, `host-local`, `portmap` to it
 # (the role comes from basename(argv[0]); the bootloader follows the symlink to find its files).
 #
-# Usage: build/build.sh [--onedir | --onefile] [--clean]
+# Usage: build/build.sh [--onedir | --onefile] [--floor] [--clean]
 #   --onedir   (default) executable + _internal/ directory; fastest start-up
 #   --onefile  one self-extracting file (unpacks to a temp dir on every call: +35% CPU and
 #              +45% wall time per plugin call, tests/perf/startup.py)
+#   --floor    the start-up floor instead: a do-nothing program frozen with the same options
+#              -> $DIST_DIR/floor/floor (tests/perf/bench.py builds and times it)
 #   --clean    drop PyInstaller's cache first
 # Environment:
 #   PYTHON     interpreter with PyInstaller installed (default: .venv/bin/python, else python3)
@@ -18,13 +20,15 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE=onedir
+FLOOR=0
 CLEAN=()
 for arg in "$@"; do
     case $arg in
         --onedir) MODE=onedir ;;
         --onefile) MODE=onefile ;;
+        --floor) FLOOR=1 ;;
         --clean) CLEAN=(--clean) ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -39,6 +43,7 @@ case $WORK_DIR/ in
 esac
 
 STAGE="$WORK_DIR/$MODE"
+((FLOOR)) && STAGE="$WORK_DIR/floor-$MODE"
 mkdir -p "$STAGE" "$DIST_DIR"
 cd "$REPO"
 
@@ -52,11 +57,24 @@ if [[ $(cat "$STAGE/zlib-level" 2>/dev/null) != "$PYINSTALLER_ZLIB_COMPRESSION_L
     rm -rf "$STAGE/work"
 fi
 
-echo "build.sh: freezing ($MODE) with $("$PYTHON" -m PyInstaller --version 2>/dev/null || echo '?')"
-CNI_BRIDGE_FREEZE_MODE=$MODE "$PYTHON" -m PyInstaller --noconfirm --log-level WARN "${CLEAN[@]}" \
+echo "build.sh: freezing ($MODE$( ((FLOOR)) && echo ", floor")) with $("$PYTHON" -m PyInstaller --version 2>/dev/null || echo '?')"
+CNI_BRIDGE_FREEZE_MODE=$MODE CNI_BRIDGE_FREEZE_FLOOR=$FLOOR \
+    "$PYTHON" -m PyInstaller --noconfirm --log-level WARN "${CLEAN[@]}" \
     --workpath "$STAGE/work" --distpath "$STAGE/dist" build/cni-bridge.spec
 
 echo "$PYINSTALLER_ZLIB_COMPRESSION_LEVEL" >"$STAGE/zlib-level"
+
+if ((FLOOR)); then
+    rm -rf "$DIST_DIR/floor.new"
+    if [[ $MODE == onedir ]]; then
+        cp -a "$STAGE/dist/floor" "$DIST_DIR/floor.new"
+    else
+        mkdir -p "$DIST_DIR/floor.new" && cp -a "$STAGE/dist/floor" "$DIST_DIR/floor.new/floor"
+    fi
+    rm -rf "$DIST_DIR/floor" && mv "$DIST_DIR/floor.new" "$DIST_DIR/floor"
+    echo "build.sh: $DIST_DIR/floor/floor ($MODE)"
+    exit 0
+fi
 
 # Assemble next to the target, then swap, so dist/cni is never half-written.
 NEW="$DIST_DIR/.cni.new.$$"
