@@ -1,7 +1,8 @@
 """Operator logging: warnings to stderr, and an opt-in JSON-lines file with one line per call.
 
 The file is chosen by env ``CNI_BRIDGE_LOG`` or the config key ``logFile`` (env wins); each line
-holds role, verb, container, network, outcome and per-phase durations in milliseconds.
+holds role, verb, container, network, outcome, per-phase durations in milliseconds and the number
+of modules the call loaded.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def call_record(role: str, outcome: Outcome, started: float) -> dict[str, Any]:
         "outcome": "error" if outcome.error else "ok",
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "phases_ms": outcome.timer.phases,
+        # How many modules the call had loaded by its end: its import set's size, what start-up
+        # costs grow with (tests/integration/test_import_budget.py keeps it within budget).
+        "modules": len(sys.modules),
     }
     if outcome.error is not None:
         record["code"] = outcome.error.code

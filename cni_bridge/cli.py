@@ -7,7 +7,6 @@ The executable's role comes from the name it was run as: ``bridge``, ``host-loca
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import time
@@ -128,6 +127,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     install_startup_cache()
     # The frozen executable starts with cyclic garbage collection off, for a plugin call's
     # short life (build/rthooks/pyi_rth_cni_bridge_startup.py); operator commands may run long.
+    import gc
+
     gc.enable()
     from cni_bridge.operator import main as operator_main
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def test_record_of_a_successful_call() -> None:
             "network": "podnet", "outcome": "ok"}
     assert isinstance(record["duration_ms"], float) and record["duration_ms"] >= 0
     assert set(record["phases_ms"]) == {"decode"}
+    assert record["modules"] == len(sys.modules)
     assert "code" not in record and "msg" not in record
     assert record["time"]
 

@@ -1,0 +1,73 @@
+"""Import budget of each role and verb (root): every module a plugin call loads is paid by
+every call of that kind, so the frozen build's real calls are counted (the call log records
+``modules``, the size of ``sys.modules`` at the end of the call) and held to a budget set
+from measurement. A new import on a hot path fails here; look at it with an importtime build
+(tests/perf/README.md) and import it where it is needed, or raise the budget knowingly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cni_bridge.runtime import Attachment, Runtime, parse_network_list
+from tests.integration.test_conf_examples import CONF, with_temp_data_dir
+from tests.netns import Netns
+
+# Modules loaded at the end of a call, measured on the frozen build, with a margin of about 5%.
+# (VERSION, answered before anything is imported, is held to its own budget in
+# tests/unit/test_import_budget.py.)
+BUDGET = {
+    ("bridge", "ADD"): 243,
+    ("bridge", "CHECK"): 243,
+    ("bridge", "DEL"): 243,
+    ("portmap", "ADD"): 169,
+    ("portmap", "CHECK"): 169,
+    ("portmap", "DEL"): 169,
+    ("host-local", "ADD"): 118,
+    ("host-local", "DEL"): 118,
+}
+MAPPING = {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}
+
+
+def calls(log: Path) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        key = (rec["role"], rec["verb"])
+        out[key] = max(out.get(key, 0), rec["modules"])
+    return out
+
+
+@pytest.mark.parametrize("conflist", ["10-cni-bridge", "51-iptables"])
+def test_each_call_stays_within_its_import_budget(
+    conflist: str, host_ns: Netns, netns: Callable[[str], Netns], plugin_dir: Path,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    doc = with_temp_data_dir(json.loads((CONF / f"{conflist}.conflist").read_text()),
+                             tmp_path / "ipam")
+    net = parse_network_list(doc)
+    env = {"CNI_BRIDGE_STATE_DIR": str(tmp_path / "state"), "CNI_BRIDGE_LOG": str(log)}
+    runtime = Runtime([plugin_dir], tmp_path / "cache", netns=host_ns.name, env=env)
+    att = Attachment("budget-1", "eth0", netns("C").path,
+                     capability_args={"portMappings": [MAPPING]})
+    runtime.add(net, att)
+    runtime.check(net, att)
+    runtime.delete(net, att)
+    bridge_conf = {**doc["plugins"][0], "name": doc["name"], "cniVersion": doc["cniVersion"]}
+    host_local = Runtime([plugin_dir], tmp_path / "cache2", netns=host_ns.name, env=env)
+    ipam_net = parse_network_list({"cniVersion": doc["cniVersion"], "name": doc["name"],
+                                   "plugins": [{"type": "host-local",
+                                                "ipam": bridge_conf["ipam"]}]})
+    ipam_att = Attachment("budget-2", "eth0", netns("C2").path)
+    host_local.add(ipam_net, ipam_att)
+    host_local.delete(ipam_net, ipam_att)
+
+    measured = calls(log)
+    print(f"{conflist}: modules loaded per call: {measured}")
+    over = {k: (v, BUDGET[k]) for k, v in measured.items() if k in BUDGET and v > BUDGET[k]}
+    assert not over, f"over the import budget (measured, budget): {over}"
+    assert set(BUDGET) <= set(measured)
