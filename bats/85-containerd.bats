@@ -105,11 +105,8 @@ run_containerd() {
 
     run reservations cni-bridge
     assert_output ''
-    run records
-    assert_output ''
     skip_reference "bridge 1.1.1 returns before removing its masquerade rules when DEL has no CNI_NETNS, which is how ctr run removes the network once its task has ended"
-    run fw_addresses
-    assert_output ''
+    assert_clean cni-bridge
 }
 
 @test "containerd CRI: RunPodSandbox with a hostPort gets an address and answers from outside; StopPodSandbox and RemovePodSandbox leave nothing" {
@@ -129,12 +126,7 @@ run_containerd() {
     assert_line --regexp '^netns-after: *$'
     refute_line --regexp '^links-after: .*veth'
 
-    run reservations cni-bridge
-    assert_output ''
-    run records
-    assert_output ''
-    run fw_addresses
-    assert_output ''
+    assert_clean cni-bridge
     fw_mentions_port 8080 && fail "port 8080 still published: $(fw_dump)"
     true
 }

@@ -71,18 +71,7 @@ links() { ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort | tr 
 
 # fetch URL from the outside namespace (through fd 9): the page, or "fetch failed: ..."
 fetch_outside() {
-    nsenter --net=/proc/$$/fd/9 "$PYTHON3" -c '
-import sys, time, urllib.request
-deadline = time.monotonic() + 10
-while True:
-    try:
-        print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().strip())
-        break
-    except OSError as exc:
-        if time.monotonic() > deadline:
-            print("fetch failed:", exc)
-            break
-        time.sleep(0.2)' "$1" 2>&1
+    nsenter --net=/proc/$$/fd/9 "$PYTHON3" "$HERE/../../tests/connectivity.py" fetch "$1" 2>&1
 }
 
 run_ctr() {
