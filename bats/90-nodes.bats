@@ -48,6 +48,7 @@ teardown() { cluster_teardown; }
     cluster_networks
     local k ip1 ip2 ip3
     for k in 1 2 3; do pod add "$k" "p$k"; done
+    for k in 1 2 3; do pod check "$k" "p$k"; done         # the exclusion rules are checked too
     ip1=$(pod_ip "${POD[p1]}") ip2=$(pod_ip "${POD[p2]}") ip3=$(pod_ip "${POD[p3]}")
     [[ $ip1 == 10.244.1.* && $ip2 == 10.244.2.* && $ip3 == 10.244.3.* ]] \
         || fail "pod addresses outside their nodes' pod CIDRs: $ip1 $ip2 $ip3"
