@@ -191,7 +191,8 @@ def _owner(rec: records.Record) -> Owner:
 
 def masq_entries(rec: records.Record) -> list[MasqEntry]:
     return [MasqEntry(_owner(rec), ipaddress.ip_interface(e["address"]),
-                      ipaddress.ip_network(e.get("subnet") or e["address"], strict=False))
+                      ipaddress.ip_network(e.get("subnet") or e["address"], strict=False),
+                      tuple(ipaddress.ip_network(n) for n in e.get("nonMasquerade") or ()))
             for e in rec.data.get("masq", [])]
 
 

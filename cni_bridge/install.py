@@ -140,12 +140,30 @@ def check_source(source: Path) -> None:
             "(build/build.sh) and run dist/cni/cni-bridge install, or pass --from DIR")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_writable(directory: Path) -> None:
+    """Fail before anything is written when `directory` (or, if missing, the ancestor it would
+    be created in) refuses a new file: a read-only mount, permissions, a file in the way."""
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a directory")
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".cni-bridge-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = "" if probe == directory else f" (it would be created in {probe})"
+        raise InstallError(f"cannot write to {directory}: {exc.strerror or exc}{where}; "
+                           "nothing was installed") from None
 
 
 def copy_bundle(source: Path, dest: Path) -> None:
@@ -164,7 +182,7 @@ def copy_bundle(source: Path, dest: Path) -> None:
                 os.fsync(fout.fileno())
             os.chmod(dst, src.stat().st_mode & 0o777)
     for directory in sorted({(dest / rel).parent for rel in bundle_entries(source)}, reverse=True):
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _bundle_of(link: Path) -> str | None:
@@ -192,6 +210,7 @@ def switch_link(bin_dir: Path, name: str, target: str) -> bool:
 
 def install(source: Path, bin_dir: Path, version: str = __version__) -> InstallReport:
     check_source(source)
+    check_writable(bin_dir)
     bin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     name = f"{BUNDLE_PREFIX}{version}-{bundle_digest(source)}"
     bundle = bin_dir / name
@@ -206,17 +225,33 @@ def install(source: Path, bin_dir: Path, version: str = __version__) -> InstallR
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(bin_dir)
+        fsync_dir(bin_dir)
     for role in (*ROLES, EXECUTABLE):
         if switch_link(bin_dir, role, f"{name}/{EXECUTABLE}"):
             report.replaced.append(role)
         report.linked.append(role)
-    _fsync_dir(bin_dir)
+    fsync_dir(bin_dir)
     for old in sorted(bin_dir.glob(f"{BUNDLE_PREFIX}*")):
         if old.is_dir() and old.name not in (name, previous) and ".tmp-" not in old.name:
             shutil.rmtree(old)
             report.removed.append(old)
     return report
+
+
+def synced_temp_file(directory: Path, text: str) -> str:
+    """A new temporary file in `directory` holding `text`, fsynced, mode 0644; its path."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def write_default_conf(conf_dir: Path) -> tuple[Path, bool]:
@@ -225,17 +260,12 @@ def write_default_conf(conf_dir: Path) -> tuple[Path, bool]:
     if path.exists():
         return path, False
     conf_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=conf_dir, prefix=".tmp-")
+    tmp = synced_temp_file(conf_dir, json.dumps(DEFAULT_CONFLIST, indent=2) + "\n")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(DEFAULT_CONFLIST, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
         os.link(tmp, path)  # fails if the file appeared meanwhile: never overwrite
     except FileExistsError:
         return path, False
     finally:
         os.unlink(tmp)
-    _fsync_dir(conf_dir)
+    fsync_dir(conf_dir)
     return path, True

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cni_bridge import __version__
+from cni_bridge.install_cli import add_install_parser, cmd_install
 from cni_bridge.spec.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
@@ -122,18 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                        " bytes flow, DEL them and show nothing is left. Needs root; never"
                        " touches this machine's own network.")
     p.add_argument("--plugin-dir", help=argparse.SUPPRESS)
-    p = sub.add_parser("install", help="install the plugins into a CNI bin directory",
-                       description="Copy this program into BIN_DIR as bridge, host-local, "
-                       "portmap and cni-bridge, atomically (a runtime never runs a half-written "
-                       "plugin). Run it from the frozen build (dist/cni/cni-bridge).")
-    p.add_argument("--bin-dir", default="/opt/cni/bin", type=Path,
-                   help="default /opt/cni/bin")
-    p.add_argument("--conf-dir", default=DEFAULT_CONF_DIR, type=Path,
-                   help=f"for --with-conf (default {DEFAULT_CONF_DIR})")
-    p.add_argument("--with-conf", action="store_true",
-                   help="also write the default network (10-cni-bridge.conflist) if absent")
-    p.add_argument("--from", dest="source", type=Path, metavar="DIR",
-                   help="the frozen bundle to install (default: this program's directory)")
+    add_install_parser(sub)
     for verb, what in (("add", "attach a network namespace to a network (runs ADD)"),
                        ("check", "check an attachment against its ADD result (runs CHECK)"),
                        ("del", "detach a network namespace from a network (runs DEL)")):
@@ -190,29 +180,6 @@ def cmd_demo(opts: argparse.Namespace) -> int:
     from cni_bridge import demo
 
     return demo.main(Path(opts.plugin_dir) if opts.plugin_dir else None)
-
-
-def cmd_install(opts: argparse.Namespace) -> int:
-    from cni_bridge import install
-
-    source = opts.source or install.frozen_dir()
-    if source is None:
-        raise UserError("install copies the frozen build, and this is running from source: "
-                        "build it (build/build.sh) and run dist/cni/cni-bridge install, or pass "
-                        "--from dist/cni")
-    report = install.install(source.resolve(), opts.bin_dir)
-    how = "already there, reused" if report.reused else "copied"
-    print(f"bundle      {report.bundle} ({how})")
-    print(f"linked      {', '.join(report.linked)} -> {report.bundle.name}/cni-bridge")
-    if report.replaced:
-        print(f"replaced    {', '.join(report.replaced)} (were not ours)")
-    for old in report.removed:
-        print(f"removed     {old} (an older version)")
-    if opts.with_conf:
-        path, written = install.write_default_conf(opts.conf_dir)
-        print(f"network     {path} ({'written' if written else 'exists, left as it is'})")
-    print(f"next        cni-bridge status --plugin-dir {opts.bin_dir}")
-    return 0
 
 
 def _attachment(opts: argparse.Namespace) -> Attachment:

@@ -9,6 +9,9 @@
         Sends a random payload, requires it echoed back, prints "local <ip>" then the reply text
         on its own line. UDP is retried within the timeout (datagrams may be lost). Exit 1 on
         failure.
+    fetch URL [--timeout S]
+        GETs an http:// URL (a web server in a container), retried until the timeout (it may
+        not listen yet), and prints the body; "fetch failed: ..." and exit 1 otherwise.
 
 The peer address printed by the server is how masquerading is asserted.
 """
@@ -141,6 +144,22 @@ def probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch(args: argparse.Namespace) -> int:
+    import urllib.request
+
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            with urllib.request.urlopen(args.url, timeout=2) as reply:
+                say(reply.read().decode(errors="replace").strip())
+            return 0
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                say(f"fetch failed: {exc}")
+                return 1
+            time.sleep(0.2)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -155,12 +174,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     prb.add_argument("--to", required=True)
     prb.add_argument("--port", type=int, required=True)
     prb.add_argument("--timeout", type=float, default=3.0)
+    get = sub.add_parser("fetch")
+    get.add_argument("url")
+    get.add_argument("--timeout", type=float, default=10.0)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    return serve(args) if args.mode == "serve" else probe(args)
+    return {"serve": serve, "probe": probe, "fetch": fetch}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -56,19 +56,8 @@ say "container-addrs: $(ip netns exec "$(basename "$ns")" ip -o -4 addr show dev
 say "links-during: $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort | tr '\n' ' ')"
 
 # from the outside namespace, to H's address and the published port
-out=$(nsenter --net=/proc/$$/fd/9 python3 -c '
-import sys, time, urllib.request
-url = sys.argv[1]
-deadline = time.monotonic() + 10
-while True:
-    try:
-        print(urllib.request.urlopen(url, timeout=2).read().decode().strip())
-        break
-    except OSError as exc:
-        if time.monotonic() > deadline:
-            print("fetch failed:", exc)
-            break
-        time.sleep(0.2)' "http://$HOST_IP:8080/index.html" 2>&1)
+out=$(nsenter --net=/proc/$$/fd/9 python3 "$(dirname "${BASH_SOURCE[0]}")/../../tests/connectivity.py" \
+    fetch "http://$HOST_IP:8080/index.html" 2>&1)
 say "fetch: $out"
 
 pm rm -f -t 0 web >"$W/rm.log" 2>&1

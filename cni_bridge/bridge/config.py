@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 # What the kernel accepts (dev_valid_name): 1-15 bytes, no "/", ":", whitespace or NUL.
 _IFNAME_RE = re.compile(r"[^/:\s\x00]{1,15}")
 IFNAME_MAX_BYTES = 15
+NON_MASQUERADE_KEY = "nonMasqueradeCIDRs"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def valid_ifname(name: str) -> bool:
@@ -52,6 +55,7 @@ class BridgeConfig:
     port_isolation: bool = False
     ipspoofchk: bool = False  # pins addresses too; forces macspoofchk on
     isolate_networks: bool = False
+    non_masquerade_cidrs: tuple[IPNetwork, ...] = ()  # ipMasq leaves these destinations alone
     ipam_type: str = ""
     dns: DNS = DNS()
     mac: str = ""
@@ -81,6 +85,29 @@ def parse_trunk(items: list[Any]) -> tuple[int, ...]:
         if not has_min and "id" not in item:
             raise ConfigError("vlanTrunk entry needs id or minID/maxID", repr(item))
     return tuple(sorted(vids))
+
+
+def parse_networks(items: list[Any], key: str) -> tuple[IPNetwork, ...]:
+    """A list of CIDR strings (network addresses, host bits clear), duplicates dropped."""
+    nets: dict[IPNetwork, None] = {}
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{key} entries must be CIDR strings", f"got {item!r}"[:200])
+        try:
+            nets[ipaddress.ip_network(item.strip())] = None
+        except ValueError:
+            loose = _loose_network(item)
+            hint = f"; did you mean {loose}?" if loose else ""
+            raise ConfigError(f"invalid {key} entry {item!r}",
+                              f"expected a network such as 10.244.0.0/16{hint}") from None
+    return tuple(nets)
+
+
+def _loose_network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        return ""
 
 
 def container_mac(req: Request) -> str:
@@ -121,6 +148,7 @@ def parse_bridge_config(req: Request) -> BridgeConfig:
         macspoofchk=get_bool(c, "macspoofchk") or get_bool(c, "ipspoofchk"),
         ipspoofchk=get_bool(c, "ipspoofchk"),
         isolate_networks=get_bool(c, "isolateNetworks"),
+        non_masquerade_cidrs=parse_networks(get_list(c, NON_MASQUERADE_KEY), NON_MASQUERADE_KEY),
         enable_dad=get_bool(c, "enabledad"),
         disable_container_interface=get_bool(c, "disableContainerInterface"),
         port_isolation=get_bool(c, "portIsolation"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from cni_bridge import records
 from cni_bridge.bridge.config import BridgeConfig
@@ -38,20 +39,27 @@ def _backend(cfg: BridgeConfig) -> Backend:
     return detect_backend(_runner(), cfg.ip_masq_backend)
 
 
-def _entries(req: Request, ips: Sequence[IPConfig]) -> list[MasqEntry]:
+def _entries(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> list[MasqEntry]:
     owner = _owner(req)
-    return [MasqEntry.of(owner, ip.address) for ip in ips]
+    return [MasqEntry.of(owner, ip.address, cfg.non_masquerade_cidrs) for ip in ips]
 
 
 RECORD_PLUGIN = "bridge"
 
 
+def masq_record_data(entry: MasqEntry) -> dict[str, Any]:
+    """One masquerade entry as recorded (read back by ``inspect.masq_entries``)."""
+    data: dict[str, Any] = {"address": str(entry.address), "subnet": str(entry.subnet)}
+    if entry.non_masquerade:
+        data["nonMasquerade"] = [str(n) for n in entry.non_masquerade]
+    return data
+
+
 def add_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> None:
     backend = _backend(cfg)
-    entries = _entries(req, ips)
+    entries = _entries(req, cfg, ips)
     backend.add_masquerade(entries)
-    data = {"masq": [{"address": str(e.address), "subnet": str(e.subnet)} for e in entries],
-            "backend": backend.name}
+    data = {"masq": [masq_record_data(e) for e in entries], "backend": backend.name}
     try:
         records.save_record(records.state_root(), records.Record(
             req.network_name, req.env.container_id, req.env.ifname, RECORD_PLUGIN, data))
@@ -90,7 +98,7 @@ def remove_masquerade(req: Request, cfg: BridgeConfig, addresses: Sequence[IPInt
 
 
 def check_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> None:
-    missing = _backend(cfg).check_masquerade(_entries(req, ips))
+    missing = _backend(cfg).check_masquerade(_entries(req, cfg, ips))
     if missing:
         raise CniError(f"masquerade rules of container {req.env.container_id} are missing",
                        "; ".join(missing))

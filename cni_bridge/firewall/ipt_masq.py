@@ -3,6 +3,9 @@
 Per (network, container ID) a chain ``CNI-<24 hex>`` in the nat table holding
 ``-d <subnet> -j ACCEPT`` and ``! -d <multicast> -j MASQUERADE``, and per container address a
 ``POSTROUTING -s <ip>/32 -j CNI-...`` jump, all commented ``name: "<net>" id: "<cid>"``.
+``nonMasqueradeCIDRs`` (ours) adds one ``-d <cidr> -j ACCEPT`` per network between the two: the
+chain stays the reference's, so the reference's DEL (which deletes the jump, then flushes and
+deletes the chain) removes them with it.
 The reference ignores ifname here, so two attachments of one container to one network share the
 chain; unlike the reference we keep the chain while any jump to it remains.
 """
@@ -28,11 +31,20 @@ def multicast(version: int) -> str:
     return names.MULTICAST_V4 if version == 4 else names.MULTICAST_V6
 
 
-def chain_rules(entry: MasqEntry) -> list[str]:
-    """The two rules of the per-container chain, as iptables-save prints them."""
+def accept_rules(entry: MasqEntry) -> list[str]:
+    """The per-container chain's ACCEPT rules: the subnet, then each non-masquerade network."""
     c = _comment(entry.owner.network, entry.owner.container_id)
-    return [f"-d {entry.subnet} {c} -j ACCEPT",
-            f"! -d {multicast(entry.version)} {c} -j MASQUERADE"]
+    return [f"-d {net} {c} -j ACCEPT" for net in (entry.subnet, *entry.non_masquerade)]
+
+
+def masquerade_rule(entry: MasqEntry) -> str:
+    c = _comment(entry.owner.network, entry.owner.container_id)
+    return f"! -d {multicast(entry.version)} {c} -j MASQUERADE"
+
+
+def chain_rules(entry: MasqEntry) -> list[str]:
+    """The rules of the per-container chain, as iptables-save prints them."""
+    return [*accept_rules(entry), masquerade_rule(entry)]
 
 
 def jump_rule(entry: MasqEntry) -> str:
@@ -42,18 +54,22 @@ def jump_rule(entry: MasqEntry) -> str:
 
 
 def plan_add_masquerade(state: NatState, entries: Sequence[MasqEntry]) -> RestoreScript:
-    """Append what is missing, in the reference's order (chain, its rules, the jump)."""
+    """Append what is missing, in the reference's order (chain, its rules, the jump). An ACCEPT
+    missing from a chain that already masquerades is inserted at its top instead: after the
+    MASQUERADE rule it would never match."""
     script = RestoreScript()
     planned: set[tuple[str, str]] = set()
     for entry in entries:
         chain = names.masq_chain_name(entry.owner.network, entry.owner.container_id)
         if not state.has_chain(chain):
             script.new_chain(chain)
+        masquerades = state.has_rule(chain, masquerade_rule(entry))
         for target, rule in [*[(chain, r) for r in chain_rules(entry)],
                              ("POSTROUTING", jump_rule(entry))]:
             if (target, rule) not in planned and not state.has_rule(target, rule):
                 planned.add((target, rule))
-                script.add(f"-A {target} {rule}")
+                insert = masquerades and target == chain
+                script.add(f"-I {target} 1 {rule}" if insert else f"-A {target} {rule}")
     return script
 
 

@@ -49,21 +49,32 @@ class Owner:
 
 @dataclass(frozen=True)
 class MasqEntry:
-    """Masquerade traffic from `address` to anything outside `subnet` (and not multicast)."""
+    """Masquerade traffic from `address` to anything outside `subnet` and outside every network
+    of `non_masquerade` (and not multicast).
+
+    `non_masquerade` holds the destinations reached without masquerading besides the subnet
+    (the bridge's ``nonMasqueradeCIDRs``, e.g. the cluster's pod CIDR); networks of the other
+    family are dropped, so one list serves both families of a dual-stack container.
+    """
 
     owner: Owner
     address: IPInterface
     subnet: IPNetwork
+    non_masquerade: tuple[IPNetwork, ...] = ()
 
     def __post_init__(self) -> None:
         if self.subnet.version != self.address.version:
             raise ConfigError(f"masquerade subnet {self.subnet} is not of the family of "
                               f"{self.address}")
+        same_family = tuple(dict.fromkeys(
+            n for n in self.non_masquerade if n.version == self.address.version))
+        object.__setattr__(self, "non_masquerade", same_family)
 
     @classmethod
-    def of(cls, owner: Owner, address: IPInterface) -> MasqEntry:
+    def of(cls, owner: Owner, address: IPInterface,
+           non_masquerade: Iterable[IPNetwork] = ()) -> MasqEntry:
         """The usual entry: the subnet is the address's own network."""
-        return cls(owner, address, address.network)
+        return cls(owner, address, address.network, tuple(non_masquerade))
 
     @property
     def version(self) -> int:

@@ -10,6 +10,7 @@ same way; no interval sets are used, as their kernel updates grow with their siz
 Masquerade (bridge ``ipMasq``), in ``masq_postrouting`` (nat postrouting, srcnat):
     multicast destinations: return
     ip saddr vmap @masq_via4         (container -> goto masq_net4_<subnet>:
+                                      [ip daddr <nonMasqueradeCIDR> return ...]
                                       ip daddr != <subnet> masquerade)
 Host ports (portmap):
     hostport_prerouting / hostport_output (nat, dstnat):
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cni_bridge.firewall import names
-from cni_bridge.firewall.model import IPNetwork
+from cni_bridge.firewall.model import IPNetwork, MasqEntry
 
 # What each key or value field holds: an address, a protocol, a port, an owner id or a verdict.
 # Used to put elements read back from nft into the form the planners produce.
@@ -102,10 +103,19 @@ def masq_chain() -> ChainSpec:
     return ChainSpec(names.MASQ_CHAIN, "type nat hook postrouting priority srcnat", tuple(rules))
 
 
-def masq_net_chain(subnet: IPNetwork) -> ChainSpec:
-    """Masquerade what leaves `subnet` (entered with ``goto`` from the masquerade chain)."""
+def masq_net_chain(subnet: IPNetwork, non_masquerade: Iterable[IPNetwork] = ()) -> ChainSpec:
+    """Masquerade what leaves `subnet` (entered with ``goto`` from the masquerade chain), except
+    towards `non_masquerade` (``return``: the base chain's policy accepts it unchanged)."""
+    ip = _ip(subnet.version)
+    keep = tuple(f"{ip} daddr {net} return" for net in non_masquerade)
     return ChainSpec(names.subnet_chain(names.MASQ_NET_CHAIN_PREFIX, str(subnet)), None,
-                     (f"{_ip(subnet.version)} daddr != {subnet} masquerade",))
+                     (*keep, f"{ip} daddr != {subnet} masquerade"))
+
+
+def entry_masq_chain(entry: MasqEntry) -> ChainSpec:
+    """The subnet chain `entry` needs. Shared by the subnet's containers and rewritten by every
+    ADD, so the last ADD's ``nonMasqueradeCIDRs`` apply to the whole subnet."""
+    return masq_net_chain(entry.subnet, entry.non_masquerade)
 
 
 def hostport_net_chain(subnet: IPNetwork) -> ChainSpec:
@@ -171,11 +181,11 @@ def _subnet_chains(chains: Iterable[ChainSpec]) -> list[str]:
     return [line for c in unique.values() for line in c.render()]
 
 
-def masq_skeleton(subnets: Iterable[IPNetwork] = ()) -> list[str]:
-    """Table, maps, base chain, and the chain of each subnet in `subnets` (before any element
+def masq_skeleton(entries: Iterable[MasqEntry] = ()) -> list[str]:
+    """Table, maps, base chain, and the subnet chain of each of `entries` (before any element
     that jumps to it)."""
     return [render_table(), *(m.render() for v in (4, 6) for m in masq_maps(v)),
-            *masq_chain().render(), *_subnet_chains(masq_net_chain(s) for s in subnets)]
+            *masq_chain().render(), *_subnet_chains(entry_masq_chain(e) for e in entries)]
 
 
 def hostport_skeleton(conditions_v4: tuple[str, ...], conditions_v6: tuple[str, ...],

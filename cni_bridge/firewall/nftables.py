@@ -62,11 +62,11 @@ from cni_bridge.firewall.nft_remove import (
 from cni_bridge.firewall.nft_schema import (
     TABLE_REF,
     ChainSpec,
+    entry_masq_chain,
     hostport_chains,
     hostport_net_chain,
     hostport_skeleton,
     masq_chain,
-    masq_net_chain,
     masq_skeleton,
     render_table,
 )
@@ -97,7 +97,7 @@ class NftablesBackend:
     def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
         if entries:
             planned = [p for e in entries for p in masq_elements(e)]
-            self._add(masq_skeleton(e.subnet for e in entries), planned, "masquerade")
+            self._add(masq_skeleton(entries), planned, "masquerade")
 
     def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
         if addresses is not None and not addresses:
@@ -113,7 +113,7 @@ class NftablesBackend:
         if not entries:
             return []
         planned = [p for e in entries for p in masq_elements(e)]
-        chains = [masq_chain(), *(masq_net_chain(e.subnet) for e in entries)]
+        chains = [masq_chain(), *(entry_masq_chain(e) for e in entries)]
         return self._check(chains, MASQ_MAPS, planned)
 
     def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:

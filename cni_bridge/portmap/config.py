@@ -126,10 +126,27 @@ def _host_ip(entry: Mapping[str, Any], where: str) -> IPAddress | None:
     return address
 
 
+MAPPING_KEYS = ("hostPort", "containerPort", "protocol", "hostIP")
+
+
+def go_field_names(entry: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """`entry` with each key matching one of `names` regardless of case renamed to it, as Go's
+    encoding/json matches struct fields (the reference reads configs that way); when several
+    keys match one name, the last one wins, as in Go. Runtimes do send other spellings:
+    containerd's CRI (through go-cni) sends ``HostPort``, ``ContainerPort``, ``Protocol`` and
+    ``HostIP``."""
+    by_fold = {name.casefold(): name for name in names}
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        out[by_fold.get(key.casefold(), key)] = value
+    return out
+
+
 def parse_mapping(entry: Any, index: int) -> MappingSpec:
     where = f"portMappings[{index}]"
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a JSON object", repr(entry)[:200])
+    entry = go_field_names(entry, MAPPING_KEYS)
     return MappingSpec(
         host_port=_port(entry, "hostPort", where),
         container_port=_port(entry, "containerPort", where),

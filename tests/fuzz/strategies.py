@@ -227,6 +227,7 @@ KNOWN_KEYS = (
     "conditionsV6", "cni.dev/valid-attachments", "cni.dev/attachments", "containerID",
     "ifname", "interfaces", "ip4", "ip6", "nameservers", "search", "options", "domain", "dst",
     "gw", "id", "minID", "maxID", "interface", "address", "version", "sandbox",
+    "nonMasqueradeCIDRs", "HostPort", "ContainerPort", "Protocol", "HostIP",
 )
 # Never generated: a key that makes the *executable* write a file wherever it names.
 FORBIDDEN_KEYS = ("logFile",)
@@ -574,6 +575,8 @@ BAD_BRIDGE_FIELDS: dict[str, tuple[Any, ...]] = {
     "args": ("x", 1, [], {"cni": 5}, {"cni": {"mac": 5}}, {"cni": {"mac": "zz:zz"}},
              {"cni": {"mac": "aa:bb:cc:dd:ee"}}),
     "runtimeConfig": ({"mac": "not-a-mac"}, {"mac": 5}, {"mac": "aa:bb:cc:dd:ee:ff:00"}),
+    "nonMasqueradeCIDRs": ("10.244.0.0/16", 16, {}, True, [16], [None], ["x"], [""],
+                           ["10.244.1.5/16"], ["10.244.0.0/33"], ["fd00::/129"], [[]]),
 }
 BAD_BRIDGE_COMBOS: tuple[dict[str, Any], ...] = (
     {"hairpinMode": True, "promiscMode": True},

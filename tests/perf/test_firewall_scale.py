@@ -52,7 +52,7 @@ def population(count: int) -> tuple[list[MasqEntry], list[PortMapping]]:
 
 def populate_nft(ns: Netns, count: int) -> None:
     entries, mappings = population(count)
-    lines = nft_schema.masq_skeleton(e.subnet for e in entries) + nft_plan.plan_add(
+    lines = nft_schema.masq_skeleton(entries) + nft_plan.plan_add(
         [p for e in entries for p in nft_plan.masq_elements(e)])
     lines += nft_schema.hostport_skeleton((), (), True, nft_plan.hairpin_subnets(
         mappings, OPTS)) + nft_plan.plan_add(nft_plan.portmap_elements(mappings, OPTS))

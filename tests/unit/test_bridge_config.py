@@ -60,11 +60,23 @@ def test_is_default_gateway_implies_gateway() -> None:
     ({"vlanTrunk": [{"id": 0}]}, "id"),
     ({"vlanTrunk": [{}]}, "needs id or minID/maxID"),
     ({"vlanTrunk": [5]}, "must be objects"),
+    ({"nonMasqueradeCIDRs": "10.244.0.0/16"}, "nonMasqueradeCIDRs must be a JSON list"),
+    ({"nonMasqueradeCIDRs": [16]}, "nonMasqueradeCIDRs entries must be CIDR strings"),
+    ({"nonMasqueradeCIDRs": ["10.244.0.0/33"]}, "invalid nonMasqueradeCIDRs entry '10.244.0.0/33'"),
+    ({"nonMasqueradeCIDRs": ["10.244.1.5/16"]}, "did you mean 10.244.0.0/16?"),
 ])
 def test_invalid_configs(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(config)
     assert message in f"{info.value.msg}: {info.value.details}"
+
+
+def test_non_masquerade_cidrs_are_parsed_once_and_deduplicated() -> None:
+    cfg = parse({"ipMasq": True,
+                 "nonMasqueradeCIDRs": ["10.244.0.0/16", "fd00:244::/48", "10.244.0.0/16"]})
+    assert cfg.non_masquerade_cidrs == (ipaddress.ip_network("10.244.0.0/16"),
+                                        ipaddress.ip_network("fd00:244::/48"))
+    assert parse({}).non_masquerade_cidrs == ()
 
 
 def test_trunk_ranges_merge_and_sort() -> None:

@@ -80,7 +80,7 @@ def render_nft_add(masq: list[MasqEntry], mappings: list[PortMapping],
     batches = []
     if masq:
         planned = [p for e in masq for p in nft_plan.masq_elements(e)]
-        skeleton = nft_schema.masq_skeleton(e.subnet for e in masq)
+        skeleton = nft_schema.masq_skeleton(masq)
         batches.append(skeleton + nft_plan.plan_add(planned))
     if mappings:
         localnet = any(publishes_localhost(e, options) for e in mappings)

@@ -111,6 +111,17 @@ def test_masq_entries_from_a_bridge_record() -> None:
                               ipaddress.ip_network("172.18.0.0/16"))
 
 
+def test_masq_entries_keep_the_recorded_non_masquerade_networks() -> None:
+    """What the bridge recorded at ADD is what reconcile puts back."""
+    from cni_bridge.bridge.masq import masq_record_data
+
+    entry = MasqEntry.of(Owner("cni-bridge", "c1", "eth0"), ipaddress.ip_interface("10.244.1.5/24"),
+                         [ipaddress.ip_network("10.244.0.0/16")])
+    data = {"masq": [masq_record_data(entry)], "backend": "nftables"}
+    assert data["masq"][0]["nonMasquerade"] == ["10.244.0.0/16"]
+    assert inspect.masq_entries(record("bridge", data)) == [entry]
+
+
 def test_port_entries_from_a_portmap_record() -> None:
     mappings, options = inspect.port_entries(record("portmap", PORTMAP_REC))
     assert [m.describe() for m in mappings] == ["*:8080/tcp", "198.51.100.1:53/udp"]

@@ -57,6 +57,21 @@ def test_mappings_are_parsed() -> None:
     )
 
 
+def test_mapping_keys_match_regardless_of_case_as_in_go() -> None:
+    """containerd's CRI sends go-cni's struct without JSON tags: ``HostPort`` etc. The
+    reference (Go's encoding/json) matches keys case-insensitively, the last match winning."""
+    cfg = parse({}, [
+        {"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""},
+        {"hostport": 53, "CONTAINERPORT": 53, "protocol": "udp", "hostIp": "192.0.2.1"},
+        {"hostPort": 1, "HostPort": 9000, "containerPort": 9000},
+    ])
+    assert cfg.mappings == (
+        pm.MappingSpec(8080, 80, "tcp"),
+        pm.MappingSpec(53, 53, "udp", ipaddress.ip_address("192.0.2.1")),
+        pm.MappingSpec(9000, 9000, "tcp"),
+    )
+
+
 @pytest.mark.parametrize(("mapping", "words"), [
     ({"hostPort": 0, "containerPort": 80, "protocol": "tcp"}, "Invalid host port number: 0"),
     ({"hostPort": -1, "containerPort": 80, "protocol": "tcp"}, "Invalid host port number: -1"),
