@@ -1,7 +1,8 @@
 """Operator logging: warnings to stderr, and an opt-in JSON-lines file with one line per call.
 
 The file is chosen by env ``CNI_BRIDGE_LOG`` or the config key ``logFile`` (env wins); each line
-holds role, verb, container, network, outcome and per-phase durations in milliseconds.
+holds role, verb, container, network, outcome, per-phase durations in milliseconds and whether the
+resident server (``cni-bridge serve``) ran the call.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def log_path(environ: Mapping[str, str], outcome: Outcome) -> str:
     return path
 
 
-def call_record(role: str, outcome: Outcome, started: float) -> dict[str, Any]:
+def call_record(role: str, outcome: Outcome, started: float,
+                served: bool = False) -> dict[str, Any]:
     env = outcome.env
     record: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -50,6 +52,7 @@ def call_record(role: str, outcome: Outcome, started: float) -> dict[str, Any]:
         "outcome": "error" if outcome.error else "ok",
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "phases_ms": outcome.timer.phases,
+        "served": served,  # run by the resident server (cni-bridge serve) for the executable
     }
     if outcome.error is not None:
         record["code"] = outcome.error.code

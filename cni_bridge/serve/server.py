@@ -1,0 +1,364 @@
+"""``cni-bridge serve``: the resident server's main process.
+
+One thread and one event loop (``selectors``) over the listening socket, connections whose HELLO
+is not in yet, a self-pipe for signals, the nftables notifications and the health child's report.
+Every accepted call gets a worker forked for it (``worker``), which owns the connection from then
+on; the main process only decides, forks, reaps and counts, so it stays small and never holds a
+netlink or firewall handle of any namespace but the notification socket of its own.
+
+At most ``max_workers`` calls run at once: beyond that the listening socket is not read, calls wait
+in its backlog, and a caller whose HELLO is not answered in time runs the call itself. SIGTERM or
+SIGINT: stop accepting, remove the socket and exit; running workers finish their calls.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cni_bridge.serve import listener, wire
+from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
+from cni_bridge.serve.view import InFlight, ServerView
+
+log = logging.getLogger("cni_bridge.serve")
+DEBOUNCE = 0.05  # notifications of one flush come in a burst: check once, just after it
+CHECK_TIMEOUT = 120.0
+_ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
+
+
+@dataclass(frozen=True)
+class Options:
+    socket: str = wire.DEFAULT_SOCKET
+    max_workers: int = 32
+    check_interval: float = 30.0
+
+
+@dataclass
+class Pending:
+    """A connection whose HELLO is not complete yet."""
+
+    conn: socket.socket
+    peer: Identity
+    deadline: float
+    data: bytes = b""
+    fds: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        self.conn.close()
+
+
+@dataclass
+class HealthChild:
+    pid: int
+    pipe: int
+    started: float
+    data: bytes = b""
+
+
+class Server:
+    def __init__(self, opts: Options, sock: socket.socket, inode: int, view: ServerView,
+                 home: Identity, watcher: socket.socket | None,
+                 setns: Callable[[int, int], None]) -> None:
+        self.opts, self.sock, self.inode, self.view = opts, sock, inode, view
+        self.home, self.watcher, self.setns = home, watcher, setns
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.pending: dict[int, Pending] = {}
+        self.health: HealthChild | None = None
+        self.check_due: float | None = time.monotonic()  # one check at start
+        self.check_trigger = "start"
+        self.rerun = False
+        self.periodic_due = time.monotonic() + opts.check_interval
+        self.accepting = False
+        self.stopping = False
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for s in (self.wake_r, self.wake_w):
+            s.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _wake_only)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._signals)
+        if self.watcher is not None:
+            self.sel.register(self.watcher, selectors.EVENT_READ, self._notified)
+        self._accept_more(True)
+        while not self.stopping:
+            for key, _ in self.sel.select(self._timeout(time.monotonic())):
+                key.data(key.fileobj)
+            self._on_time(time.monotonic())
+        self._shutdown()
+        return 0
+
+    def _timeout(self, now: float) -> float:
+        due = [self.periodic_due, *(p.deadline for p in self.pending.values())]
+        if self.check_due is not None:
+            due.append(self.check_due)
+        if self.health is not None:
+            due.append(self.health.started + CHECK_TIMEOUT)
+        return max(0.0, min(due) - now)
+
+    def _on_time(self, now: float) -> None:
+        for fd, p in list(self.pending.items()):
+            if now >= p.deadline:  # a caller that never sent its HELLO
+                self._drop(fd)
+        if now >= self.periodic_due:
+            self.periodic_due = now + self.opts.check_interval
+            self._schedule_check("periodic", now)
+        if self.check_due is not None and now >= self.check_due:
+            self._start_check()
+        if self.health is not None and now >= self.health.started + CHECK_TIMEOUT:
+            log.warning("health check %d did not finish in %gs; killed", self.health.pid,
+                        CHECK_TIMEOUT)
+            os.kill(self.health.pid, signal.SIGKILL)
+            self.health.started = now  # its pipe reports the end when it is reaped
+
+    def _accept_more(self, yes: bool) -> None:
+        if yes and not self.accepting:
+            self.sel.register(self.sock, selectors.EVENT_READ, self._accept)
+        elif not yes and self.accepting:
+            self.sel.unregister(self.sock)
+        self.accepting = yes
+
+    def _signals(self, _: object) -> None:
+        try:
+            received = self.wake_r.recv(256)
+        except BlockingIOError:
+            return
+        if signal.SIGCHLD in received:
+            self._reap()
+        if signal.SIGHUP in received:
+            self._schedule_check("signal", time.monotonic())
+        if signal.SIGTERM in received or signal.SIGINT in received:
+            self.stopping = True
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _accept(self, _: object) -> None:
+        while len(self.view.in_flight) + len(self.pending) < self.opts.max_workers:
+            try:
+                conn, _addr = self.sock.accept()
+            except BlockingIOError:
+                return
+            conn.setblocking(False)
+            peer = peer_identity(conn)
+            if peer.uid != 0:  # not even read: the socket is 0600, this is someone's mistake
+                self.view.refused[f"caller uid {peer.uid} is not root"] += 1
+                conn.close()
+                continue
+            pending = Pending(conn, peer, time.monotonic() + wire.HELLO_TIMEOUT)
+            self.pending[conn.fileno()] = pending
+            self.sel.register(conn, selectors.EVENT_READ, self._hello)
+        self._accept_more(False)
+
+    def _drop(self, fd: int) -> None:
+        pending = self.pending.pop(fd)
+        self.sel.unregister(pending.conn)
+        pending.close()
+        self._resume()
+
+    def _resume(self) -> None:
+        """Accept again once below the cap (calls in flight and HELLOs awaited)."""
+        if not self.stopping and \
+                len(self.view.in_flight) + len(self.pending) < self.opts.max_workers:
+            self._accept_more(True)
+
+    def _hello(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        p = self.pending[fd]
+        try:
+            data, ancillary, flags, _ = conn.recvmsg(wire.MAX_HELLO, _ANCILLARY)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancillary, flags = b"", [], 0
+        p.fds += wire.unpack_fds(ancillary)
+        p.data += data
+        try:
+            frame = wire.split_frame(p.data, wire.MAX_HELLO)
+        except wire.ProtocolError:
+            frame, data = None, b""
+        if frame is None and data and not flags & socket.MSG_CTRUNC:
+            return  # more to come
+        self.pending.pop(fd)
+        self.sel.unregister(conn)
+        if frame is None:
+            p.close()
+        else:
+            self._answer(p, frame[0])
+        self._resume()
+
+    def _answer(self, p: Pending, hello: object) -> None:
+        reason = refusal(hello, p.peer, self.home, self.view.digest)
+        kind = hello_kind(hello)
+        if reason is None and kind == wire.CALL and len(p.fds) != len(wire.CALL_FDS):
+            reason = f"expected {len(wire.CALL_FDS)} descriptors, got {len(p.fds)}"
+        if reason is not None:
+            self.view.refused[reason] += 1
+            _reply(p.conn, (wire.REFUSE, reason))
+            p.close()
+        elif kind == wire.STATUS:
+            _reply(p.conn, (wire.STATUS, json.dumps(self.view.snapshot())))
+            p.close()
+        else:
+            self._fork_worker(p, hello)
+
+    def _fork_worker(self, p: Pending, hello: object) -> None:
+        call = call_of(hello)
+        pid = os.fork()
+        if pid == 0:
+            code = 4  # worker.EXIT_LOST
+            try:
+                self._become_child(keep=p.conn)
+                from cni_bridge.serve import worker
+
+                code = worker.run(p.conn, p.fds, call, self.setns)
+            except BaseException:
+                log.exception("worker for %s %s of pid %d failed", call.role, call.verb,
+                              p.peer.pid)
+            finally:
+                os._exit(code)
+        self.view.in_flight[pid] = InFlight(p.peer.pid, call.role, call.verb, time.time())
+        p.close()
+
+    def _become_child(self, keep: socket.socket | None = None) -> None:
+        """In a forked child: drop the server's handles and signal handling."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setpgid(0, 0)  # a Ctrl-C meant for the server does not cut a call short
+        gc.disable()
+        self.sel.close()
+        for s in (self.sock, self.wake_r, self.wake_w, self.watcher):
+            if s is not None:
+                s.close()
+        for p in self.pending.values():
+            if p.conn is not keep:
+                p.close()
+        if self.health is not None:
+            os.close(self.health.pipe)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            self.view.finished(pid, os.waitstatus_to_exitcode(status))
+        self._resume()
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _notified(self, _: object) -> None:
+        from cni_bridge.serve.watch import drain
+
+        try:
+            touched = drain(self.watcher)  # type: ignore[arg-type]
+        except OSError as exc:
+            log.warning("nftables notifications lost (%s); periodic checks only", exc)
+            self.sel.unregister(self.watcher)  # type: ignore[arg-type]
+            return
+        if touched:
+            self.view.records.refresh()
+            if touched & self.view.records.backends():
+                self._schedule_check("change: " + ", ".join(sorted(touched)),
+                                     time.monotonic() + DEBOUNCE)
+
+    def _schedule_check(self, trigger: str, when: float) -> None:
+        if self.check_due is None or when < self.check_due:
+            self.check_due, self.check_trigger = when, trigger
+
+    def _start_check(self) -> None:
+        self.check_due = None
+        if self.health is not None:
+            self.rerun = True  # something changed while the last check ran
+            return
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_end)
+                self._become_child()
+                from cni_bridge.serve import heal
+
+                report = heal.check(self.view.records.root, self.check_trigger)
+                with os.fdopen(write_end, "w") as out:
+                    out.write(json.dumps(report))
+            except BaseException:
+                log.exception("health check failed")
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self.health = HealthChild(pid, read_end, time.monotonic())
+        self.sel.register(read_end, selectors.EVENT_READ, self._health_report)
+
+    def _health_report(self, _: object) -> None:
+        child = self.health
+        assert child is not None
+        try:
+            chunk = os.read(child.pipe, 1 << 16)
+        except BlockingIOError:
+            return
+        if chunk:
+            child.data += chunk
+            return
+        self.sel.unregister(child.pipe)
+        os.close(child.pipe)
+        self.health = None
+        try:
+            report = json.loads(child.data)
+        except ValueError:
+            report = {"time": time.time(), "trigger": self.check_trigger, "errors": [
+                "the health check ended without a report"], "missing": [], "restored": 0}
+        self.view.checked(report)
+        _log_report(report)
+        if self.rerun:
+            self.rerun = False
+            self._schedule_check("change during the last check", time.monotonic())
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self._accept_more(False)
+        listener.remove(self.opts.socket, self.inode)
+        self.sock.close()
+        for fd in list(self.pending):
+            self._drop(fd)
+        running = len(self.view.in_flight)
+        log.info("stopped; %d call(s) still running finish on their own", running)
+
+
+def _wake_only(signum: int, frame: object) -> None:
+    """The signal's number reaches the loop through the wakeup fd; nothing to do here."""
+
+
+def _reply(conn: socket.socket, value: object) -> None:
+    conn.settimeout(wire.HELLO_TIMEOUT)  # a status answer may exceed the socket buffer
+    wire.send_quietly(conn, value)
+
+
+def _log_report(report: dict[str, Any]) -> None:
+    if report.get("missing"):
+        log.warning("firewall skeleton damaged (%s: %s); restored %s record(s) in %s ms%s",
+                    report.get("trigger"), "; ".join(report["missing"]), report.get("restored"),
+                    report.get("ms"),
+                    f"; still missing: {report['remaining']}" if report.get("remaining") else "")
+    for error in report.get("errors") or []:
+        log.warning("health check: %s", error)
+
