@@ -29,7 +29,14 @@ import pytest
 
 from tests.integration.conftest import SOCKET_ENV, STATE_ENV, RunPlugin
 from tests.integration.test_serve_common import Resident, call_log, no_server_env, resident
-from tests.netns import PLUGIN_PATH, Netns, PluginRun, check_output_contract, plugin_env
+from tests.netns import (
+    PLUGIN_PATH,
+    Netns,
+    PluginRun,
+    check_output_contract,
+    plugin_env,
+    wait_until,
+)
 
 __all__ = ["resident"]
 
@@ -183,41 +190,65 @@ def store_locked(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def opens(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (a worker inside host-local, at its lock)."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path)
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def add_stuck_at_the_lock(server: Resident, argv: list[str], conf: dict[str, Any],
+                          data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start a served ADD while the store is locked; return once its worker is inside the call,
+    waiting for the lock (the request was sent: the call is the server's)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(conf))
+    proc.stdin.close()
+    (call,) = server.in_flight()
+    assert (call["role"], call["verb"]) == ("bridge", "ADD")
+    wait_until(lambda: opens(call["worker"], data_dir / NETWORK / "lock"),
+               "the worker to wait for the store's lock")
+    return proc, call
+
+
+def finish(proc: subprocess.Popen[str], what: str) -> tuple[int, Any]:
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()  # stdin is closed already
+    rc = proc.wait(timeout=30)
+    return rc, check_output_contract(rc, out, err, what)
+
+
 def test_a_call_is_never_run_twice(host_ns: Netns, netns: Callable[[str], Netns],
                                    resident: Callable[..., Resident], plugin_dir: Path,
                                    tmp_path: Path) -> None:
     data_dir, log = tmp_path / "ipam", tmp_path / "calls.jsonl"
     conf = bridge_conf(data_dir)
     server = resident()
-    c1 = netns("C1")
-    argv = plugin_argv(host_ns, plugin_dir, "bridge", "ADD", "c-killed", c1.path,
-                       {"CNI_BRIDGE_LOG": str(log)})
     with store_locked(data_dir):
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        (call,) = server.in_flight()
-        assert (call["role"], call["verb"]) == ("bridge", "ADD")
+        argv = plugin_argv(host_ns, plugin_dir, "bridge", "ADD", "c-killed", netns("C1").path,
+                           {"CNI_BRIDGE_LOG": str(log)})
+        proc, call = add_stuck_at_the_lock(server, argv, conf, data_dir)
         os.kill(call["worker"], signal.SIGKILL)  # the worker, mid-call
-        out, err = proc.communicate(json.dumps(conf), timeout=30)
-    error = check_output_contract(proc.returncode, out, err, "killed worker")
-    assert proc.returncode == 1 and error["code"] == 11, (out, err)
+        rc, error = finish(proc, "killed worker")
+    assert rc == 1 and error["code"] == 11, error
     assert "went away during the call" in error["msg"]
     assert not (data_dir / NETWORK / "10.61.0.2").exists()  # not run again here
     assert call_log(log) == []  # neither by the killed worker nor by the executable
     assert server.status()["lost"] == 1  # type: ignore[index]
 
     c2 = netns("C2")
-    argv = plugin_argv(host_ns, plugin_dir, "bridge", "ADD", "c-orphan", c2.path,
-                       {"CNI_BRIDGE_LOG": str(log)})
     with store_locked(data_dir):
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        server.in_flight()
+        argv = plugin_argv(host_ns, plugin_dir, "bridge", "ADD", "c-orphan", c2.path,
+                           {"CNI_BRIDGE_LOG": str(log)})
+        proc, _ = add_stuck_at_the_lock(server, argv, conf, data_dir)
         os.kill(server.pid, signal.SIGKILL)  # the server's main process, mid-call
         server.proc.wait()  # type: ignore[union-attr]
-    out, err = proc.communicate(json.dumps(conf), timeout=30)
-    result = check_output_contract(proc.returncode, out, err, "orphaned worker")
-    assert proc.returncode == 0 and result["ips"][0]["address"] == "10.61.0.2/24", (out, err)
+    rc, result = finish(proc, "orphaned worker")
+    assert rc == 0 and result["ips"][0]["address"] == "10.61.0.2/24", result
     assert [(r["container"], r["served"]) for r in call_log(log)] == [("c-orphan", True)]
 
     # The socket file is left, nobody answers: the next call runs standalone.
