@@ -106,7 +106,8 @@ def format_server(answer: Mapping[str, Any], now: float | None = None) -> list[s
              f"  calls          {answer.get('served_total', 0)} served"
              + (f" ({by_verb})" if by_verb else "")
              + f", {sum((answer.get('refused') or {}).values())} refused, "
-             f"{answer.get('lost', 0)} lost, {len(answer.get('in_flight') or [])} running"]
+             f"{answer.get('lost', 0)} lost, {answer.get('abandoned', 0)} abandoned, "
+             f"{len(answer.get('in_flight') or [])} running"]
     health = answer.get("health")
     if health:
         state = rules_from_health(answer)

@@ -208,6 +208,7 @@ class Server:
             reason = f"expected {len(wire.CALL_FDS)} descriptors, got {len(p.fds)}"
         if reason is not None:
             self.view.refused[reason] += 1
+            log.info("refused pid %d (it runs the call itself): %s", p.peer.pid, reason)
             _reply(p.conn, (wire.REFUSE, reason))
             p.close()
         elif kind == wire.STATUS:
@@ -220,7 +221,7 @@ class Server:
         call = call_of(hello)
         pid = os.fork()
         if pid == 0:
-            code = 4  # worker.EXIT_LOST
+            code = 70  # an exception (logged): the caller gets code 11
             try:
                 self._become_child(keep=p.conn)
                 from cni_bridge.serve import worker
@@ -259,7 +260,12 @@ class Server:
                 break
             if pid == 0:
                 break
-            self.view.finished(pid, os.waitstatus_to_exitcode(status))
+            code = os.waitstatus_to_exitcode(status)
+            lost = self.view.finished(pid, code)
+            if lost is not None:
+                log.warning("%s %s of pid %d lost: its worker %d ended with status %d "
+                            "mid-call (the caller got code 11)", lost.role, lost.verb,
+                            lost.caller_pid, pid, code)
         self._resume()
 
     # --- health ----------------------------------------------------------------------------

@@ -4,12 +4,13 @@
   network, read again only when the network's directory changed (its mtime: a record written or
   removed is a rename or an unlink in it). That covers calls the server did not run too.
 - The health watcher's last report, and the last one that restored something.
-- Counters of served, refused and lost calls, and the calls in flight.
+- Counters of served, refused, lost and abandoned calls, and the calls in flight.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -89,25 +90,31 @@ class ServerView:
     started: float = field(default_factory=time.time)
     served: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
-    lost: int = 0
+    lost: int = 0  # the worker died mid-call: its caller got code 11
+    abandoned: int = 0  # the caller went away first (the call stopped, or never started)
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     health: dict[str, Any] | None = None
     last_restore: dict[str, Any] | None = None
     checks: int = 0
 
-    def finished(self, worker_pid: int, exit_code: int) -> None:
-        """A worker was reaped; `exit_code` is one of worker.EXIT_*."""
-        from cni_bridge.serve.worker import EXIT_REFUSED, EXIT_SERVED
+    def finished(self, worker_pid: int, exit_code: int) -> InFlight | None:
+        """A worker was reaped (`exit_code`: worker.EXIT_*, or minus the signal that ended
+        it). Returns its call when it was lost: the worker died, the caller got code 11."""
+        from cni_bridge.serve import worker
 
         call = self.in_flight.pop(worker_pid, None)
         if call is None:
-            return
-        if exit_code == EXIT_SERVED:
+            return None
+        if exit_code == worker.EXIT_SERVED:
             self.served[call.verb] += 1
-        elif exit_code == EXIT_REFUSED:
+        elif exit_code == worker.EXIT_REFUSED:
             self.refused["cannot enter the caller's namespaces"] += 1
+        elif exit_code in (worker.EXIT_NO_REQUEST, worker.EXIT_UNDELIVERED, -signal.SIGIO):
+            self.abandoned += 1
         else:
             self.lost += 1
+            return call
+        return None
 
     def checked(self, report: dict[str, Any]) -> None:
         self.checks += 1
@@ -128,7 +135,7 @@ class ServerView:
             "state_root": str(self.records.root), "started": self.started,
             "uptime_s": round(now - self.started, 1),
             "served": dict(self.served), "served_total": sum(self.served.values()),
-            "refused": dict(self.refused), "lost": self.lost,
+            "refused": dict(self.refused), "lost": self.lost, "abandoned": self.abandoned,
             "in_flight": [{"worker": pid, "caller": c.caller_pid, "role": c.role,
                            "verb": c.verb, "seconds": round(now - c.started, 3)}
                           for pid, c in sorted(self.in_flight.items())],

@@ -8,12 +8,18 @@ to get there is a refusal, and the caller runs the call itself.
 
 The worker owns the connection until the result is sent: a server whose main process dies
 meanwhile does not lose the call; a worker killed meanwhile leaves the caller an EOF (code 11).
+The other way round, a caller that dies (a runtime's timeout kills the plugin) takes its call
+with it, as it would without a server: the kernel signals the worker (SIGIO, whose default
+action ends the process) when the connection closes, and the call stops where it is, like a
+killed standalone plugin, which DEL and the stores are built to clean up after.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -25,10 +31,12 @@ from cni_bridge.serve.peer import Call
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-# How a worker ends (its exit status, read by the server when it reaps it).
+# How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
+# its caller went away mid-call. Anything else: the worker died, the caller got code 11.
 EXIT_SERVED = 0  # the result was sent
 EXIT_REFUSED = 3  # refused before accepting: the caller ran the call itself
-EXIT_LOST = 4  # accepted, but the request or the result did not get through
+EXIT_NO_REQUEST = 4  # accepted, but no request came (the caller went away): nothing ran
+EXIT_UNDELIVERED = 5  # the call ran; its caller was gone when the result was ready
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,18 @@ def adopt(request: CallRequest) -> None:
     root.setLevel(logging.WARNING)
 
 
+def end_with_caller(conn: socket.socket, on: bool) -> None:
+    """While `on`, this process ends when the caller closes the connection (SIGIO with its
+    default action: the caller sends nothing after its request, so readable means closed)."""
+    flags = fcntl.fcntl(conn, fcntl.F_GETFL)
+    if on:
+        signal.signal(signal.SIGIO, signal.SIG_DFL)
+        fcntl.fcntl(conn, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(conn, fcntl.F_SETFL, flags | os.O_ASYNC)
+    else:
+        fcntl.fcntl(conn, fcntl.F_SETFL, flags & ~os.O_ASYNC)
+
+
 def run(conn: socket.socket, fds: Sequence[int], call: Call,
         setns: Callable[[int, int], None]) -> int:
     """Serve one call on `conn`; returns the worker's exit status (EXIT_*)."""
@@ -107,7 +127,8 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call,
         wire.send(conn, (wire.ACCEPT,))
         request = CallRequest.parse(wire.recv(conn))
     except (OSError, EOFError, wire.ProtocolError):
-        return EXIT_LOST
+        return EXIT_NO_REQUEST
+    end_with_caller(conn, True)
     adopt(request)
     from cni_bridge.cli import execute_call
 
@@ -116,8 +137,9 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call,
         sys.stderr.write(out.stderr)
     sys.stderr.flush()
     try:
+        end_with_caller(conn, False)
         wire.send(conn, (wire.RESULT, out.exit_code, out.stdout))
     except OSError:
-        return EXIT_LOST
+        return EXIT_UNDELIVERED
     return EXIT_SERVED
 

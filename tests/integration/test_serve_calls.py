@@ -6,7 +6,8 @@ in H (each test its own server and socket).
 - A caller falls back to running the call itself without a server, with a server of another
   build, and from another PID namespace.
 - A call is never run twice: a worker killed mid-call gives the caller code 11 and the call is
-  not run again; a server whose main process dies mid-call still completes the call.
+  not run again; a server whose main process dies mid-call still completes the call; a caller
+  killed mid-call (a runtime's timeout) stops its call, as without a server.
 - Concurrent served ADDs get distinct addresses; served, standalone and the reference's
   host-local interleaved on one store keep it consistent.
 """
@@ -257,6 +258,26 @@ def test_a_call_is_never_run_twice(host_ns: Netns, netns: Callable[[str], Netns]
     assert delete.rc == 0, delete
     assert call_log(log)[-1]["served"] is False
     assert not (data_dir / NETWORK / "10.61.0.2").exists()
+
+
+def test_a_caller_killed_mid_call_takes_its_call_with_it(
+        host_ns: Netns, netns: Callable[[str], Netns], resident: Callable[..., Resident],
+        plugin_dir: Path, tmp_path: Path) -> None:
+    """A runtime's timeout kills the plugin: the served call stops too, as a standalone one
+    would, instead of finishing behind the runtime's back (and after its clean-up DEL)."""
+    data_dir = tmp_path / "ipam"
+    server = resident()
+    argv = plugin_argv(host_ns, plugin_dir, "bridge", "ADD", "c-timeout", netns("C1").path)
+    with store_locked(data_dir):
+        proc, call = add_stuck_at_the_lock(server, argv, bridge_conf(data_dir), data_dir)
+        proc.kill()  # the executable, as a runtime's timeout does
+        proc.wait()
+        wait_until(lambda: not (server.status() or {"in_flight": [1]})["in_flight"],
+                   "the worker to stop with its caller")
+    answer = server.status()
+    assert answer is not None and (answer["abandoned"], answer["lost"]) == (1, 0), answer
+    assert not (data_dir / NETWORK / "10.61.0.2").exists()  # the ADD did not go on alone
+    assert not opens(call["worker"], data_dir / NETWORK / "lock")
 
 
 def test_concurrent_served_adds_get_distinct_addresses(

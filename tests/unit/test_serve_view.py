@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def test_counters_and_snapshot(tmp_path: Path) -> None:
         view.in_flight[pid] = InFlight(500 + pid, "bridge", verb, 1001.0)
     view.finished(10, worker.EXIT_SERVED)
     view.finished(11, worker.EXIT_SERVED)
-    view.finished(12, worker.EXIT_LOST)
+    view.finished(12, -signal.SIGKILL)  # the worker died
+    view.in_flight[14] = InFlight(514, "portmap", "ADD", 1001.0)
+    view.finished(14, -signal.SIGIO)  # its caller went away
     view.finished(99, worker.EXIT_SERVED)  # not a worker of ours: ignored
     view.refused["caller runs in another PID namespace"] += 1
     view.checked({"time": 1002.0, "trigger": "start", "missing": [], "restored": 0})
@@ -61,7 +64,8 @@ def test_counters_and_snapshot(tmp_path: Path) -> None:
                   "missing": ["nft table inet cni_bridge is missing"], "remaining": []})
     snap = view.snapshot(now=1010.0)
     json.dumps(snap)  # JSON-able as a whole
-    assert snap["served"] == {"ADD": 2} and snap["served_total"] == 2 and snap["lost"] == 1
+    assert snap["served"] == {"ADD": 2} and snap["served_total"] == 2
+    assert (snap["lost"], snap["abandoned"]) == (1, 1)
     assert snap["in_flight"] == [{"worker": 13, "caller": 513, "role": "bridge",
                                   "verb": "CHECK", "seconds": 9.0}]
     assert snap["uptime_s"] == 10.0 and snap["checks"] == 2
@@ -99,6 +103,6 @@ def test_format_server() -> None:
     }
     text = "\n".join(query.format_server(answer, now=1005.0))
     assert "pid 77 on /run/cni-bridge/serve.sock" in text
-    assert "3 served (ADD 2, DEL 1), 1 refused, 0 lost, 0 running" in text
+    assert "3 served (ADD 2, DEL 1), 1 refused, 0 lost, 0 abandoned, 0 running" in text
     assert "skeleton whole, checked 5 s ago (periodic)" in text
     assert "6 record(s) after change: nftables, 9.5 ms" in text
