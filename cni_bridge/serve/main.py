@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
+import socket
+import sys
 
 from cni_bridge.serve import listener, wire
 from cni_bridge.serve.server import Options, Server
@@ -57,4 +60,19 @@ def serve(opts: Options) -> int:
     log.info("serving on %s: pid %d, build %s, network namespace %d, records under %s, "
              "%d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
              view.netns, root, modules, opts.max_workers)
+    notify_ready()
+    opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
+
+
+def notify_ready() -> None:
+    """Tell systemd (Type=notify) that the socket is up, when it started us."""
+    path = os.environ.pop("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", address)
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", path, exc)

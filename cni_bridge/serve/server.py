@@ -32,6 +32,7 @@ from cni_bridge.serve.view import InFlight, ServerView
 log = logging.getLogger("cni_bridge.serve")
 DEBOUNCE = 0.05  # notifications of one flush come in a burst: check once, just after it
 CHECK_TIMEOUT = 120.0
+DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
 
@@ -40,6 +41,7 @@ class Options:
     socket: str = wire.DEFAULT_SOCKET
     max_workers: int = 32
     check_interval: float = 30.0
+    executable: str | None = None  # as started: when it changes (an upgrade), the server stops
 
 
 @dataclass
@@ -83,6 +85,8 @@ class Server:
         self.periodic_due = time.monotonic() + opts.check_interval
         self.accepting = False
         self.stopping = False
+        self.hurry = False  # a second SIGTERM or SIGINT: stop without waiting for calls
+        self.installed = _file_identity(opts.executable)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -118,6 +122,11 @@ class Server:
         if now >= self.periodic_due:
             self.periodic_due = now + self.opts.check_interval
             self._schedule_check("periodic", now)
+            if self.installed != _file_identity(self.opts.executable):
+                log.warning("%s changed (an upgrade): stopping, so that the new build can be "
+                            "started; its plugins run their calls themselves meanwhile",
+                            self.opts.executable)
+                self.stopping = True
         if self.check_due is not None and now >= self.check_due:
             self._start_check()
         if self.health is not None and now >= self.health.started + CHECK_TIMEOUT:
@@ -143,6 +152,7 @@ class Server:
         if signal.SIGHUP in received:
             self._schedule_check("signal", time.monotonic())
         if signal.SIGTERM in received or signal.SIGINT in received:
+            self.hurry = self.stopping
             self.stopping = True
 
     # --- connections -----------------------------------------------------------------------
@@ -341,13 +351,29 @@ class Server:
     # --- the end ---------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        """No new call (the socket is gone: plugins run calls themselves), then wait a while
+        for the calls in flight: they would finish anyway, but a supervisor that kills what
+        is left of a stopped service (a container runtime) would cut them short."""
         self._accept_more(False)
         listener.remove(self.opts.socket, self.inode)
         self.sock.close()
         for fd in list(self.pending):
             self._drop(fd)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self.view.in_flight and not self.hurry and time.monotonic() < deadline:
+            for key, _ in self.sel.select(deadline - time.monotonic()):
+                key.data(key.fileobj)
         running = len(self.view.in_flight)
-        log.info("stopped; %d call(s) still running finish on their own", running)
+        log.info("stopped" + (f"; {running} call(s) still running finish on their own"
+                              if running else ""))
+
+
+def _file_identity(path: str | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st else None
 
 
 def _wake_only(signum: int, frame: object) -> None:

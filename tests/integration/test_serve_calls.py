@@ -280,6 +280,39 @@ def test_a_caller_killed_mid_call_takes_its_call_with_it(
     assert not opens(call["worker"], data_dir / NETWORK / "lock")
 
 
+def test_a_stopping_server_lets_calls_in_flight_finish(
+        host_ns: Netns, netns: Callable[[str], Netns], resident: Callable[..., Resident],
+        plugin_dir: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "ipam"
+    server = resident()
+    argv = plugin_argv(host_ns, plugin_dir, "bridge", "ADD", "c-late", netns("C1").path)
+    with store_locked(data_dir):
+        proc, _ = add_stuck_at_the_lock(server, argv, bridge_conf(data_dir), data_dir)
+        server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        wait_until(lambda: not server.socket.exists(), "the socket to go")
+        assert server.proc.poll() is None  # type: ignore[union-attr]  # waiting for the call
+    rc, result = finish(proc, "ADD in flight at stop")
+    assert rc == 0 and result["ips"][0]["address"] == "10.61.0.2/24", result
+    assert server.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+    assert "stopped" in server.output()
+
+
+def test_a_server_stops_when_its_executable_is_replaced(
+        host_ns: Netns, resident: Callable[..., Resident], plugin_dir: Path,
+        tmp_path: Path) -> None:
+    """An upgrade (``cni-bridge install``) replaces the executable: the old server stops, so
+    that its supervisor starts the new build (plugins of a new build are never served by an
+    old server; they run their calls themselves meanwhile)."""
+    bundle = tmp_path / "installed"
+    shutil.copytree(plugin_dir, bundle, symlinks=True)
+    server = resident(bundle=bundle, args=["--check-interval", "0.2"])
+    shutil.copy2(bundle / "cni-bridge", bundle / "cni-bridge.new")
+    os.replace(bundle / "cni-bridge.new", bundle / "cni-bridge")
+    assert server.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
+    assert "changed (an upgrade): stopping" in server.output()
+    assert not server.socket.exists()
+
+
 def test_concurrent_served_adds_get_distinct_addresses(
         host_ns: Netns, netns: Callable[[str], Netns], resident: Callable[..., Resident],
         plugin_dir: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,13 +82,15 @@ class Resident:
                 os.kill(pid, signal.SIGKILL)
 
 
-def start_resident(host: Netns, bundle: Path, sock: Path, env: dict[str, str]) -> Resident:
+def start_resident(host: Netns, bundle: Path, sock: Path, env: dict[str, str],
+                   args: Sequence[str] = ()) -> Resident:
     resident = Resident(host, bundle, sock, sock.with_suffix(".log"))
     host.assert_not_root()
     with open(resident.log, "wb") as log:
         resident.proc = subprocess.Popen(
             ["ip", "netns", "exec", host.name, str(bundle / "cni-bridge"), "serve", "--socket",
-             str(sock)], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+             str(sock), *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: resident.proc is not None and (
             resident.proc.poll() is not None or resident.status() is not None),
@@ -104,17 +106,19 @@ def start_resident(host: Netns, bundle: Path, sock: Path, env: dict[str, str]) -
 @pytest.fixture
 def resident(host_ns: Netns, plugin_dir: Path, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Resident]]:
-    """`resident(host=H, bundle=plugin_dir, use=True)`: start a server; with `use`, the plugins
-    this test runs hand their calls to it (CNI_BRIDGE_SOCKET)."""
+    """`resident(host=H, bundle=plugin_dir, use=True, args=())`: start a server (with extra
+    `serve` arguments); with `use`, the plugins this test runs hand their calls to it
+    (CNI_BRIDGE_SOCKET)."""
     if not (plugin_dir / "cni-bridge").is_file() or \
             not (plugin_dir / "_internal" / "cni_bridge_build_digest").is_file():
         pytest.skip("resident mode needs the frozen build (CNI_BRIDGE_PLUGIN_DIR=dist/cni)")
     started: list[Resident] = []
 
-    def start(host: Netns = host_ns, bundle: Path = plugin_dir, use: bool = True) -> Resident:
+    def start(host: Netns = host_ns, bundle: Path = plugin_dir, use: bool = True,
+              args: Sequence[str] = ()) -> Resident:
         sock = tmp_path / f"serve{len(started)}.sock"
         env = {"PATH": PLUGIN_PATH, STATE_ENV: os.environ[STATE_ENV]}
-        started.append(start_resident(host, bundle, sock, env))
+        started.append(start_resident(host, bundle, sock, env, args))
         if use:
             monkeypatch.setenv(SOCKET_ENV, str(sock))
         return started[-1]
