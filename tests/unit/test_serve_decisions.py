@@ -114,3 +114,15 @@ def test_enter_caller_enters_mount_then_network_namespace() -> None:
     with pytest.raises(PermissionError):
         worker.enter_caller([11, 12, 13, 14, 15], fake_setns)
     assert calls == [(12, worker.CLONE_NEWNS)]  # nothing else changed after a failure
+
+
+def test_preload_covers_every_plugin_module_and_no_operator_one() -> None:
+    from cni_bridge.serve.preload import SKIPPED, package_modules
+
+    names = package_modules()
+    for needed in ("cni_bridge.bridge.plugin", "cni_bridge.portmap.plugin",
+                   "cni_bridge.ipam.host_local.plugin", "cni_bridge.firewall.nftables",
+                   "cni_bridge.net.netlink", "cni_bridge.cli", "cni_bridge.serve.worker"):
+        assert needed in names
+    assert not SKIPPED & set(names)
+    assert all(name == "cni_bridge" or name.startswith("cni_bridge.") for name in names)
