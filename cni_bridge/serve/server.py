@@ -23,15 +23,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from cni_bridge.serve import listener, wire
+from cni_bridge.serve.health import Health
 from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
 from cni_bridge.serve.view import InFlight, ServerView
 
 log = logging.getLogger("cni_bridge.serve")
-DEBOUNCE = 0.05  # notifications of one flush come in a burst: check once, just after it
-CHECK_TIMEOUT = 120.0
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
@@ -61,14 +59,6 @@ class Pending:
         self.conn.close()
 
 
-@dataclass
-class HealthChild:
-    pid: int
-    pipe: int
-    started: float
-    data: bytes = b""
-
-
 class Server:
     def __init__(self, opts: Options, sock: socket.socket, inode: int, view: ServerView,
                  home: Identity, watcher: socket.socket | None,
@@ -78,11 +68,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
         self.pending: dict[int, Pending] = {}
-        self.health: HealthChild | None = None
-        self.check_due: float | None = time.monotonic()  # one check at start
-        self.check_trigger = "start"
-        self.rerun = False
-        self.periodic_due = time.monotonic() + opts.check_interval
+        self.health = Health(view, self.sel, watcher, opts.check_interval, self._become_child)
         self.accepting = False
         self.stopping = False
         self.hurry = False  # a second SIGTERM or SIGINT: stop without waiting for calls
@@ -97,43 +83,36 @@ class Server:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _wake_only)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._signals)
-        if self.watcher is not None:
-            self.sel.register(self.watcher, selectors.EVENT_READ, self._notified)
+        self.health.watch()
         self._accept_more(True)
         while not self.stopping:
-            for key, _ in self.sel.select(self._timeout(time.monotonic())):
-                key.data(key.fileobj)
+            self._turn(self._timeout(time.monotonic()))
             self._on_time(time.monotonic())
         self._shutdown()
         return 0
 
+    def _turn(self, timeout: float) -> None:
+        """One turn of the loop. A handler's unexpected failure is logged, not fatal: the
+        server keeps serving (and a caller it failed runs its call itself)."""
+        for key, _ in self.sel.select(timeout):
+            try:
+                key.data(key.fileobj)
+            except Exception:
+                log.exception("unexpected failure in the event loop")
+
     def _timeout(self, now: float) -> float:
-        due = [self.periodic_due, *(p.deadline for p in self.pending.values())]
-        if self.check_due is not None:
-            due.append(self.check_due)
-        if self.health is not None:
-            due.append(self.health.started + CHECK_TIMEOUT)
+        due = [*self.health.deadlines(), *(p.deadline for p in self.pending.values())]
         return max(0.0, min(due) - now)
 
     def _on_time(self, now: float) -> None:
         for fd, p in list(self.pending.items()):
             if now >= p.deadline:  # a caller that never sent its HELLO
                 self._drop(fd)
-        if now >= self.periodic_due:
-            self.periodic_due = now + self.opts.check_interval
-            self._schedule_check("periodic", now)
-            if self.installed != _file_identity(self.opts.executable):
-                log.warning("%s changed (an upgrade): stopping, so that the new build can be "
-                            "started; its plugins run their calls themselves meanwhile",
-                            self.opts.executable)
-                self.stopping = True
-        if self.check_due is not None and now >= self.check_due:
-            self._start_check()
-        if self.health is not None and now >= self.health.started + CHECK_TIMEOUT:
-            log.warning("health check %d did not finish in %gs; killed", self.health.pid,
-                        CHECK_TIMEOUT)
-            os.kill(self.health.pid, signal.SIGKILL)
-            self.health.started = now  # its pipe reports the end when it is reaped
+        if self.health.on_time(now) and self.installed != _file_identity(self.opts.executable):
+            log.warning("%s changed (an upgrade): stopping, so that the new build can be "
+                        "started; its plugins run their calls themselves meanwhile",
+                        self.opts.executable)
+            self.stopping = True
 
     def _accept_more(self, yes: bool) -> None:
         if yes and not self.accepting:
@@ -150,7 +129,7 @@ class Server:
         if signal.SIGCHLD in received:
             self._reap()
         if signal.SIGHUP in received:
-            self._schedule_check("signal", time.monotonic())
+            self.health.schedule("signal", time.monotonic())
         if signal.SIGTERM in received or signal.SIGINT in received:
             self.hurry = self.stopping
             self.stopping = True
@@ -229,7 +208,14 @@ class Server:
 
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: the caller runs the call itself
+            self.view.refused["cannot fork a worker"] += 1
+            log.warning("cannot fork a worker: %s", exc)
+            _reply(p.conn, (wire.REFUSE, f"cannot fork a worker: {exc}"))
+            p.close()
+            return
         if pid == 0:
             code = 70  # an exception (logged): the caller gets code 11
             try:
@@ -259,8 +245,7 @@ class Server:
         for p in self.pending.values():
             if p.conn is not keep:
                 p.close()
-        if self.health is not None:
-            os.close(self.health.pipe)
+        self.health.close_in_child()
 
     def _reap(self) -> None:
         while True:
@@ -278,76 +263,6 @@ class Server:
                             lost.caller_pid, pid, code)
         self._resume()
 
-    # --- health ----------------------------------------------------------------------------
-
-    def _notified(self, _: object) -> None:
-        from cni_bridge.serve.watch import drain
-
-        try:
-            touched = drain(self.watcher)  # type: ignore[arg-type]
-        except OSError as exc:
-            log.warning("nftables notifications lost (%s); periodic checks only", exc)
-            self.sel.unregister(self.watcher)  # type: ignore[arg-type]
-            return
-        if touched:
-            self.view.records.refresh()
-            if touched & self.view.records.backends():
-                self._schedule_check("change: " + ", ".join(sorted(touched)),
-                                     time.monotonic() + DEBOUNCE)
-
-    def _schedule_check(self, trigger: str, when: float) -> None:
-        if self.check_due is None or when < self.check_due:
-            self.check_due, self.check_trigger = when, trigger
-
-    def _start_check(self) -> None:
-        self.check_due = None
-        if self.health is not None:
-            self.rerun = True  # something changed while the last check ran
-            return
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_end)
-                self._become_child()
-                from cni_bridge.serve import heal
-
-                report = heal.check(self.view.records.root, self.check_trigger)
-                with os.fdopen(write_end, "w") as out:
-                    out.write(json.dumps(report))
-            except BaseException:
-                log.exception("health check failed")
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        self.health = HealthChild(pid, read_end, time.monotonic())
-        self.sel.register(read_end, selectors.EVENT_READ, self._health_report)
-
-    def _health_report(self, _: object) -> None:
-        child = self.health
-        assert child is not None
-        try:
-            chunk = os.read(child.pipe, 1 << 16)
-        except BlockingIOError:
-            return
-        if chunk:
-            child.data += chunk
-            return
-        self.sel.unregister(child.pipe)
-        os.close(child.pipe)
-        self.health = None
-        try:
-            report = json.loads(child.data)
-        except ValueError:
-            report = {"time": time.time(), "trigger": self.check_trigger, "errors": [
-                "the health check ended without a report"], "missing": [], "restored": 0}
-        self.view.checked(report)
-        _log_report(report)
-        if self.rerun:
-            self.rerun = False
-            self._schedule_check("change during the last check", time.monotonic())
-
     # --- the end ---------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -361,8 +276,7 @@ class Server:
             self._drop(fd)
         deadline = time.monotonic() + DRAIN_SECONDS
         while self.view.in_flight and not self.hurry and time.monotonic() < deadline:
-            for key, _ in self.sel.select(deadline - time.monotonic()):
-                key.data(key.fileobj)
+            self._turn(deadline - time.monotonic())
         running = len(self.view.in_flight)
         log.info("stopped" + (f"; {running} call(s) still running finish on their own"
                               if running else ""))
@@ -383,14 +297,3 @@ def _wake_only(signum: int, frame: object) -> None:
 def _reply(conn: socket.socket, value: object) -> None:
     conn.settimeout(wire.HELLO_TIMEOUT)  # a status answer may exceed the socket buffer
     wire.send_quietly(conn, value)
-
-
-def _log_report(report: dict[str, Any]) -> None:
-    if report.get("missing"):
-        log.warning("firewall skeleton damaged (%s: %s); restored %s record(s) in %s ms%s",
-                    report.get("trigger"), "; ".join(report["missing"]), report.get("restored"),
-                    report.get("ms"),
-                    f"; still missing: {report['remaining']}" if report.get("remaining") else "")
-    for error in report.get("errors") or []:
-        log.warning("health check: %s", error)
-

@@ -4,10 +4,14 @@ the check-and-restore driven through a scripted command runner."""
 from __future__ import annotations
 
 import json
+import selectors
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from cni_bridge import records
 from cni_bridge.firewall import skeleton
@@ -172,3 +176,28 @@ def test_damaged_records_are_reported_not_fatal(tmp_path: Path) -> None:
                                                  {"masq": [{"address": "nonsense"}]}))
     report = heal.check(tmp_path, "periodic", FakeNft(table=True, root=tmp_path))
     assert len(report["errors"]) == 1 and "n/bad.eth0.bridge" in report["errors"][0]
+
+
+# --- scheduling (main process) -----------------------------------------------------------------
+
+
+def test_checks_start_at_once_then_periodically_the_earliest_reason_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cni_bridge.serve.health import Health
+    from cni_bridge.serve.view import RecordsView, ServerView
+
+    view = ServerView("s", "d", 1, RecordsView(tmp_path))
+    with selectors.DefaultSelector() as sel:
+        health = Health(view, sel, None, 30.0, lambda: None)
+        started: list[str] = []
+        monkeypatch.setattr(health, "_start", lambda: (started.append(health.trigger),
+                                                       setattr(health, "due", None)))
+        now = time.monotonic()
+        health.schedule("change: nftables", now + 5)  # later than the start check: ignored
+        assert health.trigger == "start" and min(health.deadlines()) <= now
+        assert health.on_time(now + 0.01) is False
+        assert started == ["start"]
+        health.schedule("change: iptables", now + 1)
+        health.schedule("change: nftables", now + 0.5)  # earlier: replaces it
+        assert health.on_time(now + 0.6) is False and started[-1] == "change: nftables"
+        assert health.on_time(now + 31) is True and started[-1] == "periodic"
