@@ -804,7 +804,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="subset of ref,nft,ipt; IMPL-real adds IMPL with real background ADDs")
     p.add_argument("--levels", default="0,300,1000", help="containers already attached")
     p.add_argument("--samples", type=int, default=15, help="samples per call and level")
-    p.add_argument("--burst", type=int, default=20, help="concurrent ADDs (0: skip)")
+    p.add_argument("--burst", type=int, help="concurrent ADDs (0: skip; default 20, --quick 5)")
     p.add_argument("--populate", choices=("clone", "real"), default="clone",
                    help="attach background containers by cloning one real ADD's state "
                         "(default; see clone.py) or by real ADDs through the client (slow)")
@@ -812,7 +812,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--serve", action="store_true",
                    help="add 'srv': ours through a resident cni-bridge serve in its H")
     p.add_argument("--quick", action="store_true", help="smoke size: levels 0,20, 3 samples, "
-                                                        "burst 5")
+                                                        "burst 5 (unless --burst)")
     p.add_argument("--phases", action="store_true",
                    help="log our calls (CNI_BRIDGE_LOG) and print per-phase medians")
     p.add_argument("--out", help="also write the markdown table here")
@@ -821,7 +821,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.levels, args.samples, args.burst = "0,20", 3, 5
+        args.levels, args.samples = "0,20", 3
+    if args.burst is None:
+        args.burst = 5 if args.quick else 20
     return args
 
 
