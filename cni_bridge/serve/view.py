@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cni_bridge import records
 
@@ -25,11 +26,26 @@ from cni_bridge import records
 RACY_NS = 50_000_000
 
 
+class Attachment(NamedTuple):
+    """What the view keeps of a record: no more than status shows (a node may have
+    thousands; the health check reads the records themselves)."""
+
+    container: str
+    ifname: str
+    plugin: str
+    backend: str
+
+    @classmethod
+    def of(cls, rec: records.Record) -> Attachment:
+        return cls(rec.container_id, rec.ifname, sys.intern(rec.plugin),
+                   sys.intern(str(rec.data.get("backend") or "nftables")))
+
+
 @dataclass
 class _NetworkDir:
     mtime_ns: int
     racy: bool
-    records: list[records.Record]
+    attachments: list[Attachment]
 
 
 class RecordsView:
@@ -58,16 +74,15 @@ class RecordsView:
             if known is not None and known.mtime_ns == mtime and not known.racy:
                 continue
             now = self._clock_ns()
-            recs = list(records.list_records(self.root, name))
+            atts = [Attachment.of(r) for r in records.list_records(self.root, name)]
             self.reads += 1
-            self._networks[name] = _NetworkDir(mtime, now - mtime < RACY_NS, recs)
+            self._networks[name] = _NetworkDir(mtime, now - mtime < RACY_NS, atts)
 
-    def networks(self) -> dict[str, list[records.Record]]:
-        return {name: d.records for name, d in self._networks.items() if d.records}
+    def networks(self) -> dict[str, list[Attachment]]:
+        return {name: d.attachments for name, d in self._networks.items() if d.attachments}
 
     def backends(self) -> set[str]:
-        return {str(r.data.get("backend") or "nftables")
-                for d in self._networks.values() for r in d.records}
+        return {a.backend for d in self._networks.values() for a in d.attachments}
 
 
 @dataclass
@@ -126,10 +141,8 @@ class ServerView:
         """The status answer (JSON-able). Records are refreshed first."""
         now = time.time() if now is None else now
         self.records.refresh()
-        networks = {
-            name: [{"container": r.container_id, "ifname": r.ifname, "plugin": r.plugin,
-                    "backend": str(r.data.get("backend") or "nftables")} for r in recs]
-            for name, recs in self.records.networks().items()}
+        networks = {name: [a._asdict() for a in atts]
+                    for name, atts in self.records.networks().items()}
         return {
             "pid": self.pid, "socket": self.socket, "digest": self.digest, "netns": self.netns,
             "state_root": str(self.records.root), "started": self.started,

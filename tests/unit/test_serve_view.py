@@ -30,19 +30,19 @@ def test_records_are_read_again_only_when_a_network_directory_changes(tmp_path: 
     view.refresh()
     view.refresh()
     assert view.reads == reads  # nothing changed: nothing read
-    assert [r.container_id for r in view.networks()["net1"]] == ["c1"]
+    assert [a.container for a in view.networks()["net1"]] == ["c1"]
 
     save(tmp_path, "net1", "c2", backend="iptables")  # written by any call, served or not
     save(tmp_path, "net2", "c3", plugin="portmap")
     view.refresh()
-    assert sorted(r.container_id for r in view.networks()["net1"]) == ["c1", "c2"]
-    assert [r.plugin for r in view.networks()["net2"]] == ["portmap"]
+    assert sorted(a.container for a in view.networks()["net1"]) == ["c1", "c2"]
+    assert [a.plugin for a in view.networks()["net2"]] == ["portmap"]
     assert view.backends() == {"nftables", "iptables"}
 
     records.remove_record(tmp_path, "net1", "c1", "eth0", "bridge")
     shutil.rmtree(tmp_path / "net2")
     view.refresh()
-    assert [r.container_id for r in view.networks()["net1"]] == ["c2"]
+    assert [a.container for a in view.networks()["net1"]] == ["c2"]
     assert "net2" not in view.networks()
 
 
