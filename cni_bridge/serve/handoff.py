@@ -81,21 +81,32 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-def connect(path: str, hello: tuple[Any, ...], fds: list[int]) -> Any:
-    """A connection whose HELLO the server accepted, or None (nothing of the call was sent)."""
+def connect(path: str) -> Any:
+    """A connection to the server, or None (no server: the usual case costs one syscall)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(HELLO_TIMEOUT)
     try:
         sock.connect(path)
-        send(sock, hello, fds)
-        answer = recv(sock, MAX_HELLO)
-    except Exception:  # no server, a dead one, a slow one, garbage: run the call here
-        sock.close()
-        return None
-    if answer != (ACCEPT,):
+    except OSError:
         sock.close()
         return None
     return sock
+
+
+def introduce(sock: Any, hello: tuple[Any, ...]) -> bool:
+    """Send the HELLO with this process's descriptors; whether the server accepted the call.
+    Nothing of the call itself is sent yet: on False the call runs here."""
+    fds = open_call_fds()
+    if fds is None:
+        return False
+    try:
+        send(sock, hello, fds)
+        answer = recv(sock, MAX_HELLO)
+    except Exception:  # a dead server, a slow one, garbage: run the call here
+        return False
+    finally:
+        close_all(fds)
+    return bool(answer == (ACCEPT,))
 
 
 def read_stdin() -> tuple[bytes | None, str | None]:
@@ -164,16 +175,10 @@ def main() -> None:
     argv0 = sys.argv[0] if sys.argv else ""
     digest = build_digest()
     path = target(argv0, os.environ, digest)
-    if path is None:
+    sock = connect(path) if path is not None else None
+    if sock is None:
         return
-    fds = open_call_fds()
-    if fds is None:
-        return
-    role = os.path.basename(argv0)
-    try:
-        sock = connect(path, (HELLO, PROTOCOL, CALL, digest, role, os.environ["CNI_COMMAND"]),
-                       fds)
-    finally:
-        close_all(fds)
-    if sock is not None:
+    hello = (HELLO, PROTOCOL, CALL, digest, os.path.basename(argv0), os.environ["CNI_COMMAND"])
+    if introduce(sock, hello):
         hand_over(sock)
+    sock.close()
