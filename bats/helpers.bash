@@ -168,6 +168,8 @@ run_plugin() {
     [[ $command == - ]] && unset 'env[CNI_COMMAND]'
     # Records stay in the test's temp dir, never under the machine's /run.
     [[ -n ${CNI_BRIDGE_STATE_DIR:-} ]] && env[CNI_BRIDGE_STATE_DIR]=$CNI_BRIDGE_STATE_DIR
+    # A private resident server (cni-bridge serve), when the run sets one.
+    [[ -v CNI_BRIDGE_SOCKET ]] && env[CNI_BRIDGE_SOCKET]=$CNI_BRIDGE_SOCKET
     for kv in "$@"; do
         case $kv in
             -*) unset "env[${kv#-}]" ;;
@@ -422,6 +424,7 @@ cni() {
             "NETCONFPATH=$NETCONF_DIR" "CNI_PATH=$path" "CNI_CACHE_DIR=$CACHE_DIR" \
             "CNI_CONTAINERID=$id" "CNI_IFNAME=$ifname" "CAP_ARGS=$cap" "CNI_ARGS=$args" \
             "CNI_BRIDGE_STATE_DIR=$CNI_BRIDGE_STATE_DIR" \
+            ${CNI_BRIDGE_SOCKET+"CNI_BRIDGE_SOCKET=$CNI_BRIDGE_SOCKET"} \
             "$LIBCNI_CLIENT" "$verb" "$net" "${nspath:-}"
     else
         local -a argv=("$PYTHON3" "$RUNNER" "$verb" --conflist "$NETCONF_DIR/$net.conflist"

@@ -89,6 +89,12 @@ touch "$NEW/cni-bridge"   # build time, for staleness checks (cp -a kept PyInsta
 for role in bridge host-local portmap; do
     ln -s cni-bridge "$NEW/$role"
 done
+if [[ $MODE == onedir ]]; then
+    # The build digest: a plugin hands its call only to a `cni-bridge serve` of the same bundle
+    # (cni_bridge/serve/wire.py). The one-file build has no place for it: it never hands over.
+    "$PYTHON" -c 'import sys; from pathlib import Path; from cni_bridge.install import bundle_digest
+print(bundle_digest(Path(sys.argv[1])))' "$NEW" >"$NEW/_internal/cni_bridge_build_digest"
+fi
 "$NEW/cni-bridge" --help >/dev/null   # the operator CLI starts (runs no plugin code)
 rm -rf "$DIST_DIR/cni"
 mv "$NEW" "$DIST_DIR/cni"

@@ -1,8 +1,8 @@
 """Operator logging: warnings to stderr, and an opt-in JSON-lines file with one line per call.
 
 The file is chosen by env ``CNI_BRIDGE_LOG`` or the config key ``logFile`` (env wins); each line
-holds role, verb, container, network, outcome, per-phase durations in milliseconds and the number
-of modules the call loaded.
+holds role, verb, container, network, outcome, per-phase durations in milliseconds, the number
+of modules the call loaded and whether the resident server (``cni-bridge serve``) ran the call.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def log_path(environ: Mapping[str, str], outcome: Outcome) -> str:
     return path
 
 
-def call_record(role: str, outcome: Outcome, started: float) -> dict[str, Any]:
+def call_record(role: str, outcome: Outcome, started: float,
+                served: bool = False) -> dict[str, Any]:
     env = outcome.env
     record: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -54,6 +55,7 @@ def call_record(role: str, outcome: Outcome, started: float) -> dict[str, Any]:
         # How many modules the call had loaded by its end: its import set's size, what start-up
         # costs grow with (tests/integration/test_import_budget.py keeps it within budget).
         "modules": len(sys.modules),
+        "served": served,  # run by the resident server (cni-bridge serve) for the executable
     }
     if outcome.error is not None:
         record["code"] = outcome.error.code

@@ -54,11 +54,12 @@ class CallOutput:
         self.exit_code = exit_code
 
 
-def execute_call(role: str, environ: Mapping[str, str],
-                 read_stdin: Callable[[], bytes]) -> CallOutput:
+def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
+                 served: bool = False) -> CallOutput:
     """Run one plugin call from its environment and stdin, writing the call log if asked.
 
-    Shared by the executable (real stdio) and the resident server (bytes from the caller)."""
+    Shared by the executable (real stdio) and the resident server (bytes from the caller,
+    `served`: the call log says so)."""
     from cni_bridge import calllog
     from cni_bridge.spec.dispatch import dispatch
 
@@ -69,7 +70,7 @@ def execute_call(role: str, environ: Mapping[str, str],
     )
     path = calllog.log_path(environ, outcome)
     if path and outcome.command:
-        calllog.write_call_log(path, calllog.call_record(role, outcome, started))
+        calllog.write_call_log(path, calllog.call_record(role, outcome, started, served))
     # UTF-8 whatever the locale, as a Go plugin writes it.
     return CallOutput(outcome.stdout.encode("utf-8"), outcome.stderr, outcome.exit_code)
 

@@ -348,9 +348,10 @@ def backend_state(conf: NetworkConf, atts: Sequence[AttachmentState], root: Path
         return f"none usable: {exc}"
 
 
-def network_status(conf: NetworkConf, runtime: Runtime | None, root: Path) -> NetworkStatus:
+def network_status(conf: NetworkConf, runtime: Runtime | None, root: Path,
+                   check_rules: bool = True) -> NetworkStatus:
     state, addrs = bridge_state(conf.bridge)
-    atts = collect_attachments(conf, runtime or Runtime([], os.devnull), root)
+    atts = collect_attachments(conf, runtime or Runtime([], os.devnull), root, check_rules)
     ready = "not checked"
     if runtime is not None:
         try:

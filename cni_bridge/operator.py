@@ -1,8 +1,9 @@
 """``cni-bridge``: the command-line tool for people (the plugins run under their own names).
 
 Commands: ``demo``, ``install``, ``add``/``check``/``del`` (a cnitool that runs a conflist as a
-runtime does), ``status``, ``gc``, ``reconcile``, ``version``. Output is for people; ``--json``
-where a program may want to read it. Exit status: 0 success, 1 failure, 2 usage error.
+runtime does), ``status``, ``gc``, ``reconcile``, ``serve`` (resident mode), ``version``. Output
+is for people; ``--json`` where a program may want to read it. Exit status: 0 success, 1
+failure, 2 usage error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cni_bridge import __version__
 from cni_bridge.install_cli import add_install_parser, cmd_install
+from cni_bridge.serve.wire import DEFAULT_SOCKET
 from cni_bridge.spec.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "ports and whether its firewall rules are present.")
     p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _server_options(p)
     _common(p)
     p = sub.add_parser("gc", help="remove what belongs to attachments that no longer exist",
                        description="Release addresses, rules and cached results of every "
@@ -162,7 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Re-add the masquerade and port-mapping rules of every "
                        "recorded attachment (idempotent: what is present stays as it is).")
     p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
+    p = sub.add_parser("serve", help="run plugin calls for the executables (resident mode)",
+                       description="Resident mode: plugins of this build hand their calls to "
+                       "this server instead of running them (same results, less start-up), "
+                       "and it restores recorded firewall rules after a firewall reload. "
+                       "Runs until SIGTERM or SIGINT.")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
+                   help=f"where to listen (default {DEFAULT_SOCKET}; plugins look there, or "
+                   "at CNI_BRIDGE_SOCKET)")
+    p.add_argument("--max-workers", type=int, default=32, metavar="N",
+                   help="calls run at once; more wait, then run standalone (default 32)")
+    p.add_argument("--check-interval", type=float, default=30.0, metavar="SECONDS",
+                   help="firewall check besides change notifications (default 30)")
     return parser
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", metavar="PATH",
+                   help="the resident server to ask (default: CNI_BRIDGE_SOCKET, else "
+                   f"{DEFAULT_SOCKET})")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--server", action="store_true",
+                       help="only the resident server: counters, health, calls running")
+    which.add_argument("--no-server", action="store_true",
+                       help="compute everything here, even when a server answers")
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -257,7 +283,10 @@ def format_status(st: NetworkStatus) -> list[str]:
 def cmd_status(opts: argparse.Namespace) -> int:
     from cni_bridge import records
     from cni_bridge.inspect import find_network, load_conf_dir, network_status
+    from cni_bridge.serve import query
 
+    if opts.server:
+        return query.print_server(opts.socket, opts.json)
     if opts.network:
         confs, problems = [find_network(opts.conf_dir, opts.network)], list[str]()
     else:
@@ -266,15 +295,23 @@ def cmd_status(opts: argparse.Namespace) -> int:
         raise UserError(f"no network configuration in {opts.conf_dir}; write the default one "
                         "with 'cni-bridge install --with-conf', or pass --conf-dir DIR")
     runtime, root = make_runtime(opts), records.state_root()
-    statuses = [network_status(conf, runtime, root) for conf in confs]
+    answer = None if opts.no_server else query.ask_socket(opts.socket)
+    server = answer if answer is not None and query.watches(answer, root) else None
+    # With a server, the rules come from its last check instead of a check per attachment.
+    statuses = [network_status(conf, runtime, root, check_rules=server is None)
+                for conf in confs]
+    if server is not None:
+        query.apply(statuses, server)
     if opts.json:
-        print(json.dumps({"networks": [asdict(s) for s in statuses], "skipped": problems},
-                         indent=2))
+        print(json.dumps({"networks": [asdict(s) for s in statuses], "skipped": problems,
+                          "server": server}, indent=2))
     else:
         for i, st in enumerate(statuses):
             print("\n".join(([""] if i else []) + format_status(st)))
         for problem in problems:
             print(f"skipped {problem}")
+        if server is not None:
+            print("\n" + "\n".join(query.format_server(server)))
     # Exit 0 only when every network can serve ADD, so scripts can use it as a readiness probe.
     return 0 if all(s.ready == "yes" for s in statuses) else 1
 
@@ -323,6 +360,18 @@ def cmd_gc(opts: argparse.Namespace) -> int:
     return 0 if not errors and not left else 1
 
 
+def cmd_serve(opts: argparse.Namespace) -> int:
+    from cni_bridge.serve.main import ServeError, serve
+    from cni_bridge.serve.server import Options
+
+    if opts.max_workers < 1 or opts.check_interval <= 0:
+        raise UserError("--max-workers must be at least 1 and --check-interval positive")
+    try:
+        return serve(Options(opts.socket, opts.max_workers, opts.check_interval))
+    except ServeError as exc:
+        raise UserError(str(exc)) from None
+
+
 def cmd_reconcile(opts: argparse.Namespace) -> int:
     from cni_bridge import records
     from cni_bridge.inspect import reconcile
@@ -350,6 +399,7 @@ def cmd_reconcile(opts: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "install": cmd_install, "add": cmd_attach, "check": cmd_attach,
     "del": cmd_attach, "status": cmd_status, "gc": cmd_gc, "reconcile": cmd_reconcile,
+    "serve": cmd_serve,
 }
 
 

@@ -50,6 +50,7 @@ from typing import Any, Protocol
 CACHE_KIND = "cniCacheV1"
 PLUGIN_TIMEOUT = 30.0
 STATE_ENV = "CNI_BRIDGE_STATE_DIR"
+SOCKET_ENV = "CNI_BRIDGE_SOCKET"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LIBCNI_VERSION = (1, 1, 0)  # the highest spec version this runtime speaks
 VALID_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -389,8 +390,9 @@ class Runtime:
             "CNI_ARGS": rt.args if rt else "",
             "CNI_IFNAME": rt.ifname if rt else "",
             "CNI_PATH": ":".join(self.plugin_dirs),
-            # Not a CNI variable: where the plugins keep their records (tests use a temp dir).
-            **({STATE_ENV: os.environ[STATE_ENV]} if STATE_ENV in os.environ else {}),
+            # Not CNI variables: where the plugins keep their records (tests use a temp dir),
+            # and which resident server they hand calls to (a test's private one).
+            **{k: os.environ[k] for k in (STATE_ENV, SOCKET_ENV) if k in os.environ},
         }
 
     def find_plugin(self, plugin_type: str) -> str:

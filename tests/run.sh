@@ -6,6 +6,8 @@
 #   integration  pytest tests/integration, as root, against the frozen build
 #                (CNI_BRIDGE_PLUGIN_DIR=dist/cni)
 #   bats         bats bats/ with PLUGIN_DIR=dist/cni, as root
+#   served       bats and integration again, every call handed to one `cni-bridge serve`
+#                (tests/serve_stage.sh), as root
 # pytest's exit code 5 (no tests collected) counts as success for a stage. Exits non-zero if
 # any stage failed; prints one summary line per stage at the end.
 #
@@ -89,6 +91,13 @@ root_or_skip bats
 case $? in
     0) stage bats timeout -k 30 "$STAGE_TIMEOUT" env PLUGIN_DIR="$PLUGIN_DIR" bats ${BATS_ARGS:-} bats/ ;;
     1) summary+=("bats         FAIL (not root)"); failed=1 ;;
+esac
+
+root_or_skip served
+case $? in
+    0) stage served timeout -k 30 "$((2 * STAGE_TIMEOUT))" env PLUGIN_DIR="$PLUGIN_DIR" PY="$PY" \
+        bash tests/serve_stage.sh ;;
+    1) summary+=("served       FAIL (not root)"); failed=1 ;;
 esac
 
 print_summary

@@ -62,16 +62,13 @@ from cni_bridge.firewall.nft_remove import (
 from cni_bridge.firewall.nft_schema import (
     TABLE_REF,
     ChainSpec,
-    entry_masq_chain,
-    hostport_chains,
-    hostport_net_chain,
     hostport_skeleton,
-    masq_chain,
     masq_skeleton,
     render_table,
 )
 from cni_bridge.firewall.nft_state import Element, Listing
 from cni_bridge.firewall.runner import CommandRunner
+from cni_bridge.firewall.skeleton import nft_masq_chains, nft_portmap_chains
 from cni_bridge.spec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -113,8 +110,7 @@ class NftablesBackend:
         if not entries:
             return []
         planned = [p for e in entries for p in masq_elements(e)]
-        chains = [masq_chain(), *(entry_masq_chain(e) for e in entries)]
-        return self._check(chains, MASQ_MAPS, planned)
+        return self._check(nft_masq_chains(entries), MASQ_MAPS, planned)
 
     def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()
@@ -152,10 +148,8 @@ class NftablesBackend:
                            options: PortmapOptions) -> list[str]:
         if not entries:
             return []
-        localnet = any(publishes_localhost(e, options) for e in entries)
-        chains = [*hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
-                  *(hostport_net_chain(s) for s in hairpin_subnets(entries, options))]
-        return self._check(chains, HOSTPORT_MAPS, portmap_elements(entries, options))
+        return self._check(nft_portmap_chains(entries, options), HOSTPORT_MAPS,
+                           portmap_elements(entries, options))
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()

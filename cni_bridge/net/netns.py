@@ -139,6 +139,11 @@ def _identity_of(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2) for the calling thread (``os.setns`` from Python 3.12, libc before)."""
+    _setns(fd, nstype)
+
+
 def _setns(fd: int, nstype: int) -> None:
     global _setns_impl
     if _setns_impl is None:

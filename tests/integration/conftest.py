@@ -170,6 +170,7 @@ class RunPlugin(Protocol):
 
 
 STATE_ENV = "CNI_BRIDGE_STATE_DIR"
+SOCKET_ENV = "CNI_BRIDGE_SOCKET"
 
 
 @pytest.fixture
@@ -201,6 +202,8 @@ def run_plugin(plugin_dir: Path) -> RunPlugin:
         )
         if STATE_ENV in os.environ:  # keep the plugins' records out of the machine's /run
             variables[STATE_ENV] = os.environ[STATE_ENV]
+        if SOCKET_ENV in os.environ:  # a test's private resident server
+            variables[SOCKET_ENV] = os.environ[SOCKET_ENV]
         variables.update(env or {})
         return exec_plugin(ns, executable, config, variables)
 

@@ -183,6 +183,7 @@ def test_runner_env_and_stdin(
     assert env.pop("PATH")
     env.pop("PWD", None)  # sh exports it itself
     env.pop("CNI_BRIDGE_STATE_DIR", None)  # the suite's private record dir, passed through
+    env.pop("CNI_BRIDGE_SOCKET", None)  # a private resident server, passed through
     assert env == {
         "CNI_COMMAND": "ADD",
         "CNI_CONTAINERID": "c1",

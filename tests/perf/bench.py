@@ -14,13 +14,16 @@ Implementations, measured side by side in one run, in rotating order for every s
   ref   /usr/lib/cni (the reference plugins; cniVersion <= 1.0.0, iptables)
   nft   our frozen bundle with its default firewall backend (nftables)
   ipt   our frozen bundle with ``ipMasqBackend``/``backend`` set to iptables
+  srv   (``--serve``) our frozen bundle, default backend, every call handed to a resident
+        ``cni-bridge serve`` started in its H (the others are told never to hand over)
 Conflist (cniVersion 1.0.0, the reference's maximum): bridge (isGateway, ipMasq) + host-local +
 portmap (snat), one TCP port mapping per container.
 
 For each level L of containers already attached (each with its own mapping): median and p90 of
 ADD, CHECK and DEL of one more container (a fresh namespace each time). At level 0 also: the
 wall time of 20 concurrent ADDs (and whether they got distinct addresses) and the peak memory
-(max RSS, wait4 rusage) of one plugin process, run directly with the config libcni would send.
+(max RSS, as GNU time reports it) of one plugin process, run directly with the config libcni would
+send.
 
 Background containers each have their own interface (``b<N>``) in one shared namespace. By
 default two are attached through the client and the rest are clones of the second one's state in
@@ -74,8 +77,12 @@ REF_CHECK_BUG = "could not check ipv6 dnat"
 
 # ------------------------------------------------------------------------------------ worker
 # The worker runs inside H (started through `ip netns exec`, which also gives it H's /sys) and
-# times the processes it spawns: wall time from spawn to reaping, and ru_maxrss from wait4 (the
-# largest of the process and the descendants it reaped).
+# times the processes it spawns: wall time from spawn to reaping, and, for calls that ask
+# ("rss"), the peak RSS GNU time reports for the process. Not ru_maxrss from our own wait4: a
+# process spawned by this (Python, ~23 MB) worker inherits its high-water mark at exec, so every
+# plugin would seem to peak at the worker's size; GNU time forks the plugin from its own small
+# image.
+TIME = "/usr/bin/time"
 
 def _spawn(call: dict[str, Any], tmp: str, n: int) -> tuple[int, list[str]]:
     files = []
@@ -93,6 +100,9 @@ def _spawn(call: dict[str, Any], tmp: str, n: int) -> tuple[int, list[str]]:
         actions.append((os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                         0o600))
     argv = call["argv"]
+    if call.get("rss"):
+        files.append(f"{tmp}/rss.{n}")
+        argv = [TIME, "-f", "%M", "-o", files[-1], *argv]
     pid = os.posix_spawn(argv[0], argv, call["env"], file_actions=actions)
     return pid, files
 
@@ -100,10 +110,13 @@ def _spawn(call: dict[str, Any], tmp: str, n: int) -> tuple[int, list[str]]:
 def _collect(pid: int, files: list[str], started: float) -> dict[str, Any]:
     _, status, usage = os.wait4(pid, 0)
     elapsed = (time.perf_counter() - started) * 1000
-    out, err = (Path(f).read_text(errors="replace") for f in files)
-    return {"rc": os.waitstatus_to_exitcode(status), "ms": elapsed,
-            "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000,
-            "maxrss_kb": usage.ru_maxrss, "stdout": out, "stderr": err[-2000:]}
+    out, err = (Path(f).read_text(errors="replace") for f in files[:2])
+    result = {"rc": os.waitstatus_to_exitcode(status), "ms": elapsed,
+              "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000, "stdout": out,
+              "stderr": err[-2000:]}
+    if len(files) > 2:
+        result["maxrss_kb"] = int(Path(files[2]).read_text().split()[-1])
+    return result
 
 
 def netns_id(path: str) -> tuple[int, int] | None:
@@ -207,6 +220,7 @@ class Impl:
     plugin_dir: Path
     firewall: str | None  # our backend override ("iptables"), None = default
     populate: str | None = None  # overrides --populate for this implementation
+    served: bool = False  # calls go through a resident server in H
 
     def conflist(self, data_dir: Path) -> dict[str, Any]:
         bridge: dict[str, Any] = {
@@ -267,6 +281,13 @@ class World:
         sh("ip", "netns", "del", name)
         self.namespaces.remove(name)
 
+    server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> str:
+        """Where the plugins hand their calls ("": never; only the served line has a server)."""
+        return str(self.root / "serve.sock") if self.impl.served else ""
+
     def setup(self) -> None:
         for sub in ("conf", "cache", "ipam", "state"):
             (self.root / sub).mkdir(parents=True)
@@ -275,6 +296,34 @@ class World:
         self.add_netns(self.host)
         self.add_netns(self.background)
         self.worker = Worker(self.host)
+        if self.impl.served:
+            self.start_server()
+
+    def start_server(self) -> None:
+        """`cni-bridge serve` in H, on the world's own socket."""
+        cli = str(self.impl.plugin_dir / "cni-bridge")
+        with open(self.root / "serve.log", "wb") as log:
+            self.server = subprocess.Popen(
+                ["ip", "netns", "exec", self.host, cli, "serve", "--socket", self.socket],
+                env={"PATH": PATH, "CNI_BRIDGE_STATE_DIR": str(self.root / "state")},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while sh(cli, "status", "--server", "--socket", self.socket, check=False).returncode:
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("cni-bridge serve did not start: "
+                                   + (self.root / "serve.log").read_text())
+            time.sleep(0.1)
+
+    def server_state(self) -> dict[str, Any]:
+        """The server's counters and its main process's memory."""
+        cli = str(self.impl.plugin_dir / "cni-bridge")
+        out = sh(cli, "status", "--server", "--json", "--socket", self.socket).stdout
+        state: dict[str, Any] = json.loads(out)["server"]
+        assert self.server is not None
+        status = Path(f"/proc/{self.server.pid}/status").read_text()
+        state["rss_kb"] = int(next(line.split()[1] for line in status.splitlines()
+                                   if line.startswith("VmRSS:")))
+        return state
 
     def env(self, container_id: str, ifname: str, port: int | None) -> dict[str, str]:
         env = {
@@ -285,6 +334,7 @@ class World:
             "CNI_IFNAME": ifname,
             "CNI_CONTAINERID": container_id,
             "CNI_BRIDGE_STATE_DIR": str(self.root / "state"),
+            "CNI_BRIDGE_SOCKET": self.socket,
             "CAP_ARGS": json.dumps({"portMappings": [mapping(port)]} if port else {}),
         }
         if self.phases_log is not None:  # one file per phase of the run (level, burst...)
@@ -308,6 +358,13 @@ class World:
         return out
 
     def cleanup(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait()
         if self.worker is not None:
             self.worker.close()
         for name in reversed(self.namespaces):
@@ -341,15 +398,17 @@ class Bench:
             "ref": Impl("ref", "reference", Path(a.ref), None),
             "nft": Impl("nft", "ours (nftables)", Path(a.ours), None),
             "ipt": Impl("ipt", "ours (iptables)", Path(a.ours), "iptables"),
+            "srv": Impl("srv", "ours (nftables, served)", Path(a.ours), None, served=True),
         }
-        for key in a.impls.split(","):
+        keys = a.impls.split(",") + (["srv"] if a.serve and "srv" not in a.impls else [])
+        for key in keys:
             # "<impl>-real": the same implementation with its background attached by real ADDs
             # (a second host namespace, measured alternately with the first: checks the clones)
             base, _, how = key.partition("-")
             impl = impls[base]
             if how == "real":
                 impl = Impl(key, f"{impl.label}, real ADDs", impl.plugin_dir, impl.firewall,
-                            "real")
+                            "real", impl.served)
             elif how:
                 raise SystemExit(f"bench.py: unknown implementation {key}")
             # Our call log is always on: the report shows each role's in-process time.
@@ -464,7 +523,8 @@ class Bench:
         argv = {"floor": [str(self.floor)]} if self.floor else {}
         for w in self.worlds:
             argv.setdefault(w.impl.key.split("-")[0], [str(w.impl.plugin_dir / "bridge")])
-        argv.pop("ipt", None)  # the same executable as nft for VERSION
+        for same in ("ipt", "srv"):
+            argv.pop(same, None)  # the same executable as nft for VERSION (never handed over)
         env = {"PATH": PATH, "CNI_COMMAND": "VERSION"}
         for i in range(max(10, 2 * self.args.samples) + 1):  # round 0 warms the page cache
             for key, cmd in argv.items():
@@ -523,7 +583,8 @@ class Bench:
             env = {"PATH": PATH, "CNI_CONTAINERID": f"mem-{world.impl.key}-{level}",
                    "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
                    "CNI_PATH": str(world.impl.plugin_dir),
-                   "CNI_BRIDGE_STATE_DIR": str(world.root / "state")}
+                   "CNI_BRIDGE_STATE_DIR": str(world.root / "state"),
+                   "CNI_BRIDGE_SOCKET": world.socket}
             bridge_conf = {**conf["plugins"][0], **common}
             port_conf = {**conf["plugins"][1], **common,
                          "runtimeConfig": {"portMappings": [mapping(BURST_PORT + 999)]}}
@@ -539,6 +600,8 @@ class Bench:
             for verb in ("ADD", "DEL"):
                 self.direct(world, peak, ipam_env, "host-local", verb, bridge_conf)
             self.extra.setdefault(world.impl.key, {})[f"rss_kb@{level}"] = peak
+            if world.server is not None:
+                self.extra[world.impl.key][f"server@{level}"] = world.server_state()
             world.del_netns(netns)
 
     @staticmethod
@@ -548,6 +611,7 @@ class Bench:
         assert world.worker
         res = require_ok(world.worker.one({
             "argv": [str(world.impl.plugin_dir / role)], "env": {**env, "CNI_COMMAND": verb},
+            "rss": True,
             "stdin": json.dumps(config)}), f"{world.impl.label} {role} {verb} (direct)")
         peak[f"{role} {verb}"] = res["maxrss_kb"]
         return res
@@ -641,6 +705,7 @@ class Bench:
                     row += f" {ratio(max(peak.values()), ref_peak)} |" if peak and ref_peak \
                         else " - |"
             lines.append(row)
+        lines += self.server_rows(keys)
         if self.startup_ms:
             med = {k: statistics.median(v) for k, v in self.startup_ms.items()}
             row = "| VERSION, run directly (start-up) | - |"
@@ -673,6 +738,17 @@ class Bench:
                   "resident (serve): ADD at 0 <= 1.0, DEL at 0 <= 0.4, ADD at 1000 <= 0.25, "
                   "20 concurrent ADDs <= 1.0; peak memory <= 40 MiB."]
         return "\n".join(lines) + "\n"
+
+    def server_rows(self, keys: Sequence[str]) -> list[str]:
+        """The resident server's own memory, and what it served, for the served line."""
+        rows = []
+        for key in keys:
+            for name, state in sorted(self.extra.get(key, {}).items()):
+                if name.startswith("server@"):
+                    rows.append(f"| RSS of the resident server (main process), MiB | "
+                                f"{name.split('@')[1]} | {state['rss_kb'] / 1024:.1f}, "
+                                f"{state['served_total']} calls served, {state['lost']} lost |")
+        return rows
 
     @property
     def levels(self) -> list[int]:
@@ -788,13 +864,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="subset of ref,nft,ipt; IMPL-real adds IMPL with real background ADDs")
     p.add_argument("--levels", default="0,300,1000", help="containers already attached")
     p.add_argument("--samples", type=int, default=15, help="samples per call and level")
-    p.add_argument("--burst", type=int, default=20, help="concurrent ADDs (0: skip)")
+    p.add_argument("--burst", type=int, help="concurrent ADDs (0: skip; default 20, --quick 5)")
     p.add_argument("--populate", choices=("clone", "real"), default="clone",
                    help="attach background containers by cloning one real ADD's state "
                         "(default; see clone.py) or by real ADDs through the client (slow)")
     p.add_argument("--populate-jobs", type=int, default=2, help="parallel background ADDs")
+    p.add_argument("--serve", action="store_true",
+                   help="add 'srv': ours through a resident cni-bridge serve in its H")
     p.add_argument("--quick", action="store_true", help="smoke size: levels 0,20, 3 samples, "
-                                                        "burst 5")
+                                                        "burst 5 (unless --burst)")
     p.add_argument("--phases", action="store_true",
                    help="log our calls (CNI_BRIDGE_LOG) and print per-phase medians")
     p.add_argument("--out", help="also write the markdown table here")
@@ -803,7 +881,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.levels, args.samples, args.burst = "0,20", 3, 5
+        args.levels, args.samples = "0,20", 3
+    if args.burst is None:
+        args.burst = 5 if args.quick else 20
     return args
 
 
@@ -817,11 +897,11 @@ def main(argv: Sequence[str]) -> int:
     if args.sweep:
         sweep()
         return 0
-    for tool in ("ip", "nft", "iptables"):
+    for tool in ("ip", "nft", "iptables", TIME):
         if shutil.which(tool, path=PATH) is None:
             print(f"bench.py: {tool} is missing", file=sys.stderr)
             return 2
-    ours_needed = "nft" in args.impls or "ipt" in args.impls
+    ours_needed = args.serve or any(k in args.impls for k in ("nft", "ipt", "srv"))
     if ours_needed and not (Path(args.ours) / "bridge").exists():
         print(f"bench.py: no frozen plugins in {args.ours} (run build/build.sh)",
               file=sys.stderr)

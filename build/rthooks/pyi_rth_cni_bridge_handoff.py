@@ -1,0 +1,19 @@
+"""PyInstaller run-time hook: give this plugin call to a running ``cni-bridge serve``.
+
+Runs right after ``pyi_rth_cni_bridge_env`` (so the environment handed over is the one the
+runtime gave us) and before the start-up cache hook, whose work a handed-over call never needs.
+It imports only builtin modules (``_socket``, ``os``, ``sys``, ``marshal``) and our small
+``cni_bridge.serve.handoff``/``wire``, which say when a call is handed over and what happens if
+the server goes away. It returns when the call is to run here, as without a server; otherwise
+the process exits with the server's status.
+"""
+
+
+def _hand_off() -> None:
+    from cni_bridge.serve.handoff import main
+
+    main()
+
+
+_hand_off()
+del _hand_off

@@ -1,0 +1,78 @@
+"""``cni-bridge serve``: start the resident server (see ``server``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+import socket
+import sys
+
+from cni_bridge.serve import listener, wire
+from cni_bridge.serve.server import Options, Server
+
+log = logging.getLogger("cni_bridge.serve")
+
+
+class ServeError(Exception):
+    """The server cannot start; the message says why."""
+
+
+def setup_logging() -> None:
+    """The server's own log: stderr (the journal under systemd)."""
+    from cni_bridge.calllog import LEVEL_ENV
+
+    level = os.environ.get(LEVEL_ENV, "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="cni-bridge serve %(levelname)s: %(message)s")
+
+
+def serve(opts: Options) -> int:
+    """Load everything, bind the socket, run until SIGTERM or SIGINT."""
+    digest = wire.build_digest()
+    if digest is None:
+        raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "
+                         "hands its call only to a server of its own build")
+    setup_logging()
+    from cni_bridge import records
+    from cni_bridge.net.netns import setns
+    from cni_bridge.serve.peer import own_identity
+    from cni_bridge.serve.preload import preload
+    from cni_bridge.serve.view import RecordsView, ServerView
+    from cni_bridge.serve.watch import open_watch
+
+    modules = preload()
+    root = records.state_root()
+    view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root))
+    watcher = None
+    try:
+        watcher = open_watch()
+    except OSError as exc:
+        log.warning("no nftables notifications (%s): the firewall is checked every %gs only",
+                    exc, opts.check_interval)
+    try:
+        sock, inode = listener.bind(opts.socket)
+    except listener.ListenerError as exc:
+        raise ServeError(str(exc)) from None
+    gc.collect()
+    gc.freeze()  # what is loaded now stays: forked workers share it
+    log.info("serving on %s: pid %d, build %s, network namespace %d, records under %s, "
+             "%d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
+             view.netns, root, modules, opts.max_workers)
+    notify_ready()
+    opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
+    return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
+
+
+def notify_ready() -> None:
+    """Tell systemd (Type=notify) that the socket is up, when it started us."""
+    path = os.environ.pop("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", address)
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", path, exc)

@@ -1,0 +1,128 @@
+"""Who is served (the HELLO decision) and how a worker takes on its caller's process state."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+import pytest
+
+from cni_bridge.serve import peer, wire, worker
+from cni_bridge.serve.peer import Identity
+
+HOME = Identity(pid=100, uid=0, user_ns=4026531837, pid_ns=4026531836)
+DIGEST = "0e068f26f270"
+
+
+def hello(digest: str = DIGEST, role: str = "bridge", verb: str = "ADD") -> tuple[Any, ...]:
+    return (wire.HELLO, wire.PROTOCOL, wire.CALL, digest, role, verb)
+
+
+def caller(**changes: Any) -> Identity:
+    fields = {"pid": 4242, "uid": 0, "user_ns": HOME.user_ns, "pid_ns": HOME.pid_ns, **changes}
+    return Identity(**fields)
+
+
+@pytest.mark.parametrize(("message", "who", "reason"), [
+    (hello(), caller(), None),
+    (hello(), caller(uid=1000), "caller uid 1000 is not root"),
+    (hello(), caller(pid_ns=4026532000), "another PID namespace"),
+    (hello(), caller(pid=0, user_ns=None, pid_ns=None), "another PID namespace"),
+    (hello(), caller(user_ns=4026532001), "another user namespace"),
+    (hello(digest="aaaaaaaaaaaa"), caller(), "build aaaaaaaaaaaa is not the server's"),
+    (hello(verb="VERSION"), caller(), "bridge VERSION is not a served call"),
+    (hello(role="cni-bridge"), caller(), "is not a served call"),
+    ((wire.HELLO, wire.PROTOCOL + 1, wire.CALL, DIGEST, "bridge", "ADD"), caller(), "protocol"),
+    ((wire.HELLO, wire.PROTOCOL, wire.CALL, DIGEST), caller(), "malformed"),
+    ("garbage", caller(), "not a hello"),
+    ((wire.HELLO, wire.PROTOCOL, wire.STATUS), caller(pid_ns=1), None),  # status: root only
+    ((wire.HELLO, wire.PROTOCOL, wire.STATUS), caller(uid=5), "not root"),
+])
+def test_refusal(message: Any, who: Identity, reason: str | None) -> None:
+    got = peer.refusal(message, who, HOME, DIGEST)
+    if reason is None:
+        assert got is None
+    else:
+        assert got is not None and reason in got
+
+
+def test_a_server_without_digest_serves_no_call() -> None:
+    assert peer.refusal(hello(), caller(), HOME, None) is not None
+
+
+def test_peer_identity_of_a_connected_process() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        who = peer.peer_identity(a)
+    me = peer.own_identity()
+    assert (who.pid, who.uid, who.user_ns, who.pid_ns) == (os.getpid(), os.getuid(),
+                                                            me.user_ns, me.pid_ns)
+
+
+REQUEST = {"argv0": "/opt/cni/bin/portmap", "environ": {"CNI_COMMAND": "DEL", "PATH": "/bin"},
+           "stdin": b"{}", "stdin_error": None, "umask": 0o27}
+
+
+def test_request_parse_checks_every_field() -> None:
+    req = worker.CallRequest.parse((wire.REQUEST, REQUEST))
+    assert (req.argv0, req.umask, req.read_stdin()) == ("/opt/cni/bin/portmap", 0o27, b"{}")
+    for broken in ({**REQUEST, "environ": {"A": 1}}, {**REQUEST, "umask": "022"},
+                   {**REQUEST, "stdin": "text"}, {k: v for k, v in REQUEST.items()
+                                                  if k != "argv0"}):
+        with pytest.raises(wire.ProtocolError):
+            worker.CallRequest.parse((wire.REQUEST, broken))
+    with pytest.raises(wire.ProtocolError):
+        worker.CallRequest.parse((wire.RESULT, REQUEST))
+
+
+def test_unreadable_stdin_reaches_the_dispatcher_as_an_os_error() -> None:
+    req = worker.CallRequest.parse((wire.REQUEST, {**REQUEST, "stdin": None,
+                                                   "stdin_error": "[Errno 9] Bad file"}))
+    with pytest.raises(OSError, match="Bad file"):
+        req.read_stdin()
+
+
+def test_adopt_takes_the_callers_environment_umask_argv0_and_fresh_logging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    saved_env, saved_umask = dict(os.environ), os.umask(0o022)
+    root = logging.getLogger()
+    server_handler = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(root, "handlers", [server_handler])
+    monkeypatch.setattr(sys, "argv", ["cni-bridge", "serve"])
+    try:
+        worker.adopt(worker.CallRequest.parse((wire.REQUEST, REQUEST)))
+        assert dict(os.environ) == REQUEST["environ"]
+        assert os.umask(0o022) == 0o27
+        assert sys.argv[0] == "/opt/cni/bin/portmap"
+        assert root.handlers == []  # the call's own stderr logging is set up by the call
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.umask(saved_umask)
+
+
+def test_enter_caller_enters_mount_then_network_namespace() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def fake_setns(fd: int, kind: int) -> None:
+        calls.append((fd, kind))
+        raise PermissionError(1, "Operation not permitted")
+
+    with pytest.raises(PermissionError):
+        worker.enter_caller([11, 12, 13, 14, 15], fake_setns)
+    assert calls == [(12, worker.CLONE_NEWNS)]  # nothing else changed after a failure
+
+
+def test_preload_covers_every_plugin_module_and_no_operator_one() -> None:
+    from cni_bridge.serve.preload import SKIPPED, package_modules
+
+    names = package_modules()
+    for needed in ("cni_bridge.bridge.plugin", "cni_bridge.portmap.plugin",
+                   "cni_bridge.ipam.host_local.plugin", "cni_bridge.firewall.nftables",
+                   "cni_bridge.net.netlink", "cni_bridge.cli", "cni_bridge.serve.worker"):
+        assert needed in names
+    assert not SKIPPED & set(names)
+    assert all(name == "cni_bridge" or name.startswith("cni_bridge.") for name in names)
