@@ -23,8 +23,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from cni_bridge.firewall.nft_io import Nft
 from cni_bridge.firewall.nft_schema import TABLE_REF, ChainSpec, render_table
-from cni_bridge.firewall.runner import CommandRunner, check
+from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 from cni_bridge.spec.errors import ConfigError
 
 ISOLATED_SET = "isolated_bridges"
@@ -61,18 +62,29 @@ def plan_isolate(interfaces: Sequence[str]) -> list[str]:
 
 
 def ensure_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
-    script = "\n".join(plan_isolate(interfaces)) + "\n"
-    check(runner(["nft", "-f", "-"], input=script),
+    check(Nft(runner).apply(plan_isolate(interfaces)),
           f"cannot isolate bridge {', '.join(interfaces)} from other networks")
 
 
-def _table(runner: CommandRunner) -> list[dict[str, Any]]:
-    family, table = TABLE_REF.split()
-    res = runner(["nft", "-j", "list", "table", family, table])
-    if not res.ok:
+def _items(result: CommandResult) -> list[dict[str, Any]]:
+    if not result.ok:
         return []
-    items: list[dict[str, Any]] = json.loads(res.stdout or "{}").get("nftables", [])
+    items: list[dict[str, Any]] = json.loads(result.stdout or "{}").get("nftables", [])
     return items
+
+
+def _has_rule(items: list[dict[str, Any]]) -> bool:
+    return any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
+               and i["rule"].get("comment") == DROP_COMMENT for i in items)
+
+
+def _get_lines(interfaces: Sequence[str]) -> list[str]:
+    lines = []
+    for name in dict.fromkeys(interfaces):
+        q = _quoted(name)
+        lines += [f"get element {TABLE_REF} {ISOLATED_SET} {{ {q} }}",
+                  f"get element {TABLE_REF} {SELF_SET} {{ {q} . {q} }}"]
+    return lines
 
 
 def _elements(items: list[dict[str, Any]], name: str) -> list[Any]:
@@ -81,11 +93,17 @@ def _elements(items: list[dict[str, Any]], name: str) -> list[Any]:
 
 
 def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
-    """What is missing for `interfaces` to be isolated (nothing: an empty list)."""
-    items = _table(runner)
+    """What is missing for `interfaces` to be isolated (nothing: an empty list).
+
+    Reads the chain and this network's set elements by key, whatever the table holds; only
+    when something is missing is the whole table read, to say exactly what."""
+    nft = Nft(runner)
+    if (_has_rule(_items(nft.list_json(f"chain {TABLE_REF} {FORWARD_CHAIN}")))
+            and nft.all_exist(_get_lines(interfaces))):
+        return []
+    items = _items(nft.list_json(f"table {TABLE_REF}"))
     problems = []
-    if not any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
-               and i["rule"].get("comment") == DROP_COMMENT for i in items):
+    if not _has_rule(items):
         problems.append(f"the isolation rule in chain {TABLE_REF} {FORWARD_CHAIN} is missing")
     isolated = _elements(items, ISOLATED_SET)
     selves = [e.get("concat") for e in _elements(items, SELF_SET) if isinstance(e, dict)]

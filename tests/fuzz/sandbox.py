@@ -6,7 +6,8 @@ Two layers, installed together by ``sandbox()``:
   are "not installed", a delegated IPAM plugin answers with an error, host-local's store lives
   under a temp root whatever ``ipam.dataDir`` says. A stub answers like the real thing would
   fail (a CniError), so plugins take their ordinary error paths; each use is counted.
-- **guards** below the stubs: netlink sockets, ``setns``, writable sysctls, and starting any
+- **guards** below the stubs: netlink sockets, loading libnftables, ``setns``, writable
+  sysctls, and starting any
   process (``subprocess``, ``os.fork``/``exec*``/``posix_spawn``/``system``), and any write
   under ``/proc/sys`` or ``/sys`` (``open``/``os.open``) raise
   ``GuardTripped``, a BaseException the dispatcher does not catch, so the test fails. Nothing
@@ -72,6 +73,7 @@ class Sandbox:
 
 
 def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
+    from cni_bridge.firewall import nft_lib
     from cni_bridge.net import _socket, netlink, netns, sysctl
 
     def refuse(what: str) -> Any:
@@ -96,6 +98,7 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     mp.setattr(_socket.RtnlSocket, "__init__", refuse("RtnlSocket"))
     mp.setattr(_socket.EventSocket, "__init__", refuse("EventSocket"))
     mp.setattr(netns, "_setns", refuse("setns"))
+    mp.setattr(nft_lib, "_load", refuse("libnftables"))
     mp.setattr(netns, "enter_netns", refuse("enter_netns"))
     real_sysctl_open = sysctl._open
 
@@ -133,6 +136,7 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
 def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     from cni_bridge.bridge import plugin as bridge_plugin
+    from cni_bridge.firewall import nft_lib
     from cni_bridge.firewall.runner import CommandResult, SubprocessRunner
     from cni_bridge.ipam import facade
     from cni_bridge.ipam.host_local import plugin as hl_plugin
@@ -170,6 +174,11 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
         return CommandResult(tuple(argv), 127, "", f"{argv[0]}: not available in-process")
 
     mp.setattr(SubprocessRunner, "__call__", no_tools)
+
+    def no_libnftables(self: Any, script: str, **options: Any) -> CommandResult:
+        return no_tools(self, ("nft",))
+
+    mp.setattr(nft_lib.InProcessNft, "__call__", no_libnftables)
 
     # A delegated IPAM plugin answers with an error instead of being executed.
     def ipam_runner(argv: Any, stdin: bytes, env: Any) -> facade.Completed:

@@ -1,0 +1,128 @@
+"""nft scripts run in-process by libnftables (firewall/nft_lib.py), against the real kernel.
+
+Each case runs a Python child inside throwaway namespaces (the test process never changes
+namespace): the in-process executor must commit, read and dry-run like the ``nft`` command,
+report a failing batch with the same text, follow the process into another namespace (setns,
+fork), and fall back to the command when the library cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cni_bridge.firewall.nft_exec import NftCommand
+from tests.integration.test_firewall_common import NsRunner
+from tests.netns import PLUGIN_PATH, Netns
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Runs each script of argv[1] (a JSON list) with the in-process executor and prints the
+# results; "setns:<path>" enters that namespace, "fork:<path>" runs the rest in a forked child
+# that enters it first. A library that cannot be loaded is never silently replaced here.
+CHILD = r"""
+import ctypes, json, os, sys
+from cni_bridge.firewall import nft_lib
+from cni_bridge.firewall.nft_exec import NftCommand
+from cni_bridge.firewall.runner import SubprocessRunner
+
+class NoFallback:
+    def __call__(self, script, **options):
+        raise SystemExit("fell back to the nft command")
+
+if os.environ.get("NFT_LIBRARY"):
+    nft_lib.LIBRARY = os.environ["NFT_LIBRARY"]
+    run = nft_lib.InProcessNft(NftCommand(SubprocessRunner()))
+else:
+    run = nft_lib.InProcessNft(NoFallback())
+libc = ctypes.CDLL(None, use_errno=True)
+
+def enter(path):
+    fd = os.open(path, os.O_RDONLY)
+    if libc.setns(fd, 0x40000000) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+    os.close(fd)
+
+out = []
+steps = json.loads(sys.argv[1])
+for i, step in enumerate(steps):
+    if step["script"].startswith("setns:"):
+        enter(step["script"][6:])
+        continue
+    if step["script"].startswith("fork:"):
+        pid = os.fork()
+        if pid == 0:
+            enter(step["script"][5:])
+            continue
+        os.waitpid(pid, 0)
+        break
+    r = run(step["script"], json=step.get("json", False), dry_run=step.get("dry_run", False))
+    out.append({"argv": r.argv, "rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr})
+print(json.dumps(out), flush=True)
+"""
+
+Step = dict[str, object]
+
+
+def in_process(ns: Netns, steps: list[Step], library: str = "") -> list[dict[str, object]]:
+    env = {"PATH": PLUGIN_PATH, "PYTHONPATH": str(REPO), "LC_ALL": "C"}
+    if library:
+        env["NFT_LIBRARY"] = library
+    proc = ns.run(sys.executable, "-c", CHILD, json.dumps(steps), env=env)
+    results: list[dict[str, object]] = json.loads(proc.stdout.splitlines()[-1])
+    return results
+
+
+def tables(ns: Netns) -> list[str]:
+    listing = json.loads(ns.run("nft", "-j", "list", "tables").stdout)["nftables"]
+    return sorted(f"{t['table']['family']} {t['table']['name']}" for t in listing if "table" in t)
+
+
+BATCH = "\n".join(["add table inet t", "add map inet t m { type ipv4_addr : verdict; }",
+                   "add element inet t m { 10.0.0.1 : accept }", ""])
+CONFLICT = "add element inet t m { 10.0.0.2 : accept }\nadd element inet t m { 10.0.0.1 : drop }\n"
+
+
+def test_batches_reads_and_dry_runs_match_the_command(host_ns: Netns) -> None:
+    (check, batch, listing, conflict, again) = in_process(host_ns, [
+        {"script": BATCH, "dry_run": True}, {"script": BATCH},
+        {"script": "list map inet t m", "json": True}, {"script": CONFLICT},
+        {"script": CONFLICT, "dry_run": True}])
+    assert check["rc"] == 0 and batch["rc"] == 0
+    assert check["argv"] == ["nft", "-c", "-f", "-"] and batch["argv"] == ["nft", "-f", "-"]
+    assert listing["argv"] == ["nft", "-j", "list", "map", "inet", "t", "m"]
+    elements = [o["map"]["elem"] for o in json.loads(str(listing["stdout"]))["nftables"]
+                if "map" in o]
+    assert elements == [[["10.0.0.1", {"accept": None}]]]
+    # A failing batch commits nothing and names the line that failed, as `nft -f -` does.
+    assert conflict["rc"] == 1 and again["rc"] == 1
+    command = NftCommand(NsRunner(host_ns))(CONFLICT)
+    assert command.returncode == 1
+    assert conflict["stderr"] == command.stderr
+    assert str(conflict["stderr"]).startswith("/dev/stdin:2:")
+    assert "add element inet t m { 10.0.0.1 : drop }" in str(conflict["stderr"])
+    assert "10.0.0.2" not in host_ns.run("nft", "list", "map", "inet", "t", "m").stdout
+
+
+def test_a_context_follows_the_process_into_another_namespace(
+        netns: Callable[[str], Netns]) -> None:
+    """The context is made lazily and per namespace: after setns() or in a forked child that
+    entered another namespace, scripts go to the namespace the process is in now."""
+    first, second, third = netns("A"), netns("B"), netns("C")
+    in_process(first, [{"script": "add table inet in_a\n"},
+                       {"script": f"setns:{second.path}"}, {"script": "add table inet in_b\n"},
+                       {"script": f"fork:{third.path}"}, {"script": "add table inet in_c\n"}])
+    assert tables(first) == ["inet in_a"]
+    assert tables(second) == ["inet in_b"]
+    assert tables(third) == ["inet in_c"]
+
+
+def test_without_the_library_the_command_runs(host_ns: Netns) -> None:
+    (batch, listing) = in_process(host_ns, [{"script": BATCH},
+                                            {"script": "list table inet t", "json": True}],
+                                  library="libnftables-missing.so.1")
+    assert batch["rc"] == 0 and listing["rc"] == 0
+    assert tables(host_ns) == ["inet t"]
+    assert '"name": "m"' in str(listing["stdout"])
