@@ -213,11 +213,13 @@ class Runtime:
         cache_dir: str,
         ns: NetnsLike | None = None,
         cleanup_on_add_failure: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.plugin_dirs = [str(d) for d in plugin_dirs]
         self.cache_dir = Path(cache_dir)
         self.ns = ns
         self.cleanup_on_add_failure = cleanup_on_add_failure
+        self.extra_env = dict(extra_env or {})  # e.g. another PATH for the plugins
         self.calls: list[Invocation] = []
 
     # --- verbs -----------------------------------------------------------------------------
@@ -391,6 +393,7 @@ class Runtime:
             "CNI_PATH": ":".join(self.plugin_dirs),
             # Not a CNI variable: where the plugins keep their records (tests use a temp dir).
             **({STATE_ENV: os.environ[STATE_ENV]} if STATE_ENV in os.environ else {}),
+            **self.extra_env,
         }
 
     def find_plugin(self, plugin_type: str) -> str:

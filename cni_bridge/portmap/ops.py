@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 
 from cni_bridge import records
@@ -103,25 +102,8 @@ class PortmapOps:
             self._rollback(backend, entries)
             raise
         with req.timer.phase("conntrack"):
-            self._flush_conntrack(entries)
+            flush_udp_conntrack(entries)  # stale UDP flows (USERS.md item 9); best effort
         save_record(req, entries, options, backend.name)
-
-    def _flush_conntrack(self, entries: Sequence[PortMapping]) -> None:
-        """Stale UDP flows to the host ports (USERS.md item 9), both families at once.
-
-        Each ``conntrack -D`` walks the kernel's whole conntrack table (30-50 ms on a busy
-        node), so the two families run in parallel. Best effort: failures are only logged.
-        """
-        families = [[e for e in entries if e.version == v and e.protocol == "udp"] for v in (4, 6)]
-        work = [f for f in families if f]
-        threads = [threading.Thread(target=flush_udp_conntrack, args=(self._run, f))
-                   for f in work[1:]]
-        for t in threads:
-            t.start()
-        if work:
-            flush_udp_conntrack(self._run, work[0])
-        for t in threads:
-            t.join()
 
     def entries(self, req: Request, cfg: PortmapConfig, prev: Result) -> list[PortMapping]:
         return plan_entries(owner_of(req), cfg.mappings, container_ips(prev, req.env.ifname))
@@ -139,7 +121,7 @@ class PortmapOps:
                            key=str)
         names: set[str] = set()
         for address in addresses:
-            name = route_interface(self._run, address)
+            name = route_interface(address)
             if not name:
                 log.warning("no route to %s: its localhost mappings cannot work", address)
             elif name != "lo":

@@ -73,6 +73,7 @@ class Sandbox:
 
 
 def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
+    from cni_bridge import rawnetlink
     from cni_bridge.firewall import nft_lib
     from cni_bridge.net import _socket, netlink, netns, sysctl
 
@@ -99,6 +100,7 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     mp.setattr(_socket.EventSocket, "__init__", refuse("EventSocket"))
     mp.setattr(netns, "_setns", refuse("setns"))
     mp.setattr(nft_lib, "_load", refuse("libnftables"))
+    mp.setattr(rawnetlink.RawNetlink, "__init__", refuse("a raw netlink socket"))
     mp.setattr(netns, "enter_netns", refuse("enter_netns"))
     real_sysctl_open = sysctl._open
 
@@ -213,17 +215,23 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
     mp.setattr(hl_plugin, "read_resolv_conf", read_resolv_conf)
 
-    # portmap: no route lookups, no route_localnet (its firewall work already has no tools).
+    # portmap: no route lookups, no conntrack, no route_localnet (its firewall work already has
+    # no tools).
     try:
         from cni_bridge.portmap import ops as portmap_ops
     except ImportError:
         return
 
-    def no_route(runner: Any, address: Any) -> str:
+    def no_route(address: Any) -> str:
         box.stubs["route lookup"] += 1
         return ""
 
+    def no_conntrack(entries: Any) -> int:
+        box.stubs["conntrack"] += 1
+        return 0
+
     mp.setattr(portmap_ops, "route_interface", no_route)
+    mp.setattr(portmap_ops, "flush_udp_conntrack", no_conntrack)
     mp.setattr(portmap_ops, "ensure_route_localnet", stub("route_localnet"))
     mp.setattr(portmap_ops, "read_route_localnet", stub("route_localnet"))
 

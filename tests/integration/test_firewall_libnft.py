@@ -9,15 +9,11 @@ fork), and fall back to the command when the library cannot be loaded.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from cni_bridge.firewall.nft_exec import NftCommand
-from tests.integration.test_firewall_common import NsRunner
-from tests.netns import PLUGIN_PATH, Netns
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.test_firewall_common import NsRunner, python_in
+from tests.netns import Netns
 
 # Runs each script of argv[1] (a JSON list) with the in-process executor and prints the
 # results; "setns:<path>" enters that namespace, "fork:<path>" runs the rest in a forked child
@@ -67,11 +63,8 @@ Step = dict[str, object]
 
 
 def in_process(ns: Netns, steps: list[Step], library: str = "") -> list[dict[str, object]]:
-    env = {"PATH": PLUGIN_PATH, "PYTHONPATH": str(REPO), "LC_ALL": "C"}
-    if library:
-        env["NFT_LIBRARY"] = library
-    proc = ns.run(sys.executable, "-c", CHILD, json.dumps(steps), env=env)
-    results: list[dict[str, object]] = json.loads(proc.stdout.splitlines()[-1])
+    out = python_in(ns, CHILD, json.dumps(steps), env={"NFT_LIBRARY": library} if library else {})
+    results: list[dict[str, object]] = json.loads(out.splitlines()[-1])
     return results
 
 
