@@ -5,7 +5,8 @@
   is published, flush stale UDP conntrack. A failure after the rules went in removes them.
 - DEL: remove this attachment's entries with the configured backend (or, when it is not usable,
   whichever is); each backend's removal also cleans the other backend's layout and the reference
-  plugins' nftables tables. Without prevResult the entries are found by their owner tag.
+  plugins' nftables tables. Without prevResult (or mappings) the entries come from our
+  record of the ADD, else they are found by their owner tag.
   Conntrack is left alone: the next ADD publishing the port flushes it, as the reference's does.
 - CHECK: the backend's precise list of what is missing, plus ``route_localnet``.
 - GC: remove the entries of the network whose attachment is not valid, in every usable backend.
@@ -32,6 +33,7 @@ from cni_bridge.firewall.model import (
     publishes_localhost,
     validate_mappings,
 )
+from cni_bridge.firewall.recorded import port_entries
 from cni_bridge.firewall.runner import CommandRunner, SubprocessRunner
 from cni_bridge.portmap.config import BACKENDS, PortmapConfig, container_ips
 from cni_bridge.portmap.localnet import (
@@ -136,6 +138,8 @@ class PortmapOps:
         entries: list[PortMapping] | None = None
         if req.prev_result is not None:
             entries = self.entries(req, cfg, req.prev_result) or None
+        if entries is None and recorded is not None:
+            entries = port_entries(recorded)[0] or None  # by key, not by reading every entry
         with req.timer.phase("firewall"):
             backend = (recorded_backend(recorded.data.get("backend"), self._run)
                        if recorded is not None else None) or self._cleanup_backend(cfg)

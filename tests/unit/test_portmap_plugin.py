@@ -290,6 +290,17 @@ def test_del_without_prev_result_finds_entries_by_owner(world: World) -> None:
     assert world.backends["nftables"].removed == [(Owner("net", "c1", "eth0"), None)]
 
 
+def test_del_without_prev_result_or_mappings_removes_what_the_record_names(
+        world: World) -> None:
+    """Our ADD's record names the entries: DEL removes them by key, not by owner tag (which
+    reads every entry of the node)."""
+    assert world.call("ADD", conf(MAPPINGS))[0] == 0
+    [(added, _)] = world.backends["nftables"].added
+    assert world.call("DEL", conf(None, prev=None))[0] == 0
+    [(owner, removed)] = world.backends["nftables"].removed
+    assert owner == Owner("net", "c1", "eth0") and removed == added
+
+
 def test_del_failure_is_reported(world: World) -> None:
     world.backends["nftables"].fail_remove = CniError("cannot remove nftables entries", "boom")
     rc, out = world.call("DEL", conf(MAPPINGS))
