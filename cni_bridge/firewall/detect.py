@@ -60,7 +60,7 @@ def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
     if name == "nftables":
         backend = NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
     elif name == "iptables":
-        backend = IptablesBackend(runner, nft_leftovers=False)
+        backend = IptablesBackend(runner, recorded=True)
     else:
         return None
     return backend if is_usable(backend) else None

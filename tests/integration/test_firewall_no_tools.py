@@ -1,6 +1,7 @@
 """On the nftables backend a plugin call starts no process: the frozen bridge + portmap ADD,
 CHECK and DEL talk to the kernel in-process (libnftables, route lookup and conntrack over
-netlink, sysctls under /proc/sys).
+netlink, sysctls under /proc/sys). On the iptables backend they start only the batched
+iptables-save/iptables-restore processes, counted here.
 
 The plugins run with a PATH whose first directory holds recording stand-ins for ``nft``, ``ip``,
 ``conntrack``, ``sysctl`` and the iptables tools (the firewall runner keeps the caller's PATH
@@ -43,10 +44,10 @@ def world(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield w
 
 
-def quiet_runtime(w: World, bridge_fields: dict[str, Any],
-                  tmp: Path) -> tuple[Runtime, Any, Path]:
+def quiet_runtime(w: World, bridge_fields: dict[str, Any], tmp: Path,
+                  backend: str = "default") -> tuple[Runtime, Any, Path]:
     path, log = recording_path(tmp / "bin", (*FIREWALL_TOOLS, "sysctl"))
-    doc = network_doc("default", w.tmp, name="quiet")
+    doc = network_doc(backend, w.tmp, name=f"quiet{backend}")
     doc["plugins"][0].update(bridge_fields)
     runtime = Runtime([str(w.plugin_dir)], str(tmp / "cache"), w.host, extra_env={"PATH": path})
     return runtime, parse_conflist(doc), log
@@ -101,3 +102,36 @@ def test_add_check_del_start_no_process(world: World, case: str, tmp_path: Path)
     assert not mentions(everything, ip)
     assert spoof not in everything
     assert not log.exists(), f"tools were started:\n{log.read_text()}"
+
+
+def started(log: Path) -> list[str]:
+    lines = [ln.strip() for ln in log.read_text().splitlines()] if log.exists() else []
+    log.unlink(missing_ok=True)
+    return lines
+
+
+def test_iptables_calls_are_batched(world: World, tmp_path: Path) -> None:
+    """Per family and plugin: one read and one restore for ADD (the IPv4 portmap read covers
+    the raw table for the localhost drop), one read for CHECK, one exact restore for DEL."""
+    w = world
+    runtime, conflist, log = quiet_runtime(w, {}, tmp_path, backend="iptables")
+    warm = w.netns("warm")  # the first ADD on a node also creates the shared chains
+    warm_map = [{"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]
+    warm_rt = RuntimeConf("warm1", warm.path, "eth0", "", {"portMappings": warm_map})
+    runtime.add(conflist, warm_rt)
+    ns = w.netns("counted")
+    rt = RuntimeConf("counted1", ns.path, "eth0", "", {"portMappings": MAPPINGS})
+    started(log)
+    save4, save6, restore4, restore6 = ("iptables-save -t nat", "ip6tables-save -t nat",
+                                        "iptables-restore --noflush -w 5",
+                                        "ip6tables-restore --noflush -w 5")
+    runtime.add(conflist, rt)
+    assert started(log) == [save4, restore4, save6, restore6,  # bridge
+                            "iptables-save", restore4, save6, restore6]  # portmap
+    runtime.check(conflist, rt)
+    assert started(log) == [save4, save6, "iptables-save", save6]
+    runtime.delete(conflist, rt)
+    assert started(log) == [restore4, restore6, restore4, restore6]  # portmap, then bridge
+    runtime.delete(conflist, warm_rt)
+    for gone in (ns, warm):
+        w.forget(gone)
