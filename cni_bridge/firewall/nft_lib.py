@@ -18,10 +18,11 @@ Two details of the library shape this module:
 
 from __future__ import annotations
 
+# The C module: socket.py builds its enums on import (~2 ms per plugin call); this needs none.
+import _socket
 import ctypes
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +59,17 @@ _lock = threading.Lock()
 _process = _Process()
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while another thread held the lock must not wait for it forever; the
+    parent's context is not the child's (its namespace may differ after setns)."""
+    global _lock
+    _lock = threading.Lock()
+    _process.context = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _namespace_key() -> tuple[int, int, int]:
     st = os.stat("/proc/thread-self/ns/net")
     return os.getpid(), st.st_dev, st.st_ino
@@ -92,7 +104,7 @@ def _library() -> ctypes.CDLL | str:
 
 
 def _new_context(lib: ctypes.CDLL, owner: tuple[int, int, int]) -> _Context:
-    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER).close()  # see above
+    _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER).close()  # see above
     handle = lib.nft_ctx_new(0)
     if not handle:
         raise OSError("nft_ctx_new failed")
@@ -104,7 +116,10 @@ def _new_context(lib: ctypes.CDLL, owner: tuple[int, int, int]) -> _Context:
 
 def _context(lib: ctypes.CDLL) -> _Context | str:
     """The context of this process and namespace, made on first use; or why there is none."""
-    owner = _namespace_key()
+    try:
+        owner = _namespace_key()
+    except OSError as exc:  # no /proc: the namespace cannot be told
+        return f"cannot tell the network namespace: {exc}"
     current = _process.context
     if current is not None and current.owner == owner:
         return current

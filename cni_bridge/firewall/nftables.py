@@ -1,14 +1,17 @@
 """The nftables backend: owner-tagged map elements in our own table ``inet cni_bridge``.
 
-Costs (tool invocations) per call, independent of how many containers exist:
-- ADD: one ``nft -f -`` batch (constant skeleton + this owner's elements). Only when it fails
-  (a host port or address already held, or the same owner adding again) is our table read and an
-  exact batch sent: that is how a host port held by another container is reported by name.
-- DEL with addresses/mappings: one batch, after listing the reference plugins' nftables tables
-  (one ``nft -j list table`` each; listing a single table does not fetch ours, whereas
-  ``list tables`` would fetch every element of every set). Their owner's rules go in the batch.
-  Our table is read only when the batch fails (another owner holds a key, or no table).
-- Removal by owner tag, CHECK and GC read our table.
+Scripts run in-process through libnftables (see nft_exec). Costs per call, in nft runs, none of
+them a process and none reading more when more containers exist:
+- ADD: one batch (constant skeleton + this owner's elements). Only when it fails (a host port
+  or address already held, or the same owner adding again) is our table read and an exact
+  batch sent: that is how a host port held by another container is reported by name.
+- DEL with addresses/mappings (from prevResult, the container or our record): one batch. Our
+  table is read only when the batch fails (another owner holds a key, or no table). Without our
+  record, the reference plugins' nftables tables are listed first (one table each; listing a
+  single table does not fetch ours) and their owner's rules go in the batch, and iptables is
+  asked (a process) whether an earlier iptables backend left the owner's chains.
+- CHECK: the table's skeleton without elements, then this owner's elements by key.
+- Removal by owner tag (nothing names the entries) and GC read our table.
 
 ``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
 backend, the last ADD's conditions win); iptables-only options are rejected.
@@ -193,7 +196,7 @@ class NftablesBackend:
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
                planned: list[Planned]) -> list[str]:
-        """The skeleton without elements, then this owner's elements by key: two nft processes
+        """The skeleton without elements, then this owner's elements by key: two nft runs
         whatever the node holds. Only when an element is missing is the whole table read, to
         say exactly what is wrong."""
         skeleton = self._nft.skeleton(*OUR_TABLE)
