@@ -58,3 +58,13 @@ def test_importing_the_firewall_loads_no_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:2] == ["False", "None None"]
+
+
+def test_the_portmap_firewall_path_imports_no_process_machinery() -> None:
+    """Nothing on portmap's path starts a process any more: ``subprocess`` (and the ``signal``
+    and ``socket`` enums it would build, ~7 ms per call) is imported only when a tool runs."""
+    code = ("import sys, cni_bridge.portmap.ops, cni_bridge.firewall.nft_lib\n"
+            "print(sorted(m for m in ('subprocess', 'signal', 'socket') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
