@@ -70,15 +70,17 @@ LOCALNET_DROP = ("!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment", "--comme
 LOCALNET_DROP_RULE = " ".join(quote(t) if " " in t else t for t in LOCALNET_DROP)
 
 
+def lacks_localnet_drop(raw: NatState | None) -> bool:
+    """Whether the raw table, when it was read, lacks the drop for 127.0.0.0/8."""
+    return raw is not None and not raw.has_rule("PREROUTING", LOCALNET_DROP_RULE)
+
+
 @dataclass(frozen=True)
 class Tables:
     """One family's nat table, and its raw table when it was asked for."""
 
     nat: NatState
     raw: NatState | None = None
-
-    def lacks_localnet_drop(self) -> bool:
-        return self.raw is not None and not self.raw.has_rule("PREROUTING", LOCALNET_DROP_RULE)
 
 
 class IptablesBackend:
@@ -129,7 +131,7 @@ class IptablesBackend:
                 return False
             text = check(read, f"cannot read the IPv{version} nat table").stdout
             script = plan(parse_save(text))
-            if localnet and Tables(NatState(), parse_save(text, "raw")).lacks_localnet_drop():
+            if localnet and lacks_localnet_drop(parse_save(text, "raw")):
                 script.raw.append(f"-A PREROUTING {LOCALNET_DROP_RULE}")
             if not script:
                 return True
@@ -244,7 +246,7 @@ class IptablesBackend:
                 tables = self.tables(version, raw=localnet and version == 4)
                 missing += ipt_portmap.check_portmappings(tables.nat, owner, mine, version,
                                                           options)
-                if tables.lacks_localnet_drop():
+                if lacks_localnet_drop(tables.raw):
                     missing.append(
                         "raw PREROUTING rule dropping 127.0.0.0/8 from outside lo is missing")
         return missing
