@@ -1,6 +1,6 @@
 """Netlink requests with the standard library alone, for the few messages a portmap call sends
 (a route lookup, conntrack dumps and deletes) without loading the netlink layer
-(``cni_bridge.net`` and pyroute2's codec: about 12 ms of imports in the frozen build, for one
+(``cni_bridge.net`` and pyroute2's codec: about 15 ms of imports in the frozen build, for one
 message). Messages are packed here with struct; attributes are (type, bytes).
 
 A socket talks to the network namespace of the thread that opened it. Errors are `OSError`s
