@@ -14,6 +14,7 @@ import _socket
 import errno
 import os
 import struct
+from collections.abc import Iterator
 from types import TracebackType
 
 NETLINK_ROUTE = 0
@@ -49,17 +50,20 @@ def nested(kind: int, *attrs: bytes) -> bytes:
     return attr(kind | NLA_F_NESTED, b"".join(attrs))
 
 
-def parse_attrs(data: bytes) -> dict[int, bytes]:
-    """The attributes of one level, by type (flag bits dropped); later duplicates win."""
-    found: dict[int, bytes] = {}
+def iter_attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The attributes of one level, in order, as (type without flag bits, value)."""
     pos = 0
     while pos + _ATTR.size <= len(data):
         length, kind = _ATTR.unpack_from(data, pos)
         if length < _ATTR.size:
             break
-        found[kind & NLA_TYPE_MASK] = data[pos + _ATTR.size:pos + length]
+        yield kind & NLA_TYPE_MASK, data[pos + _ATTR.size:pos + length]
         pos += _align(length)
-    return found
+
+
+def parse_attrs(data: bytes) -> dict[int, bytes]:
+    """The attributes of one level, by type; later duplicates win."""
+    return dict(iter_attrs(data))
 
 
 class RawNetlink:

@@ -73,37 +73,34 @@ def _items(result: CommandResult) -> list[dict[str, Any]]:
     return items
 
 
-def _has_rule(items: list[dict[str, Any]]) -> bool:
-    return any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
-               and i["rule"].get("comment") == DROP_COMMENT for i in items)
-
-
-def _get_lines(interfaces: Sequence[str]) -> list[str]:
-    lines = []
-    for name in dict.fromkeys(interfaces):
-        q = _quoted(name)
-        lines += [f"get element {TABLE_REF} {ISOLATED_SET} {{ {q} }}",
-                  f"get element {TABLE_REF} {SELF_SET} {{ {q} . {q} }}"]
-    return lines
-
-
 def _elements(items: list[dict[str, Any]], name: str) -> list[Any]:
     return next((list(i["set"].get("elem", [])) for i in items
                  if "set" in i and i["set"]["name"] == name), [])
 
 
-def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
-    """What is missing for `interfaces` to be isolated (nothing: an empty list).
+def _in_place(nft: Nft, interfaces: Sequence[str]) -> bool:
+    """The rule and this network's set elements, read by key whatever the table holds."""
+    family, table = TABLE_REF.split()
+    rules = nft.chain_rules(family, table, FORWARD_CHAIN) or ()
+    names = list(dict.fromkeys(interfaces))
+    return (any(r.comment == DROP_COMMENT for r in rules)
+            and nft.has_elements(family, table, ISOLATED_SET, "ifname", [(n,) for n in names])
+            and nft.has_elements(family, table, SELF_SET, "ifname . ifname",
+                                 [(n, n) for n in names]))
 
-    Reads the chain and this network's set elements by key, whatever the table holds; only
-    when something is missing is the whole table read, to say exactly what."""
+
+def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
+    """What is missing for `interfaces` to be isolated (nothing: an empty list). Only when
+    something is missing is the whole table read, to say exactly what."""
     nft = Nft(runner)
-    if (_has_rule(_items(nft.list_json(f"chain {TABLE_REF} {FORWARD_CHAIN}")))
-            and nft.all_exist(_get_lines(interfaces))):
+    for name in interfaces:
+        _quoted(name)  # a name nft cannot quote was never isolated
+    if _in_place(nft, interfaces):
         return []
     items = _items(nft.list_json(f"table {TABLE_REF}"))
     problems = []
-    if not _has_rule(items):
+    if not any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
+               and i["rule"].get("comment") == DROP_COMMENT for i in items):
         problems.append(f"the isolation rule in chain {TABLE_REF} {FORWARD_CHAIN} is missing")
     isolated = _elements(items, ISOLATED_SET)
     selves = [e.get("concat") for e in _elements(items, SELF_SET) if isinstance(e, dict)]

@@ -11,7 +11,8 @@ element``), run by an `NftExecutor`. Two implementations, chosen in `nft_executo
   through that runner.
 
 Both return a `CommandResult` shaped like the command's (its argv, exit status 1 on failure,
-nft's error text), so callers and error messages do not depend on which one ran.
+nft's error text), so callers and error messages do not depend on which one ran. Where nftables
+runs here, keyed reads go straight to the kernel (nft_netlink; see nft_io).
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ class NftCommand:
         return self.runner(argv, input=stdin)
 
 
+def runs_here(runner: CommandRunner, binary: str = NFT) -> bool:
+    """Whether nftables is reached from this process, in its own namespace: the production
+    runner. Any other runner (tests) gets commands, run wherever it runs them."""
+    return isinstance(runner, SubprocessRunner) and binary == NFT
+
+
 def nft_executor(runner: CommandRunner, binary: str = NFT) -> NftExecutor:
     """How scripts reach nftables: in-process for the production runner (falling back to the
     command where libnftables cannot be loaded), through `runner` otherwise."""
     command = NftCommand(runner, binary)
-    if isinstance(runner, SubprocessRunner) and binary == NFT:
+    if runs_here(runner, binary):
         from cni_bridge.firewall.nft_lib import InProcessNft
 
         return InProcessNft(command)

@@ -1,20 +1,36 @@
 """The thin layer that talks to nftables: reads return parsed data, writes are one batch.
 
 Scripts run through an `NftExecutor` (in-process libnftables in production; see nft_exec).
+Keyed reads (the skeleton of a table, elements by key) go straight to the kernel over netlink
+where nftables runs in this process (nft_netlink): libnftables would first fetch every element
+of every set. Through a command runner (tests) they are ``nft`` scripts.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from cni_bridge.firewall.nft_exec import NFT, nft_executor
-from cni_bridge.firewall.nft_state import Listing, parse_get_elements, parse_listing
+from cni_bridge.firewall import names
+from cni_bridge.firewall.nft_exec import NFT, nft_executor, runs_here
+from cni_bridge.firewall.nft_plan import get_line
+from cni_bridge.firewall.nft_state import (
+    Element,
+    Key,
+    Listing,
+    Rule,
+    parse_get_elements,
+    parse_listing,
+)
 from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
+
+log = logging.getLogger(__name__)
 
 
 class Nft:
     def __init__(self, runner: CommandRunner, binary: str = NFT) -> None:
         self.run = nft_executor(runner, binary)
+        self._direct = runs_here(runner, binary)
 
     def usable(self, probe: str) -> bool:
         """Whether the kernel would accept `probe` (a dry run: nothing is committed)."""
@@ -34,22 +50,62 @@ class Nft:
         return parse_listing(result.stdout) if result.ok else None
 
     def skeleton(self, family: str, name: str) -> Listing | None:
-        """One table's maps, chains and rules without map elements (terse): the same cost with
-        1 or 5,000 containers. None when the table does not exist."""
+        """One table's maps, and chains with their rule counts, without map elements: the same
+        cost with 1 or 5,000 containers. None when the table does not exist."""
+        if self._direct:
+            try:
+                from cni_bridge.firewall import nft_netlink
+
+                return nft_netlink.skeleton(family, name)
+            except OSError as exc:
+                log.debug("netlink read of nft table %s %s failed (%s): listing", family, name,
+                          exc)
         result = self.run(f"list table {family} {name}\n", json=True, terse=True)
         return parse_listing(result.stdout) if result.ok else None
 
-    def lookup(self, get_lines: Sequence[str]) -> Listing | None:
-        """The elements named by ``get element`` lines, in one run; None when any of them is
-        missing (nft then fails the whole script) or nft fails."""
-        if not get_lines:
+    def lookup(self, elements: Sequence[Element]) -> Listing | None:
+        """`elements` as our table holds them, by key; None when any is missing or the read
+        fails."""
+        if not elements:
             return Listing()
-        result = self.run("\n".join(get_lines) + "\n")
+        if self._direct:
+            try:
+                from cni_bridge.firewall import nft_netlink
+
+                return nft_netlink.elements(names.NFT_FAMILY, names.NFT_TABLE, elements)
+            except OSError as exc:
+                log.debug("netlink read of nft elements failed (%s): nft get element", exc)
+        result = self.run("\n".join(get_line(el) for el in elements) + "\n")
         return parse_get_elements(result.stdout) if result.ok else None
 
-    def all_exist(self, get_lines: Sequence[str]) -> bool:
-        """Whether every element named by ``get element`` lines exists (one run)."""
-        return not get_lines or self.run("\n".join(get_lines) + "\n").ok
+    def chain_rules(self, family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
+        """One chain's rules (handles, comments); None when the chain does not exist."""
+        if self._direct:
+            try:
+                from cni_bridge.firewall import nft_netlink
+
+                return nft_netlink.chain_rules(family, table, chain)
+            except OSError as exc:
+                log.debug("netlink read of nft chain %s failed (%s): listing", chain, exc)
+        result = self.list_json(f"chain {family} {table} {chain}")
+        return parse_listing(result.stdout).rules if result.ok else None
+
+    def has_elements(self, family: str, table: str, set_name: str, key_type: str,
+                     keys: Sequence[Key]) -> bool:
+        """Whether set `set_name` (keys of `key_type`, e.g. ``ifname . ifname``) holds every
+        key of `keys`."""
+        if self._direct:
+            try:
+                from cni_bridge.firewall import nft_netlink
+
+                return nft_netlink.has_elements(family, table, set_name, key_type, keys)
+            except OSError as exc:
+                log.debug("netlink read of nft set %s failed (%s): nft get element", set_name,
+                          exc)
+        quote = "ifname" in key_type  # names are quoted in scripts, nothing else we look up is
+        lines = [f"get element {family} {table} {set_name} {{ "
+                 + " . ".join(f'"{f}"' if quote else f for f in key) + " }" for key in keys]
+        return not lines or self.run("\n".join(lines) + "\n").ok
 
     def apply(self, lines: Sequence[str]) -> CommandResult:
         """One atomic batch; never raises (callers decide what a failure means)."""
@@ -58,3 +114,4 @@ class Nft:
     def apply_checked(self, lines: Sequence[str], what: str) -> None:
         if lines:
             check(self.apply(lines), what)
+

@@ -10,7 +10,8 @@ them a process and none reading more when more containers exist:
   record, the reference plugins' nftables tables are listed first (one table each; listing a
   single table does not fetch ours) and their owner's rules go in the batch, and iptables is
   asked (a process) whether an earlier iptables backend left the owner's chains.
-- CHECK: the table's skeleton without elements, then this owner's elements by key.
+- CHECK: the table's skeleton without elements, then this owner's elements by key, both read
+  from the kernel over netlink (nft_netlink; libnftables would fetch every element first).
 - Removal by owner tag (nothing names the entries) and GC read our table.
 
 ``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
@@ -44,7 +45,6 @@ from cni_bridge.firewall.nft_plan import (
     delete_line,
     describe_owner,
     gc_elements,
-    get_line,
     hairpin_subnets,
     masq_elements,
     plan_add,
@@ -196,13 +196,14 @@ class NftablesBackend:
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
                planned: list[Planned]) -> list[str]:
-        """The skeleton without elements, then this owner's elements by key: two nft runs
-        whatever the node holds. Only when an element is missing is the whole table read, to
-        say exactly what is wrong."""
+        """The skeleton without elements, then this owner's elements by key (netlink reads that
+        cost the same whatever the node holds). Only when an element is missing is the whole
+        table read, to say exactly what is wrong."""
         skeleton = self._nft.skeleton(*OUR_TABLE)
         if skeleton is None:
             return [f"nft table {TABLE_REF} is missing"]
-        found = self._nft.lookup(list(dict.fromkeys(get_line(p.element) for p in planned)))
+        found = self._nft.lookup(list({(p.element.map, p.element.key): p.element
+                                       for p in planned}.values()))
         if found is None:
             found = self._ours() or Listing()
         return check_skeleton(skeleton, chains, sorted(maps)) + check_elements(found, planned)

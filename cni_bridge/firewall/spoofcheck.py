@@ -19,10 +19,8 @@ addresses: the EUI-64 one of its MAC plus any it holds when the rules are writte
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cni_bridge.firewall.nft_io import Nft
 from cni_bridge.firewall.runner import CommandRunner, check
@@ -147,16 +145,6 @@ def add_spoofcheck(runner: CommandRunner, container_id: str, ifname: str, host_v
     check(Nft(runner).run(script), f"cannot install {what} spoof check for {ifname}")
 
 
-def _rules(nft: Nft, chain: str) -> list[dict[str, Any]] | None:
-    """The rules of one chain of the bridge nat table; None when it does not exist. A chain at
-    a time: the size of what is read does not grow with other containers' chains."""
-    res = nft.list_json(f"chain bridge {TABLE} {chain}")
-    if not res.ok:
-        return None
-    items = json.loads(res.stdout or "{}").get("nftables", [])
-    return [i["rule"] for i in items if "rule" in i]
-
-
 def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
                      addresses: bool) -> list[str]:
     """What is missing of the spoof check (the address rules too when `addresses`): each rule
@@ -164,11 +152,12 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
     this container's two chains."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
     nft = Nft(runner)
-    base = _rules(nft, BASE_CHAIN)
+    base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
     if base is None:
         return [f"nftables chain bridge {TABLE} {BASE_CHAIN} does not exist"]
-    own, mac = _rules(nft, chain) or [], _rules(nft, f"{chain}-mac") or []
-    present = {(r["chain"], r.get("comment")) for r in [*base, *own]}
+    own = nft.chain_rules("bridge", TABLE, chain) or ()
+    mac = nft.chain_rules("bridge", TABLE, f"{chain}-mac") or ()
+    present = {(r.chain, r.comment) for r in [*base, *own]}
     expected = [(BASE_CHAIN, comment), (chain, comment)]
     if addresses:
         expected += [(chain, ip_comment(container_id, ifname, lb)) for lb in IP_LABELS]
@@ -184,11 +173,11 @@ def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> 
     created and deleted again in the same transaction, which the kernel accepts."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
     nft = Nft(runner)
-    base = _rules(nft, BASE_CHAIN)
+    base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
     if base is None:
         return  # no table: nothing installed
-    lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r['handle']}" for r in base
-             if r.get("comment") == comment]
+    lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r.handle}" for r in base
+             if r.comment == comment]
     for name in (chain, f"{chain}-mac"):
         lines += [f"add chain bridge {TABLE} {name}", f"flush chain bridge {TABLE} {name}",
                   f"delete chain bridge {TABLE} {name}"]

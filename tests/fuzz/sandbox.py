@@ -138,7 +138,7 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
 def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     from cni_bridge.bridge import plugin as bridge_plugin
-    from cni_bridge.firewall import nft_lib
+    from cni_bridge.firewall import nft_exec, nft_io
     from cni_bridge.firewall.runner import CommandResult, SubprocessRunner
     from cni_bridge.ipam import facade
     from cni_bridge.ipam.host_local import plugin as hl_plugin
@@ -177,10 +177,10 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
     mp.setattr(SubprocessRunner, "__call__", no_tools)
 
-    def no_libnftables(self: Any, script: str, **options: Any) -> CommandResult:
-        return no_tools(self, ("nft",))
-
-    mp.setattr(nft_lib.InProcessNft, "__call__", no_libnftables)
+    # nftables is reached in-process (libnftables, netlink reads) only by the production runner:
+    # here it goes through that runner too, and finds no nft.
+    for module in (nft_exec, nft_io):
+        mp.setattr(module, "runs_here", lambda runner, binary="nft": False)
 
     # A delegated IPAM plugin answers with an error instead of being executed.
     def ipam_runner(argv: Any, stdin: bytes, env: Any) -> facade.Completed:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 
 from cni_bridge.firewall.nft_exec import NftCommand
-from tests.integration.test_firewall_common import NsRunner, python_in
+from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner, python_in
 from tests.netns import Netns
 
 # Runs each script of argv[1] (a JSON list) with the in-process executor and prints the
@@ -119,3 +119,68 @@ def test_without_the_library_the_command_runs(host_ns: Netns) -> None:
     assert batch["rc"] == 0 and listing["rc"] == 0
     assert tables(host_ns) == ["inet t"]
     assert '"name": "m"' in str(listing["stdout"])
+
+
+# Reads the kernel over netlink in `ns` and prints what nft_netlink found, to be compared with
+# nft's own JSON listing of the same state.
+NETLINK_READS = r"""
+import json
+from cni_bridge.firewall import nft_netlink
+from cni_bridge.firewall.nft_io import Nft
+from cni_bridge.firewall.runner import SubprocessRunner
+
+class Command:  # the nft command, for the listing to compare with
+    def __call__(self, argv, input=None):
+        return SubprocessRunner()(argv, input)
+
+listing = Nft(Command()).table("inet", "cni_bridge")
+every = listing.all_elements()
+skeleton = nft_netlink.skeleton("inet", "cni_bridge")
+by_key = nft_netlink.elements("inet", "cni_bridge", every)
+chains = (("bridge", "nat", "PREROUTING"), ("inet", "cni_bridge", "isolation_forward"))
+rules = {c: [[r.handle, r.comment] for r in nft_netlink.chain_rules(f, t, c) or ()]
+         for f, t, c in chains}
+print(json.dumps({
+    "elements": len(every),
+    "same_elements": by_key is not None and all(by_key.get(e.map, e.key) == e for e in every),
+    "same_maps": sorted(skeleton.maps) == sorted(listing.maps),
+    "same_counts": {n: c.rule_count for n, c in skeleton.chains.items()}
+                   == {n: c.rule_count for n, c in listing.chains.items()},
+    "missing_table": nft_netlink.skeleton("inet", "no_such_table") is None,
+    "missing_chain": nft_netlink.chain_rules("inet", "cni_bridge", "no_such_chain") is None,
+    "isolated": nft_netlink.has_elements("inet", "cni_bridge", "isolated_bridge_self",
+                                         "ifname . ifname", [("br-a", "br-a")]),
+    "not_isolated": nft_netlink.has_elements("inet", "cni_bridge", "isolated_bridges",
+                                             "ifname", [("br-a",), ("br-z",)]),
+    "rules": rules,
+}))
+"""
+
+
+def test_netlink_reads_match_the_listing(host_ns: Netns) -> None:
+    """Chains, maps, rule counts, every element (all map types: addresses of both families,
+    protocols, ports, marks, verdicts, comments), rule handles and comments, set membership:
+    what nft_netlink reads by key is what ``nft -j list`` shows."""
+    from cni_bridge.firewall import NftablesBackend, PortmapOptions, isolation, spoofcheck
+
+    runner = NsRunner(host_ns)
+    backend = NftablesBackend(runner)
+    for i, (v4, v6) in enumerate([("10.88.0.2/16", "fd00::2/64"), ("10.88.0.3/16", "fd00::3/64")]):
+        who = owner(f"c{i}")
+        backend.add_masquerade(masq(who, v4, v6))
+        backend.add_portmappings([
+            mapping(who, "tcp", 8080 + i, v4, 80), mapping(who, "udp", 5353 + i, v6, 53),
+            mapping(who, "sctp", 9000 + i, v4, 9, host_ip="192.0.2.1"),
+            mapping(who, "tcp", 7000 + i, v6, 7, host_ip="2001:db8::1")], PortmapOptions())
+        spoofcheck.add_spoofcheck(runner, f"c{i}", "eth0", f"veth{i}", "0a:58:0a:4d:00:02")
+    isolation.ensure_isolated(runner, ["br-a", "br-a.5"])
+    found = json.loads(python_in(host_ns, NETLINK_READS).splitlines()[-1])
+    assert found["elements"] >= 20
+    assert found["same_elements"] and found["same_maps"] and found["same_counts"]
+    assert found["missing_table"] and found["missing_chain"]
+    assert found["isolated"] and not found["not_isolated"]
+    listed = json.loads(host_ns.run("nft", "-j", "list", "chain", "bridge", "nat",
+                                    "PREROUTING").stdout)["nftables"]
+    assert found["rules"]["PREROUTING"] == [[r["rule"]["handle"], r["rule"]["comment"]]
+                                            for r in listed if "rule" in r]
+    assert [c for _, c in found["rules"]["isolation_forward"]] == [isolation.DROP_COMMENT]

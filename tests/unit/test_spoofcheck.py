@@ -116,7 +116,8 @@ class Tables:
     def _json(rules: list[tuple[str, str]], sets: dict[str, list[Any]] | None = None) -> str:
         items: list[dict[str, Any]] = [{"metainfo": {}}]
         items += [{"set": {"name": n, "elem": e}} for n, e in (sets or {}).items()]
-        items += [{"rule": {"chain": chain, "comment": comment, "handle": n}}
+        items += [{"rule": {"family": "bridge", "table": "nat", "chain": chain,
+                            "comment": comment, "handle": n}}
                   for n, (chain, comment) in enumerate(rules)]
         return json.dumps({"nftables": items})
 
@@ -192,7 +193,8 @@ def test_isolation_check() -> None:
     assert isolation.check_isolated(ok, ["br1"]) == []
     assert [s.split("{")[0] for s in ok.scripts] == [  # by key: no whole-table read
         "list chain inet cni_bridge isolation_forward",
-        "get element inet cni_bridge isolated_bridges "]
+        "get element inet cni_bridge isolated_bridges ",
+        "get element inet cni_bridge isolated_bridge_self "]
     assert isolation.check_isolated(ok, ["br2"]) == [
         '"br2" is not in set isolated_bridges', '"br2" . "br2" is not in set isolated_bridge_self']
     no_rule = isolation.check_isolated(isolation_tables([], rule=False), [])
