@@ -68,3 +68,20 @@ def test_the_portmap_firewall_path_imports_no_process_machinery() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_netlink_keys_are_laid_out_as_the_kernel_holds_them() -> None:
+    """Concatenations take whole 32-bit registers per field; ports and addresses are in
+    network order, marks in host order; names are NUL-padded to IFNAMSIZ."""
+    from cni_bridge.firewall.nft_netlink import decode, encode
+
+    concat = "ipv4_addr . inet_proto . inet_service"
+    key = encode(concat, ("10.0.0.1", "udp", "53"))
+    assert key == bytes([10, 0, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0])
+    assert decode(concat, key) == ("10.0.0.1", "udp", "53")
+    assert encode("inet_service", ("8080",)) == b"\x1f\x90"  # alone: no padding
+    assert decode("ipv6_addr . inet_service", bytes(15) + b"\x01\x00\x50\x00\x00") == (
+        "::1", "80")
+    assert decode("mark", (1015067090).to_bytes(4, sys.byteorder)) == ("1015067090",)
+    assert encode("ifname . ifname", ("br0", "br0")) == (b"br0" + bytes(13)) * 2
+    assert decode("ifname", b"br0" + bytes(13)) == ("br0",)
