@@ -8,10 +8,12 @@ of every set. Through a command runner (tests) they are ``nft`` scripts.
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
-from cni_bridge.firewall import names
+from cni_bridge.firewall import names, nft_netlink
 from cni_bridge.firewall.nft_exec import NFT, nft_executor, runs_here
 from cni_bridge.firewall.nft_plan import get_line
 from cni_bridge.firewall.nft_state import (
@@ -25,6 +27,14 @@ from cni_bridge.firewall.nft_state import (
 from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Ask(enum.Enum):
+    NFT = "read by nft"
+
+
+ASK_NFT: Literal[_Ask.NFT] = _Ask.NFT
 
 
 class Nft:
@@ -49,17 +59,23 @@ class Nft:
         result = self.list_json(f"table {family} {name}")
         return parse_listing(result.stdout) if result.ok else None
 
+    def _from_kernel(self, what: str, read: Callable[[], T]) -> T | Literal[_Ask.NFT]:
+        """`read` (from nft_netlink) where nftables runs here; `ASK_NFT` elsewhere, or when
+        the netlink read fails: then the caller asks nft."""
+        if self._direct:
+            try:
+                return read()
+            except OSError as exc:
+                log.debug("netlink read of %s failed (%s): asking nft", what, exc)
+        return ASK_NFT
+
     def skeleton(self, family: str, name: str) -> Listing | None:
         """One table's maps, and chains with their rule counts, without map elements: the same
         cost with 1 or 5,000 containers. None when the table does not exist."""
-        if self._direct:
-            try:
-                from cni_bridge.firewall import nft_netlink
-
-                return nft_netlink.skeleton(family, name)
-            except OSError as exc:
-                log.debug("netlink read of nft table %s %s failed (%s): listing", family, name,
-                          exc)
+        found = self._from_kernel(f"table {family} {name}",
+                                  lambda: nft_netlink.skeleton(family, name))
+        if found is not ASK_NFT:
+            return found
         result = self.run(f"list table {family} {name}\n", json=True, terse=True)
         return parse_listing(result.stdout) if result.ok else None
 
@@ -68,25 +84,19 @@ class Nft:
         fails."""
         if not elements:
             return Listing()
-        if self._direct:
-            try:
-                from cni_bridge.firewall import nft_netlink
-
-                return nft_netlink.elements(names.NFT_FAMILY, names.NFT_TABLE, elements)
-            except OSError as exc:
-                log.debug("netlink read of nft elements failed (%s): nft get element", exc)
+        found = self._from_kernel("elements", lambda: nft_netlink.elements(
+            names.NFT_FAMILY, names.NFT_TABLE, elements))
+        if found is not ASK_NFT:
+            return found
         result = self.run("\n".join(get_line(el) for el in elements) + "\n")
         return parse_get_elements(result.stdout) if result.ok else None
 
     def chain_rules(self, family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
         """One chain's rules (handles, comments); None when the chain does not exist."""
-        if self._direct:
-            try:
-                from cni_bridge.firewall import nft_netlink
-
-                return nft_netlink.chain_rules(family, table, chain)
-            except OSError as exc:
-                log.debug("netlink read of nft chain %s failed (%s): listing", chain, exc)
+        found = self._from_kernel(f"chain {chain}", lambda: nft_netlink.chain_rules(
+            family, table, chain))
+        if found is not ASK_NFT:
+            return found
         result = self.list_json(f"chain {family} {table} {chain}")
         return parse_listing(result.stdout).rules if result.ok else None
 
@@ -94,14 +104,10 @@ class Nft:
                      keys: Sequence[Key]) -> bool:
         """Whether set `set_name` (keys of `key_type`, e.g. ``ifname . ifname``) holds every
         key of `keys`."""
-        if self._direct:
-            try:
-                from cni_bridge.firewall import nft_netlink
-
-                return nft_netlink.has_elements(family, table, set_name, key_type, keys)
-            except OSError as exc:
-                log.debug("netlink read of nft set %s failed (%s): nft get element", set_name,
-                          exc)
+        found = self._from_kernel(f"set {set_name}", lambda: nft_netlink.has_elements(
+            family, table, set_name, key_type, keys))
+        if found is not ASK_NFT:
+            return found
         quote = "ifname" in key_type  # names are quoted in scripts, nothing else we look up is
         lines = [f"get element {family} {table} {set_name} {{ "
                  + " . ".join(f'"{f}"' if quote else f for f in key) + " }" for key in keys]
