@@ -20,7 +20,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from cni_bridge.firewall.nft_schema import MAPS_BY_NAME
 from cni_bridge.firewall.nft_state import Chain, Element, Key, Listing, Rule
@@ -38,6 +39,8 @@ from cni_bridge.rawnetlink import (
 # linux/netfilter/nf_tables.h
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM = 4, 7, 10, 13
+NFT_MSG_GETGEN, NFTA_GEN_ID = 16, 1
+READ_ATTEMPTS = 10
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 3
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_USERDATA = 1, 2, 3, 7
 NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS = 1, 2, 3
@@ -70,34 +73,75 @@ def _strz(value: bytes | None) -> str:
     return (value or b"").split(b"\0", 1)[0].decode(errors="replace")
 
 
-def skeleton(family: str, table: str) -> Listing | None:
-    """Chains with their rule counts, and maps, of one table; None when it does not exist."""
-    name = table.encode() + b"\0"
+T = TypeVar("T")
+
+
+def _generation(nl: RawNetlink) -> bytes:
+    [(_, body)] = nl.request(_msg(NFT_MSG_GETGEN), _nfgen("inet"))
+    return parse_attrs(body[4:]).get(NFTA_GEN_ID, b"")
+
+
+def _consistent(read: Callable[[RawNetlink], T]) -> T:
+    """`read` from one generation of the ruleset: dumps span several messages and reads
+    several dumps, while concurrent calls commit (a chain flushed and refilled would be seen
+    twice). Read again while the generation moved, as nft does; an ENOENT is an answer."""
+    with RawNetlink(NETLINK_NETFILTER) as nl:
+        for _ in range(READ_ATTEMPTS):
+            before = _generation(nl)
+            result = read(nl)
+            if _generation(nl) == before:
+                return result
+    raise NetlinkError(errno.EAGAIN, "the ruleset kept changing while being read")
+
+
+def _or_none(read: Callable[[], T]) -> T | None:
+    """`read`, or None where the kernel answers that the object does not exist."""
     try:
-        with RawNetlink(NETLINK_NETFILTER) as nl:
-            sets = nl.request(_msg(NFT_MSG_GETSET), _nfgen(family) + attr(NFTA_SET_TABLE, name),
-                              NLM_F_DUMP)
-            chains = nl.request(_msg(NFT_MSG_GETCHAIN), _nfgen(family), NLM_F_DUMP)
-            rules = nl.request(_msg(NFT_MSG_GETRULE),
-                               _nfgen(family) + attr(NFTA_RULE_TABLE, name), NLM_F_DUMP)
+        return read()
     except NetlinkError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
-    maps = set()
-    for _, body in sets:
-        found = parse_attrs(body[4:])
-        flags = struct.unpack("!I", found.get(NFTA_SET_FLAGS, b"\0" * 4))[0]
-        if flags & NFT_SET_MAP:
-            maps.add(_strz(found.get(NFTA_SET_NAME)))
-    counts: dict[str, int] = {}
-    for _, body in rules:
-        chain = _strz(parse_attrs(body[4:]).get(NFTA_RULE_CHAIN))
-        counts[chain] = counts.get(chain, 0) + 1
-    ours = [parse_attrs(body[4:]) for _, body in chains]
-    names = [_strz(c.get(NFTA_CHAIN_NAME)) for c in ours if _strz(c.get(NFTA_CHAIN_TABLE)) == table]
-    return Listing(maps=frozenset(maps),
-                   chains={n: Chain(n, None, counts.get(n, 0)) for n in names})
+
+
+def _rule_dump(nl: RawNetlink, family: str, table: str, chain: str) -> list[bytes]:
+    """One chain's rules, each once. A dump spanning several messages resumes by position, and
+    rules a concurrent transaction is adding (not yet visible) shift positions: the kernel can
+    send a rule twice, in the same generation. Per chain (a few rules: one message) and
+    de-duplicated by handle, the answer is exact."""
+    names = (attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+             + attr(NFTA_RULE_CHAIN, chain.encode() + b"\0"))
+    seen: dict[bytes, bytes] = {}
+    for _, body in nl.request(_msg(NFT_MSG_GETRULE), _nfgen(family) + names, NLM_F_DUMP):
+        seen.setdefault(parse_attrs(body[4:]).get(NFTA_RULE_HANDLE, b""), body)
+    return list(seen.values())
+
+
+def skeleton(family: str, table: str) -> Listing | None:
+    """Chains with their rule counts, and maps, of one table; None when it does not exist."""
+    name = table.encode() + b"\0"
+
+    def read(nl: RawNetlink) -> Listing | None:
+        def dump(kind: int, attrs: bytes) -> list[bytes]:
+            return [body for _, body in nl.request(_msg(kind), _nfgen(family) + attrs,
+                                                   NLM_F_DUMP)]
+        sets = _or_none(lambda: dump(NFT_MSG_GETSET, attr(NFTA_SET_TABLE, name)))
+        if sets is None:
+            return None
+        chains = [parse_attrs(body[4:]) for body in dump(NFT_MSG_GETCHAIN, b"")]
+        names = {_strz(c.get(NFTA_CHAIN_NAME)) for c in chains
+                 if _strz(c.get(NFTA_CHAIN_TABLE)) == table}
+        counts = {n: len(_rule_dump(nl, family, table, n)) for n in names}
+        maps = set()
+        for body in sets:
+            attrs = parse_attrs(body[4:])
+            flags = struct.unpack("!I", attrs.get(NFTA_SET_FLAGS, b"\0" * 4))[0]
+            if flags & NFT_SET_MAP:
+                maps.add(_strz(attrs.get(NFTA_SET_NAME)))
+        return Listing(maps=frozenset(maps),
+                       chains={n: Chain(n, None, c) for n, c in counts.items()})
+
+    return _consistent(read)
 
 
 def _types(type_text: str) -> list[str]:
@@ -193,16 +237,14 @@ def _get_request(family: str, table: str, set_name: str, keys: Sequence[bytes]) 
 def _get(nl: RawNetlink, family: str, table: str, set_name: str,
          keys: Sequence[bytes]) -> list[bytes] | None:
     """The kernel's answers for `keys` of one set; None when any is missing."""
-    answers: list[bytes] = []
-    try:
+    def read() -> list[bytes]:
+        answers: list[bytes] = []
         for start in range(0, len(keys), BATCH):  # the answers must fit the socket
             request = _get_request(family, table, set_name, keys[start:start + BATCH])
             answers += [body for _, body in nl.request(_msg(NFT_MSG_GETSETELEM), request)]
-    except NetlinkError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    return answers
+        return answers
+
+    return _or_none(read)
 
 
 def elements(family: str, table: str, wanted: Sequence[Element]) -> Listing | None:
@@ -211,8 +253,9 @@ def elements(family: str, table: str, wanted: Sequence[Element]) -> Listing | No
     by_map: dict[str, list[Element]] = {}
     for el in wanted:
         by_map.setdefault(el.map, []).append(el)
-    found: dict[str, dict[Key, Element]] = {}
-    with RawNetlink(NETLINK_NETFILTER) as nl:
+
+    def read(nl: RawNetlink) -> Listing | None:
+        found: dict[str, dict[Key, Element]] = {}
         for map_name, els in by_map.items():
             key_type = MAPS_BY_NAME[map_name].key_type
             answers = _get(nl, family, table, map_name, [encode(key_type, el.key) for el in els])
@@ -221,7 +264,9 @@ def elements(family: str, table: str, wanted: Sequence[Element]) -> Listing | No
             for body in answers:
                 for el in _elements(map_name, body):
                     found.setdefault(map_name, {})[el.key] = el
-    return Listing(found, frozenset(found))
+        return Listing(found, frozenset(found))
+
+    return _consistent(read)
 
 
 def has_elements(family: str, table: str, set_name: str, key_type: str,
@@ -229,27 +274,27 @@ def has_elements(family: str, table: str, set_name: str, key_type: str,
     """Whether the set holds every key of `keys` (given in text, of type `key_type`)."""
     if not keys:
         return True
-    with RawNetlink(NETLINK_NETFILTER) as nl:
-        return _get(nl, family, table, set_name, [encode(key_type, k) for k in keys]) is not None
+    encoded = [encode(key_type, k) for k in keys]
+    return _consistent(lambda nl: _get(nl, family, table, set_name, encoded)) is not None
 
 
 def chain_rules(family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
     """One chain's rules in order (handle, comment); None when the chain does not exist."""
-    table_z, chain_z = table.encode() + b"\0", chain.encode() + b"\0"
-    this_chain = attr(NFTA_CHAIN_TABLE, table_z) + attr(NFTA_CHAIN_NAME, chain_z)
-    its_rules = attr(NFTA_RULE_TABLE, table_z) + attr(NFTA_RULE_CHAIN, chain_z)
-    try:
-        with RawNetlink(NETLINK_NETFILTER) as nl:
+    this_chain = (attr(NFTA_CHAIN_TABLE, table.encode() + b"\0")
+                  + attr(NFTA_CHAIN_NAME, chain.encode() + b"\0"))
+
+    def read(nl: RawNetlink) -> list[bytes] | None:
+        def dump() -> list[bytes]:
             nl.request(_msg(NFT_MSG_GETCHAIN), _nfgen(family) + this_chain)  # ENOENT if missing
-            answers = nl.request(_msg(NFT_MSG_GETRULE), _nfgen(family) + its_rules, NLM_F_DUMP)
-    except NetlinkError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
+            return _rule_dump(nl, family, table, chain)
+        return _or_none(dump)
+
+    answers = _consistent(read)
+    if answers is None:
+        return None
     rules = []
-    for _, body in answers:
+    for body in answers:
         found = parse_attrs(body[4:])
         handle = struct.unpack("!Q", found.get(NFTA_RULE_HANDLE, b"\0" * 8))[0]
-        rules.append(Rule(family, table, _strz(found.get(NFTA_RULE_CHAIN)), handle,
-                          _comment(found.get(NFTA_RULE_USERDATA))))
-    return tuple(r for r in rules if r.chain == chain)
+        rules.append(Rule(family, table, chain, handle, _comment(found.get(NFTA_RULE_USERDATA))))
+    return tuple(rules)

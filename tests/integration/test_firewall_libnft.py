@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 
 from cni_bridge.firewall.nft_exec import NftCommand
+from cni_bridge.firewall.nft_io import Nft
+from cni_bridge.firewall.nft_state import Listing
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner, python_in
 from tests.netns import Netns
 
@@ -22,6 +24,8 @@ CHILD = r"""
 import ctypes, json, os, sys
 from cni_bridge.firewall import nft_lib
 from cni_bridge.firewall.nft_exec import NftCommand
+from cni_bridge.firewall.nft_io import Nft
+from cni_bridge.firewall.nft_state import Listing
 from cni_bridge.firewall.runner import SubprocessRunner
 
 class NoFallback:
@@ -184,3 +188,52 @@ def test_netlink_reads_match_the_listing(host_ns: Netns) -> None:
     assert found["rules"]["PREROUTING"] == [[r["rule"]["handle"], r["rule"]["comment"]]
                                             for r in listed if "rule" in r]
     assert [c for _, c in found["rules"]["isolation_forward"]] == [isolation.DROP_COMMENT]
+
+
+# Reads the skeleton of our table over and over for `seconds` while another process rewrites
+# its chains; prints how many reads saw rule counts other than the real ones.
+SKELETON_READER = r"""
+import json, sys, time
+from cni_bridge.firewall import nft_netlink
+expected = json.loads(sys.argv[1])
+deadline = time.monotonic() + float(sys.argv[2])
+reads = wrong = 0
+while time.monotonic() < deadline:
+    found = nft_netlink.skeleton("inet", "cni_bridge")
+    counts = {n: c.rule_count for n, c in found.chains.items() if n in expected}
+    reads += 1
+    wrong += counts != expected
+print(json.dumps({"reads": reads, "wrong": wrong}))
+"""
+
+
+def test_a_skeleton_read_is_one_generation_of_the_ruleset(host_ns: Netns) -> None:
+    """CHECK reads chains, maps and rules in several dumps while concurrent ADDs flush and
+    refill the shared chains: a read spanning a commit would count rules twice. The reads are
+    repeated until the generation they saw did not move."""
+    import subprocess
+    import sys
+
+    from cni_bridge.firewall import nft_schema
+
+    skeleton = nft_schema.hostport_skeleton((), (), True, [])
+    script = "\n".join(skeleton) + "\n"
+    NftCommand(NsRunner(host_ns))(script)
+    expected = {n: c.rule_count for n, c in
+                (Nft(NsRunner(host_ns)).table("inet", "cni_bridge") or Listing()).chains.items()}
+    assert sum(expected.values()) >= 5
+    writer = subprocess.Popen(
+        ["ip", "netns", "exec", host_ns.name, sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "end = time.monotonic() + 4\n"
+         "n = 0\n"
+         "while time.monotonic() < end:\n"
+         "    subprocess.run(['nft', '-f', '-'], input=sys.argv[1], text=True, check=True)\n"
+         "    n += 1\n"
+         "print(n)\n", script], stdout=subprocess.PIPE, text=True)
+    try:
+        found = json.loads(python_in(host_ns, SKELETON_READER, json.dumps(expected), "3"))
+    finally:
+        commits = int(writer.communicate(timeout=30)[0])
+    assert commits > 20 and found["reads"] > 20
+    assert found["wrong"] == 0, found
