@@ -15,7 +15,6 @@ idempotent) and the runtime GC the operator starts.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 from cni_bridge import records
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import detect_backend, make_backend
-from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.recorded import masq_entries, port_entries
 from cni_bridge.firewall.runner import SubprocessRunner
 from cni_bridge.runtime import Attachment, ConflistError, NetworkList, Runtime, parse_network_list
 
@@ -183,41 +182,6 @@ def describe_mapping(m: Mapping[str, Any]) -> str:
 
 
 # --- firewall records --------------------------------------------------------------------------
-
-
-def _owner(rec: records.Record) -> Owner:
-    return Owner(rec.network, rec.container_id, rec.ifname)
-
-
-def masq_entries(rec: records.Record) -> list[MasqEntry]:
-    return [MasqEntry(_owner(rec), ipaddress.ip_interface(e["address"]),
-                      ipaddress.ip_network(e.get("subnet") or e["address"], strict=False),
-                      tuple(ipaddress.ip_network(n) for n in e.get("nonMasquerade") or ()))
-            for e in rec.data.get("masq", [])]
-
-
-def _opt(options: Mapping[str, Any], camel: str, snake: str, default: Any) -> Any:
-    return options.get(camel, options.get(snake, default))
-
-
-def port_entries(rec: records.Record) -> tuple[list[PortMapping], PortmapOptions]:
-    o = rec.data.get("options") or {}
-    options = PortmapOptions(
-        snat=bool(_opt(o, "snat", "snat", True)),
-        masq_all=bool(_opt(o, "masqAll", "masq_all", False)),
-        mark_masq_bit=int(_opt(o, "markMasqBit", "mark_masq_bit", 13)),
-        external_set_mark_chain=_opt(o, "externalSetMarkChain", "external_set_mark_chain", None),
-        conditions_v4=tuple(_opt(o, "conditionsV4", "conditions_v4", ()) or ()),
-        conditions_v6=tuple(_opt(o, "conditionsV6", "conditions_v6", ()) or ()),
-    )
-    mappings = [
-        PortMapping(_owner(rec), str(m.get("protocol", "tcp")).lower(),  # type: ignore[arg-type]
-                    int(m["hostPort"]), ipaddress.ip_interface(m["containerIP"]),
-                    int(m["containerPort"]),
-                    ipaddress.ip_address(m["hostIP"]) if m.get("hostIP") else None)
-        for m in rec.data.get("mappings", [])
-    ]
-    return mappings, options
 
 
 def record_backend(rec: records.Record) -> Backend:

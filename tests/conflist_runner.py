@@ -214,11 +214,13 @@ class Runtime:
         cache_dir: str,
         ns: NetnsLike | None = None,
         cleanup_on_add_failure: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.plugin_dirs = [str(d) for d in plugin_dirs]
         self.cache_dir = Path(cache_dir)
         self.ns = ns
         self.cleanup_on_add_failure = cleanup_on_add_failure
+        self.extra_env = dict(extra_env or {})  # e.g. another PATH for the plugins
         self.calls: list[Invocation] = []
 
     # --- verbs -----------------------------------------------------------------------------
@@ -393,6 +395,7 @@ class Runtime:
             # Not CNI variables: where the plugins keep their records (tests use a temp dir),
             # and which resident server they hand calls to (a test's private one).
             **{k: os.environ[k] for k in (STATE_ENV, SOCKET_ENV) if k in os.environ},
+            **self.extra_env,
         }
 
     def find_plugin(self, plugin_type: str) -> str:

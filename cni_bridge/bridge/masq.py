@@ -17,6 +17,7 @@ from cni_bridge.firewall.detect import (
     recorded_backend,
 )
 from cni_bridge.firewall.model import MasqEntry, Owner
+from cni_bridge.firewall.recorded import masq_entries
 from cni_bridge.firewall.runner import SubprocessRunner
 from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
 from cni_bridge.spec.request import Request
@@ -48,7 +49,7 @@ RECORD_PLUGIN = "bridge"
 
 
 def masq_record_data(entry: MasqEntry) -> dict[str, Any]:
-    """One masquerade entry as recorded (read back by ``inspect.masq_entries``)."""
+    """One masquerade entry as recorded (read back by ``firewall.recorded.masq_entries``)."""
     data: dict[str, Any] = {"address": str(entry.address), "subnet": str(entry.subnet)}
     if entry.non_masquerade:
         data["nonMasquerade"] = [str(n) for n in entry.non_masquerade]
@@ -67,11 +68,9 @@ def add_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> 
         log.warning("cannot write the masquerade record of %s: %s", _owner(req), exc)
 
 
-def _recorded_backend(req: Request) -> Backend | None:
-    """The backend our own ADD used, if it left a record and that backend is still usable."""
-    rec = records.find_record(records.state_root(), req.network_name, req.env.container_id,
-                              req.env.ifname, RECORD_PLUGIN)
-    return recorded_backend(rec.data.get("backend"), _runner()) if rec is not None else None
+def _record(req: Request) -> records.Record | None:
+    return records.find_record(records.state_root(), req.network_name, req.env.container_id,
+                               req.env.ifname, RECORD_PLUGIN)
 
 
 def _usable_backends() -> list[Backend]:
@@ -85,7 +84,12 @@ def remove_masquerade(req: Request, cfg: BridgeConfig, addresses: Sequence[IPInt
     says now."""
     owner = _owner(req)
     errors: list[str] = []
-    recorded = _recorded_backend(req)
+    rec = _record(req)
+    # The backend our ADD used (if that backend is still usable), and its addresses when DEL
+    # found none: removal by key rather than by reading every entry.
+    recorded = recorded_backend(rec.data.get("backend"), _runner()) if rec is not None else None
+    if not addresses and rec is not None:
+        addresses = [e.address for e in masq_entries(rec)]
     for backend in [recorded] if recorded is not None else _usable_backends():
         try:
             backend.remove_masquerade(owner, list(addresses) or None)

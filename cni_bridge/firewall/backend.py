@@ -1,7 +1,8 @@
 """The interface every firewall backend implements.
 
-One object per backend, built with the `CommandRunner` it must use. Every mutating call is one
-atomic transaction per tool invocation, and makes no tool call at all when there is nothing to do.
+One object per backend, built with the `CommandRunner` it must use (the nftables backend runs
+nft in-process for the production runner). Every mutating call is one atomic transaction per
+nft run or tool invocation, and makes none at all when there is nothing to do.
 
 Verbs:
 - ``add_*`` installs entries (idempotent: adding twice is adding once);

@@ -4,40 +4,113 @@ A UDP sender that keeps talking to a host port keeps its conntrack entry, which 
 the previous container; after the mapping changes, those datagrams go nowhere until the entry
 expires. After installing mappings, delete the entries whose original destination port is a
 mapped UDP host port. Failures are logged, never raised: this is best effort, as in the reference.
+
+Done over ctnetlink in this process (what ``conntrack -D -p udp --orig-port-dst P`` does): per
+family and port, one dump the kernel filters by protocol and original destination port
+(CTA_FILTER, Linux 5.9+; older kernels send every entry of the family, filtered here too), then
+one delete per entry found, by its tuple and id.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import re
+import struct
 from collections.abc import Iterable
 
 from cni_bridge.firewall.model import PortMapping
-from cni_bridge.firewall.runner import CommandRunner
+from cni_bridge.rawnetlink import (
+    NETLINK_NETFILTER,
+    NLA_F_NESTED,
+    NLM_F_DUMP,
+    RawNetlink,
+    attr,
+    nested,
+    parse_attrs,
+)
 
 log = logging.getLogger(__name__)
-_DELETED_RE = re.compile(r"(\d+) flow entr(?:y|ies) ha(?:s|ve) been deleted")
+
+# linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 1, 2
+CTA_TUPLE_ORIG, CTA_ID, CTA_FILTER = 1, 12, 25
+CTA_TUPLE_PROTO = 2
+CTA_PROTO_NUM, CTA_PROTO_DST_PORT = 1, 3
+CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
+CTA_FILTER_FLAG_PROTO_NUM, CTA_FILTER_FLAG_PROTO_DST_PORT = 1 << 3, 1 << 5
+IPPROTO_UDP = 17
+AF_INET, AF_INET6 = 2, 10
 
 
-def plan_udp_flush(entries: Iterable[PortMapping]) -> list[list[str]]:
-    """One ``conntrack -D`` per (family, UDP host port), in a stable order."""
-    keys = sorted({(e.version, e.host_port) for e in entries if e.protocol == "udp"})
-    return [["conntrack", "-D", "-f", f"ipv{v}", "-p", "udp", "--orig-port-dst", str(port)]
-            for v, port in keys]
+def plan_udp_flush(entries: Iterable[PortMapping]) -> list[tuple[int, int]]:
+    """(IP version, UDP host port) pairs to flush, in a stable order."""
+    return sorted({(e.version, e.host_port) for e in entries if e.protocol == "udp"})
 
 
-def flush_udp_conntrack(runner: CommandRunner, entries: Iterable[PortMapping]) -> int:
+def _nfgen(version: int) -> bytes:
+    """nfgenmsg: the family, NFNETLINK_V0, resource id 0."""
+    return struct.pack("=BBH", AF_INET if version == 4 else AF_INET6, 0, 0)
+
+
+def dump_request(version: int, port: int) -> bytes:
+    """A conntrack dump of `version` filtered by UDP and original destination port `port`."""
+    proto = nested(CTA_TUPLE_PROTO, attr(CTA_PROTO_NUM, bytes([IPPROTO_UDP])),
+                   attr(CTA_PROTO_DST_PORT, struct.pack("!H", port)))
+    flags = CTA_FILTER_FLAG_PROTO_NUM | CTA_FILTER_FLAG_PROTO_DST_PORT
+    return (_nfgen(version) + nested(CTA_TUPLE_ORIG, proto)
+            + nested(CTA_FILTER, attr(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", flags)),
+                     attr(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", 0))))
+
+
+def matching_deletes(version: int, port: int, replies: Iterable[bytes]) -> list[bytes]:
+    """Delete requests for the dumped entries that really are UDP to `port` (a kernel without
+    dump filters sends them all), each naming its entry by original tuple and id."""
+    deletes = []
+    for body in replies:
+        found = parse_attrs(body[4:])
+        tuple_orig = found.get(CTA_TUPLE_ORIG)
+        if tuple_orig is None:
+            continue
+        proto = parse_attrs(parse_attrs(tuple_orig).get(CTA_TUPLE_PROTO, b""))
+        if (proto.get(CTA_PROTO_NUM) != bytes([IPPROTO_UDP])
+                or proto.get(CTA_PROTO_DST_PORT) != struct.pack("!H", port)):
+            continue
+        request = _nfgen(version) + attr(CTA_TUPLE_ORIG | NLA_F_NESTED, tuple_orig)
+        if CTA_ID in found:
+            request += attr(CTA_ID, found[CTA_ID])
+        deletes.append(request)
+    return deletes
+
+
+def flush_udp_conntrack(entries: Iterable[PortMapping]) -> int:
     """Delete UDP conntrack entries for the mapped host ports; returns how many were deleted."""
+    keys = plan_udp_flush(entries)
+    if not keys:
+        return 0
+    get = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
+    delete = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
     total = 0
-    for argv in plan_udp_flush(entries):
-        result = runner(argv)
-        match = _DELETED_RE.search(result.stderr + result.stdout)
-        count = int(match.group(1)) if match else 0
-        # conntrack exits 1 when nothing matched; that is the normal case.
-        if not result.ok and match is None:
-            log.warning("%s failed (exit %d): %s", " ".join(argv), result.returncode,
-                        result.stderr.strip())
-        total += count
+    try:
+        with RawNetlink(NETLINK_NETFILTER) as nl:
+            for version, port in keys:
+                dumped = [body for _, body in nl.request(get, dump_request(version, port),
+                                                         NLM_F_DUMP)]
+                for request in matching_deletes(version, port, dumped):
+                    total += _delete(nl, delete, request)
+    except OSError as exc:
+        log.warning("cannot flush UDP conntrack entries of host ports %s: %s",
+                    ", ".join(f"{p}/IPv{v}" for v, p in keys), exc)
     if total:
         log.info("deleted %d stale UDP conntrack entries", total)
     return total
+
+
+def _delete(nl: RawNetlink, msg_type: int, request: bytes) -> int:
+    try:
+        nl.request(msg_type, request)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:  # expired or deleted meanwhile
+            return 0
+        raise
+    return 1

@@ -4,10 +4,10 @@ We prefer **nftables** wherever ``nft`` works, and fall back to iptables only wh
 (the reference does the opposite). Why:
 
 - Cost. Our nftables layout is a constant skeleton plus map elements: ADD and DEL insert and
-  delete a few elements in one ``nft -f`` batch, and cost the same with 0 or thousands of
-  containers. The iptables layout (kept byte-compatible with the reference) is a chain per
-  container, and every ``iptables-save``/``iptables-restore`` handles the whole nat table, so
-  the cost grows with the node (USERS.md items 2 and 3).
+  delete a few elements in one nft transaction, run in-process by libnftables, and cost the
+  same with 0 or thousands of containers. The iptables layout (kept byte-compatible with the
+  reference) is a chain per container, and every ``iptables-save``/``iptables-restore``
+  handles the whole nat table, so the cost grows with the node (USERS.md items 2 and 3).
 - No global lock. nft transactions are atomic in the kernel; iptables-legacy serialises every
   writer on the node (kube-proxy included) on /run/xtables.lock (item 2).
 - Our own table. Rules live in ``inet cni_bridge``, untouched by iptables-nft/iptables-legacy
@@ -60,17 +60,17 @@ def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
     if name == "nftables":
         backend = NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
     elif name == "iptables":
-        backend = IptablesBackend(runner, nft_leftovers=False)
+        backend = IptablesBackend(runner, recorded=True)
     else:
         return None
     return backend if is_usable(backend) else None
 
 
 def is_usable(backend: Backend) -> bool:
-    """``backend.available()``, remembered once true: probing runs the tool (``nft --check``
-    of our table, ``iptables-save -t nat``, which grows with the node) and would cost every
-    call a process. A marker under the state root (/run: gone at reboot, per namespace)
-    remembers a success; a failure is never remembered."""
+    """``backend.available()``, remembered once true: probing (a dry run of our nft table,
+    ``iptables-save -t nat``, which grows with the node) would cost every call. A marker
+    under the state root (/run: gone at reboot, per namespace) remembers a success; a failure
+    is never remembered."""
     if isinstance(backend, NoopBackend):
         return True
     marker = records.probe_marker(backend.name)

@@ -1,4 +1,4 @@
-"""Reading ``iptables-save -t nat`` and writing ``iptables-restore --noflush`` input (pure).
+"""Reading ``iptables-save`` and writing ``iptables-restore --noflush`` input (pure).
 
 Rules are kept as the text after ``-A CHAIN`` exactly as iptables-save prints it: deleting by
 that text is deleting by the rule spec the kernel holds, whatever order it was written in.
@@ -57,17 +57,17 @@ class NatState:
         return index
 
 
-def parse_save(text: str) -> NatState:
-    """Parse iptables-save output; only the nat table is kept."""
+def parse_save(text: str, table: str = "nat") -> NatState:
+    """Parse iptables-save output; only `table` is kept (a NatState of its chains)."""
     chains: dict[str, list[str]] = {}
-    in_nat = False
+    in_table = False
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):
-            in_nat = line == "*nat"
-        elif not in_nat or line == "COMMIT":
+            in_table = line == f"*{table}"
+        elif not in_table or line == "COMMIT":
             continue
         elif line.startswith(":"):
             chains.setdefault(line[1:].split()[0], [])
@@ -144,13 +144,15 @@ def quote(text: str) -> str:
 
 @dataclass
 class RestoreScript:
-    """Lines for one ``iptables-restore --noflush`` call on the nat table."""
+    """Lines for one ``iptables-restore --noflush`` call on the nat table (and the raw table's
+    `raw` commands, in the same call)."""
 
     declare: list[str] = field(default_factory=list)  # chains to create
     lines: list[str] = field(default_factory=list)  # -A/-I/-D/-F/-X commands, in order
     # Chains every owner appends to, created before the restore with ``iptables -N``: declaring
     # one in a --noflush restore flushes it, losing the rules a concurrent call just added.
     shared: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)  # commands for the raw table
 
     def new_chain(self, chain: str) -> None:
         if chain not in self.declare:
@@ -167,11 +169,13 @@ class RestoreScript:
         self.lines.extend(lines)
 
     def __bool__(self) -> bool:
-        return bool(self.declare or self.lines or self.shared)
+        return bool(self.declare or self.lines or self.shared or self.raw)
 
     def render(self) -> str:
         """The restore input; empty when there is nothing to do."""
         if not self:
             return ""
         body = [f":{chain} - [0:0]" for chain in self.declare] + self.lines
-        return "\n".join(["*nat", *body, "COMMIT", ""])
+        raw = ["*raw", *self.raw, "COMMIT"] if self.raw else []
+        nat = ["*nat", *body, "COMMIT"] if body or not raw else []
+        return "\n".join([*nat, *raw, ""])

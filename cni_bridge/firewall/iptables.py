@@ -1,10 +1,14 @@
 """The iptables backend: the reference plugins' chains and rules, byte for byte.
 
-Per call and family: one ``iptables-save -t nat`` read, then (only when something must change)
-one ``iptables-restore --noflush -w <seconds>`` transaction planned from what was read. If the
+Per call and family: one ``iptables-save`` read, then (only when something must change) one
+``iptables-restore --noflush -w <seconds>`` transaction planned from what was read. If the
 restore fails because the table changed between the read and the write, it is planned again
 once. A lock wait that runs out is a `TryAgainError` (code 11). Dual-stack work is one
-transaction per family: iptables has no cross-family transaction.
+transaction per family: iptables has no cross-family transaction. Processes per call (IPv4,
+steady state): ADD 2 (the read covers the raw table too when 127.0.0.1 is published, and the
+restore writes its drop rule when missing), CHECK 1, DEL 1 when our record names what to
+delete (an exact restore; see ipt_exact), else 2. Shared chains are created with
+``iptables -N`` outside the restore, once per node.
 
 Removals also delete the owner's nftables state (our table's elements, the reference's nft
 rules), so a node that ran an nftables backend before does not leak when switched to this one.
@@ -17,9 +21,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from cni_bridge.firewall import ipt_masq, ipt_portmap
+from cni_bridge.firewall import ipt_exact, ipt_masq, ipt_portmap
 from cni_bridge.firewall.errors import HostPortConflictError
-from cni_bridge.firewall.ipt_save import NatState, RestoreScript, parse_save
+from cni_bridge.firewall.ipt_save import NatState, RestoreScript, parse_save, quote
 from cni_bridge.firewall.model import (
     IPInterface,
     MasqEntry,
@@ -62,6 +66,21 @@ TOOLS = {4: IptablesTools("iptables-save", "iptables-restore", "iptables"),
 LOCALNET_DROP = ("!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment", "--comment",
                  "cni-bridge: 127.0.0.0/8 only on lo (route_localnet is set for published "
                  "localhost ports)", "-j", "DROP")
+# The rule as a restore line reads it: raw PREROUTING, so it sees packets before any NAT.
+LOCALNET_DROP_RULE = " ".join(quote(t) if " " in t else t for t in LOCALNET_DROP)
+
+
+def lacks_localnet_drop(raw: NatState | None) -> bool:
+    """Whether the raw table, when it was read, lacks the drop for 127.0.0.0/8."""
+    return raw is not None and not raw.has_rule("PREROUTING", LOCALNET_DROP_RULE)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """One family's nat table, and its raw table when it was asked for."""
+
+    nat: NatState
+    raw: NatState | None = None
 
 
 class IptablesBackend:
@@ -69,11 +88,12 @@ class IptablesBackend:
 
     def __init__(self, runner: CommandRunner, lock_wait: int = LOCK_WAIT_SECONDS,
                  tools: dict[int, IptablesTools] | None = None, nft_binary: str = "nft",
-                 nft_leftovers: bool = True) -> None:
-        """`nft_leftovers` off: removals skip the nftables tables (ours and the reference's);
-        the caller knows from its records that the owner's state is in iptables alone."""
+                 recorded: bool = False) -> None:
+        """`recorded`: removals work from our own ADD's record, which proves the owner's state
+        is in this layout alone and as our ADD wrote it: no nftables leftovers to look for,
+        and the rules can be deleted by their exact text before anything is read."""
         self._run = runner
-        self._nft_leftovers = nft_leftovers
+        self._recorded = recorded
         self._lock_wait = lock_wait
         self._tools = tools or TOOLS
         self._nft = Nft(runner, nft_binary)
@@ -83,36 +103,63 @@ class IptablesBackend:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def state(self, version: int) -> NatState:
+    def _read(self, version: int, raw: bool = False) -> CommandResult:
+        """``iptables-save -t nat``; every table at once when the raw table is wanted too (one
+        process instead of two)."""
         tool = self._tools[version].save
-        result = check(self._run([tool, "-t", "nat"]), f"cannot read the IPv{version} nat table")
-        return parse_save(result.stdout)
+        return self._run([tool] if raw else [tool, "-t", "nat"])
 
-    def _transact(self, version: int, plan: Planner, what: str, optional: bool = False) -> bool:
+    def tables(self, version: int, raw: bool = False) -> Tables:
+        result = check(self._read(version, raw), f"cannot read the IPv{version} nat table")
+        return Tables(parse_save(result.stdout), parse_save(result.stdout, "raw") if raw else None)
+
+    def state(self, version: int) -> NatState:
+        return self.tables(version).nat
+
+    def _transact(self, version: int, plan: Planner, what: str, optional: bool = False,
+                  localnet: bool = False) -> bool:
         """Read, plan, restore; on failure read and plan once more (the table moved).
 
         With `optional`, a family whose table cannot be read is skipped (returns False): a DEL
-        cannot know which families its ADD used, and a host may lack ip6tables.
+        cannot know which families its ADD used, and a host may lack ip6tables. With
+        `localnet`, the raw table's drop for 127.0.0.0/8 goes in the same restore if missing.
         """
         for attempt in (1, 2):
-            read = self._run([self._tools[version].save, "-t", "nat"])
+            read = self._read(version, raw=localnet)
             if not read.ok and optional:
                 log.debug("IPv%d nat table not readable, skipped: %s", version, read.stderr)
                 return False
-            script = plan(parse_save(check(read, f"cannot read the IPv{version} nat table").stdout))
+            text = check(read, f"cannot read the IPv{version} nat table").stdout
+            script = plan(parse_save(text))
+            if localnet and lacks_localnet_drop(parse_save(text, "raw")):
+                script.raw.append(f"-A PREROUTING {LOCALNET_DROP_RULE}")
             if not script:
                 return True
             for chain in script.shared:  # fails harmlessly when a concurrent call made it
                 self._run([self._tools[version].command, "-w", str(self._lock_wait), "-t", "nat",
                            "-N", chain])
-            argv = [self._tools[version].restore, "--noflush", "-w", str(self._lock_wait)]
-            result = self._run(argv, input=script.render())
+            result = self._restore(version, script)
             if result.ok:
                 return True
             if attempt == 2 or result.returncode == 4:
                 check(result, what)
             log.info("%s: retrying after %s", what, result.stderr.strip())
         return True
+
+    def _restore(self, version: int, script: RestoreScript) -> CommandResult:
+        argv = [self._tools[version].restore, "--noflush", "-w", str(self._lock_wait)]
+        return self._run(argv, input=script.render())
+
+    def _exactly(self, version: int, script: RestoreScript) -> bool:
+        """Whether the exact removal `script` went through in one restore (see ipt_exact);
+        False when it did not, and nothing changed: then the caller reads and plans. Any
+        failure means that, even exit status 4, which iptables-nft-restore also gives for a
+        chain still in use; a lock still busy then fails the planned restore (code 11)."""
+        result = self._restore(version, script)
+        if not result.ok:
+            log.debug("exact IPv%d removal did not apply (%s): reading", version,
+                      result.stderr.strip())
+        return result.ok
 
     def _each_family(self, versions: Sequence[int], plan: Callable[[int], Planner],
                      what: str) -> None:
@@ -134,13 +181,19 @@ class IptablesBackend:
         if addresses is not None and not addresses:
             return
 
-        def plan(version: int) -> Planner:
-            family = None if addresses is None else [a for a in addresses if a.version == version]
-            return partial(ipt_masq.plan_remove_masquerade, owner=owner, addresses=family)
+        def family(version: int) -> list[IPInterface] | None:
+            return None if addresses is None else [a for a in addresses if a.version == version]
 
-        self._each_family(self._versions(addresses), plan,
-                          f"remove masquerade rules of {owner}")
-        if self._nft_leftovers:
+        def plan(version: int) -> Planner:
+            return partial(ipt_masq.plan_remove_masquerade, owner=owner,
+                           addresses=family(version))
+
+        versions = self._versions(addresses)
+        if self._recorded and addresses is not None:
+            versions = [v for v in versions if not self._exactly(
+                v, ipt_exact.masq_removal(owner, family(v) or []))]
+        self._each_family(versions, plan, f"remove masquerade rules of {owner}")
+        if not self._recorded:
             remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
@@ -159,44 +212,43 @@ class IptablesBackend:
     def add_portmappings(self, entries: Sequence[PortMapping], options: PortmapOptions) -> None:
         _validate_ipt_options(options)
         validate_mappings(entries)
+        # Localhost mappings get route_localnet, which would let a LAN neighbour reach
+        # 127.0.0.1-bound services (USERS.md item 4): the IPv4 restore also puts in the raw
+        # PREROUTING drop for 127.0.0.0/8 from outside lo when it is missing (shared and never
+        # removed, like the reference's shared chains; a concurrent ADD may add it too).
+        localnet = needs_route_localnet(entries, options)
         for owner, mine in group_by_owner(entries).items():
             for version in sorted({e.version for e in mine}):
                 plan = partial(_plan_add_portmappings, owner=owner, all_entries=mine,
                                version=version, options=options)
-                self._transact(version, plan, f"cannot add IPv{version} port mappings of {owner}")
-        if needs_route_localnet(entries, options):
-            self._ensure_localnet_drop()
-
-    def _localnet_drop(self, op: str) -> CommandResult:
-        """``iptables -t raw <op> PREROUTING`` with the rule that keeps 127.0.0.0/8 on lo: the
-        plugin sets route_localnet for localhost mappings, which would otherwise let a LAN
-        neighbour reach 127.0.0.1-bound services (USERS.md item 4). Shared and never removed,
-        like the reference's shared chains; raw, so it sees packets before any NAT."""
-        return self._run([self._tools[4].command, "-w", str(self._lock_wait), "-t", "raw", op,
-                          "PREROUTING", *LOCALNET_DROP])
-
-    def _ensure_localnet_drop(self) -> None:
-        if not self._localnet_drop("-C").ok:  # a concurrent ADD may append it too: harmless
-            check(self._localnet_drop("-A"),
-                  "cannot install the raw PREROUTING drop for 127.0.0.0/8 from outside lo")
+                self._transact(version, plan, f"cannot add IPv{version} port mappings of {owner}",
+                               localnet=localnet and version == 4)
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
+        """Both families unless `entries` tell which; exactly first when recorded."""
         if entries is not None and not entries:
             return
         plan = partial(ipt_portmap.plan_remove_portmappings, owner=owner)
-        self._each_family((4, 6), lambda _version: plan, f"remove port mappings of {owner}")
-        if self._nft_leftovers:
+        versions = [4, 6] if entries is None else sorted({e.version for e in entries})
+        if self._recorded and entries is not None:
+            versions = [v for v in versions if not self._exactly(
+                v, ipt_exact.portmap_removal(owner, entries, v))]
+        self._each_family(versions, lambda _version: plan, f"remove port mappings of {owner}")
+        if not self._recorded:
             remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
 
     def check_portmappings(self, entries: Sequence[PortMapping],
                            options: PortmapOptions) -> list[str]:
         missing: list[str] = []
+        localnet = needs_route_localnet(entries, options)
         for owner, mine in group_by_owner(entries).items():
             for version in sorted({e.version for e in mine}):
-                missing += ipt_portmap.check_portmappings(self.state(version), owner, mine,
-                                                          version, options)
-        if needs_route_localnet(entries, options) and not self._localnet_drop("-C").ok:
-            missing.append("raw PREROUTING rule dropping 127.0.0.0/8 from outside lo is missing")
+                tables = self.tables(version, raw=localnet and version == 4)
+                missing += ipt_portmap.check_portmappings(tables.nat, owner, mine, version,
+                                                          options)
+                if lacks_localnet_drop(tables.raw):
+                    missing.append(
+                        "raw PREROUTING rule dropping 127.0.0.0/8 from outside lo is missing")
         return missing
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:

@@ -23,8 +23,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from cni_bridge.firewall.nft_io import Nft
 from cni_bridge.firewall.nft_schema import TABLE_REF, ChainSpec, render_table
-from cni_bridge.firewall.runner import CommandRunner, check
+from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 from cni_bridge.spec.errors import ConfigError
 
 ISOLATED_SET = "isolated_bridges"
@@ -61,17 +62,14 @@ def plan_isolate(interfaces: Sequence[str]) -> list[str]:
 
 
 def ensure_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
-    script = "\n".join(plan_isolate(interfaces)) + "\n"
-    check(runner(["nft", "-f", "-"], input=script),
+    check(Nft(runner).apply(plan_isolate(interfaces)),
           f"cannot isolate bridge {', '.join(interfaces)} from other networks")
 
 
-def _table(runner: CommandRunner) -> list[dict[str, Any]]:
-    family, table = TABLE_REF.split()
-    res = runner(["nft", "-j", "list", "table", family, table])
-    if not res.ok:
+def _items(result: CommandResult) -> list[dict[str, Any]]:
+    if not result.ok:
         return []
-    items: list[dict[str, Any]] = json.loads(res.stdout or "{}").get("nftables", [])
+    items: list[dict[str, Any]] = json.loads(result.stdout or "{}").get("nftables", [])
     return items
 
 
@@ -80,9 +78,26 @@ def _elements(items: list[dict[str, Any]], name: str) -> list[Any]:
                  if "set" in i and i["set"]["name"] == name), [])
 
 
+def _in_place(nft: Nft, interfaces: Sequence[str]) -> bool:
+    """The rule and this network's set elements, read by key whatever the table holds."""
+    family, table = TABLE_REF.split()
+    rules = nft.chain_rules(family, table, FORWARD_CHAIN) or ()
+    names = list(dict.fromkeys(interfaces))
+    return (any(r.comment == DROP_COMMENT for r in rules)
+            and nft.has_elements(family, table, ISOLATED_SET, "ifname", [(n,) for n in names])
+            and nft.has_elements(family, table, SELF_SET, "ifname . ifname",
+                                 [(n, n) for n in names]))
+
+
 def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
-    """What is missing for `interfaces` to be isolated (nothing: an empty list)."""
-    items = _table(runner)
+    """What is missing for `interfaces` to be isolated (nothing: an empty list). Only when
+    something is missing is the whole table read, to say exactly what."""
+    nft = Nft(runner)
+    for name in interfaces:
+        _quoted(name)  # a name nft cannot quote was never isolated
+    if _in_place(nft, interfaces):
+        return []
+    items = _items(nft.list_json(f"table {TABLE_REF}"))
     problems = []
     if not any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
                and i["rule"].get("comment") == DROP_COMMENT for i in items):

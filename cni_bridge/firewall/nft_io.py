@@ -1,22 +1,54 @@
-"""The thin layer that runs ``nft``: reads return parsed data, writes are one ``nft -f -`` batch."""
+"""The thin layer that talks to nftables: reads return parsed data, writes are one batch.
+
+Scripts run through an `NftExecutor` (in-process libnftables in production; see nft_exec).
+Keyed reads (the skeleton of a table, elements by key) go straight to the kernel over netlink
+where nftables runs in this process (nft_netlink): libnftables would first fetch every element
+of every set. Through a command runner (tests) they are ``nft`` scripts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
-from cni_bridge.firewall.nft_state import Listing, parse_get_elements, parse_listing
+from cni_bridge.firewall import names, nft_netlink
+from cni_bridge.firewall.nft_exec import NFT, nft_executor, runs_here
+from cni_bridge.firewall.nft_plan import get_line
+from cni_bridge.firewall.nft_state import (
+    Element,
+    Key,
+    Listing,
+    Rule,
+    parse_get_elements,
+    parse_listing,
+)
 from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-@dataclass(frozen=True)
+
+class _Ask(enum.Enum):
+    NFT = "read by nft"
+
+
+ASK_NFT: Literal[_Ask.NFT] = _Ask.NFT
+
+
 class Nft:
-    runner: CommandRunner
-    binary: str = "nft"
+    def __init__(self, runner: CommandRunner, binary: str = NFT) -> None:
+        self.run = nft_executor(runner, binary)
+        self._direct = runs_here(runner, binary)
 
     def usable(self, probe: str) -> bool:
-        """Whether the kernel would accept `probe` (``nft --check``: nothing is committed)."""
-        return self.runner([self.binary, "-c", "-f", "-"], input=probe + "\n").ok
+        """Whether the kernel would accept `probe` (a dry run: nothing is committed)."""
+        return self.run(probe + "\n", dry_run=True).ok
+
+    def list_json(self, what: str) -> CommandResult:
+        """``list <what>`` as JSON, e.g. ``table inet cni_bridge`` or ``chain bridge nat X``."""
+        return self.run(f"list {what}\n", json=True)
 
     def table(self, family: str, name: str) -> Listing | None:
         """One table's contents; None when it does not exist (or nft is unusable).
@@ -24,27 +56,68 @@ class Nft:
         Listing one table only fetches that table, whatever else the ruleset holds; ``list
         tables`` would fetch every element of every set.
         """
-        result = self.runner([self.binary, "-j", "list", "table", family, name])
+        result = self.list_json(f"table {family} {name}")
         return parse_listing(result.stdout) if result.ok else None
+
+    def _from_kernel(self, what: str, read: Callable[[], T]) -> T | Literal[_Ask.NFT]:
+        """`read` (from nft_netlink) where nftables runs here; `ASK_NFT` elsewhere, or when
+        the netlink read fails: then the caller asks nft."""
+        if self._direct:
+            try:
+                return read()
+            except OSError as exc:
+                log.debug("netlink read of %s failed (%s): asking nft", what, exc)
+        return ASK_NFT
 
     def skeleton(self, family: str, name: str) -> Listing | None:
-        """One table's maps, chains and rules without map elements (``nft --terse``): the same
+        """One table's maps, and chains with their rule counts, without map elements: the same
         cost with 1 or 5,000 containers. None when the table does not exist."""
-        result = self.runner([self.binary, "-j", "-t", "list", "table", family, name])
+        found = self._from_kernel(f"table {family} {name}",
+                                  lambda: nft_netlink.skeleton(family, name))
+        if found is not ASK_NFT:
+            return found
+        result = self.run(f"list table {family} {name}\n", json=True, terse=True)
         return parse_listing(result.stdout) if result.ok else None
 
-    def lookup(self, get_lines: Sequence[str]) -> Listing | None:
-        """The elements named by ``get element`` lines, in one process; None when any of them
-        is missing (nft then fails the whole batch) or nft fails."""
-        if not get_lines:
+    def lookup(self, elements: Sequence[Element]) -> Listing | None:
+        """`elements` as our table holds them, by key; None when any is missing or the read
+        fails."""
+        if not elements:
             return Listing()
-        result = self.runner([self.binary, "-f", "-"], input="\n".join(get_lines) + "\n")
+        found = self._from_kernel("elements", lambda: nft_netlink.elements(
+            names.NFT_FAMILY, names.NFT_TABLE, elements))
+        if found is not ASK_NFT:
+            return found
+        result = self.run("\n".join(get_line(el) for el in elements) + "\n")
         return parse_get_elements(result.stdout) if result.ok else None
+
+    def chain_rules(self, family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
+        """One chain's rules (handles, comments); None when the chain does not exist."""
+        found = self._from_kernel(f"chain {chain}", lambda: nft_netlink.chain_rules(
+            family, table, chain))
+        if found is not ASK_NFT:
+            return found
+        result = self.list_json(f"chain {family} {table} {chain}")
+        return parse_listing(result.stdout).rules if result.ok else None
+
+    def has_elements(self, family: str, table: str, set_name: str, key_type: str,
+                     keys: Sequence[Key]) -> bool:
+        """Whether set `set_name` (keys of `key_type`, e.g. ``ifname . ifname``) holds every
+        key of `keys`."""
+        found = self._from_kernel(f"set {set_name}", lambda: nft_netlink.has_elements(
+            family, table, set_name, key_type, keys))
+        if found is not ASK_NFT:
+            return found
+        quote = "ifname" in key_type  # names are quoted in scripts, nothing else we look up is
+        lines = [f"get element {family} {table} {set_name} {{ "
+                 + " . ".join(f'"{f}"' if quote else f for f in key) + " }" for key in keys]
+        return not lines or self.run("\n".join(lines) + "\n").ok
 
     def apply(self, lines: Sequence[str]) -> CommandResult:
         """One atomic batch; never raises (callers decide what a failure means)."""
-        return self.runner([self.binary, "-f", "-"], input="\n".join(lines) + "\n")
+        return self.run("\n".join(lines) + "\n")
 
     def apply_checked(self, lines: Sequence[str], what: str) -> None:
         if lines:
             check(self.apply(lines), what)
+

@@ -1,14 +1,18 @@
 """The nftables backend: owner-tagged map elements in our own table ``inet cni_bridge``.
 
-Costs (tool invocations) per call, independent of how many containers exist:
-- ADD: one ``nft -f -`` batch (constant skeleton + this owner's elements). Only when it fails
-  (a host port or address already held, or the same owner adding again) is our table read and an
-  exact batch sent: that is how a host port held by another container is reported by name.
-- DEL with addresses/mappings: one batch, after listing the reference plugins' nftables tables
-  (one ``nft -j list table`` each; listing a single table does not fetch ours, whereas
-  ``list tables`` would fetch every element of every set). Their owner's rules go in the batch.
-  Our table is read only when the batch fails (another owner holds a key, or no table).
-- Removal by owner tag, CHECK and GC read our table.
+Scripts run in-process through libnftables (see nft_exec). Costs per call, in nft runs, none of
+them a process and none reading more when more containers exist:
+- ADD: one batch (constant skeleton + this owner's elements). Only when it fails (a host port
+  or address already held, or the same owner adding again) is our table read and an exact
+  batch sent: that is how a host port held by another container is reported by name.
+- DEL with addresses/mappings (from prevResult, the container or our record): one batch. Our
+  table is read only when the batch fails (another owner holds a key, or no table). Without our
+  record, the reference plugins' nftables tables are listed first (one table each; listing a
+  single table does not fetch ours) and their owner's rules go in the batch, and iptables is
+  asked (a process) whether an earlier iptables backend left the owner's chains.
+- CHECK: the table's skeleton without elements, then this owner's elements by key, both read
+  from the kernel over netlink (nft_netlink; libnftables would fetch every element first).
+- Removal by owner tag (nothing names the entries) and GC read our table.
 
 ``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
 backend, the last ADD's conditions win); iptables-only options are rejected.
@@ -41,7 +45,6 @@ from cni_bridge.firewall.nft_plan import (
     delete_line,
     describe_owner,
     gc_elements,
-    get_line,
     hairpin_subnets,
     masq_elements,
     plan_add,
@@ -187,13 +190,14 @@ class NftablesBackend:
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
                planned: list[Planned]) -> list[str]:
-        """The skeleton without elements, then this owner's elements by key: two nft processes
-        whatever the node holds. Only when an element is missing is the whole table read, to
-        say exactly what is wrong."""
+        """The skeleton without elements, then this owner's elements by key (netlink reads that
+        cost the same whatever the node holds). Only when an element is missing is the whole
+        table read, to say exactly what is wrong."""
         skeleton = self._nft.skeleton(*OUR_TABLE)
         if skeleton is None:
             return [f"nft table {TABLE_REF} is missing"]
-        found = self._nft.lookup(list(dict.fromkeys(get_line(p.element) for p in planned)))
+        found = self._nft.lookup(list({(p.element.map, p.element.key): p.element
+                                       for p in planned}.values()))
         if found is None:
             found = self._ours() or Listing()
         return check_skeleton(skeleton, chains, sorted(maps)) + check_elements(found, planned)

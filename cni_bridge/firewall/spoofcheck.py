@@ -19,11 +19,10 @@ addresses: the EUI-64 one of its MAC plus any it holds when the rules are writte
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from cni_bridge.firewall.nft_io import Nft
 from cni_bridge.firewall.runner import CommandRunner, check
 
 TABLE = "nat"  # bridge family table; name shared with the reference: must never change
@@ -143,59 +142,43 @@ def add_spoofcheck(runner: CommandRunner, container_id: str, ifname: str, host_v
                    mac: str, pin: Pin | None = None) -> None:
     script = plan_add(container_id, ifname, host_veth, mac, pin)
     what = "MAC and address" if pin is not None else "MAC"
-    check(runner(["nft", "-f", "-"], input=script),
-          f"cannot install {what} spoof check for {ifname}")
-
-
-@dataclass(frozen=True)
-class _Table:
-    rules: list[dict[str, Any]]
-    chains: frozenset[str]
-
-
-def _read(runner: CommandRunner) -> _Table | None:
-    """The bridge nat table's chains and rules, in one listing; None when it does not exist."""
-    res = runner(["nft", "-j", "list", "table", "bridge", TABLE])
-    if not res.ok:
-        return None
-    items = json.loads(res.stdout or "{}").get("nftables", [])
-    return _Table([i["rule"] for i in items if "rule" in i],
-                  frozenset(i["chain"]["name"] for i in items if "chain" in i))
+    check(Nft(runner).run(script), f"cannot install {what} spoof check for {ifname}")
 
 
 def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
                      addresses: bool) -> list[str]:
     """What is missing of the spoof check (the address rules too when `addresses`): each rule
-    is recognised by its chain and comment."""
+    is recognised by its chain and comment. Reads the base chain (one jump per container) and
+    this container's two chains."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
-    table = _read(runner)
-    if table is None:
-        return [f"nftables table bridge {TABLE} does not exist"]
-    rules = table.rules
-    present = {(r["chain"], r.get("comment")) for r in rules}
-    mac_rules = sum(1 for r in rules if r["chain"] == f"{chain}-mac")
+    nft = Nft(runner)
+    base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
+    if base is None:
+        return [f"nftables chain bridge {TABLE} {BASE_CHAIN} does not exist"]
+    own = nft.chain_rules("bridge", TABLE, chain) or ()
+    mac = nft.chain_rules("bridge", TABLE, f"{chain}-mac") or ()
+    present = {(r.chain, r.comment) for r in [*base, *own]}
     expected = [(BASE_CHAIN, comment), (chain, comment)]
     if addresses:
         expected += [(chain, ip_comment(container_id, ifname, lb)) for lb in IP_LABELS]
     missing = [f'rule "{c}" in chain {ch}' for ch, c in expected if (ch, c) not in present]
-    if mac_rules != 2:
-        missing.append(f"chain {chain}-mac has {mac_rules} rules, not 2")
+    if len(mac) != 2:
+        missing.append(f"chain {chain}-mac has {len(mac)} rules, not 2")
     return missing
 
 
 def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> None:
     """Remove the jump and both chains (with the address rules); anything already gone is
-    fine."""
+    fine. Reads only the base chain, for the jump's handle; a chain that is already gone is
+    created and deleted again in the same transaction, which the kernel accepts."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
-    table = _read(runner)
-    if table is None:
+    nft = Nft(runner)
+    base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
+    if base is None:
         return  # no table: nothing installed
-    lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r['handle']}" for r in table.rules
-             if r["chain"] == BASE_CHAIN and r.get("comment") == comment]
-    if chain in table.chains:
-        lines += [f"flush chain bridge {TABLE} {chain}", f"delete chain bridge {TABLE} {chain}"]
-    if f"{chain}-mac" in table.chains:
-        lines += [f"delete chain bridge {TABLE} {chain}-mac"]
-    if lines:
-        check(runner(["nft", "-f", "-"], input="\n".join(lines) + "\n"),
-              f"cannot remove MAC spoof check for {ifname}")
+    lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r.handle}" for r in base
+             if r.comment == comment]
+    for name in (chain, f"{chain}-mac"):
+        lines += [f"add chain bridge {TABLE} {name}", f"flush chain bridge {TABLE} {name}",
+                  f"delete chain bridge {TABLE} {name}"]
+    nft.apply_checked(lines, f"cannot remove MAC spoof check for {ifname}")

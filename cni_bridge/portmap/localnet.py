@@ -3,66 +3,51 @@
 A packet from 127.0.0.1 that is DNATed to a container must cross a routing boundary, which the
 kernel refuses unless ``net.ipv4.conf.<if>.route_localnet`` is 1 on the interface that routes
 to the container (REFERENCE.md §4.2). Like the reference, that interface comes from a route
-lookup. The lookup asks ``ip -j route get`` (a few ms) rather than loading the netlink layer
-(about 200 ms of imports on every call); the netlink layer is only the fallback when ``ip`` is
-missing. The firewall backend drops 127.0.0.0/8 arriving on any interface but ``lo`` whenever
-localhost is published (USERS.md item 4), so setting the sysctl does not expose it.
+lookup: one RTM_GETROUTE request, the one ``ip route get`` sends, packed here with the standard
+library (``cni_bridge.rawnetlink``), so a portmap call neither starts ``ip`` nor loads the
+netlink layer. The sysctl is read and written under /proc/sys. The firewall backend drops
+127.0.0.0/8 arriving on any interface but ``lo`` whenever localhost is published (USERS.md
+item 4), so setting the sysctl does not expose it.
 """
 
 from __future__ import annotations
 
-import json
+import _socket
 import logging
 import os
+import struct
 
-from cni_bridge.firewall.runner import NOT_FOUND, CommandRunner
+from cni_bridge.rawnetlink import NETLINK_ROUTE, RawNetlink, attr, parse_attrs
 from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.result import IPAddress
 
 log = logging.getLogger("cni_bridge")
 PROC_CONF = "/proc/sys/net/ipv4/conf"
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTA_DST, RTA_OIF = 1, 4
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope,
+#                                      type, flags
 
 
 def sysctl_key(ifname: str) -> str:
     return f"net.ipv4.conf.{ifname}.route_localnet"
 
 
-def _route_dev_via_ip(runner: CommandRunner, address: IPAddress) -> str | None:
-    """The output interface of the kernel's route to `address`; "" when `ip` cannot tell."""
-    result = runner(["ip", "-j", "route", "get", str(address)])
-    if result.returncode == NOT_FOUND:
-        return None  # no ip(8): let the caller ask netlink
-    if not result.ok:
-        log.warning("no route to %s: %s", address, result.stderr.strip())
-        return ""
-    try:
-        routes = json.loads(result.stdout)
-        dev = routes[0].get("dev", "") if routes else ""
-    except (ValueError, AttributeError, IndexError):
-        log.warning("cannot read `ip route get %s` output: %r", address, result.stdout[:200])
-        return ""
-    return dev if isinstance(dev, str) else ""
-
-
-def _route_dev_via_netlink(address: IPAddress) -> str:
-    import socket
-
-    from cni_bridge.net.netlink import Netlink
-    from cni_bridge.net.routes import get_route_to
-
-    try:
-        with Netlink.for_current() as nl:
-            route = get_route_to(nl, address)
-        return socket.if_indextoname(route.index) if route.index else ""
-    except (CniError, OSError) as exc:
-        log.warning("no route to %s: %s", address, exc)
-        return ""
-
-
-def route_interface(runner: CommandRunner, address: IPAddress) -> str:
+def route_interface(address: IPAddress) -> str:
     """Name of the host interface routing to `address`, or "" when there is no route."""
-    dev = _route_dev_via_ip(runner, address)
-    return _route_dev_via_netlink(address) if dev is None else dev
+    family = _socket.AF_INET if address.version == 4 else _socket.AF_INET6
+    request = (_RTMSG.pack(family, address.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
+               + attr(RTA_DST, address.packed))
+    try:
+        with RawNetlink(NETLINK_ROUTE) as nl:
+            replies = nl.request(RTM_GETROUTE, request)
+        for kind, body in replies:
+            oif = parse_attrs(body[_RTMSG.size:]).get(RTA_OIF) if kind == RTM_NEWROUTE else None
+            if oif is not None:
+                return str(_socket.if_indextoname(struct.unpack("=I", oif)[0]))
+    except OSError as exc:
+        log.warning("no route to %s: %s", address, exc)
+    return ""
 
 
 def _path(ifname: str) -> str:

@@ -5,7 +5,8 @@
   is published, flush stale UDP conntrack. A failure after the rules went in removes them.
 - DEL: remove this attachment's entries with the configured backend (or, when it is not usable,
   whichever is); each backend's removal also cleans the other backend's layout and the reference
-  plugins' nftables tables. Without prevResult the entries are found by their owner tag.
+  plugins' nftables tables. Without prevResult (or mappings) the entries come from our
+  record of the ADD, else they are found by their owner tag.
   Conntrack is left alone: the next ADD publishing the port flushes it, as the reference's does.
 - CHECK: the backend's precise list of what is missing, plus ``route_localnet``.
 - GC: remove the entries of the network whose attachment is not valid, in every usable backend.
@@ -14,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 
 from cni_bridge import records
@@ -33,6 +33,7 @@ from cni_bridge.firewall.model import (
     publishes_localhost,
     validate_mappings,
 )
+from cni_bridge.firewall.recorded import port_entries
 from cni_bridge.firewall.runner import CommandRunner, SubprocessRunner
 from cni_bridge.portmap.config import BACKENDS, PortmapConfig, container_ips
 from cni_bridge.portmap.localnet import (
@@ -103,25 +104,8 @@ class PortmapOps:
             self._rollback(backend, entries)
             raise
         with req.timer.phase("conntrack"):
-            self._flush_conntrack(entries)
+            flush_udp_conntrack(entries)  # stale UDP flows (USERS.md item 9); best effort
         save_record(req, entries, options, backend.name)
-
-    def _flush_conntrack(self, entries: Sequence[PortMapping]) -> None:
-        """Stale UDP flows to the host ports (USERS.md item 9), both families at once.
-
-        Each ``conntrack -D`` walks the kernel's whole conntrack table (30-50 ms on a busy
-        node), so the two families run in parallel. Best effort: failures are only logged.
-        """
-        families = [[e for e in entries if e.version == v and e.protocol == "udp"] for v in (4, 6)]
-        work = [f for f in families if f]
-        threads = [threading.Thread(target=flush_udp_conntrack, args=(self._run, f))
-                   for f in work[1:]]
-        for t in threads:
-            t.start()
-        if work:
-            flush_udp_conntrack(self._run, work[0])
-        for t in threads:
-            t.join()
 
     def entries(self, req: Request, cfg: PortmapConfig, prev: Result) -> list[PortMapping]:
         return plan_entries(owner_of(req), cfg.mappings, container_ips(prev, req.env.ifname))
@@ -139,7 +123,7 @@ class PortmapOps:
                            key=str)
         names: set[str] = set()
         for address in addresses:
-            name = route_interface(self._run, address)
+            name = route_interface(address)
             if not name:
                 log.warning("no route to %s: its localhost mappings cannot work", address)
             elif name != "lo":
@@ -154,6 +138,8 @@ class PortmapOps:
         entries: list[PortMapping] | None = None
         if req.prev_result is not None:
             entries = self.entries(req, cfg, req.prev_result) or None
+        if entries is None and recorded is not None:
+            entries = port_entries(recorded)[0] or None  # by key, not by reading every entry
         with req.timer.phase("firewall"):
             backend = (recorded_backend(recorded.data.get("backend"), self._run)
                        if recorded is not None else None) or self._cleanup_backend(cfg)

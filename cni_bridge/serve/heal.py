@@ -55,7 +55,7 @@ class Needs:
 
 def needs_of(recs: Iterable[records.Record]) -> dict[str, Needs]:
     """Per backend name, the entries of its records (a damaged record is named, not fatal)."""
-    from cni_bridge.inspect import masq_entries, port_entries
+    from cni_bridge.firewall.recorded import masq_entries, port_entries
 
     out: dict[str, Needs] = {}
     for rec in recs:

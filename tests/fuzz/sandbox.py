@@ -6,7 +6,8 @@ Two layers, installed together by ``sandbox()``:
   are "not installed", a delegated IPAM plugin answers with an error, host-local's store lives
   under a temp root whatever ``ipam.dataDir`` says. A stub answers like the real thing would
   fail (a CniError), so plugins take their ordinary error paths; each use is counted.
-- **guards** below the stubs: netlink sockets, ``setns``, writable sysctls, and starting any
+- **guards** below the stubs: netlink sockets, loading libnftables, ``setns``, writable
+  sysctls, and starting any
   process (``subprocess``, ``os.fork``/``exec*``/``posix_spawn``/``system``), and any write
   under ``/proc/sys`` or ``/sys`` (``open``/``os.open``) raise
   ``GuardTripped``, a BaseException the dispatcher does not catch, so the test fails. Nothing
@@ -72,6 +73,8 @@ class Sandbox:
 
 
 def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
+    from cni_bridge import rawnetlink
+    from cni_bridge.firewall import nft_lib
     from cni_bridge.net import _socket, netlink, netns, sysctl
 
     def refuse(what: str) -> Any:
@@ -96,6 +99,8 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     mp.setattr(_socket.RtnlSocket, "__init__", refuse("RtnlSocket"))
     mp.setattr(_socket.EventSocket, "__init__", refuse("EventSocket"))
     mp.setattr(netns, "_setns", refuse("setns"))
+    mp.setattr(nft_lib, "_load", refuse("libnftables"))
+    mp.setattr(rawnetlink.RawNetlink, "__init__", refuse("a raw netlink socket"))
     mp.setattr(netns, "enter_netns", refuse("enter_netns"))
     real_sysctl_open = sysctl._open
 
@@ -133,6 +138,7 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
 def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     from cni_bridge.bridge import plugin as bridge_plugin
+    from cni_bridge.firewall import nft_exec, nft_io
     from cni_bridge.firewall.runner import CommandResult, SubprocessRunner
     from cni_bridge.ipam import facade
     from cni_bridge.ipam.host_local import plugin as hl_plugin
@@ -171,6 +177,11 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
     mp.setattr(SubprocessRunner, "__call__", no_tools)
 
+    # nftables is reached in-process (libnftables, netlink reads) only by the production runner:
+    # here it goes through that runner too, and finds no nft.
+    for module in (nft_exec, nft_io):
+        mp.setattr(module, "runs_here", lambda runner, binary="nft": False)
+
     # A delegated IPAM plugin answers with an error instead of being executed.
     def ipam_runner(argv: Any, stdin: bytes, env: Any) -> facade.Completed:
         box.stubs["delegated IPAM"] += 1
@@ -204,17 +215,23 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
     mp.setattr(hl_plugin, "read_resolv_conf", read_resolv_conf)
 
-    # portmap: no route lookups, no route_localnet (its firewall work already has no tools).
+    # portmap: no route lookups, no conntrack, no route_localnet (its firewall work already has
+    # no tools).
     try:
         from cni_bridge.portmap import ops as portmap_ops
     except ImportError:
         return
 
-    def no_route(runner: Any, address: Any) -> str:
+    def no_route(address: Any) -> str:
         box.stubs["route lookup"] += 1
         return ""
 
+    def no_conntrack(entries: Any) -> int:
+        box.stubs["conntrack"] += 1
+        return 0
+
     mp.setattr(portmap_ops, "route_interface", no_route)
+    mp.setattr(portmap_ops, "flush_udp_conntrack", no_conntrack)
     mp.setattr(portmap_ops, "ensure_route_localnet", stub("route_localnet"))
     mp.setattr(portmap_ops, "read_route_localnet", stub("route_localnet"))
 

@@ -7,13 +7,18 @@ here touches the machine's own namespace.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cni_bridge.firewall import MasqEntry, Owner, PortMapping
 from cni_bridge.firewall.runner import CommandResult
-from tests.netns import Netns
+from tests.netns import PLUGIN_PATH, Netns
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -31,6 +36,26 @@ class NsRunner:
     def writes(self) -> list[tuple[str, ...]]:
         """The calls that can change the firewall (restores and nft batches)."""
         return [c for c in self.calls if c[0].endswith("-restore") or c[1:] == ("-f", "-")]
+
+
+def python_in(ns: Netns, code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `code` with this checkout's interpreter inside `ns` (the test process never changes
+    namespace); its stdout."""
+    environ = {"PATH": PLUGIN_PATH, "PYTHONPATH": str(REPO), "LC_ALL": "C", **(env or {})}
+    return ns.run(sys.executable, "-c", code, *args, env=environ).stdout
+
+
+FLUSH = """
+import ipaddress, sys
+from cni_bridge.firewall import Owner, PortMapping, flush_udp_conntrack
+ip = ipaddress.ip_interface(sys.argv[2])
+print(flush_udp_conntrack([PortMapping(Owner("n", "c", "eth0"), "udp", int(sys.argv[1]), ip, 1)]))
+"""
+
+
+def flush_conntrack_in(ns: Netns, host_port: int, container_ip: str) -> int:
+    """`flush_udp_conntrack` in `ns` for one UDP host port; how many entries it deleted."""
+    return int(json.loads(python_in(ns, FLUSH, str(host_port), container_ip)))
 
 
 def owner(cid: str, network: str = "mynet", ifname: str = "eth0") -> Owner:

@@ -15,7 +15,6 @@ from cni_bridge.firewall import (
 )
 from cni_bridge.firewall import names as n
 from cni_bridge.firewall.nft_io import Nft
-from cni_bridge.firewall.nft_plan import get_line
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
 
@@ -105,7 +104,7 @@ def test_check_reads_elements_by_key_and_agrees_with_the_full_listing(
     listing = Nft(runner).table("inet", "cni_bridge")
     assert listing is not None
     every = listing.all_elements()
-    by_key = Nft(runner).lookup([get_line(e) for e in every])
+    by_key = Nft(runner).lookup(every)
     assert by_key is not None and len(every) > 8
     assert all(by_key.get(e.map, e.key) == e for e in every)
 

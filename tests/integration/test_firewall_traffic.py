@@ -12,9 +12,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from cni_bridge.firewall import Backend, PortmapOptions, flush_udp_conntrack, make_backend
+from cni_bridge.firewall import Backend, PortmapOptions, make_backend
 from tests.integration.conftest import H_UPLINK_V4, O_ETH0_V4
-from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
+from tests.integration.test_firewall_common import (
+    NsRunner,
+    flush_conntrack_in,
+    mapping,
+    masq,
+    owner,
+)
 from tests.netns import Netns, echo_server, probe, veth_between
 
 GATEWAY = "10.88.0.1"
@@ -82,9 +88,8 @@ def test_outside_client_reaches_the_container_with_its_own_address(
         result = probe(world.outside, proto, H_UPLINK_V4, host_port)
         assert result.ok, result.output
         if proto == "udp":  # the flow is in conntrack until the mapping's owner changes
-            udp = [mapping(C1, "udp", host_port, f"{C1_IP}/24", port)]
-            assert flush_udp_conntrack(NsRunner(world.host), udp) >= 1
-            assert flush_udp_conntrack(NsRunner(world.host), udp) == 0
+            assert flush_conntrack_in(world.host, host_port, f"{C1_IP}/24") >= 1
+            assert flush_conntrack_in(world.host, host_port, f"{C1_IP}/24") == 0
     assert server.peer == O_ETH0_V4  # external clients are never SNATed
 
 

@@ -19,9 +19,10 @@ from cni_bridge.firewall import (
     PortMapping,
     detect_backend,
     make_backend,
+    names,
 )
 from cni_bridge.firewall.detect import is_usable, recorded_backend
-from cni_bridge.firewall.iptables import LOCALNET_DROP
+from cni_bridge.firewall.iptables import LOCALNET_DROP, LOCALNET_DROP_RULE
 from cni_bridge.firewall.runner import CommandResult, SubprocessRunner, check
 from cni_bridge.spec.errors import CniError, ConfigError, TryAgainError
 
@@ -86,26 +87,59 @@ def test_nft_remove_without_our_table_is_quiet() -> None:
 
 def test_iptables_localhost_mapping_installs_the_localnet_drop_once() -> None:
     """route_localnet would expose 127.0.0.1 mappings to the LAN: a raw PREROUTING drop for
-    127.0.0.0/8 from outside lo goes in with the first localhost mapping, and CHECK wants it."""
+    127.0.0.0/8 from outside lo goes in with the first localhost mapping, in the same restore,
+    read in the same iptables-save; CHECK wants it."""
     local = [PortMapping(A, "tcp", 8080, V4, 80)]  # no hostIP: published on 127.0.0.1 too
     runner = Scripted()
-    runner.on(["iptables-save"], stdout=EMPTY_NAT)
-    runner.on(["iptables", "-w", "5", "-t", "raw", "-C"], rc=1)
+    runner.on(["iptables-save"], stdout=EMPTY_NAT + "*raw\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n")
     IptablesBackend(runner).add_portmappings(local, PortmapOptions())
-    raw = [argv for argv in runner.argvs() if "raw" in argv]
-    assert [argv[5] for argv in raw] == ["-C", "-A"]
-    assert raw[1][6:] == ("PREROUTING", "!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment",
-                          "--comment", LOCALNET_DROP[8], "-j", "DROP")
+    assert [c[0] for c in runner.argvs()] == ["iptables-save", "iptables", "iptables", "iptables",
+                                              "iptables-restore"]  # -N of the shared chains
+    assert runner.argvs()[0] == ("iptables-save",)  # every table: nat and raw in one read
+    restore = runner.calls[-1][1] or ""
+    assert restore.endswith("COMMIT\n*raw\n-A PREROUTING " + LOCALNET_DROP_RULE + "\nCOMMIT\n")
+    assert ('! -i lo -d 127.0.0.0/8 -m comment --comment "'
+                                  + LOCALNET_DROP[8] + '" -j DROP') == LOCALNET_DROP_RULE
     assert any("raw PREROUTING" in m for m in IptablesBackend(runner).check_portmappings(
         local, PortmapOptions()))
+    # As iptables-save prints it back: present, so neither added nor reported.
+    saved = f"*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -d 127.0.0.0/8 ! -i lo -m comment " \
+            f'--comment "{LOCALNET_DROP[8]}" -j DROP\nCOMMIT\n'
     present = Scripted()
-    present.on(["iptables-save"], stdout=EMPTY_NAT)
+    present.on(["iptables-save"], stdout=EMPTY_NAT + saved)
     IptablesBackend(present).add_portmappings(local, PortmapOptions())
-    assert [argv[5] for argv in present.argvs() if "raw" in argv] == ["-C"]
+    assert "*raw" not in (present.calls[-1][1] or "")
+    assert not any("raw PREROUTING" in m for m in IptablesBackend(present).check_portmappings(
+        local, PortmapOptions()))
     unexposed = Scripted()
     unexposed.on(["iptables-save"], stdout=EMPTY_NAT)
     IptablesBackend(unexposed).add_portmappings(local, PortmapOptions(snat=False))
-    assert not any("raw" in argv for argv in unexposed.argvs())
+    assert unexposed.argvs()[0] == ("iptables-save", "-t", "nat")
+    assert "*raw" not in (unexposed.calls[-1][1] or "")
+
+
+def test_a_recorded_iptables_removal_is_one_exact_restore_else_read_and_plan() -> None:
+    """Our record names what our ADD wrote: DEL deletes it by its exact text, one restore and
+    no read; when the kernel holds something else (here: the restore fails), it reads and plans
+    as without a record."""
+    mappings = [PortMapping(A, "tcp", 80, V4, 8080)]
+    exact = Scripted()
+    IptablesBackend(exact, recorded=True).remove_masquerade(A, [V4])
+    IptablesBackend(exact, recorded=True).remove_portmappings(A, mappings)
+    assert exact.argvs() == [("iptables-restore", "--noflush", "-w", "5")] * 2
+    masq, portmap = (c[1] or "" for c in exact.calls)
+    assert masq.splitlines()[1:] == [
+        r'-D POSTROUTING -s 10.88.0.2/32 -m comment --comment "name: \"mynet\" id: \"abc123\""'
+        " -j CNI-70a29d9dc18bc4d652ea5d59",
+        "-F CNI-70a29d9dc18bc4d652ea5d59", "-X CNI-70a29d9dc18bc4d652ea5d59", "COMMIT"]
+    assert portmap.splitlines()[1].startswith("-D CNI-HOSTPORT-DNAT -p tcp -m comment")
+    assert portmap.splitlines()[2:4] == [f"-F {names.dnat_chain_name('mynet', 'abc123')}",
+                                         f"-X {names.dnat_chain_name('mynet', 'abc123')}"]
+    moved = Scripted()
+    moved.on(["iptables-restore"], rc=1, stderr="iptables-restore: line 2 failed")
+    moved.on(["iptables-save"], stdout=EMPTY_NAT)
+    IptablesBackend(moved, recorded=True).remove_portmappings(A, mappings)
+    assert [c[0] for c in moved.argvs()] == ["iptables-restore", "iptables-save"]  # IPv4 only
 
 
 def test_a_recorded_backend_removes_from_its_own_layout_only() -> None:

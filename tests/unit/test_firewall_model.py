@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import struct
 
 import pytest
 
@@ -13,11 +13,12 @@ from cni_bridge.firewall import (
     PortmapOptions,
     PortMapping,
     conditions_backend,
+    conntrack,
     needs_route_localnet,
     validate_mappings,
 )
 from cni_bridge.firewall.conntrack import flush_udp_conntrack, plan_udp_flush
-from cni_bridge.firewall.runner import CommandResult
+from cni_bridge.rawnetlink import attr, nested, parse_attrs
 from cni_bridge.spec.errors import ConfigError
 
 OWNER = Owner("mynet", "abc123", "eth0")
@@ -78,26 +79,46 @@ def test_mark_is_formatted_like_go() -> None:
     assert PortmapOptions(mark_masq_bit=0).mark == "0x1/0x1"
 
 
-def test_conntrack_flush_plans_one_call_per_family_and_udp_port() -> None:
+def test_conntrack_flush_plans_one_dump_per_family_and_udp_port() -> None:
     entries = [pm("udp", 53), pm("udp", 53, V6), pm("udp", 53), pm("tcp", 80)]
-    assert plan_udp_flush(entries) == [
-        ["conntrack", "-D", "-f", "ipv4", "-p", "udp", "--orig-port-dst", "53"],
-        ["conntrack", "-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "53"]]
+    assert plan_udp_flush(entries) == [(4, 53), (6, 53)]
 
 
-def test_conntrack_flush_counts_and_never_raises() -> None:
-    answers = iter([
-        CommandResult((), 0, "", "conntrack v1.4.7 (conntrack-tools): 3 flow entries have been "
-                                 "deleted.\n"),
-        CommandResult((), 1, "", "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been "
-                                 "deleted.\n"),
-        CommandResult((), 127, "", "conntrack: command not found")])
-    calls: list[list[str]] = []
+def ct_entry(proto: int, port: int, entry_id: int = 7) -> bytes:
+    """A ctnetlink dump reply: nfgenmsg, then the original tuple and the id."""
+    tuple_orig = nested(conntrack.CTA_TUPLE_ORIG, attr(1, b"ip-part"), nested(
+        conntrack.CTA_TUPLE_PROTO, attr(conntrack.CTA_PROTO_NUM, bytes([proto])),
+        attr(2, struct.pack("!H", 40000)),
+        attr(conntrack.CTA_PROTO_DST_PORT, struct.pack("!H", port))))
+    return b"\x02\x00\x00\x00" + tuple_orig + attr(conntrack.CTA_ID, struct.pack("!I", entry_id))
 
-    def runner(argv: Sequence[str], input: str | None = None) -> CommandResult:
-        calls.append(list(argv))
-        return next(answers)
 
-    entries = [pm("udp", 1), pm("udp", 2), pm("udp", 3)]
-    assert flush_udp_conntrack(runner, entries) == 3
-    assert len(calls) == 3
+def test_conntrack_dump_is_filtered_by_the_kernel_and_checked_here() -> None:
+    request = conntrack.dump_request(6, 8053)
+    assert request[:4] == bytes([10, 0, 0, 0])  # AF_INET6, NFNETLINK_V0
+    found = parse_attrs(request[4:])
+    flags = parse_attrs(found[conntrack.CTA_FILTER])[conntrack.CTA_FILTER_ORIG_FLAGS]
+    assert struct.unpack("=I", flags)[0] == (conntrack.CTA_FILTER_FLAG_PROTO_NUM
+                                             | conntrack.CTA_FILTER_FLAG_PROTO_DST_PORT)
+    proto = parse_attrs(parse_attrs(found[conntrack.CTA_TUPLE_ORIG])[conntrack.CTA_TUPLE_PROTO])
+    assert proto == {conntrack.CTA_PROTO_NUM: bytes([17]),
+                     conntrack.CTA_PROTO_DST_PORT: struct.pack("!H", 8053)}
+    # A kernel without dump filters answers with everything: only UDP to the port is deleted.
+    deletes = conntrack.matching_deletes(4, 8053, [ct_entry(17, 8053, 1), ct_entry(17, 53, 2),
+                                                   ct_entry(6, 8053, 3)])
+    assert len(deletes) == 1
+    delete = parse_attrs(deletes[0][4:])
+    assert delete[conntrack.CTA_ID] == struct.pack("!I", 1)
+    assert delete[conntrack.CTA_TUPLE_ORIG] == parse_attrs(ct_entry(17, 8053)[4:])[
+        conntrack.CTA_TUPLE_ORIG]
+
+
+def test_conntrack_flush_never_raises(monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    def refused(protocol: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(conntrack, "RawNetlink", refused)
+    assert flush_udp_conntrack([pm("udp", 1), pm("udp", 2, V6)]) == 0
+    assert "host ports 1/IPv4, 2/IPv6" in caplog.text
+    assert flush_udp_conntrack([pm("tcp", 1)]) == 0  # nothing to do: no socket either

@@ -12,6 +12,7 @@ import pytest
 
 from cni_bridge import inspect, records
 from cni_bridge.defaults import DEFAULT_CONFLIST
+from cni_bridge.firewall import recorded
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
 from cni_bridge.runtime import Attachment, Runtime, parse_network_list
 
@@ -105,7 +106,7 @@ def test_load_conf_dir_reports_bad_files(tmp_path: Path) -> None:
 
 
 def test_masq_entries_from_a_bridge_record() -> None:
-    (entry,) = inspect.masq_entries(record("bridge", BRIDGE_REC))
+    (entry,) = recorded.masq_entries(record("bridge", BRIDGE_REC))
     assert entry == MasqEntry(Owner("cni-bridge", "c1", "eth0"),
                               ipaddress.ip_interface("172.18.0.2/16"),
                               ipaddress.ip_network("172.18.0.0/16"))
@@ -119,11 +120,11 @@ def test_masq_entries_keep_the_recorded_non_masquerade_networks() -> None:
                          [ipaddress.ip_network("10.244.0.0/16")])
     data = {"masq": [masq_record_data(entry)], "backend": "nftables"}
     assert data["masq"][0]["nonMasquerade"] == ["10.244.0.0/16"]
-    assert inspect.masq_entries(record("bridge", data)) == [entry]
+    assert recorded.masq_entries(record("bridge", data)) == [entry]
 
 
 def test_port_entries_from_a_portmap_record() -> None:
-    mappings, options = inspect.port_entries(record("portmap", PORTMAP_REC))
+    mappings, options = recorded.port_entries(record("portmap", PORTMAP_REC))
     assert [m.describe() for m in mappings] == ["*:8080/tcp", "198.51.100.1:53/udp"]
     assert mappings[0].container_ip == ipaddress.ip_interface("172.18.0.2/16")
     assert mappings[0].owner == Owner("cni-bridge", "c1", "eth0")
@@ -132,7 +133,7 @@ def test_port_entries_from_a_portmap_record() -> None:
 
 def test_port_options_accept_snake_case() -> None:
     data = {**PORTMAP_REC, "options": {"masq_all": True, "conditions_v4": ["a"]}}
-    _, options = inspect.port_entries(record("portmap", data))
+    _, options = recorded.port_entries(record("portmap", data))
     assert options.masq_all and options.conditions_v4 == ("a",)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
+import os
+import struct
 import subprocess
 import sys
 from collections.abc import Collection, Sequence
@@ -11,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cni_bridge import rawnetlink
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.model import IPInterface, MasqEntry, Owner, PortmapOptions, PortMapping
 from cni_bridge.firewall.runner import CommandResult
@@ -35,17 +40,24 @@ MAPPINGS = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
 
 @dataclass
 class FakeRunner:
+    """Firewall tools (none expected: the backends are fakes) and the in-process kernel work:
+    route lookups and conntrack flushes, recorded as calls."""
+
     calls: list[tuple[str, ...]] = field(default_factory=list)
     route_dev: str = "cni0"
 
     def __call__(self, argv: Sequence[str], input: str | None = None) -> CommandResult:
         self.calls.append(tuple(argv))
-        if argv[:4] == ["ip", "-j", "route", "get"]:
-            out = json.dumps([{"dst": argv[4], "dev": self.route_dev}])
-            return CommandResult(tuple(argv), 0, out)
-        if argv[0] == "conntrack":
-            return CommandResult(tuple(argv), 1, "", "0 flow entries have been deleted.")
         return CommandResult(tuple(argv), 127, "", "unexpected")
+
+    def route(self, address: Any) -> str:
+        self.calls.append(("route get", str(address)))
+        return self.route_dev
+
+    def flush(self, entries: Sequence[PortMapping]) -> int:
+        self.calls += [("conntrack", f"ipv{e.version}", e.protocol, str(e.host_port))
+                       for e in entries if e.protocol == "udp"]
+        return 0
 
 
 @dataclass
@@ -127,6 +139,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         return changed
 
     monkeypatch.setattr(ops, "ensure_route_localnet", ensure)
+    monkeypatch.setattr(ops, "route_interface", w.runner.route)
+    monkeypatch.setattr(ops, "flush_udp_conntrack", w.runner.flush)
     monkeypatch.setattr(ops, "read_route_localnet", lambda ifname: w.localnet.get(ifname, "0"))
     return w
 
@@ -153,9 +167,8 @@ def test_add_returns_prev_result_and_installs_once(world: World) -> None:
     assert options == PortmapOptions()
     assert world.localnet == {"cni0": "1"}
     conntrack = [c for c in world.runner.calls if c[0] == "conntrack"]
-    assert sorted(conntrack) == [
-        ("conntrack", "-D", "-f", "ipv4", "-p", "udp", "--orig-port-dst", "8053"),
-        ("conntrack", "-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "8053")]
+    assert sorted(conntrack) == [("conntrack", "ipv4", "udp", "8053"),
+                                 ("conntrack", "ipv6", "udp", "8053")]
 
 
 @pytest.mark.parametrize("runtime", [None, []])
@@ -208,7 +221,7 @@ def test_no_route_localnet_without_localhost_publishing(world: World) -> None:
     only_host_ip = [{"hostPort": 1, "containerPort": 1, "hostIP": "192.0.2.1"}]
     assert world.call("ADD", conf(only_host_ip))[0] == 0
     assert world.localnet == {}
-    assert not [c for c in world.runner.calls if c[0] == "ip"]
+    assert not [c for c in world.runner.calls if c[0] == "route get"]
     assert world.call("ADD", conf(MAPPINGS, snat=False))[0] == 0
     assert world.localnet == {}
 
@@ -277,6 +290,17 @@ def test_del_without_prev_result_finds_entries_by_owner(world: World) -> None:
     assert world.backends["nftables"].removed == [(Owner("net", "c1", "eth0"), None)]
 
 
+def test_del_without_prev_result_or_mappings_removes_what_the_record_names(
+        world: World) -> None:
+    """Our ADD's record names the entries: DEL removes them by key, not by owner tag (which
+    reads every entry of the node)."""
+    assert world.call("ADD", conf(MAPPINGS))[0] == 0
+    [(added, _)] = world.backends["nftables"].added
+    assert world.call("DEL", conf(None, prev=None))[0] == 0
+    [(owner, removed)] = world.backends["nftables"].removed
+    assert owner == Owner("net", "c1", "eth0") and removed == added
+
+
 def test_del_failure_is_reported(world: World) -> None:
     world.backends["nftables"].fail_remove = CniError("cannot remove nftables entries", "boom")
     rc, out = world.call("DEL", conf(MAPPINGS))
@@ -322,26 +346,51 @@ def test_config_errors_come_first(world: World) -> None:
 # --- route lookups -------------------------------------------------------------------------------
 
 
-def test_route_interface_from_ip() -> None:
-    runner = FakeRunner(route_dev="br0")
-    import ipaddress
+class FakeRouteSocket:
+    """Answers RTM_GETROUTE like the kernel: a route via `oif`, or an error."""
 
-    assert localnet.route_interface(runner, ipaddress.ip_address("10.0.0.2")) == "br0"
-    assert runner.calls == [("ip", "-j", "route", "get", "10.0.0.2")]
+    def __init__(self, oif: int | None = 1, error: int = 0) -> None:
+        self.oif, self.error = oif, error
+        self.requests: list[tuple[int, bytes]] = []
+
+    def __call__(self, protocol: int) -> FakeRouteSocket:
+        assert protocol == rawnetlink.NETLINK_ROUTE
+        return self
+
+    def __enter__(self) -> FakeRouteSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def request(self, msg_type: int, payload: bytes, flags: int = 0) -> list[tuple[int, bytes]]:
+        self.requests.append((msg_type, payload))
+        if self.error:
+            raise rawnetlink.NetlinkError(self.error, os.strerror(self.error))
+        attrs = rawnetlink.attr(localnet.RTA_DST, payload[-4:])
+        if self.oif is not None:
+            attrs += rawnetlink.attr(localnet.RTA_OIF, struct.pack("=I", self.oif))
+        return [(localnet.RTM_NEWROUTE, payload[:12] + attrs)]
 
 
-@pytest.mark.parametrize(("result", "expected"), [
-    (CommandResult(("ip",), 2, "", "RTNETLINK answers: Network is unreachable"), ""),
-    (CommandResult(("ip",), 0, "not json"), ""),
-    (CommandResult(("ip",), 0, "[]"), ""),
-])
-def test_route_interface_without_a_route(result: CommandResult, expected: str) -> None:
-    import ipaddress
+def test_route_interface_asks_the_kernel_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel = FakeRouteSocket(oif=1)  # index 1 is lo in every namespace
+    monkeypatch.setattr(localnet, "RawNetlink", kernel)
+    assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == "lo"
+    [(msg_type, payload)] = kernel.requests
+    assert msg_type == localnet.RTM_GETROUTE
+    assert payload[:2] == bytes([2, 32])  # AF_INET, a /32 destination
+    assert rawnetlink.parse_attrs(payload[12:]) == {localnet.RTA_DST: bytes([10, 0, 0, 2])}
+    localnet.route_interface(ipaddress.ip_address("fd00::2"))
+    assert kernel.requests[1][1][:2] == bytes([10, 128])
 
-    def runner(argv: Sequence[str], input: str | None = None) -> CommandResult:
-        return result
 
-    assert localnet.route_interface(runner, ipaddress.ip_address("10.0.0.2")) == expected
+@pytest.mark.parametrize("kernel", [FakeRouteSocket(error=errno.ENETUNREACH),
+                                    FakeRouteSocket(oif=None)])
+def test_route_interface_without_a_route(monkeypatch: pytest.MonkeyPatch,
+                                         kernel: FakeRouteSocket) -> None:
+    monkeypatch.setattr(localnet, "RawNetlink", kernel)
+    assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == ""
 
 
 def test_route_localnet_path_is_validated() -> None:

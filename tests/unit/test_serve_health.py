@@ -117,10 +117,10 @@ class FakeNft:
 
     def __call__(self, argv: Sequence[str], input: str | None = None) -> CommandResult:
         self.calls.append((tuple(argv), input))
-        if argv[:4] == ["nft", "-j", "-t", "list"]:
+        if list(argv[:4]) == ["nft", "-j", "-t", "list"]:
             return CommandResult(tuple(argv), 0 if self.table else 1,
                                  self.listing() if self.table else "", "No such file")
-        if argv[:3] == ["nft", "-f", "-"]:
+        if list(argv[:3]) == ["nft", "-f", "-"]:
             self.table = True
             return CommandResult(tuple(argv), 0)
         return CommandResult(tuple(argv), 1, "", "unexpected")

@@ -80,10 +80,46 @@ def test_no_ipv4_address_means_no_ipv4_at_all() -> None:
     assert rules[spoofcheck.ARP_IP] == "arp saddr ip != { 0.0.0.0 } drop"
 
 
-def listing(*rules: tuple[str, str]) -> str:
-    return json.dumps({"nftables": [{"metainfo": {}}] + [
-        {"rule": {"chain": chain, "comment": comment, "handle": n}}
-        for n, (chain, comment) in enumerate(rules)]})
+@dataclass
+class Tables:
+    """Answers nft scripts from a fake ruleset: ``list chain`` with that chain's rules,
+    ``get element`` by set membership, ``list table`` with everything."""
+
+    rules: list[tuple[str, str]] = field(default_factory=list)  # (chain, comment)
+    sets: dict[str, list[Any]] = field(default_factory=dict)
+    exists: bool = True
+    scripts: list[str] = field(default_factory=list)
+
+    def __call__(self, argv: Sequence[str], input: str | None = None) -> CommandResult:
+        words = [a for a in argv[1:] if not a.startswith("-")]  # nft -j list chain ...
+        script = (input if input is not None else " ".join(words)).strip()
+        self.scripts.append(script)
+        if not self.exists:
+            return CommandResult(tuple(argv), 1, "", "No such file or directory")
+        if script.startswith("list chain"):
+            chain = script.split()[-1]
+            rules = [r for r in self.rules if r[0] == chain]
+            if not rules and chain not in {c for c, _ in self.rules}:
+                return CommandResult(tuple(argv), 1, "", "No such file or directory")
+            return CommandResult(tuple(argv), 0, self._json(rules), "")
+        if script.startswith("get element"):
+            for line in script.splitlines():
+                name, wanted = line.split()[4], line.split("{")[1].split("}")[0].strip()
+                members = [" . ".join(f'"{x}"' for x in m["concat"]) if isinstance(m, dict)
+                           else f'"{m}"' for m in self.sets.get(name, [])]
+                if wanted not in members:
+                    return CommandResult(tuple(argv), 1, "", "No such file or directory")
+            return CommandResult(tuple(argv), 0, "", "")
+        return CommandResult(tuple(argv), 0, self._json(self.rules, self.sets), "")
+
+    @staticmethod
+    def _json(rules: list[tuple[str, str]], sets: dict[str, list[Any]] | None = None) -> str:
+        items: list[dict[str, Any]] = [{"metainfo": {}}]
+        items += [{"set": {"name": n, "elem": e}} for n, e in (sets or {}).items()]
+        items += [{"rule": {"family": "bridge", "table": "nat", "chain": chain,
+                            "comment": comment, "handle": n}}
+                  for n, (chain, comment) in enumerate(rules)]
+        return json.dumps({"nftables": items})
 
 
 def complete(cid: str = "c1") -> list[tuple[str, str]]:
@@ -94,18 +130,39 @@ def complete(cid: str = "c1") -> list[tuple[str, str]]:
 
 
 def test_check_finds_nothing_missing() -> None:
-    assert spoofcheck.check_spoofcheck(Recorder(listing(*complete())), "c1", "eth0", True) == []
+    ruleset = Tables(complete() + complete("c2"))
+    assert spoofcheck.check_spoofcheck(ruleset, "c1", "eth0", True) == []
+    # Keyed: the base chain and this container's two chains, never the whole table.
+    assert ruleset.scripts == ["list chain bridge nat PREROUTING",
+                               "list chain bridge nat cni-br-iface-c1-eth0",
+                               "list chain bridge nat cni-br-iface-c1-eth0-mac"]
 
 
 def test_check_names_each_missing_rule() -> None:
     rules = [r for r in complete() if not r[1].endswith(spoofcheck.ARP_IP)]
-    missing = spoofcheck.check_spoofcheck(Recorder(listing(*rules[1:])), "c1", "eth0", True)
+    missing = spoofcheck.check_spoofcheck(Tables(rules[1:] + [("PREROUTING", "other")]),
+                                          "c1", "eth0", True)
     assert missing == ['rule "macspoofchk-c1-eth0" in chain PREROUTING',
                        'rule "ipspoofchk-c1-eth0: arp sender ip" in chain cni-br-iface-c1-eth0']
     # The MAC check alone does not ask for the address rules.
-    assert spoofcheck.check_spoofcheck(Recorder(listing(*rules)), "c1", "eth0", False) == []
-    no_table = spoofcheck.check_spoofcheck(Recorder(rc=1), "c1", "eth0", False)
-    assert no_table == ["nftables table bridge nat does not exist"]
+    assert spoofcheck.check_spoofcheck(Tables(rules), "c1", "eth0", False) == []
+    no_table = spoofcheck.check_spoofcheck(Tables(exists=False), "c1", "eth0", False)
+    assert no_table == ["nftables chain bridge nat PREROUTING does not exist"]
+
+
+def test_remove_reads_the_base_chain_only_and_tolerates_missing_chains() -> None:
+    ruleset = Tables(complete() + complete("c2"))
+    spoofcheck.remove_spoofcheck(ruleset, "c1", "eth0")
+    read, batch = ruleset.scripts
+    assert read == "list chain bridge nat PREROUTING"
+    assert batch.splitlines()[0] == "delete rule bridge nat PREROUTING handle 0"
+    assert "cni-br-iface-c2" not in batch
+    assert batch.splitlines()[1:4] == ["add chain bridge nat cni-br-iface-c1-eth0",
+                                       "flush chain bridge nat cni-br-iface-c1-eth0",
+                                       "delete chain bridge nat cni-br-iface-c1-eth0"]
+    nothing = Tables(exists=False)
+    spoofcheck.remove_spoofcheck(nothing, "c1", "eth0")
+    assert nothing.scripts == ["list chain bridge nat PREROUTING"]
 
 
 def test_isolation_plan_is_idempotent_and_one_element_per_bridge() -> None:
@@ -125,22 +182,22 @@ def test_isolation_refuses_names_nft_cannot_quote() -> None:
         isolation.plan_isolate(['br"x'])
 
 
-def isolation_listing(selves: list[Any], rule: bool = True) -> str:
-    items: list[dict[str, Any]] = [
-        {"set": {"name": "isolated_bridges", "elem": [s["concat"][0] for s in selves]}},
-        {"set": {"name": "isolated_bridge_self", "elem": selves}}]
-    if rule:
-        items.append({"rule": {"chain": "isolation_forward",
-                               "comment": isolation.DROP_COMMENT}})
-    return json.dumps({"nftables": items})
+def isolation_tables(selves: list[Any], rule: bool = True) -> Tables:
+    rules = [("isolation_forward", isolation.DROP_COMMENT)] if rule else []
+    return Tables(rules, {"isolated_bridges": [s["concat"][0] for s in selves],
+                          "isolated_bridge_self": selves})
 
 
 def test_isolation_check() -> None:
-    ok = isolation_listing([{"concat": ["br1", "br1"]}])
-    assert isolation.check_isolated(Recorder(ok), ["br1"]) == []
-    assert isolation.check_isolated(Recorder(ok), ["br2"]) == [
+    ok = isolation_tables([{"concat": ["br1", "br1"]}])
+    assert isolation.check_isolated(ok, ["br1"]) == []
+    assert [s.split("{")[0] for s in ok.scripts] == [  # by key: no whole-table read
+        "list chain inet cni_bridge isolation_forward",
+        "get element inet cni_bridge isolated_bridges ",
+        "get element inet cni_bridge isolated_bridge_self "]
+    assert isolation.check_isolated(ok, ["br2"]) == [
         '"br2" is not in set isolated_bridges', '"br2" . "br2" is not in set isolated_bridge_self']
-    no_rule = isolation.check_isolated(Recorder(isolation_listing([], rule=False)), [])
+    no_rule = isolation.check_isolated(isolation_tables([], rule=False), [])
     assert no_rule == ["the isolation rule in chain inet cni_bridge isolation_forward is missing"]
 
 
