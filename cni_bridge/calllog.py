@@ -1,4 +1,5 @@
-"""Operator logging: warnings to stderr, and an opt-in JSON-lines file with one line per call.
+"""The operator's opt-in JSON-lines call log: one line per call (warnings go to stderr through
+``diag``).
 
 The file is chosen by env ``CNI_BRIDGE_LOG`` or the config key ``logFile`` (env wins); each line
 holds role, verb, container, network, outcome, per-phase durations in milliseconds, the number
@@ -8,27 +9,21 @@ of modules the call loaded and whether the resident server (``cni-bridge serve``
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any
 
+from cni_bridge.diag import logger
 from cni_bridge.spec.dispatch import Outcome
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 LOG_ENV = "CNI_BRIDGE_LOG"
 LOG_CONFIG_KEY = "logFile"
-LEVEL_ENV = "CNI_BRIDGE_LOG_LEVEL"
-
-
-def setup_stderr_logging(environ: Mapping[str, str]) -> None:
-    level = environ.get(LEVEL_ENV, "WARNING").upper()
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level, logging.WARNING),
-        format="cni-bridge %(levelname)s: %(message)s",
-    )
+log = logger(__name__)
 
 
 def log_path(environ: Mapping[str, str], outcome: Outcome) -> str:
@@ -73,4 +68,4 @@ def write_call_log(path: str, record: Mapping[str, Any]) -> None:
         finally:
             os.close(fd)
     except OSError as exc:  # logging must never fail the call
-        logging.getLogger("cni_bridge").warning("cannot write call log %s: %s", path, exc)
+        log.warning("cannot write call log %s: %s", path, exc)

@@ -60,11 +60,11 @@ def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[],
 
     Shared by the executable (real stdio) and the resident server (bytes from the caller,
     `served`: the call log says so)."""
-    from cni_bridge import calllog
+    from cni_bridge import calllog, diag
     from cni_bridge.spec.dispatch import dispatch
 
     started = time.perf_counter()
-    calllog.setup_stderr_logging(environ)
+    diag.configure(environ)
     outcome = dispatch(
         role, __version__, environ, read_stdin, plugin_factory(role)  # type: ignore[arg-type]
     )

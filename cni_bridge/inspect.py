@@ -15,7 +15,6 @@ idempotent) and the runtime GC the operator starts.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from cni_bridge import records
+from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import detect_backend, make_backend
 from cni_bridge.firewall.recorded import masq_entries, port_entries
 from cni_bridge.firewall.runner import SubprocessRunner
 from cni_bridge.runtime import Attachment, ConflistError, NetworkList, Runtime, parse_network_list
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 CONF_SUFFIXES = (".conflist", ".conf", ".json")
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"

@@ -294,7 +294,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
     if not confs:
         raise UserError(f"no network configuration in {opts.conf_dir}; write the default one "
                         "with 'cni-bridge install --with-conf', or pass --conf-dir DIR")
-    runtime, root = make_runtime(opts), records.state_root()
+    runtime, root = make_runtime(opts), Path(records.state_root())
     answer = None if opts.no_server else query.ask_socket(opts.socket)
     server = answer if answer is not None and query.watches(answer, root) else None
     # With a server, the rules come from its last check instead of a check per attachment.
@@ -337,7 +337,7 @@ def cmd_gc(opts: argparse.Namespace) -> int:
                         "(repeatable), or --none-valid to remove every attachment of "
                         f"{opts.network}; add --dry-run to see the effect first")
     conf = find_network(opts.conf_dir, opts.network)
-    runtime, root = make_runtime(opts), records.state_root()
+    runtime, root = make_runtime(opts), Path(records.state_root())
     stale = gc_candidates(conf, runtime, root, opts.valid)
     keeping = ", ".join(f"{c}/{i}" for c, i in opts.valid) or "nothing"
     mode = " (dry run: nothing is changed)" if opts.dry_run else ""
@@ -376,7 +376,7 @@ def cmd_reconcile(opts: argparse.Namespace) -> int:
     from cni_bridge import records
     from cni_bridge.inspect import reconcile
 
-    root = records.state_root()
+    root = Path(records.state_root())
     items = reconcile(root, opts.network)
     scope = f"network {opts.network}" if opts.network else "all networks"
     if not items:

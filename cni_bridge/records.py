@@ -16,15 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any
+
+    Root = str | os.PathLike[str]
 
 STATE_ENV = "CNI_BRIDGE_STATE_DIR"
 DEFAULT_ROOT = "/run/cni-bridge"
 PLUGINS = ("bridge", "portmap")
+TEMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -36,35 +40,38 @@ class Record:
     data: Mapping[str, Any]
 
 
-def state_root(environ: Mapping[str, str] | None = None) -> Path:
+def state_root(environ: Mapping[str, str] | None = None) -> str:
+    """This network namespace's records directory. (Paths here are strings: pathlib and
+    tempfile would add ~5 ms of imports to every plugin call.)"""
     env = os.environ if environ is None else environ
-    root = Path(env.get(STATE_ENV) or DEFAULT_ROOT)
-    return root / f"netns-{os.stat('/proc/self/ns/net').st_ino}"
+    root = env.get(STATE_ENV) or DEFAULT_ROOT
+    return os.path.join(root, f"netns-{os.stat('/proc/self/ns/net').st_ino}")
 
 
 PROBE_PREFIX = "usable-"
 
 
-def probe_marker(backend: str) -> Path:
+def probe_marker(backend: str) -> str:
     """Where a firewall backend's successful probe is remembered until reboot (see
     ``firewall.detect.is_usable``): beside the records, not attachment state."""
-    return state_root() / f"{PROBE_PREFIX}{backend}"
+    return os.path.join(state_root(), f"{PROBE_PREFIX}{backend}")
 
 
-def _path(root: Path, network: str, container_id: str, ifname: str, plugin: str) -> Path:
+def _path(root: Root, network: str, container_id: str, ifname: str, plugin: str) -> str:
     # Names were validated by the dispatcher (no '/', no leading '.'), so this stays in root.
-    return root / network / f"{container_id}.{ifname}.{plugin}.json"
+    return os.path.join(root, network, f"{container_id}.{ifname}.{plugin}.json")
 
 
-def save_record(root: Path, rec: Record) -> None:
+def save_record(root: Root, rec: Record) -> None:
     path = _path(root, rec.network, rec.container_id, rec.ifname, rec.plugin)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     payload = {"network": rec.network, "containerID": rec.container_id, "ifname": rec.ifname,
                "plugin": rec.plugin, "data": dict(rec.data)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(json.dumps(payload))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -72,29 +79,44 @@ def save_record(root: Path, rec: Record) -> None:
         raise
 
 
-def remove_record(root: Path, network: str, container_id: str, ifname: str, plugin: str) -> None:
+def remove_record(root: Root, network: str, container_id: str, ifname: str, plugin: str) -> None:
     with contextlib.suppress(OSError):
-        _path(root, network, container_id, ifname, plugin).unlink()
+        os.unlink(_path(root, network, container_id, ifname, plugin))
 
 
-def find_record(root: Path, network: str, container_id: str, ifname: str,
+def _read(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.loads(f.read())
+
+
+def find_record(root: Root, network: str, container_id: str, ifname: str,
                 plugin: str) -> Record | None:
-    path = _path(root, network, container_id, ifname, plugin)
     try:
-        raw = json.loads(path.read_text())
+        raw = _read(_path(root, network, container_id, ifname, plugin))
     except (OSError, ValueError):
         return None
     return Record(network, container_id, ifname, plugin, raw.get("data", {}))
 
 
-def list_records(root: Path, network: str | None = None) -> Iterator[Record]:
-    nets = [root / network] if network else sorted(p for p in root.glob("*") if p.is_dir())
-    for net_dir in nets:
-        for path in sorted(net_dir.glob("*.json")):
+def list_records(root: Root, network: str | None = None) -> Iterator[Record]:
+    for net_dir in _network_dirs(root, network):
+        try:
+            names = sorted(n for n in os.listdir(net_dir) if n.endswith(".json"))
+        except OSError:
+            continue
+        for name in names:
             try:
-                raw = json.loads(path.read_text())
+                raw = _read(os.path.join(net_dir, name))
                 yield Record(raw["network"], raw["containerID"], raw["ifname"], raw["plugin"],
                              raw.get("data", {}))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a foreign or damaged file is skipped, never fatal
 
+
+def _network_dirs(root: Root, network: str | None) -> list[str]:
+    if network:
+        return [os.path.join(root, network)]
+    try:
+        return sorted(entry.path for entry in os.scandir(root) if entry.is_dir())
+    except OSError:
+        return []

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.plan import L3Plan
 from cni_bridge.bridge.vlan_gateway import ensure_vlan_gateway
+from cni_bridge.diag import logger
 from cni_bridge.net import addresses, links, neighbours, routes
 from cni_bridge.net.model import AddressInfo, LinkInfo, RouteSpec
 from cni_bridge.net.netlink import Netlink
@@ -17,7 +17,7 @@ from cni_bridge.net.sysctl import ensure_sysctl
 from cni_bridge.spec.errors import CniError, ConfigError
 from cni_bridge.spec.result import IPAddress, IPInterface
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 
 FORWARDING_SYSCTL = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from cni_bridge import records
 from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.diag import logger
 from cni_bridge.firewall import isolation, spoofcheck
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import (
@@ -23,7 +23,7 @@ from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import IPConfig, IPInterface
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 
 ALL_BACKENDS = ("nftables", "iptables")
 

@@ -5,7 +5,6 @@ DEL lives in `teardown`."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from cni_bridge.bridge.plan import L3Plan, plan_l3
 from cni_bridge.bridge.teardown import delete_attachment
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.bridge.wiring import ensure_bridge, ensure_veth
+from cni_bridge.diag import logger
 from cni_bridge.firewall.spoofcheck import Pin, make_pin
 from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
@@ -34,7 +34,7 @@ from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import DNS, Interface, Result
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 
 PORT_UP_TIMEOUT = 3.0
 

@@ -10,12 +10,12 @@ with everything else already cleaned.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 from cni_bridge.bridge import masq
 from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.diag import logger
 from cni_bridge.ipam.facade import Ipam
 from cni_bridge.net import links
 from cni_bridge.net.addresses import list_addresses
@@ -26,7 +26,7 @@ from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import IPInterface
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 T = TypeVar("T")
 RT_SCOPE_UNIVERSE = 0
 

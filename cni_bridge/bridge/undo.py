@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
-log = logging.getLogger("cni_bridge")
+from cni_bridge.diag import logger
+
+log = logger(__name__)
 
 
 class Undo:

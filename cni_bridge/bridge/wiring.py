@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.undo import Undo
+from cni_bridge.diag import logger
 from cni_bridge.net import bridge as nbridge
 from cni_bridge.net import links
 from cni_bridge.net.model import (
@@ -23,7 +23,7 @@ from cni_bridge.net.sysctl import ensure_sysctl
 from cni_bridge.net.veth import create_veth_pair
 from cni_bridge.spec.errors import CniError
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 ZERO_MAC = "00:00:00:00:00:00"
 
 

@@ -14,10 +14,10 @@ one delete per entry found, by its tuple and id.
 from __future__ import annotations
 
 import errno
-import logging
 import struct
 from collections.abc import Iterable
 
+from cni_bridge.diag import logger
 from cni_bridge.firewall.model import PortMapping
 from cni_bridge.rawnetlink import (
     NETLINK_NETFILTER,
@@ -29,7 +29,7 @@ from cni_bridge.rawnetlink import (
     parse_attrs,
 )
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 # linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h
 NFNL_SUBSYS_CTNETLINK = 1

@@ -22,19 +22,18 @@ removals also clean the reference plugins' nftables tables.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Literal
 
 from cni_bridge import records
+from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
-from cni_bridge.firewall.iptables import IptablesBackend
 from cni_bridge.firewall.nftables import NftablesBackend
 from cni_bridge.firewall.noop import NoopBackend
 from cni_bridge.firewall.runner import CommandRunner
 from cni_bridge.spec.errors import CniError, ConfigError
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 BackendName = Literal["nftables", "iptables", "none"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("nftables", "iptables", "none")
 
@@ -44,11 +43,19 @@ def make_backend(name: str, runner: CommandRunner) -> Backend:
     if name == "nftables":
         return NftablesBackend(runner)
     if name == "iptables":
-        return IptablesBackend(runner)
+        return iptables_backend(runner)
     if name == "none":
         return NoopBackend()
     raise ConfigError(f"unknown firewall backend {name!r}; expected one of "
                       f"{', '.join(BACKEND_NAMES)}")
+
+
+def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
+    """The iptables backend, imported only by the calls that use it (its modules cost the
+    nftables path a few ms of imports otherwise)."""
+    from cni_bridge.firewall.iptables import IptablesBackend
+
+    return IptablesBackend(runner, recorded=recorded)
 
 
 def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
@@ -60,7 +67,7 @@ def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
     if name == "nftables":
         backend = NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
     elif name == "iptables":
-        backend = IptablesBackend(runner, recorded=True)
+        backend = iptables_backend(runner, recorded=True)
     else:
         return None
     return backend if is_usable(backend) else None
@@ -74,12 +81,12 @@ def is_usable(backend: Backend) -> bool:
     if isinstance(backend, NoopBackend):
         return True
     marker = records.probe_marker(backend.name)
-    if marker.exists():
+    if os.path.exists(marker):
         return True
     if not backend.available():
         return False
     try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         log.debug("cannot remember that %s is usable: %s", backend.name, exc)
@@ -93,7 +100,8 @@ def detect_backend(runner: CommandRunner, requested: str | None = None) -> Backe
         if not is_usable(backend):
             raise CniError(f"firewall backend {requested} was requested but is not usable")
         return backend
-    for candidate in (NftablesBackend(runner), IptablesBackend(runner)):
+    for make in (NftablesBackend, iptables_backend):
+        candidate = make(runner)
         if is_usable(candidate):
             log.debug("firewall backend: %s", candidate.name)
             return candidate

@@ -16,11 +16,11 @@ rules), so a node that ran an nftables backend before does not leak when switche
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from cni_bridge.diag import logger
 from cni_bridge.firewall import ipt_exact, ipt_masq, ipt_portmap
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.ipt_save import NatState, RestoreScript, parse_save, quote
@@ -47,7 +47,7 @@ from cni_bridge.firewall.nft_remove import (
 from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 from cni_bridge.spec.errors import CniError, ConfigError
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 LOCK_WAIT_SECONDS = 5
 Planner = Callable[[NatState], RestoreScript]
 

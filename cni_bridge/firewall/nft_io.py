@@ -9,10 +9,10 @@ of every set. Through a command runner (tests) they are ``nft`` scripts.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
+from cni_bridge.diag import logger
 from cni_bridge.firewall import names, nft_netlink
 from cni_bridge.firewall.nft_exec import NFT, nft_executor, runs_here
 from cni_bridge.firewall.nft_plan import get_line
@@ -26,7 +26,7 @@ from cni_bridge.firewall.nft_state import (
 )
 from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 T = TypeVar("T")
 
 

@@ -21,16 +21,16 @@ from __future__ import annotations
 # The C module: socket.py builds its enums on import (~2 ms per plugin call); this needs none.
 import _socket
 import ctypes
-import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 
+from cni_bridge.diag import logger
 from cni_bridge.firewall.nft_exec import NftExecutor, nft_command
 from cni_bridge.firewall.runner import CommandResult
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 LIBRARY = "libnftables.so.1"
 # libnftables.h: enum nft_ctx_output_flags (nftables 1.0.6).

@@ -20,11 +20,10 @@ backend, the last ADD's conditions win); iptables-only options are rejected.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Sequence
 
+from cni_bridge.diag import logger
 from cni_bridge.firewall import names, reference_nft
-from cni_bridge.firewall.iptables import IptablesBackend
 from cni_bridge.firewall.model import (
     IPInterface,
     MasqEntry,
@@ -74,7 +73,11 @@ from cni_bridge.firewall.runner import CommandRunner
 from cni_bridge.firewall.skeleton import nft_masq_chains, nft_portmap_chains
 from cni_bridge.spec.errors import ConfigError
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cni_bridge.firewall.iptables import IptablesBackend
+
+log = logger(__name__)
 
 
 class NftablesBackend:
@@ -99,6 +102,12 @@ class NftablesBackend:
             planned = [p for e in entries for p in masq_elements(e)]
             self._add(masq_skeleton(entries), planned, "masquerade")
 
+    def _iptables(self) -> IptablesBackend:
+        """For leftovers of an iptables-era ADD only: its modules are imported when needed."""
+        from cni_bridge.firewall.iptables import IptablesBackend
+
+        return IptablesBackend(self._runner)
+
     def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
         if addresses is not None and not addresses:
             return
@@ -107,7 +116,7 @@ class NftablesBackend:
         versions: set[int] = {4, 6} if addresses is None else {a.version for a in addresses}
         chain = names.masq_chain_name(owner.network, owner.container_id)
         if self._iptables_leftovers(chain, versions):
-            IptablesBackend(self._runner).remove_masquerade(owner, addresses)
+            self._iptables().remove_masquerade(owner, addresses)
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
         if not entries:
@@ -145,7 +154,7 @@ class NftablesBackend:
         versions: set[int] = {4, 6} if entries is None else {e.version for e in entries}
         chain = names.dnat_chain_name(owner.network, owner.container_id)
         if self._iptables_leftovers(chain, versions):
-            IptablesBackend(self._runner).remove_portmappings(owner, entries)
+            self._iptables().remove_portmappings(owner, entries)
 
     def check_portmappings(self, entries: Sequence[PortMapping],
                            options: PortmapOptions) -> list[str]:

@@ -7,16 +7,16 @@ command's stderr in ``details``; a busy xtables lock becomes `TryAgainError` (co
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cni_bridge.diag import logger
 from cni_bridge.spec.errors import CniError, TryAgainError
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 # iptables' exit status for "resource problem": what a lock wait that timed out reports.
 XTABLES_RESOURCE_PROBLEM = 4

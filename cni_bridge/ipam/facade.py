@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -56,6 +55,8 @@ Runner = Callable[[Sequence[str], bytes, Mapping[str, str]], Completed]
 
 
 def run_executable(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> Completed:
+    import subprocess  # only a delegated IPAM plugin needs it: not imported on every call
+
     proc = subprocess.run(
         list(argv), input=stdin, env=dict(env), stdout=subprocess.PIPE, stderr=None, check=False
     )

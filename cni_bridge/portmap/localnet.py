@@ -13,15 +13,15 @@ item 4), so setting the sysctl does not expose it.
 from __future__ import annotations
 
 import _socket
-import logging
 import os
 import struct
 
+from cni_bridge.diag import logger
 from cni_bridge.rawnetlink import NETLINK_ROUTE, RawNetlink, attr, parse_attrs
 from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.result import IPAddress
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 PROC_CONF = "/proc/sys/net/ipv4/conf"
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTA_DST, RTA_OIF = 1, 4

@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from cni_bridge import records
+from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.conntrack import flush_udp_conntrack
 from cni_bridge.firewall.detect import (
@@ -47,7 +47,7 @@ from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import Result
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 
 
 RECORD_PLUGIN = "portmap"

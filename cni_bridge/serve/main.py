@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 from cni_bridge.serve import listener, wire
 from cni_bridge.serve.server import Options, Server
@@ -21,7 +22,7 @@ class ServeError(Exception):
 
 def setup_logging() -> None:
     """The server's own log: stderr (the journal under systemd)."""
-    from cni_bridge.calllog import LEVEL_ENV
+    from cni_bridge.diag import LEVEL_ENV
 
     level = os.environ.get(LEVEL_ENV, "INFO").upper()
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
@@ -43,7 +44,7 @@ def serve(opts: Options) -> int:
     from cni_bridge.serve.watch import open_watch
 
     modules = preload()
-    root = records.state_root()
+    root = Path(records.state_root())
     view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root))
     watcher = None
     try:

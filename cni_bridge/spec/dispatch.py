@@ -9,11 +9,11 @@ stdin decoding (6) -> network name (7) -> unknown verb (4) -> verb/version gates
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cni_bridge.diag import logger
 from cni_bridge.spec.env import VERBS, CniEnv, read_env, validate_network_name
 from cni_bridge.spec.errors import (
     INTERNAL,
@@ -33,7 +33,7 @@ from cni_bridge.spec.versions import (
     ensure_verb_allowed,
 )
 
-log = logging.getLogger("cni_bridge")
+log = logger(__name__)
 
 MAX_STDIN = 16 * 1024 * 1024  # far above any real config; bounds memory on hostile input
 ATTACHMENT_VERBS = ("ADD", "DEL", "CHECK")

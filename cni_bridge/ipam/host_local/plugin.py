@@ -7,12 +7,12 @@ the bridge itself understands so that e.g. the bridge's ``MAC=`` does not fail h
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import ip_interface
 
+from cni_bridge.diag import logger
 from cni_bridge.ipam.host_local.config import (
     HOST_LOCAL_ARG_KEYS,
     HostLocalConfig,
@@ -34,7 +34,7 @@ from cni_bridge.spec.errors import IO_FAILURE, PLUGIN_NOT_AVAILABLE, CniError
 from cni_bridge.spec.request import Request
 from cni_bridge.spec.result import DNS, IPInterface, Result
 
-log = logging.getLogger("cni_bridge.ipam")
+log = logger(__name__)
 MAX_RESOLV_CONF = 1024 * 1024
 
 
