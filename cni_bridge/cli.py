@@ -117,14 +117,26 @@ def answer_version_quickly(environ: Mapping[str, str]) -> bool:
     return True
 
 
+def exit_now(code: int) -> NoReturn:
+    """End a plugin call. The frozen executable skips the interpreter's finalization (tearing
+    down ~200 modules costs ~20 ms, a sixth of a bridge ADD): the output is flushed, files and
+    locks go with the process, and a plugin registers nothing to run at exit. From the source
+    tree (tests call main() in-process) it is an ordinary exit."""
+    if getattr(sys, "frozen", False):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     argv = sys.argv if argv is None else argv
     role = role_from_argv0(argv[0] if argv else "")
     if role in PLUGIN_ROLES:
         if answer_version_quickly(os.environ):
-            sys.exit(0)
+            exit_now(0)
         install_startup_cache()
-        sys.exit(run_plugin(role))
+        exit_now(run_plugin(role))
     install_startup_cache()
     # The frozen executable starts with cyclic garbage collection off, for a plugin call's
     # short life (build/rthooks/pyi_rth_cni_bridge_startup.py); operator commands may run long.
