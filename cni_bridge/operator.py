@@ -13,18 +13,18 @@ import hashlib
 import ipaddress
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cni_bridge import __version__
 from cni_bridge.install_cli import add_install_parser, cmd_install
-from cni_bridge.serve.wire import DEFAULT_SOCKET
+from cni_bridge.serve.cli import add_serve_parser, add_server_options, cmd_serve
 from cni_bridge.spec.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
-    from cni_bridge.inspect import AttachmentState, NetworkStatus
+    from cni_bridge.inspect import AttachmentState
     from cni_bridge.runtime import Attachment, Runtime
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "ports and whether its firewall rules are present.")
     p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _server_options(p)
+    add_server_options(p)
     _common(p)
     p = sub.add_parser("gc", help="remove what belongs to attachments that no longer exist",
                        description="Release addresses, rules and cached results of every "
@@ -165,30 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Re-add the masquerade and port-mapping rules of every "
                        "recorded attachment (idempotent: what is present stays as it is).")
     p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
-    p = sub.add_parser("serve", help="run plugin calls for the executables (resident mode)",
-                       description="Resident mode: plugins of this build hand their calls to "
-                       "this server instead of running them (same results, less start-up), "
-                       "and it restores recorded firewall rules after a firewall reload. "
-                       "Runs until SIGTERM or SIGINT.")
-    p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
-                   help=f"where to listen (default {DEFAULT_SOCKET}; plugins look there, or "
-                   "at CNI_BRIDGE_SOCKET)")
-    p.add_argument("--max-workers", type=int, default=32, metavar="N",
-                   help="calls run at once; more wait, then run standalone (default 32)")
-    p.add_argument("--check-interval", type=float, default=30.0, metavar="SECONDS",
-                   help="firewall check besides change notifications (default 30)")
+    add_serve_parser(sub)
     return parser
-
-
-def _server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", metavar="PATH",
-                   help="the resident server to ask (default: CNI_BRIDGE_SOCKET, else "
-                   f"{DEFAULT_SOCKET})")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--server", action="store_true",
-                       help="only the resident server: counters, health, calls running")
-    which.add_argument("--no-server", action="store_true",
-                       help="compute everything here, even when a server answers")
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -253,36 +231,10 @@ def cmd_attach(opts: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: Sequence[Sequence[str]], indent: int = 4) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [" " * indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]
-
-
-def format_status(st: NetworkStatus) -> list[str]:
-    lines = [f"network {st.name}" + (f"   {st.path}" if st.path else "")
-             + f" (cniVersion {st.cni_version})"]
-    lines.append(f"  ready        {st.ready}")
-    if st.bridge:
-        addrs = ", ".join(st.bridge_addresses)
-        lines.append(f"  bridge       {st.bridge}: {st.bridge_state}" + (f", {addrs}" if addrs
-                                                                         else ""))
-    if st.subnets:
-        lines.append(f"  subnets      {', '.join(st.subnets)}")
-    lines.append(f"  firewall     {st.backend}")
-    lines.append("  forwarding   " + ", ".join(f"{k} {v}" for k, v in st.forwarding.items()))
-    lines.append(f"  attachments  {len(st.attachments) or 'none'}")
-    if st.attachments:
-        rows = [("CONTAINER", "IFNAME", "ADDRESSES", "HOST VETH", "PORTS", "RULES")]
-        rows += [(a.container_id, a.ifname, ", ".join(a.addresses) or "-", a.host_veth or "-",
-                  ", ".join(a.ports) or "-", a.rules) for a in st.attachments]
-        lines += _table(rows)
-    return lines
-
-
 def cmd_status(opts: argparse.Namespace) -> int:
     from cni_bridge import records
     from cni_bridge.inspect import find_network, load_conf_dir, network_status
+    from cni_bridge.report import format_status
     from cni_bridge.serve import query
 
     if opts.server:
@@ -360,18 +312,6 @@ def cmd_gc(opts: argparse.Namespace) -> int:
     return 0 if not errors and not left else 1
 
 
-def cmd_serve(opts: argparse.Namespace) -> int:
-    from cni_bridge.serve.main import ServeError, serve
-    from cni_bridge.serve.server import Options
-
-    if opts.max_workers < 1 or opts.check_interval <= 0:
-        raise UserError("--max-workers must be at least 1 and --check-interval positive")
-    try:
-        return serve(Options(opts.socket, opts.max_workers, opts.check_interval))
-    except ServeError as exc:
-        raise UserError(str(exc)) from None
-
-
 def cmd_reconcile(opts: argparse.Namespace) -> int:
     from cni_bridge import records
     from cni_bridge.inspect import reconcile
@@ -392,7 +332,9 @@ def cmd_reconcile(opts: argparse.Namespace) -> int:
         what = "masquerade" if i.plugin == "bridge" else "ports" if i.plugin == "portmap" \
             else i.plugin
         rows.append((i.network, i.container_id, i.ifname, what, i.backend, outcome))
-    print("\n".join(_table(rows, 2)))
+    from cni_bridge.report import table
+
+    print("\n".join(table(rows, 2)))
     return 1 if any(i.error for i in items) else 0
 
 
@@ -434,11 +376,13 @@ def main(args: list[str]) -> int:
         return 0
     from cni_bridge.install import InstallError
     from cni_bridge.runtime import ConflistError, PluginError
+    from cni_bridge.serve.main import ServeError
     from cni_bridge.spec.errors import CniError
 
     try:
         return COMMANDS[opts.command](opts)
-    except (UserError, ConflistError, PluginError, InstallError, CniError, OSError) as exc:
+    except (UserError, ConflistError, PluginError, InstallError, ServeError, CniError,
+            OSError) as exc:
         report_error(opts.command, exc)
         return 1
     except KeyboardInterrupt:

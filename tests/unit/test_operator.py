@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import operator
+from cni_bridge import operator, report
 from cni_bridge.inspect import AttachmentState, NetworkStatus
 
 FAKE_PLUGIN = """#!{python}
@@ -139,7 +139,7 @@ def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_table_aligns_columns() -> None:
-    assert operator._table([("A", "BB"), ("ccc", "d")], indent=2) == ["  A    BB", "  ccc  d"]
+    assert report.table([("A", "BB"), ("ccc", "d")], indent=2) == ["  A    BB", "  ccc  d"]
 
 
 def test_format_status() -> None:
@@ -151,7 +151,7 @@ def test_format_status() -> None:
         attachments=[AttachmentState("c1", "eth0", ["172.18.0.2"], "/run/netns/x", "veth1",
                                      ["8080->80/tcp"], "present", ["store"])],
     )
-    text = "\n".join(operator.format_status(st))
+    text = "\n".join(report.format_status(st))
     assert text.splitlines()[0] == (
         "network cni-bridge   /etc/cni/net.d/10-cni-bridge.conflist (cniVersion 1.1.0)")
     assert "  bridge       br0: up, 172.18.0.1/16" in text
