@@ -14,6 +14,8 @@
 #   PYTHON     interpreter with PyInstaller installed (default: .venv/bin/python, else python3)
 #   DIST_DIR   output parent (default: <repo>/dist); the result is $DIST_DIR/cni
 #   WORK_DIR   PyInstaller work files (default: <repo>/.pyi-work); never under build/
+#   CNI_BRIDGE_FREEZE_NATIVE_HANDOFF=0  PyInstaller's own bootloader instead of ours with the
+#              native hand-off (build/bootloader/; needs gcc, zlib headers and PyPI once)
 #   CNI_BRIDGE_FREEZE_*  measurement switches read by cni-bridge.spec (STARTUP_CACHE=0,
 #              NOARCHIVE=0, STRIP=0, PYTHON_OPTIONS="X importtime")
 set -euo pipefail
@@ -28,7 +30,7 @@ for arg in "$@"; do
         --onefile) MODE=onefile ;;
         --floor) FLOOR=1 ;;
         --clean) CLEAN=(--clean) ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -57,8 +59,15 @@ if [[ $(cat "$STAGE/zlib-level" 2>/dev/null) != "$PYINSTALLER_ZLIB_COMPRESSION_L
     rm -rf "$STAGE/work"
 fi
 
+# PyInstaller's bootloader with the native hand-off compiled in (build/bootloader/build.sh;
+# CNI_BRIDGE_FREEZE_NATIVE_HANDOFF=0: PyInstaller's own, and the hand-off only in Python).
+BOOTLOADER=
+if [[ ${CNI_BRIDGE_FREEZE_NATIVE_HANDOFF:-1} != 0 ]]; then
+    BOOTLOADER=$(PYTHON=$PYTHON bash "$REPO/build/bootloader/build.sh" "$WORK_DIR/bootloader")
+fi
+
 echo "build.sh: freezing ($MODE$( ((FLOOR)) && echo ", floor")) with $("$PYTHON" -m PyInstaller --version 2>/dev/null || echo '?')"
-CNI_BRIDGE_FREEZE_MODE=$MODE CNI_BRIDGE_FREEZE_FLOOR=$FLOOR \
+CNI_BRIDGE_FREEZE_MODE=$MODE CNI_BRIDGE_FREEZE_FLOOR=$FLOOR CNI_BRIDGE_FREEZE_BOOTLOADER=$BOOTLOADER \
     "$PYTHON" -m PyInstaller --noconfirm --log-level WARN "${CLEAN[@]}" \
     --workpath "$STAGE/work" --distpath "$STAGE/dist" build/cni-bridge.spec
 

@@ -22,7 +22,7 @@ DEBIAN_PACKAGES=(
     iproute2 iptables nftables conntrack jq
     bats bats-assert bats-support bats-file podman runc busybox-static python3-yaml
     containernetworking-plugins golang-go golang-github-appc-cni-dev containerd python3-grpcio
-    python3 python3-venv libpython3.11 binutils ca-certificates time
+    python3 python3-venv libpython3.11 binutils ca-certificates time gcc libc6-dev zlib1g-dev
 )
 
 # --- 1. Debian packages ------------------------------------------------------------------------

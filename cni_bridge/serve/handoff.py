@@ -1,7 +1,10 @@
 """The hand-off: a plugin call given to a running ``cni-bridge serve`` instead of run here.
 
 The run-time hook ``build/rthooks/pyi_rth_cni_bridge_handoff.py`` calls `main` before anything
-else is imported; builtin modules only, until the call is over. Rules:
+else is imported; builtin modules only, until the call is over. The bootloader of our build does
+the same earlier, in C, before the interpreter starts (``build/bootloader/cni_handoff.c``, same
+protocol and rules); this one serves builds with PyInstaller's own bootloader and environments
+the C side leaves alone (not UTF-8). Rules:
 
 - Only a frozen build (it has a build digest), a plugin role, a verb that does work (ADD, DEL,
   CHECK, GC, STATUS; VERSION and anything else run here) and a socket (CNI_BRIDGE_SOCKET,
@@ -42,6 +45,9 @@ TYPE_CHECKING = False  # typing itself is not imported: it costs a plugin's star
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+# Set by the bootloader's native hand-off (build/bootloader/cni_handoff.c) when it tried and the
+# call was not taken: trying again here would only ask the same server the same question.
+NATIVE_TRIED_ENV = "CNI_BRIDGE_HANDOFF_TRIED"
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -172,6 +178,8 @@ def hand_over(sock: Any) -> NoReturn:
 
 def main() -> None:
     """Hand this process's call over and exit, or return to run it here."""
+    if os.environ.pop(NATIVE_TRIED_ENV, None) is not None:
+        return  # the bootloader tried already (and the call was not taken)
     argv0 = sys.argv[0] if sys.argv else ""
     digest = build_digest()
     path = target(argv0, os.environ, digest)

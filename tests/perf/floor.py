@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = ("build/cni-bridge.spec", "build/build.sh", "build/floor_entry.py")
+RECIPE = ("build/cni-bridge.spec", "build/build.sh", "build/floor_entry.py",
+          "build/bootloader/build.sh", "build/bootloader/cni_handoff.c")
 
 
 def python() -> str:

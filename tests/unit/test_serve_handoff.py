@@ -163,3 +163,15 @@ def test_read_stdin_stops_one_byte_over_the_limit(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(os, "read", lambda fd, n: next(chunks)[:n])
     data, error = handoff.read_stdin()
     assert error is None and data is not None and len(data) == wire.MAX_STDIN + 1
+
+
+def test_after_the_bootloaders_try_python_does_not_ask_again(
+        client: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    connects: list[str] = []
+    monkeypatch.setattr(handoff, "connect", lambda path: connects.append(path))
+    monkeypatch.setenv(handoff.NATIVE_TRIED_ENV, "1")
+    assert handoff.main() is None
+    assert connects == []
+    assert handoff.NATIVE_TRIED_ENV not in os.environ  # not inherited by the plugin's children
+    assert handoff.main() is None  # without the marker: Python's hook tries itself
+    assert connects == [client["socket"]]
