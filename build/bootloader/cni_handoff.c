@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: Apache-2.0 (this file; it is compiled into PyInstaller's bootloader,
+ *   GPL-2.0-or-later with the bootloader exception)
+ *
  * cni-bridge: the native hand-off, compiled into PyInstaller's bootloader (build/bootloader/).
  *
  * The same hand-off as cni_bridge/serve/handoff.py, done before the bootloader restarts itself,

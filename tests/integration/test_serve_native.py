@@ -163,3 +163,29 @@ def test_an_environment_that_is_not_utf8_is_left_to_pythons_hook(
     proc = run(host_ns, frozen, server, extra={b"ODD": b"\xff\xfe"})
     assert proc.returncode != 0 and json.loads(proc.stdout)["code"] in (1, 6, 7)
     assert [seen["python_started"] for seen in server.hellos] == [True]
+
+
+def test_no_answer_within_two_seconds_runs_the_call_here(
+        host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
+    release = threading.Event()
+    server = scripted(lambda conn, seen: release.wait(10) and None)
+    try:
+        proc = run(host_ns, frozen, server)
+    finally:
+        release.set()
+    assert proc.returncode != 0 and json.loads(proc.stdout)["code"] in (1, 6, 7)
+    assert [seen["python_started"] for seen in server.hellos] == [False]
+
+
+def test_stdin_is_sent_up_to_one_byte_over_the_limit(
+        host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
+    def script(conn: socket.socket, seen: dict[str, Any]) -> None:
+        wire.send(conn, (wire.ACCEPT,))
+        seen["request"] = wire.recv(conn)
+        wire.send(conn, (wire.RESULT, 0, b"{}"))
+
+    server = scripted(script)
+    proc = run(host_ns, frozen, server, b" " * (wire.MAX_STDIN + 4096))
+    assert proc.returncode == 0
+    _kind, request = server.hellos[0]["request"]
+    assert len(request["stdin"]) == wire.MAX_STDIN + 1  # the dispatcher refuses it

@@ -440,6 +440,13 @@ class Bench:
             self.populate_real(world, level)
             print(f"  {world.impl.label}: {level} attached in {time.monotonic() - t0:.0f} s "
                   f"({how})", file=sys.stderr)
+        if level and self.args.settle:
+            # Populating writes thousands of files in seconds. Until the kernel has written
+            # them back, every fsync (host-local's, ours: the reference never syncs) waits for a
+            # journal commit of all that: 60-90 ms per ADD at 1,000 instead of ~1 ms. A node
+            # that reached 1,000 containers did so over time; measure that node.
+            os.sync()
+            time.sleep(self.args.settle)
 
     def populate_real(self, world: World, level: int) -> list[dict[str, Any]]:
         if world.attached >= level:
@@ -873,6 +880,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="add 'srv': ours through a resident cni-bridge serve in its H")
     p.add_argument("--quick", action="store_true", help="smoke size: levels 0,20, 3 samples, "
                                                         "burst 5 (unless --burst)")
+    p.add_argument("--settle", type=float, default=5.0,
+                   help="after populating a level: sync, then wait this many seconds (default 5; "
+                        "0: measure right away, with writeback still running)")
     p.add_argument("--phases", action="store_true",
                    help="log our calls (CNI_BRIDGE_LOG) and print per-phase medians")
     p.add_argument("--out", help="also write the markdown table here")
