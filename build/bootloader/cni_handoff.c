@@ -12,9 +12,9 @@
  *   - only a plugin role (argv[0]'s base name), a served verb, a socket (CNI_BRIDGE_SOCKET,
  *     default /run/cni-bridge/serve.sock, empty: never) and a bundle with a build digest;
  *   - cni_bridge_handoff() returns, and the bootloader starts Python as usual, as long as nothing
- *     of the call was sent: no server, a refusal, no answer within 2 s; then it sets
- *     CNI_BRIDGE_HANDOFF_TRIED, which tells the restarted bootloader and Python's own hook not
- *     to try again. An environment
+ *     of the call was sent: no server, a refusal, no answer within 2 s, not a served call; then
+ *     it sets CNI_BRIDGE_RUN_HERE, which tells the restarted bootloader and Python's own hook
+ *     that this is decided. An environment
  *     that is not UTF-8 is left to Python's hook (its encoding of it is not ours to copy);
  *   - from the first byte of the request on, the call belongs to the server: this process
  *     prints its result and exits with its status, or prints one CNI error (code 11) and exits 1.
@@ -49,7 +49,7 @@ extern char **environ;
 #define MAX_HELLO 4096
 #define MAX_FRAME (MAX_STDIN + (4 << 20))
 #define HELLO_TIMEOUT_S 2
-#define TRIED_ENV "CNI_BRIDGE_HANDOFF_TRIED"  /* handoff.NATIVE_TRIED_ENV */
+#define RUN_HERE_ENV "CNI_BRIDGE_RUN_HERE"  /* handoff.RUN_HERE_ENV, the run-time hook */
 
 static const char *const ROLES[] = {"bridge", "host-local", "portmap", NULL};
 static const char *const VERBS[] = {"ADD", "DEL", "CHECK", "GC", "STATUS", NULL};
@@ -673,12 +673,12 @@ static void hand_over(int sock, const char *argv0)
     _exit((int)answer.items[1].num);
 }
 
-/* The call was not taken. The bootloader restarts itself (running main() again) and then starts
- * Python, whose hook (handoff.py) would ask too: this tells both not to ask the same question
- * again. Python removes it from the environment before anything else runs. */
-static void tried(void)
+/* Decided: the call runs in this process. The bootloader restarts itself (running main() again)
+ * and then starts Python, whose hook (handoff.py) would decide again: this tells both that it
+ * is settled. The run-time hook removes it from the environment before anything else runs. */
+static void run_here(void)
 {
-    setenv(TRIED_ENV, "1", 1);
+    setenv(RUN_HERE_ENV, "1", 1);
 }
 
 void cni_bridge_handoff(int argc, char **argv)
@@ -689,17 +689,23 @@ void cni_bridge_handoff(int argc, char **argv)
     const char *path = getenv("CNI_BRIDGE_SOCKET");
     char digest[257];
 
-    if (getenv(TRIED_ENV) || !in_list(role, ROLES) || !verb || !in_list(verb, VERBS)) {
+    if (getenv(RUN_HERE_ENV)) {
+        return;  /* decided before the bootloader restarted itself */
+    }
+    if (!environment_is_utf8(argv0)) {
+        return;  /* Python's hook decides */
+    }
+    if (!in_list(role, ROLES) || !verb || !in_list(verb, VERBS)) {
+        run_here();  /* VERSION, the operator CLI */
         return;
     }
     if (!path) {
         path = DEFAULT_SOCKET;
     }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (!path[0] || strlen(path) >= sizeof(addr.sun_path)) {
-        return;
-    }
-    if (read_digest(digest, sizeof(digest)) < 0 || !environment_is_utf8(argv0)) {
+    if (!path[0] || strlen(path) >= sizeof(addr.sun_path) ||
+        read_digest(digest, sizeof(digest)) < 0) {
+        run_here();  /* hand-off off, or a bundle without a build digest */
         return;
     }
     strcpy(addr.sun_path, path);
@@ -710,7 +716,7 @@ void cni_bridge_handoff(int argc, char **argv)
     set_timeout(sock, HELLO_TIMEOUT_S);
     if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         close(sock);  /* no server: the usual case costs one syscall */
-        tried();
+        run_here();
         return;
     }
 
@@ -748,5 +754,5 @@ void cni_bridge_handoff(int argc, char **argv)
         hand_over(sock, argv0);
     }
     close(sock);  /* refused or no answer: the call runs here */
-    tried();
+    run_here();
 }

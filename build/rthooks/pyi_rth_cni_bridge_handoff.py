@@ -2,14 +2,21 @@
 
 Runs right after ``pyi_rth_cni_bridge_env`` (so the environment handed over is the one the
 runtime gave us) and before the start-up cache hook, whose work a handed-over call never needs.
-It imports only builtin modules (``_socket``, ``os``, ``sys``, ``marshal``) and our small
-``cni_bridge.serve.handoff``/``wire``, which say when a call is handed over and what happens if
-the server goes away. It returns when the call is to run here, as without a server; otherwise
-the process exits with the server's status.
+When the bootloader's own hand-off (build/bootloader/cni_handoff.c) has decided, it returns at
+once. Otherwise it imports only builtin modules (``_socket``, ``os``, ``sys``, ``marshal``) and
+our small ``cni_bridge.serve.handoff``/``wire``, which say when a call is handed over and what
+happens if the server goes away. It returns when the call is to run here, as without a server;
+otherwise the process exits with the server's status.
 """
 
 
 def _hand_off() -> None:
+    import os
+
+    # The bootloader's native hand-off decided already (cni_handoff.c): nothing to import. Popped,
+    # so the plugin's own child processes never see it. (Same name as handoff.RUN_HERE_ENV.)
+    if os.environ.pop("CNI_BRIDGE_RUN_HERE", None) is not None:
+        return
     from cni_bridge.serve.handoff import main
 
     main()

@@ -130,7 +130,7 @@ def test_an_accepted_call_leaves_before_python_starts(host_ns: Netns, frozen: Pa
     assert request["umask"] == 0o027
     assert request["environ"]["NOTE"] == "café"
     assert request["environ"]["CNI_COMMAND"] == "ADD"
-    assert "CNI_BRIDGE_HANDOFF_TRIED" not in request["environ"]
+    assert "CNI_BRIDGE_RUN_HERE" not in request["environ"]
 
 
 def test_a_server_gone_after_the_request_is_code_11_never_a_local_run(

@@ -169,9 +169,9 @@ def test_after_the_bootloaders_try_python_does_not_ask_again(
         client: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     connects: list[str] = []
     monkeypatch.setattr(handoff, "connect", lambda path: connects.append(path))
-    monkeypatch.setenv(handoff.NATIVE_TRIED_ENV, "1")
+    monkeypatch.setenv(handoff.RUN_HERE_ENV, "1")
     assert handoff.main() is None
     assert connects == []
-    assert handoff.NATIVE_TRIED_ENV not in os.environ  # not inherited by the plugin's children
+    assert handoff.RUN_HERE_ENV not in os.environ  # not inherited by the plugin's children
     assert handoff.main() is None  # without the marker: Python's hook tries itself
     assert connects == [client["socket"]]
