@@ -40,12 +40,16 @@ class Record:
     data: Mapping[str, Any]
 
 
+def state_base(environ: Mapping[str, str] | None = None) -> str:
+    """The state root shared by every namespace (host-local's index lives here too)."""
+    env = os.environ if environ is None else environ
+    return env.get(STATE_ENV) or DEFAULT_ROOT
+
+
 def state_root(environ: Mapping[str, str] | None = None) -> str:
     """This network namespace's records directory. (Paths here are strings: pathlib and
     tempfile would add ~5 ms of imports to every plugin call.)"""
-    env = os.environ if environ is None else environ
-    root = env.get(STATE_ENV) or DEFAULT_ROOT
-    return os.path.join(root, f"netns-{os.stat('/proc/self/ns/net').st_ino}")
+    return os.path.join(state_base(environ), f"netns-{os.stat('/proc/self/ns/net').st_ino}")
 
 
 PROBE_PREFIX = "usable-"
@@ -70,7 +74,9 @@ def save_record(root: Root, rec: Record) -> None:
                "plugin": rec.plugin, "data": dict(rec.data)}
     tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:
+        # 0600, as mkstemp made it (open(tmp, "x") would give 0644 under the usual umask).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(payload))
         os.replace(tmp, path)
     except BaseException:

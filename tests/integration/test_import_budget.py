@@ -7,6 +7,7 @@ from measurement. A new import on a hot path fails here; look at it with an impo
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,11 +40,16 @@ def calls(log: Path) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for line in log.read_text().splitlines():
         rec = json.loads(line)
+        if rec.get("served"):  # a resident server's count: everything it preloaded
+            continue
         key = (rec["role"], rec["verb"])
         out[key] = max(out.get(key, 0), rec["modules"])
     return out
 
 
+# The budgets are the frozen build's; the source tree loads a few more modules.
+@pytest.mark.skipif(not os.environ.get("CNI_BRIDGE_PLUGIN_DIR"),
+                    reason="CNI_BRIDGE_PLUGIN_DIR (the frozen build) is not set")
 @pytest.mark.parametrize("conflist", ["10-cni-bridge", "51-iptables"])
 def test_each_call_stays_within_its_import_budget(
     conflist: str, host_ns: Netns, netns: Callable[[str], Netns], plugin_dir: Path,
@@ -53,7 +59,9 @@ def test_each_call_stays_within_its_import_budget(
     doc = with_temp_data_dir(json.loads((CONF / f"{conflist}.conflist").read_text()),
                              tmp_path / "ipam")
     net = parse_network_list(doc)
-    env = {"CNI_BRIDGE_STATE_DIR": str(tmp_path / "state"), "CNI_BRIDGE_LOG": str(log)}
+    # An empty socket: the calls run here even when a server runs (the serve stage).
+    env = {"CNI_BRIDGE_STATE_DIR": str(tmp_path / "state"), "CNI_BRIDGE_LOG": str(log),
+           "CNI_BRIDGE_SOCKET": ""}
     runtime = Runtime([plugin_dir], tmp_path / "cache", netns=host_ns.name, env=env)
     att = Attachment("budget-1", "eth0", netns("C").path,
                      capability_args={"portMappings": [MAPPING]})

@@ -3,6 +3,7 @@ when anything else changed it (the reference plugin, an operator, a killed call)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from ipaddress import ip_address
@@ -13,6 +14,7 @@ import pytest
 from cni_bridge.ipam.host_local import index
 from cni_bridge.ipam.host_local.file_store import FileStore
 from cni_bridge.ipam.host_local.store import Owner
+from cni_bridge.spec.errors import CniError
 from tests.unit.conftest import netdir
 
 A, B, C = ip_address("10.88.0.2"), ip_address("10.88.0.3"), ip_address("10.88.0.4")
@@ -99,7 +101,7 @@ def test_a_replaced_file_with_another_owner_is_seen(store: FileStore, tmp_path: 
 
 @pytest.mark.parametrize("damage", ["garbage", "empty", "other-format", "missing"])
 def test_a_damaged_or_missing_index_means_a_scan(
-    store: FileStore, tmp_path: Path, damage: str
+    store: FileStore, tmp_path: Path, damage: str, file_reads: list[str]
 ) -> None:
     reserve(store, A, "c1")
     path = Path(index.index_path(netdir(tmp_path).stat()))
@@ -112,7 +114,9 @@ def test_a_damaged_or_missing_index_means_a_scan(
         path.write_text(json.dumps(doc | {"format": 99}))
     else:
         path.unlink()
+    file_reads.clear()
     assert holders(store) == {A: Owner("c1", "eth0")}
+    assert "10.88.0.2" in file_reads  # scanned: the index was not trusted
 
 
 def test_a_session_killed_before_the_index_was_written_means_a_scan(
@@ -125,6 +129,28 @@ def test_a_session_killed_before_the_index_was_written_means_a_scan(
         with store.locked():
             store.release(A)
     assert holders(store) == {B: Owner("c2", "eth0")}
+
+
+def test_a_failed_session_saves_no_index(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's file is linked, then its cursor write fails: the index, made stale by A's
+    reservation earlier in the session, must not be saved without B."""
+    real_replace = FileStore._replace
+
+    def disk_full_for_set_1(self: FileStore, name: str, data: bytes) -> None:
+        if name == "last_reserved_ip.1":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(self, name, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(FileStore, "_replace", disk_full_for_set_1)
+        with pytest.raises(CniError), store.locked():
+            store.reservations()
+            assert store.reserve(A, Owner("c1", "eth0"), 0)
+            store.reserve(B, Owner("c1", "eth0"), 1)
+    with store.locked():
+        assert store.held("c1", "eth0") == (A, B)  # B is on disk, so DEL frees it
 
 
 def test_an_unwritable_state_dir_costs_a_scan_not_the_call(

@@ -40,7 +40,8 @@ from cni_bridge.ipam.host_local.store import (
     Owner,
     decode_owner,
     encode_owner,
-    match_owner,
+    owned_by,
+    owned_or_legacy,
     reservation_ip,
     sort_ips,
 )
@@ -166,6 +167,11 @@ class FileStore:
                     # left (a killed session changed the directory after the stamp).
                     self._remove_temporaries()
                 yield
+            except BaseException:
+                # A failed change (say the cursor write after the link) may have left the disk
+                # ahead of the cache: save nothing, and the next session scans.
+                self._cache = None
+                raise
             finally:
                 self._depth = 0
                 self._sync_dir()
@@ -225,12 +231,10 @@ class FileStore:
         return TakenNames(self._held())
 
     def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        exact, legacy = self._match(container_id, ifname)
-        return sort_ips(exact or legacy)
+        return sort_ips(_addresses(owned_by(self._held().items(), container_id, ifname)))
 
     def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        exact, legacy = self._match(container_id, ifname)
-        return sort_ips(exact + legacy)
+        return sort_ips(_addresses(owned_or_legacy(self._held().items(), container_id, ifname)))
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         self._require_lock()
@@ -273,10 +277,6 @@ class FileStore:
         if self._cache is None:
             self._cache = self._scan()
         return self._cache
-
-    def _match(self, container_id: str, ifname: str) -> tuple[list[IPAddress], list[IPAddress]]:
-        exact, legacy = match_owner(self._held().items(), container_id, ifname)
-        return _addresses(exact), _addresses(legacy)
 
     # ------------------------------------------------------------------ file primitives
 

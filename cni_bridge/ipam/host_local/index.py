@@ -28,17 +28,15 @@ import os
 import time
 
 from cni_bridge.ipam.host_local.store import Owner
+from cni_bridge.records import state_base  # the attachment records' root (light imports)
 
-STATE_ENV = "CNI_BRIDGE_STATE_DIR"  # the same root as the attachment records (records.py)
-DEFAULT_ROOT = "/run/cni-bridge"
 INDEX_DIR = "ipam-index"
 FORMAT = 1
 STAMP_AGE_NS = 2_000_000_000
 
 
 def index_path(dir_stat: os.stat_result) -> str:
-    root = os.environ.get(STATE_ENV) or DEFAULT_ROOT
-    return os.path.join(root, INDEX_DIR, f"{dir_stat.st_dev}-{dir_stat.st_ino}.index")
+    return os.path.join(state_base(), INDEX_DIR, f"{dir_stat.st_dev}-{dir_stat.st_ino}.index")
 
 
 def load(dir_fd: int) -> dict[str, Owner] | None:
@@ -75,9 +73,14 @@ def save(dir_fd: int, reservations: dict[str, Owner]) -> None:
             "stamp": stamp,
             "reservations": reservations,  # Owner is a tuple: [id, ifname]
         }
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         temp = f"{path}.{os.getpid()}.tmp"
-        with open(temp, "w", encoding="ascii") as f:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # open(temp, "w")
+        try:
+            fd = os.open(temp, flags, 0o666)
+        except FileNotFoundError:  # the first save under this root: no makedirs every call
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd = os.open(temp, flags, 0o666)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(json.dumps(doc, separators=(",", ":")))  # dumps: the C encoder
         os.replace(temp, path)
         os.utime(dir_fd, ns=(stamp, stamp))

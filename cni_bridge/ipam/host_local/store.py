@@ -19,7 +19,7 @@ an address because it takes the address from the file name.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from ipaddress import ip_address
 from typing import NamedTuple, Protocol, TypeVar
@@ -79,27 +79,27 @@ def reservation_ip(name: str) -> IPAddress | None:
     return ip if str(ip) == name else None
 
 
-def owned_by(
-    reservations: Mapping[IPAddress, Owner], container_id: str, ifname: str
-) -> tuple[IPAddress, ...]:
-    """The addresses an attachment holds, with the reference's legacy fallback.
+# What reservations are keyed by: addresses (MemoryStore) or file names (FileStore).
+Key = TypeVar("Key")
+
+
+def owned_by(items: Iterable[tuple[Key, Owner]], container_id: str, ifname: str) -> list[Key]:
+    """What an attachment holds among (key, owner) pairs, with the reference's legacy fallback.
 
     Exact ``(container ID, ifname)`` matches first; only when there are none do files written
     before ifname was recorded (container ID only) count, whatever the ifname.
+    (The one statement of this rule for both stores.)
     """
-    exact, legacy = match_owner(reservations.items(), container_id, ifname)
-    return sort_ips(exact or legacy)
+    exact, legacy = match_owner(items, container_id, ifname)
+    return exact or legacy
 
 
 def owned_or_legacy(
-    reservations: Mapping[IPAddress, Owner], container_id: str, ifname: str
-) -> tuple[IPAddress, ...]:
+    items: Iterable[tuple[Key, Owner]], container_id: str, ifname: str
+) -> list[Key]:
     """Exact and legacy matches together (the reference's duplicate-allocation check)."""
-    exact, legacy = match_owner(reservations.items(), container_id, ifname)
-    return sort_ips(exact + legacy)
-
-
-Key = TypeVar("Key")
+    exact, legacy = match_owner(items, container_id, ifname)
+    return exact + legacy
 
 
 def match_owner(
@@ -205,11 +205,11 @@ class MemoryStore:
 
     def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         self._require_lock()
-        return owned_by(self.files, container_id, ifname)
+        return sort_ips(owned_by(self.files.items(), container_id, ifname))
 
     def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         self._require_lock()
-        return owned_or_legacy(self.files, container_id, ifname)
+        return sort_ips(owned_or_legacy(self.files.items(), container_id, ifname))
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         self._require_lock()
