@@ -85,8 +85,10 @@ def enter_caller(fds: Sequence[int], setns: Callable[[int, int], None]) -> None:
 
 
 def adopt(request: CallRequest) -> None:
-    """This process's environment, umask and argv[0] become the caller's; logging is set up
-    afresh by the call (to the caller's stderr), not inherited from the server."""
+    """This process's environment, umask and argv[0] become the caller's. The call writes its
+    diagnostics through ``diag`` (configured by the call, to the caller's stderr); the server's
+    logging handlers are dropped so that nothing the call may log through the logging module
+    goes out in the server's format and level."""
     os.environ.clear()
     os.environ.update(request.environ)
     os.umask(request.umask)
