@@ -27,6 +27,7 @@ from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import detect_backend, make_backend
 from cni_bridge.firewall.recorded import masq_entries, port_entries
 from cni_bridge.firewall.runner import SubprocessRunner
+from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
 from cni_bridge.runtime import Attachment, ConflistError, NetworkList, Runtime, parse_network_list
 
 log = logger(__name__)
@@ -176,6 +177,7 @@ def host_veth(result: Mapping[str, Any], bridge: str | None) -> str:
 
 
 def describe_mapping(m: Mapping[str, Any]) -> str:
+    m = go_field_names(m, MAPPING_KEYS)  # runtimes send other spellings (``HostPort``...)
     host_ip = m.get("hostIP") or ""
     where = f"[{host_ip}]:" if ":" in host_ip else (f"{host_ip}:" if host_ip else "")
     return f"{where}{m.get('hostPort')}->{m.get('containerPort')}/{m.get('protocol', 'tcp')}"

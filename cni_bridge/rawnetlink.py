@@ -61,6 +61,11 @@ def iter_attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
         pos += _align(length)
 
 
+def nfgenmsg(family: int) -> bytes:
+    """The header of every nfnetlink message: address family, NFNETLINK_V0, resource id 0."""
+    return struct.pack("=BBH", family, 0, 0)
+
+
 def parse_attrs(data: bytes) -> dict[int, bytes]:
     """The attributes of one level, by type; later duplicates win."""
     return dict(iter_attrs(data))

@@ -7,7 +7,9 @@ nft run or tool invocation, and makes none at all when there is nothing to do.
 Verbs:
 - ``add_*`` installs entries (idempotent: adding twice is adding once);
 - ``remove_*`` removes one owner's entries and tolerates anything already gone; with ``None``
-  instead of addresses/mappings it finds the owner's state by its tag;
+  instead of addresses/mappings it finds the owner's state by its tag; ``remove_portmappings``
+  takes the ADD's options too when known (the iptables backend's exact removal needs its
+  conditions: see ipt_exact);
 - ``check_*`` only reads and returns a precise list of what is missing (empty: all present);
 - ``gc_*`` removes the state of `network` whose owner is not in `valid_owners`, and returns a
   description of what it removed.
@@ -38,7 +40,8 @@ class Backend(Protocol):
         self, entries: Sequence[PortMapping], options: PortmapOptions
     ) -> None: ...
 
-    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None: ...
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None: ...
 
     def check_portmappings(
         self, entries: Sequence[PortMapping], options: PortmapOptions

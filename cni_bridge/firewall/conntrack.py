@@ -26,6 +26,7 @@ from cni_bridge.rawnetlink import (
     RawNetlink,
     attr,
     nested,
+    nfgenmsg,
     parse_attrs,
 )
 
@@ -49,8 +50,7 @@ def plan_udp_flush(entries: Iterable[PortMapping]) -> list[tuple[int, int]]:
 
 
 def _nfgen(version: int) -> bytes:
-    """nfgenmsg: the family, NFNETLINK_V0, resource id 0."""
-    return struct.pack("=BBH", AF_INET if version == 4 else AF_INET6, 0, 0)
+    return nfgenmsg(AF_INET if version == 4 else AF_INET6)
 
 
 def dump_request(version: int, port: int) -> bytes:

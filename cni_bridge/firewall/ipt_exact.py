@@ -5,7 +5,7 @@ A DEL whose record proves the owner's state is ours (in this layout alone) sends
 ``iptables-restore`` per family, without an ``iptables-save`` first. They are safe to try
 blind: a rule is deleted only by a matching spec, a chain only once nothing jumps to it, and a
 restore is all or nothing. When anything differs from what our ADD wrote (a second attachment
-sharing the masquerade chain, rules already gone, port mappings with conditions), the restore
+sharing the masquerade chain, rules already gone, conditions changed since the ADD), the restore
 fails as a whole and the backend reads the table and plans exactly.
 """
 
@@ -28,12 +28,14 @@ def masq_removal(owner: Owner, addresses: Sequence[IPInterface]) -> RestoreScrip
     return script
 
 
-def portmap_removal(owner: Owner, entries: Sequence[PortMapping], version: int) -> RestoreScript:
+def portmap_removal(owner: Owner, entries: Sequence[PortMapping], version: int,
+                    options: PortmapOptions) -> RestoreScript:
     """The ``CNI-HOSTPORT-DNAT`` jumps our ADD wrote for `entries` (the whole config, in config
-    order; without conditions), then the owner's ``CNI-DN-`` chain."""
+    order) with `options` (their conditions are part of the rules' text), then the owner's
+    ``CNI-DN-`` chain."""
     chain = names.dnat_chain_name(owner.network, owner.container_id)
     script = RestoreScript()
     script.extend(f"-D {names.HOSTPORT_DNAT_CHAIN} {rule}" for rule in
-                  ipt_portmap.entry_rules(owner, entries, version, PortmapOptions()))
+                  ipt_portmap.entry_rules(owner, entries, version, options))
     script.extend([f"-F {chain}", f"-X {chain}"])
     return script

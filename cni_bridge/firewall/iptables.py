@@ -224,15 +224,17 @@ class IptablesBackend:
                 self._transact(version, plan, f"cannot add IPv{version} port mappings of {owner}",
                                localnet=localnet and version == 4)
 
-    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
-        """Both families unless `entries` tell which; exactly first when recorded."""
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None:
+        """Both families unless `entries` tell which; exactly first when recorded (by the
+        text `options` gave the rules)."""
         if entries is not None and not entries:
             return
         plan = partial(ipt_portmap.plan_remove_portmappings, owner=owner)
         versions = [4, 6] if entries is None else sorted({e.version for e in entries})
         if self._recorded and entries is not None:
             versions = [v for v in versions if not self._exactly(
-                v, ipt_exact.portmap_removal(owner, entries, v))]
+                v, ipt_exact.portmap_removal(owner, entries, v, options or PortmapOptions()))]
         self._each_family(versions, lambda _version: plan, f"remove port mappings of {owner}")
         if not self._recorded:
             remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))

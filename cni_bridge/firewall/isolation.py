@@ -19,13 +19,12 @@ THE NAMES BELOW MUST NEVER CHANGE: state written by one version is found by the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
 from cni_bridge.firewall.nft_io import Nft
 from cni_bridge.firewall.nft_schema import TABLE_REF, ChainSpec, render_table
-from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
+from cni_bridge.firewall.nft_state import Key
+from cni_bridge.firewall.runner import CommandRunner, check
 from cni_bridge.spec.errors import ConfigError
 
 ISOLATED_SET = "isolated_bridges"
@@ -66,47 +65,32 @@ def ensure_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
           f"cannot isolate bridge {', '.join(interfaces)} from other networks")
 
 
-def _items(result: CommandResult) -> list[dict[str, Any]]:
-    if not result.ok:
-        return []
-    items: list[dict[str, Any]] = json.loads(result.stdout or "{}").get("nftables", [])
-    return items
-
-
-def _elements(items: list[dict[str, Any]], name: str) -> list[Any]:
-    return next((list(i["set"].get("elem", [])) for i in items
-                 if "set" in i and i["set"]["name"] == name), [])
-
-
-def _in_place(nft: Nft, interfaces: Sequence[str]) -> bool:
-    """The rule and this network's set elements, read by key whatever the table holds."""
+def _absent(nft: Nft, set_name: str, key_type: str, keys: Sequence[Key]) -> set[Key]:
+    """Which of `keys` set `set_name` lacks: all at once, then (only when some are missing,
+    to say which) one key at a time, by key whatever the table holds."""
     family, table = TABLE_REF.split()
-    rules = nft.chain_rules(family, table, FORWARD_CHAIN) or ()
-    names = list(dict.fromkeys(interfaces))
-    return (any(r.comment == DROP_COMMENT for r in rules)
-            and nft.has_elements(family, table, ISOLATED_SET, "ifname", [(n,) for n in names])
-            and nft.has_elements(family, table, SELF_SET, "ifname . ifname",
-                                 [(n, n) for n in names]))
+    if nft.has_elements(family, table, set_name, key_type, keys):
+        return set()
+    return {k for k in keys if not nft.has_elements(family, table, set_name, key_type, [k])}
 
 
 def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
-    """What is missing for `interfaces` to be isolated (nothing: an empty list). Only when
-    something is missing is the whole table read, to say exactly what."""
+    """What is missing for `interfaces` to be isolated (nothing: an empty list). Keyed reads
+    only: the rule's chain and this network's set elements, never the whole table."""
     nft = Nft(runner)
     for name in interfaces:
         _quoted(name)  # a name nft cannot quote was never isolated
-    if _in_place(nft, interfaces):
-        return []
-    items = _items(nft.list_json(f"table {TABLE_REF}"))
+    family, table = TABLE_REF.split()
+    names = list(dict.fromkeys(interfaces))
     problems = []
-    if not any("rule" in i and i["rule"]["chain"] == FORWARD_CHAIN
-               and i["rule"].get("comment") == DROP_COMMENT for i in items):
+    rules = nft.chain_rules(family, table, FORWARD_CHAIN) or ()
+    if not any(r.comment == DROP_COMMENT for r in rules):
         problems.append(f"the isolation rule in chain {TABLE_REF} {FORWARD_CHAIN} is missing")
-    isolated = _elements(items, ISOLATED_SET)
-    selves = [e.get("concat") for e in _elements(items, SELF_SET) if isinstance(e, dict)]
+    isolated = _absent(nft, ISOLATED_SET, "ifname", [(n,) for n in names])
+    selves = _absent(nft, SELF_SET, "ifname . ifname", [(n, n) for n in names])
     for name in interfaces:
-        if name not in isolated:
+        if (name,) in isolated:
             problems.append(f'"{name}" is not in set {ISOLATED_SET}')
-        if [name, name] not in selves:
+        if (name, name) in selves:
             problems.append(f'"{name}" . "{name}" is not in set {SELF_SET}')
     return problems

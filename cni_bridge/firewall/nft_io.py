@@ -8,9 +8,8 @@ of every set. Through a command runner (tests) they are ``nft`` scripts.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from cni_bridge.diag import logger
 from cni_bridge.firewall import names, nft_netlink
@@ -28,13 +27,6 @@ from cni_bridge.firewall.runner import CommandResult, CommandRunner, check
 
 log = logger(__name__)
 T = TypeVar("T")
-
-
-class _Ask(enum.Enum):
-    NFT = "read by nft"
-
-
-ASK_NFT: Literal[_Ask.NFT] = _Ask.NFT
 
 
 class Nft:
@@ -59,59 +51,60 @@ class Nft:
         result = self.list_json(f"table {family} {name}")
         return parse_listing(result.stdout) if result.ok else None
 
-    def _from_kernel(self, what: str, read: Callable[[], T]) -> T | Literal[_Ask.NFT]:
-        """`read` (from nft_netlink) where nftables runs here; `ASK_NFT` elsewhere, or when
-        the netlink read fails: then the caller asks nft."""
+    def _read(self, what: str, direct: Callable[[], T], via_nft: Callable[[], T]) -> T:
+        """`direct` (a read from nft_netlink) where nftables runs here, unless it fails;
+        else `via_nft`."""
         if self._direct:
             try:
-                return read()
+                return direct()
             except OSError as exc:
                 log.debug("netlink read of %s failed (%s): asking nft", what, exc)
-        return ASK_NFT
+        return via_nft()
 
     def skeleton(self, family: str, name: str) -> Listing | None:
         """One table's maps, and chains with their rule counts, without map elements: the same
         cost with 1 or 5,000 containers. None when the table does not exist."""
-        found = self._from_kernel(f"table {family} {name}",
-                                  lambda: nft_netlink.skeleton(family, name))
-        if found is not ASK_NFT:
-            return found
-        result = self.run(f"list table {family} {name}\n", json=True, terse=True)
-        return parse_listing(result.stdout) if result.ok else None
+        def via_nft() -> Listing | None:
+            result = self.run(f"list table {family} {name}\n", json=True, terse=True)
+            return parse_listing(result.stdout) if result.ok else None
+
+        return self._read(f"table {family} {name}",
+                          lambda: nft_netlink.skeleton(family, name), via_nft)
 
     def lookup(self, elements: Sequence[Element]) -> Listing | None:
         """`elements` as our table holds them, by key; None when any is missing or the read
         fails."""
         if not elements:
             return Listing()
-        found = self._from_kernel("elements", lambda: nft_netlink.elements(
-            names.NFT_FAMILY, names.NFT_TABLE, elements))
-        if found is not ASK_NFT:
-            return found
-        result = self.run("\n".join(get_line(el) for el in elements) + "\n")
-        return parse_get_elements(result.stdout) if result.ok else None
+
+        def via_nft() -> Listing | None:
+            result = self.run("\n".join(get_line(el) for el in elements) + "\n")
+            return parse_get_elements(result.stdout) if result.ok else None
+
+        return self._read("elements", lambda: nft_netlink.elements(
+            names.NFT_FAMILY, names.NFT_TABLE, elements), via_nft)
 
     def chain_rules(self, family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
         """One chain's rules (handles, comments); None when the chain does not exist."""
-        found = self._from_kernel(f"chain {chain}", lambda: nft_netlink.chain_rules(
-            family, table, chain))
-        if found is not ASK_NFT:
-            return found
-        result = self.list_json(f"chain {family} {table} {chain}")
-        return parse_listing(result.stdout).rules if result.ok else None
+        def via_nft() -> tuple[Rule, ...] | None:
+            result = self.list_json(f"chain {family} {table} {chain}")
+            return parse_listing(result.stdout).rules if result.ok else None
+
+        return self._read(f"chain {chain}", lambda: nft_netlink.chain_rules(
+            family, table, chain), via_nft)
 
     def has_elements(self, family: str, table: str, set_name: str, key_type: str,
                      keys: Sequence[Key]) -> bool:
         """Whether set `set_name` (keys of `key_type`, e.g. ``ifname . ifname``) holds every
         key of `keys`."""
-        found = self._from_kernel(f"set {set_name}", lambda: nft_netlink.has_elements(
-            family, table, set_name, key_type, keys))
-        if found is not ASK_NFT:
-            return found
-        quote = "ifname" in key_type  # names are quoted in scripts, nothing else we look up is
-        lines = [f"get element {family} {table} {set_name} {{ "
-                 + " . ".join(f'"{f}"' if quote else f for f in key) + " }" for key in keys]
-        return not lines or self.run("\n".join(lines) + "\n").ok
+        def via_nft() -> bool:
+            quote = "ifname" in key_type  # names are quoted in scripts, nothing else we look up is
+            lines = [f"get element {family} {table} {set_name} {{ "
+                     + " . ".join(f'"{f}"' if quote else f for f in key) + " }" for key in keys]
+            return not lines or self.run("\n".join(lines) + "\n").ok
+
+        return self._read(f"set {set_name}", lambda: nft_netlink.has_elements(
+            family, table, set_name, key_type, keys), via_nft)
 
     def apply(self, lines: Sequence[str]) -> CommandResult:
         """One atomic batch; never raises (callers decide what a failure means)."""

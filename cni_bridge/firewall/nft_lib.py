@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from cni_bridge.diag import logger
 from cni_bridge.firewall.nft_exec import NftExecutor, nft_command
 from cni_bridge.firewall.runner import CommandResult
+from cni_bridge.rawnetlink import NETLINK_NETFILTER
 
 log = logger(__name__)
 
@@ -36,14 +37,13 @@ LIBRARY = "libnftables.so.1"
 # libnftables.h: enum nft_ctx_output_flags (nftables 1.0.6).
 OUTPUT_JSON = 1 << 4
 OUTPUT_TERSE = 1 << 11
-NETLINK_NETFILTER = 12
 SCRIPT_NAME = "/dev/stdin"  # how ``nft -f -`` names its input in errors
 
 
 @dataclass(frozen=True)
 class _Context:
     handle: int  # struct nft_ctx *
-    owner: tuple[int, int, int]  # pid, and device and inode of its network namespace
+    owner: tuple[int, int]  # device and inode of its network namespace (a fork drops it)
 
 
 @dataclass
@@ -61,7 +61,8 @@ _process = _Process()
 
 def _after_fork_in_child() -> None:
     """A child forked while another thread held the lock must not wait for it forever; the
-    parent's context is not the child's (its namespace may differ after setns)."""
+    parent's context is not the child's (its socket is the parent's, and its namespace may
+    differ after setns): the child makes its own, and never frees the parent's."""
     global _lock
     _lock = threading.Lock()
     _process.context = None
@@ -70,9 +71,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _namespace_key() -> tuple[int, int, int]:
+def _namespace_key() -> tuple[int, int]:
     st = os.stat("/proc/thread-self/ns/net")
-    return os.getpid(), st.st_dev, st.st_ino
+    return st.st_dev, st.st_ino
 
 
 def _load() -> ctypes.CDLL:
@@ -103,7 +104,7 @@ def _library() -> ctypes.CDLL | str:
     return _process.lib
 
 
-def _new_context(lib: ctypes.CDLL, owner: tuple[int, int, int]) -> _Context:
+def _new_context(lib: ctypes.CDLL, owner: tuple[int, int]) -> _Context:
     _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER).close()  # see above
     handle = lib.nft_ctx_new(0)
     if not handle:
@@ -124,8 +125,8 @@ def _context(lib: ctypes.CDLL) -> _Context | str:
     if current is not None and current.owner == owner:
         return current
     _process.context = None
-    if current is not None and current.owner[0] == owner[0]:
-        lib.nft_ctx_free(current.handle)  # this process moved to another namespace
+    if current is not None:  # this process moved to another namespace (a fork resets it)
+        lib.nft_ctx_free(current.handle)
     try:
         _process.context = _new_context(lib, owner)
     except OSError as exc:

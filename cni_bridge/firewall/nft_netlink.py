@@ -33,6 +33,7 @@ from cni_bridge.rawnetlink import (
     attr,
     iter_attrs,
     nested,
+    nfgenmsg,
     parse_attrs,
 )
 
@@ -66,7 +67,7 @@ def _msg(kind: int) -> int:
 
 
 def _nfgen(family: str) -> bytes:
-    return struct.pack("=BBH", FAMILIES[family], 0, 0)
+    return nfgenmsg(FAMILIES[family])
 
 
 def _strz(value: bytes | None) -> str:

@@ -146,7 +146,8 @@ class NftablesBackend:
                                      hairpin_subnets(entries, options))
         self._add(skeleton, portmap_elements(entries, options), "port mappings")
 
-    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None:
         if entries is not None and not entries:
             return
         remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries),
@@ -154,7 +155,7 @@ class NftablesBackend:
         versions: set[int] = {4, 6} if entries is None else {e.version for e in entries}
         chain = names.dnat_chain_name(owner.network, owner.container_id)
         if self._iptables_leftovers(chain, versions):
-            self._iptables().remove_portmappings(owner, entries)
+            self._iptables().remove_portmappings(owner, entries, options)
 
     def check_portmappings(self, entries: Sequence[PortMapping],
                            options: PortmapOptions) -> list[str]:

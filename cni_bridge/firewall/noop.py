@@ -28,7 +28,8 @@ class NoopBackend:
     def add_portmappings(self, entries: Sequence[PortMapping], options: PortmapOptions) -> None:
         return None
 
-    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None:
         return None
 
     def check_portmappings(self, entries: Sequence[PortMapping],

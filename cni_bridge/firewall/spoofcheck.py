@@ -169,8 +169,11 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
 
 def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> None:
     """Remove the jump and both chains (with the address rules); anything already gone is
-    fine. Reads only the base chain, for the jump's handle; a chain that is already gone is
-    created and deleted again in the same transaction, which the kernel accepts."""
+    fine. Reads the base chain, for the jump's handle; a chain that is already gone is
+    created and deleted again in the same transaction, which the kernel accepts. Without the
+    jump (a repeated DEL) the chains are looked up by name first: with neither there, no
+    transaction (each bumps the ruleset generation, which wakes the resident server's
+    watcher)."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
     nft = Nft(runner)
     base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
@@ -178,6 +181,11 @@ def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> 
         return  # no table: nothing installed
     lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r.handle}" for r in base
              if r.comment == comment]
+    # ADD writes the chains and the jump in one transaction; only an outside change leaves
+    # a chain without its jump, so both are looked for.
+    if not lines and all(nft.chain_rules("bridge", TABLE, name) is None
+                         for name in (chain, f"{chain}-mac")):
+        return
     for name in (chain, f"{chain}-mac"):
         lines += [f"add chain bridge {TABLE} {name}", f"flush chain bridge {TABLE} {name}",
                   f"delete chain bridge {TABLE} {name}"]

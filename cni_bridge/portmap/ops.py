@@ -146,7 +146,8 @@ class PortmapOps:
             if backend is None:
                 log.warning("no usable firewall backend: no port mappings of %s to remove", owner)
                 return
-            backend.remove_portmappings(owner, entries)
+            # The conditions are part of the rules' text: iptables' exact removal needs them.
+            backend.remove_portmappings(owner, entries, to_options(cfg.options))
         records.remove_record(records.state_root(), owner.network, owner.container_id,
                               owner.ifname, RECORD_PLUGIN)
 

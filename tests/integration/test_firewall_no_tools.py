@@ -25,6 +25,7 @@ from tests.integration.test_portmap_world import (
     O_ETH0_V4,
     World,
     build_world,
+    conntrack_udp,
     mentions,
     network_doc,
     recording_path,
@@ -64,11 +65,6 @@ def stale_udp_flow(host: Netns) -> None:
              "40053", "--dport", "8053", "-t", "120")
 
 
-def udp_flows(host: Netns) -> str:
-    return host.run("conntrack", "-L", "-p", "udp", "--orig-port-dst", "8053",
-                    check=False).stdout
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_add_check_del_start_no_process(world: World, case: str, tmp_path: Path) -> None:
     w, fields = world, CASES[case]
@@ -76,14 +72,14 @@ def test_add_check_del_start_no_process(world: World, case: str, tmp_path: Path)
     ns = w.netns("quiet")
     rt = RuntimeConf(CID, ns.path, "eth0", "", {"portMappings": MAPPINGS})
     stale_udp_flow(w.host)
-    assert H_UPLINK_V4 in udp_flows(w.host)
+    assert H_UPLINK_V4 in conntrack_udp(w.host, 8053)
 
     result = runtime.add(conflist, rt)
     ip = next(a["address"].split("/")[0] for a in result["ips"] if ":" not in a["address"])
     ours = nft(w.host, "table", "inet", "cni_bridge")
     assert mentions(ours, ip) and "8080" in ours and "8053" in ours
     assert w.host.sysctl(f"net.ipv4.conf.{BRIDGE}.route_localnet") == "1"
-    assert H_UPLINK_V4 not in udp_flows(w.host)  # the stale flow was flushed
+    assert H_UPLINK_V4 not in conntrack_udp(w.host, 8053)  # the stale flow was flushed
     spoof = f"cni-br-iface-{CID}-eth0"
     if fields:
         assert f"chain {spoof}" in nft(w.host, "table", "bridge", "nat")

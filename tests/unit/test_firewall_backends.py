@@ -142,6 +142,23 @@ def test_a_recorded_iptables_removal_is_one_exact_restore_else_read_and_plan() -
     assert [c[0] for c in moved.argvs()] == ["iptables-restore", "iptables-save"]  # IPv4 only
 
 
+def test_a_recorded_iptables_removal_deletes_the_jump_with_its_conditions() -> None:
+    """conditionsV4 are part of the jump's text: the exact removal deletes the very rule the
+    ADD appended (else its restore fails and DEL reads and plans: a process more)."""
+    mappings = [PortMapping(A, "tcp", 80, V4, 8080)]
+    options = PortmapOptions(conditions_v4=("-s", "192.0.2.0/24"))
+    added = Scripted()
+    added.on(["iptables-save"], stdout=EMPTY_NAT)
+    IptablesBackend(added).add_portmappings(mappings, options)
+    jump = next(ln for ln in (added.calls[-1][1] or "").splitlines()
+                if ln.startswith(f"-A {names.HOSTPORT_DNAT_CHAIN} "))
+    assert "-s 192.0.2.0/24" in jump
+    removed = Scripted()
+    IptablesBackend(removed, recorded=True).remove_portmappings(A, mappings, options)
+    assert removed.argvs() == [("iptables-restore", "--noflush", "-w", "5")]
+    assert (removed.calls[0][1] or "").splitlines()[1] == "-D" + jump[2:]
+
+
 def test_a_recorded_backend_removes_from_its_own_layout_only() -> None:
     """Our ADD's record proves where the owner's state is: DEL is one batch, no reads of the
     reference's tables or of the other backend."""

@@ -115,10 +115,15 @@ def test_conntrack_dump_is_filtered_by_the_kernel_and_checked_here() -> None:
 
 def test_conntrack_flush_never_raises(monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
+    opened: list[int] = []
+
     def refused(protocol: int) -> None:
+        opened.append(protocol)
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(conntrack, "RawNetlink", refused)
     assert flush_udp_conntrack([pm("udp", 1), pm("udp", 2, V6)]) == 0
     assert "host ports 1/IPv4, 2/IPv6" in capsys.readouterr().err
-    assert flush_udp_conntrack([pm("tcp", 1)]) == 0  # nothing to do: no socket either
+    assert opened == [conntrack.NETLINK_NETFILTER]  # one socket for every family and port
+    assert flush_udp_conntrack([pm("tcp", 1)]) == 0
+    assert opened == [conntrack.NETLINK_NETFILTER]  # nothing to do: no socket either

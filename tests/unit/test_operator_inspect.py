@@ -142,6 +142,9 @@ def test_describe_mapping() -> None:
     assert inspect.describe_mapping(PORTMAP_REC["mappings"][1]) == "198.51.100.1:53->53/udp"
     assert inspect.describe_mapping({"hostIP": "fd00::1", "hostPort": 1, "containerPort": 2,
                                      "protocol": "sctp"}) == "[fd00::1]:1->2/sctp"
+    # As containerd's CRI sends them (Go's case-insensitive field names).
+    assert inspect.describe_mapping({"HostPort": 8080, "ContainerPort": 80, "Protocol": "udp",
+                                     "HostIP": "198.51.100.1"}) == "198.51.100.1:8080->80/udp"
 
 
 # --- reconcile ---------------------------------------------------------------------------------

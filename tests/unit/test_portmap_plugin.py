@@ -69,6 +69,7 @@ class FakeBackend:
     missing: list[str] = field(default_factory=list)
     added: list[tuple[list[PortMapping], PortmapOptions]] = field(default_factory=list)
     removed: list[tuple[Owner, list[PortMapping] | None]] = field(default_factory=list)
+    removed_options: list[PortmapOptions | None] = field(default_factory=list)
     collected: list[tuple[str, list[Owner]]] = field(default_factory=list)
 
     def available(self) -> bool:
@@ -91,8 +92,10 @@ class FakeBackend:
             raise self.fail_add
         self.added.append((list(entries), options))
 
-    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None) -> None:
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None:
         self.removed.append((owner, None if entries is None else list(entries)))
+        self.removed_options.append(options)
         if self.fail_remove:
             raise self.fail_remove
 
@@ -265,10 +268,14 @@ def test_unusable_backend_fails_add(world: World) -> None:
 
 def test_del_removes_with_the_configured_backend(world: World) -> None:
     """One removal: each backend also cleans the other backend's layout itself."""
-    assert world.call("DEL", conf(MAPPINGS, backend="iptables"))[0] == 0
+    conditions = ["-s", "192.0.2.0/24"]
+    assert world.call("DEL", conf(MAPPINGS, backend="iptables", conditionsV4=conditions))[0] == 0
     ipt, nft = world.backends["iptables"], world.backends["nftables"]
     [(owner, entries)] = ipt.removed
     assert owner == Owner("net", "c1", "eth0") and entries is not None and len(entries) == 4
+    # The conditions are in the rules' text: iptables' exact removal needs them.
+    [options] = ipt.removed_options
+    assert options is not None and list(options.conditions_v4) == conditions
     assert nft.removed == []
     assert world.runner.calls == []  # no conntrack, no route lookup on DEL
 

@@ -165,6 +165,22 @@ def test_remove_reads_the_base_chain_only_and_tolerates_missing_chains() -> None
     assert nothing.scripts == ["list chain bridge nat PREROUTING"]
 
 
+def test_remove_commits_nothing_when_nothing_of_the_attachment_is_there() -> None:
+    """A repeated DEL: no jump, no chains, no transaction. Chains left without their jump (a
+    flush from outside) are still removed."""
+    gone = Tables(complete("c2"))
+    spoofcheck.remove_spoofcheck(gone, "c1", "eth0")
+    assert gone.scripts == ["list chain bridge nat PREROUTING",
+                            "list chain bridge nat cni-br-iface-c1-eth0",
+                            "list chain bridge nat cni-br-iface-c1-eth0-mac"]
+    orphans = Tables([("PREROUTING", "other"),
+                      *(r for r in complete() if r[0] != "PREROUTING")])
+    spoofcheck.remove_spoofcheck(orphans, "c1", "eth0")
+    assert orphans.scripts[-1].splitlines()[0] == "add chain bridge nat cni-br-iface-c1-eth0"
+    assert orphans.scripts[-1].splitlines()[-1] == \
+        "delete chain bridge nat cni-br-iface-c1-eth0-mac"
+
+
 def test_isolation_plan_is_idempotent_and_one_element_per_bridge() -> None:
     lines = isolation.plan_isolate(["br1", "br1.5", "br1"])
     assert lines.count('add element inet cni_bridge isolated_bridges { "br1" }') == 1
@@ -199,6 +215,12 @@ def test_isolation_check() -> None:
         '"br2" is not in set isolated_bridges', '"br2" . "br2" is not in set isolated_bridge_self']
     no_rule = isolation.check_isolated(isolation_tables([], rule=False), [])
     assert no_rule == ["the isolation rule in chain inet cni_bridge isolation_forward is missing"]
+    # Something missing: still by key (which one, one at a time), never the whole table.
+    vlan = isolation_tables([{"concat": ["br1", "br1"]}, {"concat": ["br1.5", "br1.5"]}])
+    vlan.sets["isolated_bridge_self"] = [{"concat": ["br1", "br1"]}]
+    assert isolation.check_isolated(vlan, ["br1", "br1.5"]) == [
+        '"br1.5" . "br1.5" is not in set isolated_bridge_self']
+    assert not any(s.startswith("list table") for s in vlan.scripts)
 
 
 def test_config_fields() -> None:
