@@ -36,8 +36,6 @@ from cni_bridge.defaults import DEFAULT_CONFLIST
 ROLES = ("bridge", "host-local", "portmap")
 EXECUTABLE = "cni-bridge"
 BUNDLE_PREFIX = ".cni-bridge-"
-DEFAULT_BIN_DIR = "/opt/cni/bin"
-DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CONF_NAME = "10-cni-bridge.conflist"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

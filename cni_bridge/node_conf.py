@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cni_bridge.bridge.config import NON_MASQUERADE_KEY, loose_network
 from cni_bridge.defaults import DEFAULT_CONFLIST
 from cni_bridge.install import (
     DEFAULT_CONF_NAME,
@@ -32,23 +33,16 @@ from cni_bridge.install import (
     fsync_dir,
     synced_temp_file,
 )
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-NON_MASQUERADE_KEY = "nonMasqueradeCIDRs"
-
-
-def _bounds(net: IPNetwork) -> tuple[int, int, int]:
-    return net.version, int(net.network_address), int(net.broadcast_address)
+from cni_bridge.spec.result import IPNetwork
 
 
 def _inside(inner: IPNetwork, outer: IPNetwork) -> bool:
-    (v1, lo1, hi1), (v2, lo2, hi2) = _bounds(inner), _bounds(outer)
-    return v1 == v2 and lo2 <= lo1 and hi1 <= hi2
+    # the version test makes both one family (subnet_of raises TypeError across families)
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
 
 
 def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
-    (v1, lo1, hi1), (v2, lo2, hi2) = _bounds(a), _bounds(b)
-    return v1 == v2 and lo1 <= hi2 and lo2 <= hi1
+    return a.version == b.version and a.overlaps(b)
 
 
 def parse_cidr(text: str, what: str = "pod CIDR") -> IPNetwork:
@@ -60,13 +54,10 @@ def parse_cidr(text: str, what: str = "pod CIDR") -> IPNetwork:
     try:
         return ipaddress.ip_network(text)
     except ValueError:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ValueError(f"invalid {what} {text!r}: expected a network such as "
-                             "10.244.1.0/24") from None
-        raise ValueError(f"invalid {what} {text!r}: host bits are set; did you mean "
-                         f"{loose}?") from None
+        loose = loose_network(text)
+    if not loose:
+        raise ValueError(f"invalid {what} {text!r}: expected a network such as 10.244.1.0/24")
+    raise ValueError(f"invalid {what} {text!r}: host bits are set; did you mean {loose}?")
 
 
 def parse_cidr_list(values: Iterable[str], what: str) -> tuple[IPNetwork, ...]:

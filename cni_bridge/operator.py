@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cni_bridge import __version__
-from cni_bridge.install_cli import add_install_parser, cmd_install
-from cni_bridge.serve.cli import add_serve_parser, add_server_options, cmd_serve
+from cni_bridge.install_cli import DEFAULT_CONF_DIR, add_install_parser, cmd_install
+from cni_bridge.serve.cli import ServeError, add_serve_parser, add_server_options, cmd_serve
 from cni_bridge.spec.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
     from cni_bridge.inspect import AttachmentState
     from cni_bridge.runtime import Attachment, Runtime
 
-DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
 PROTOCOLS = ("tcp", "udp", "sctp")
 NEXT_STEP = {
@@ -376,7 +375,6 @@ def main(args: list[str]) -> int:
         return 0
     from cni_bridge.install import InstallError
     from cni_bridge.runtime import ConflistError, PluginError
-    from cni_bridge.serve.main import ServeError
     from cni_bridge.spec.errors import CniError
 
     try:

@@ -124,12 +124,12 @@ declare -gA POD=() POD_CAP=()
 # node_leftovers K: what the plugins left on node K: bridge ports, reservations, firewall
 # entries naming a pod address; empty when nothing is left.
 node_leftovers() {
-    local k=$1 H=${NODES[$1]} f
-    ip -n "$H" -j -d link show type veth \
-        | jq -r '.[] | select(.linkinfo.info_slave_kind == "bridge") | "veth \(.ifname)"'
-    for f in "$(node_dir "$k")"/ipam/*/*; do
-        [[ -f $f ]] || continue
-        case ${f##*/} in lock | last_reserved_ip.*) ;; *) echo "reservation ${f##*/}" ;; esac
+    local k=$1 H=${NODES[$1]} DATA_DIR net  # H and DATA_DIR: for the helpers called below
+    DATA_DIR="$(node_dir "$k")/ipam"
+    host_veths | sed 's/^/veth /'
+    for net in "$DATA_DIR"/*/; do
+        net=${net%/}
+        reservations "${net##*/}" | sed 's/ .*//; s/^/reservation /'
     done
     fw_dump | grep -oE '10\.244\.[0-9]+\.[0-9]+(/32)?([^0-9/]|$)' | sed 's/^/rule /' | sort -u
 }

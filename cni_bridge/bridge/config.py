@@ -12,7 +12,7 @@ from cni_bridge.spec.args import parse_cni_args
 from cni_bridge.spec.errors import ConfigError
 from cni_bridge.spec.fields import get_bool, get_int, get_list, get_obj, get_str
 from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import DNS, parse_dns
+from cni_bridge.spec.result import DNS, IPNetwork, parse_dns
 
 DEFAULT_BRIDGE = "cni0"
 MASQ_BACKENDS = ("iptables", "nftables")
@@ -23,7 +23,6 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 _IFNAME_RE = re.compile(r"[^/:\s\x00]{1,15}")
 IFNAME_MAX_BYTES = 15
 NON_MASQUERADE_KEY = "nonMasqueradeCIDRs"
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def valid_ifname(name: str) -> bool:
@@ -96,14 +95,16 @@ def parse_networks(items: list[Any], key: str) -> tuple[IPNetwork, ...]:
         try:
             nets[ipaddress.ip_network(item.strip())] = None
         except ValueError:
-            loose = _loose_network(item)
+            loose = loose_network(item)
             hint = f"; did you mean {loose}?" if loose else ""
             raise ConfigError(f"invalid {key} entry {item!r}",
                               f"expected a network such as 10.244.0.0/16{hint}") from None
     return tuple(nets)
 
 
-def _loose_network(text: str) -> str:
+def loose_network(text: str) -> str:
+    """The network `text` names once its host bits are cleared ("" if it names none): the
+    "did you mean" of an entry with host bits set."""
     try:
         return str(ipaddress.ip_network(text.strip(), strict=False))
     except ValueError:

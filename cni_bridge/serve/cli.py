@@ -9,6 +9,10 @@ from typing import Any
 from cni_bridge.serve.wire import DEFAULT_SOCKET
 
 
+class ServeError(Exception):
+    """The server cannot start; the message says why."""
+
+
 def add_serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run plugin calls for the executables (resident mode)",
                        description="Resident mode: plugins of this build hand their calls to "
@@ -36,7 +40,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(opts: argparse.Namespace) -> int:
-    from cni_bridge.serve.main import ServeError, serve
+    from cni_bridge.serve.main import serve
     from cni_bridge.serve.server import Options
 
     if opts.max_workers < 1 or opts.check_interval <= 0:

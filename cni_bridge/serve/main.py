@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 
 from cni_bridge.serve import listener, wire
+from cni_bridge.serve.cli import ServeError
 from cni_bridge.serve.server import Options, Server
 
 log = logging.getLogger("cni_bridge.serve")
-
-
-class ServeError(Exception):
-    """The server cannot start; the message says why."""
 
 
 def setup_logging() -> None:

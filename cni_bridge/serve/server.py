@@ -196,25 +196,28 @@ class Server:
         if reason is None and kind == wire.CALL and len(p.fds) != len(wire.CALL_FDS):
             reason = f"expected {len(wire.CALL_FDS)} descriptors, got {len(p.fds)}"
         if reason is not None:
-            self.view.refused[reason] += 1
-            log.info("refused pid %d (it runs the call itself): %s", p.peer.pid, reason)
-            _reply(p.conn, (wire.REFUSE, reason))
-            p.close()
+            self._refuse(p, reason)
         elif kind == wire.STATUS:
             _reply(p.conn, (wire.STATUS, json.dumps(self.view.snapshot())))
             p.close()
         else:
             self._fork_worker(p, hello)
 
+    def _refuse(self, p: Pending, reason: str, detail: str = "",
+                level: int = logging.INFO) -> None:
+        """Reply REFUSE (the caller runs the call itself), counted under `reason`."""
+        message = f"{reason}: {detail}" if detail else reason
+        self.view.refused[reason] += 1
+        log.log(level, "refused pid %d (it runs the call itself): %s", p.peer.pid, message)
+        _reply(p.conn, (wire.REFUSE, message))
+        p.close()
+
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
         try:
             pid = os.fork()
         except OSError as exc:  # out of processes or memory: the caller runs the call itself
-            self.view.refused["cannot fork a worker"] += 1
-            log.warning("cannot fork a worker: %s", exc)
-            _reply(p.conn, (wire.REFUSE, f"cannot fork a worker: {exc}"))
-            p.close()
+            self._refuse(p, "cannot fork a worker", str(exc), logging.WARNING)
             return
         if pid == 0:
             code = 70  # an exception (logged): the caller gets code 11

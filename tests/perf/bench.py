@@ -281,6 +281,17 @@ class World:
         sh("ip", "netns", "del", name)
         self.namespaces.remove(name)
 
+    def call_log(self, level: int) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The call log's records of a level's sampled calls by (role, verb); {} if none."""
+        path = self.phases_log.with_suffix(f".level{level}.jsonl") \
+            if self.phases_log is not None else None
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                groups.setdefault((rec["role"], rec["verb"]), []).append(rec)
+        return groups
+
     server: subprocess.Popen[bytes] | None = None
 
     @property
@@ -530,8 +541,10 @@ class Bench:
         argv = {"floor": [str(self.floor)]} if self.floor else {}
         for w in self.worlds:
             argv.setdefault(w.impl.key.split("-")[0], [str(w.impl.plugin_dir / "bridge")])
-        for same in ("ipt", "srv"):
-            argv.pop(same, None)  # the same executable as nft for VERSION (never handed over)
+        # the same executable as nft for VERSION (never handed over): ipt counts only without nft
+        if "nft" in argv:
+            argv.pop("ipt", None)
+        argv.pop("srv", None)
         env = {"PATH": PATH, "CNI_COMMAND": "VERSION"}
         for i in range(max(10, 2 * self.args.samples) + 1):  # round 0 warms the page cache
             for key, cmd in argv.items():
@@ -544,15 +557,10 @@ class Bench:
         """Median in-process time (call log duration_ms) by implementation and role/verb."""
         out: dict[str, dict[str, float]] = {}
         for world in self.worlds:
-            path = world.phases_log.with_suffix(f".level{level}.jsonl") \
-                if world.phases_log is not None else None
-            if path is None or not path.exists():
-                continue
-            groups: dict[str, list[float]] = {}
-            for line in path.read_text().splitlines():
-                rec = json.loads(line)
-                groups.setdefault(f"{rec['role']} {rec['verb']}", []).append(rec["duration_ms"])
-            out[world.impl.key] = {k: statistics.median(v) for k, v in sorted(groups.items())}
+            if groups := world.call_log(level):
+                out[world.impl.key] = {
+                    f"{role} {verb}": statistics.median(r["duration_ms"] for r in recs)
+                    for (role, verb), recs in sorted(groups.items())}
         return out
 
     def burst(self) -> None:
@@ -718,17 +726,18 @@ class Bench:
             row = "| VERSION, run directly (start-up) | - |"
             for k in keys:
                 base = k.split("-")[0]
-                v = med.get("nft" if base == "ipt" else base)
+                v = med.get(base, med.get("nft") if base == "ipt" else None)
                 row += f" {v:.1f} |" if v is not None else " - |"
                 if k != "ref" and has_ref:
                     row += f" {ratio(v, med['ref'])} |" if v is not None and "ref" in med \
                         else " - |"
             lines.append(row)
-            if "nft" in med:
+            ours = med.get("nft", med.get("ipt"))
+            if ours is not None and "floor" in med:
                 lines += ["", f"Start-up floor: a do-nothing program frozen with our PyInstaller "
                           f"options starts in {med['floor']:.1f} ms (median of "
                           f"{len(self.startup_ms['floor'])}); ours answers VERSION in "
-                          f"{med['nft']:.1f} ms, floor + {med['nft'] - med['floor']:.1f} ms."]
+                          f"{ours:.1f} ms, floor + {ours - med['floor']:.1f} ms."]
         inner = self.in_process(0)
         for key, by_call in inner.items():
             label = next(w.impl.label for w in self.worlds if w.impl.key == key)
@@ -766,16 +775,10 @@ class Bench:
         each level's sampled calls."""
         out = []
         for world in self.worlds:
-            if world.phases_log is None:
-                continue
             for level in self.levels:
-                path = world.phases_log.with_suffix(f".level{level}.jsonl")
-                if not path.exists():
+                groups = world.call_log(level)
+                if not groups:
                     continue
-                groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-                for line in path.read_text().splitlines():
-                    rec = json.loads(line)
-                    groups.setdefault((rec["role"], rec["verb"]), []).append(rec)
                 out.append(f"call log of {world.impl.label}, {level} attached "
                            "(medians, ms; in-process = after the interpreter and cli started):")
                 for (role, verb), recs in sorted(groups.items()):
@@ -884,7 +887,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="after populating a level: sync, then wait this many seconds (default 5; "
                         "0: measure right away, with writeback still running)")
     p.add_argument("--phases", action="store_true",
-                   help="log our calls (CNI_BRIDGE_LOG) and print per-phase medians")
+                   help="also print per-phase medians of our call log (CNI_BRIDGE_LOG)")
     p.add_argument("--out", help="also write the markdown table here")
     p.add_argument("--json", help="write the raw numbers here")
     p.add_argument("--sweep", action="store_true", help="only remove leftovers of killed runs")

@@ -360,3 +360,16 @@ def test_echo_probe_failure_exits_1() -> None:
                            capture_output=True, text=True, cwd=root, timeout=10)
     assert probe.returncode == 1 and "probe failed" in probe.stderr
 
+
+
+def test_commands_other_than_serve_do_not_import_the_server() -> None:
+    # gc without --valid fails with a UserError: main()'s error path runs (it names ServeError)
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {root!r}); from cni_bridge import operator; "
+            "code = operator.main(['gc', 'net']); "
+            "print(code, sorted(m for m in sys.modules if m.startswith('cni_bridge.serve')))")
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                          timeout=30, check=True)
+    assert proc.stdout.split(" ", 1)[0] == "1" and "--valid" in proc.stderr
+    assert "cni_bridge.serve.main" not in proc.stdout
+    assert "cni_bridge.serve.server" not in proc.stdout
