@@ -56,10 +56,10 @@ import sys
 path = sys.argv[1]
 text = open(path).read()
 anchor = "    global_pyi_ctx->argv = argv;\n"
-if text.count(anchor) != 1 or "\nmain(int argc, char **argv)" not in text:
+signature = "\nint\nmain(int argc, char **argv)"
+if text.count(anchor) != 1 or text.count(signature) != 1:
     raise SystemExit(f"{path}: the POSIX main() is not where cni_handoff.c expects it")
-text = text.replace("\nint\nmain(int argc, char **argv)",
-                    "\nvoid cni_bridge_handoff(int argc, char **argv);\n\nint\nmain(int argc, char **argv)")
+text = text.replace(signature, "\nvoid cni_bridge_handoff(int argc, char **argv);\n" + signature)
 text = text.replace(anchor, anchor + "    cni_bridge_handoff(argc, argv);\n")
 open(path, "w").write(text)
 EOF

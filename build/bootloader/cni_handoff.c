@@ -42,6 +42,8 @@
 
 extern char **environ;
 
+/* The protocol's constants: each is wire.py's (PLUGIN_ROLES, SERVED_VERBS, HELLO_TIMEOUT for
+ * HELLO_TIMEOUT_S, the rest by name); tests/unit/test_serve_wire.py holds them equal. */
 #define PROTOCOL 1
 #define DEFAULT_SOCKET "/run/cni-bridge/serve.sock"
 #define DIGEST_FILE "_internal/cni_bridge_build_digest"
@@ -49,7 +51,8 @@ extern char **environ;
 #define MAX_HELLO 4096
 #define MAX_FRAME (MAX_STDIN + (4 << 20))
 #define HELLO_TIMEOUT_S 2
-#define RUN_HERE_ENV "CNI_BRIDGE_RUN_HERE"  /* handoff.RUN_HERE_ENV, the run-time hook */
+#define SOCKET_ENV "CNI_BRIDGE_SOCKET"
+#define RUN_HERE_ENV "CNI_BRIDGE_RUN_HERE"
 
 static const char *const ROLES[] = {"bridge", "host-local", "portmap", NULL};
 static const char *const VERBS[] = {"ADD", "DEL", "CHECK", "GC", "STATUS", NULL};
@@ -198,7 +201,7 @@ static void frame_end(struct buf *b)
 /* ------------------------------------------------------------------ marshal reader */
 
 /* A decoded value: only the shapes the server sends (tuples of str, int and bytes). */
-enum kind { K_NONE, K_STR, K_BYTES, K_INT, K_TUPLE, K_OTHER };
+enum kind { K_NONE, K_STR, K_BYTES, K_INT, K_TUPLE };
 
 struct value {
     enum kind kind;
@@ -548,9 +551,8 @@ static int environment_is_utf8(const char *argv0)
 }
 
 /* dict(os.environ): entries without '=' are skipped, and the first of duplicate names wins. */
-static int32_t put_environ(struct buf *b)
+static void put_environ(struct buf *b)
 {
-    int32_t count = 0;
     put_byte(b, '{');
     for (char **e = environ; *e; e++) {
         const char *eq = strchr(*e, '=');
@@ -567,10 +569,8 @@ static int32_t put_environ(struct buf *b)
         }
         put_str(b, *e, name_len);
         put_cstr(b, eq + 1);
-        count++;
     }
-    put_byte(b, '0');
-    return count;
+    put_byte(b, '0');  /* marshal's end of dict */
 }
 
 /* Stdin up to one byte over the dispatcher's limit; NULL with `error` set on a read error. */
@@ -686,7 +686,7 @@ void cni_bridge_handoff(int argc, char **argv)
     const char *argv0 = argc > 0 && argv[0] ? argv[0] : "";
     const char *role = strrchr(argv0, '/') ? strrchr(argv0, '/') + 1 : argv0;
     const char *verb = getenv("CNI_COMMAND");
-    const char *path = getenv("CNI_BRIDGE_SOCKET");
+    const char *path = getenv(SOCKET_ENV);
     char digest[257];
 
     if (getenv(RUN_HERE_ENV)) {

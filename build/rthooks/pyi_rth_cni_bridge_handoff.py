@@ -14,7 +14,7 @@ def _hand_off() -> None:
     import os
 
     # The bootloader's native hand-off decided already (cni_handoff.c): nothing to import. Popped,
-    # so the plugin's own child processes never see it. (Same name as handoff.RUN_HERE_ENV.)
+    # so the plugin's own child processes never see it. (Same name as wire.RUN_HERE_ENV.)
     if os.environ.pop("CNI_BRIDGE_RUN_HERE", None) is not None:
         return
     from cni_bridge.serve.handoff import main

@@ -132,17 +132,11 @@ def _collect_later() -> None:
 
 def _register() -> None:
     import sys
-    import types
 
-    module = types.ModuleType("_cni_bridge_startup_cache")
-    installed = []
-
-    def install():  # type: ignore[no-untyped-def]
-        if not installed:
-            installed.append(True)
-            _install()
-
-    module.install = install  # type: ignore[attr-defined]
+    # type(sys) is the module type: `types` would be one more import on every call. cli calls
+    # install() at most once per process.
+    module = type(sys)("_cni_bridge_startup_cache")
+    module.install = _install  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
 
 

@@ -45,10 +45,6 @@ TYPE_CHECKING = False  # typing itself is not imported: it costs a plugin's star
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-# Set by the bootloader's native hand-off (build/bootloader/cni_handoff.c) once it has decided
-# that the call runs here (no server, a refusal, not a served call): asking again would only get
-# the same answer. The run-time hook removes it before importing this module.
-RUN_HERE_ENV = "CNI_BRIDGE_RUN_HERE"
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -179,8 +175,6 @@ def hand_over(sock: Any) -> NoReturn:
 
 def main() -> None:
     """Hand this process's call over and exit, or return to run it here."""
-    if os.environ.pop(RUN_HERE_ENV, None) is not None:
-        return  # the bootloader decided already
     argv0 = sys.argv[0] if sys.argv else ""
     digest = build_digest()
     path = target(argv0, os.environ, digest)

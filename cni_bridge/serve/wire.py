@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 SOCKET_ENV = "CNI_BRIDGE_SOCKET"  # empty: never hand a call over
+# Set by the bootloader's hand-off (build/bootloader/cni_handoff.c) once it has decided that the
+# call runs here (no server, a refusal, not a served call): the run-time hook
+# (build/rthooks/pyi_rth_cni_bridge_handoff.py) then pops it and imports nothing.
+RUN_HERE_ENV = "CNI_BRIDGE_RUN_HERE"
 DEFAULT_SOCKET = "/run/cni-bridge/serve.sock"
 DIGEST_FILE = "cni_bridge_build_digest"  # in the bundle (sys._MEIPASS), written by the build
 PLUGIN_ROLES = ("bridge", "host-local", "portmap")

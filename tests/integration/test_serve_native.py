@@ -31,6 +31,8 @@ _UCRED = struct.Struct("=iII")
 def frozen(plugin_dir: Path) -> Path:
     if not (plugin_dir / "_internal" / wire.DIGEST_FILE).exists():
         pytest.skip("needs the frozen build (CNI_BRIDGE_PLUGIN_DIR)")
+    if wire.DEFAULT_SOCKET.encode() not in (plugin_dir / "cni-bridge").read_bytes():
+        pytest.skip("built with PyInstaller's own bootloader (CNI_BRIDGE_FREEZE_NATIVE_HANDOFF=0)")
     return plugin_dir
 
 

@@ -165,13 +165,21 @@ def test_read_stdin_stops_one_byte_over_the_limit(monkeypatch: pytest.MonkeyPatc
     assert error is None and data is not None and len(data) == wire.MAX_STDIN + 1
 
 
-def test_after_the_bootloaders_try_python_does_not_ask_again(
+HOOK = Path(__file__).resolve().parents[2] / "build" / "rthooks" / "pyi_rth_cni_bridge_handoff.py"
+
+
+def run_hook() -> None:
+    """The run-time hook as PyInstaller runs it: its source, at module level."""
+    exec(compile(HOOK.read_text(), str(HOOK), "exec"), {"__name__": "handoff_hook"})
+
+
+def test_after_the_bootloaders_decision_the_hook_does_not_ask_again(
         client: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     connects: list[str] = []
     monkeypatch.setattr(handoff, "connect", lambda path: connects.append(path))
-    monkeypatch.setenv(handoff.RUN_HERE_ENV, "1")
-    assert handoff.main() is None
+    monkeypatch.setenv(wire.RUN_HERE_ENV, "1")
+    run_hook()
     assert connects == []
-    assert handoff.RUN_HERE_ENV not in os.environ  # not inherited by the plugin's children
-    assert handoff.main() is None  # without the marker: Python's hook tries itself
+    assert wire.RUN_HERE_ENV not in os.environ  # not inherited by the plugin's children
+    run_hook()  # without the marker: Python's hand-off decides itself
     assert connects == [client["socket"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -86,3 +87,36 @@ def test_build_digest_only_in_a_frozen_bundle(tmp_path: Path,
     assert wire.build_digest() is None  # no digest file: never hand over
     (tmp_path / wire.DIGEST_FILE).write_text("0e068f26f270\n")
     assert wire.build_digest() == "0e068f26f270"
+
+
+C_HANDOFF = Path(__file__).resolve().parents[2] / "build" / "bootloader" / "cni_handoff.c"
+
+
+def c_constants() -> dict[str, object]:
+    """The #defines and string arrays of the bootloader's hand-off, evaluated."""
+    text = C_HANDOFF.read_text()
+    found: dict[str, object] = {}
+    for name, value in re.findall(r"^#define ([A-Z_]+) (.+?)\s*$", text, re.MULTILINE):
+        if value.startswith('"'):
+            found[name] = value.strip('"')
+        elif re.fullmatch(r"[\d\s()*+<A-Z_]+", value):
+            found[name] = eval(value, {}, dict(found))  # noqa: S307 (integer arithmetic)
+    for name, items in re.findall(r"const char \*const ([A-Z]+)\[\] = \{(.*?)\};", text):
+        found[name] = tuple(re.findall(r'"([^"]*)"', items))
+    return found
+
+
+def test_the_bootloaders_hand_off_speaks_this_protocol() -> None:
+    c = c_constants()
+    assert c["PROTOCOL"] == wire.PROTOCOL
+    assert c["DEFAULT_SOCKET"] == wire.DEFAULT_SOCKET
+    assert c["DIGEST_FILE"] == f"_internal/{wire.DIGEST_FILE}"
+    assert (c["MAX_STDIN"], c["MAX_HELLO"], c["MAX_FRAME"]) == (
+        wire.MAX_STDIN, wire.MAX_HELLO, wire.MAX_FRAME)
+    assert c["HELLO_TIMEOUT_S"] == wire.HELLO_TIMEOUT
+    assert (c["SOCKET_ENV"], c["RUN_HERE_ENV"]) == (wire.SOCKET_ENV, wire.RUN_HERE_ENV)
+    assert c["ROLES"] == wire.PLUGIN_ROLES
+    assert c["VERBS"] == wire.SERVED_VERBS
+    text = C_HANDOFF.read_text()
+    for word in (wire.HELLO, wire.CALL, wire.ACCEPT, wire.REQUEST, wire.RESULT):
+        assert f'"{word}"' in text
