@@ -1,8 +1,9 @@
 """The only module that touches argv, environ, stdin, stdout and the exit code.
 
-The executable's role comes from the name it was run as: ``bridge``, ``host-local`` and
-``portmap`` are the CNI plugins (an IPAM plugin receives its parent's whole config, whose
-``type`` is ``bridge``, so the config cannot choose); any other name is the operator CLI.
+The executable's role comes from the name it was run as: ``bridge``, ``host-local``,
+``portmap`` and ``loopback`` are the CNI plugins (an IPAM plugin receives its parent's whole
+config, whose ``type`` is ``bridge``, so the config cannot choose); any other name is the
+operator CLI.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import NoReturn
 
-PLUGIN_ROLES = ("bridge", "host-local", "portmap")
+PLUGIN_ROLES = ("bridge", "host-local", "portmap", "loopback")
 # The frozen build's start-up cache hook registers this module (build/rthooks/).
 STARTUP_CACHE_MODULE = "_cni_bridge_startup_cache"
 
@@ -36,6 +37,10 @@ def plugin_factory(role: str) -> Callable[[], object]:
             from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
 
             return HostLocalPlugin()
+        if role == "loopback":
+            from cni_bridge.loopback.plugin import LoopbackPlugin
+
+            return LoopbackPlugin()
         from cni_bridge.portmap.plugin import PortmapPlugin
 
         return PortmapPlugin()

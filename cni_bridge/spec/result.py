@@ -87,6 +87,14 @@ class Result:
     dns: DNS = field(default_factory=DNS)
 
 
+@dataclass(frozen=True)
+class UnconvertedResult(Result):
+    """A 1.x result printed as it is under the request's version label. libcni skips the
+    conversion of a result whose own cniVersion already is the one asked for, so a plugin that
+    labels its 1.x result with the config's version (the reference ``loopback``) prints the 1.x
+    shape at every version: no ``ip4``/``ip6``, no ``version`` in ``ips[]``."""
+
+
 # ---------------------------------------------------------------- parsing (any version in)
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
@@ -341,5 +349,8 @@ def result_dict(result: Result, version: str) -> dict[str, Any]:
 
 def render_result(result: Result, version: str) -> str:
     """JSON text as libcni prints it: 4-space indent, no trailing newline."""
+    if isinstance(result, UnconvertedResult):
+        return go_json({**result_dict(result, CURRENT_VERSION), "cniVersion": version},
+                       sort_keys=True)
     modern = version not in LEGACY_VERSIONS + STRUCT_VERSIONS
     return go_json(result_dict(result, version), sort_keys=modern)

@@ -1,0 +1,1 @@
+"""The loopback plugin: sets ``lo`` up in the container's network namespace."""
