@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Freeze cni-bridge with PyInstaller and assemble dist/cni/, a directory usable as CNI_PATH as it
-# is: the executable `cni-bridge` plus relative symlinks `bridge`, `host-local`, `portmap` to it
+# is: the executable `cni-bridge` plus relative symlinks `bridge`, `host-local`, `portmap`,
+# `loopback` to it
 # (the role comes from basename(argv[0]); the bootloader follows the symlink to find its files).
 #
 # Usage: build/build.sh [--onedir | --onefile] [--floor] [--clean]
@@ -95,7 +96,7 @@ else
     cp -a "$STAGE/dist/cni-bridge" "$NEW/cni-bridge"
 fi
 touch "$NEW/cni-bridge"   # build time, for staleness checks (cp -a kept PyInstaller's mtime)
-for role in bridge host-local portmap; do
+for role in bridge host-local portmap loopback; do
     ln -s cni-bridge "$NEW/$role"
 done
 if [[ $MODE == onedir ]]; then
@@ -109,4 +110,4 @@ rm -rf "$DIST_DIR/cni"
 mv "$NEW" "$DIST_DIR/cni"
 
 size=$(du -sh "$DIST_DIR/cni" | cut -f1)
-echo "build.sh: $DIST_DIR/cni ($MODE, $size): $(cd "$DIST_DIR/cni" && echo cni-bridge bridge host-local portmap)"
+echo "build.sh: $DIST_DIR/cni ($MODE, $size): $(cd "$DIST_DIR/cni" && echo cni-bridge bridge host-local portmap loopback)"

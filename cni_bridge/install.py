@@ -33,7 +33,7 @@ from pathlib import Path
 from cni_bridge import __version__
 from cni_bridge.defaults import DEFAULT_CONFLIST
 
-ROLES = ("bridge", "host-local", "portmap")
+ROLES = ("bridge", "host-local", "portmap", "loopback")
 EXECUTABLE = "cni-bridge"
 BUNDLE_PREFIX = ".cni-bridge-"
 DEFAULT_CONF_NAME = "10-cni-bridge.conflist"

@@ -27,10 +27,10 @@ def _cidrs(what: str) -> Callable[[str], list[Any]]:
 def add_install_parser(sub: Any) -> None:
     p = sub.add_parser("install", help="install the plugins into a CNI bin directory",
                        description="Copy this program into BIN_DIR as bridge, host-local, "
-                       "portmap and cni-bridge, atomically (a runtime never runs a half-written "
-                       "plugin). Run it from the frozen build (dist/cni/cni-bridge). With "
-                       "--subnet, also write this node's network for its pod CIDR. Everything "
-                       "is checked before anything is written.")
+                       "portmap, loopback and cni-bridge, atomically (a runtime never runs a "
+                       "half-written plugin). Run it from the frozen build "
+                       "(dist/cni/cni-bridge). With --subnet, also write this node's network "
+                       "for its pod CIDR. Everything is checked before anything is written.")
     p.add_argument("--bin-dir", default=DEFAULT_BIN_DIR, type=Path,
                    help=f"default {DEFAULT_BIN_DIR}")
     p.add_argument("--conf-dir", default=DEFAULT_CONF_DIR, type=Path,

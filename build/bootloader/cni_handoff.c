@@ -54,7 +54,7 @@ extern char **environ;
 #define SOCKET_ENV "CNI_BRIDGE_SOCKET"
 #define RUN_HERE_ENV "CNI_BRIDGE_RUN_HERE"
 
-static const char *const ROLES[] = {"bridge", "host-local", "portmap", NULL};
+static const char *const ROLES[] = {"bridge", "host-local", "portmap", "loopback", NULL};
 static const char *const VERBS[] = {"ADD", "DEL", "CHECK", "GC", "STATUS", NULL};
 
 /* ------------------------------------------------------------------ small helpers */

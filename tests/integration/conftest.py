@@ -29,7 +29,7 @@ from tests.netns import (
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-ROLES = ("bridge", "host-local", "portmap", "cni-bridge")
+ROLES = ("bridge", "host-local", "portmap", "loopback", "cni-bridge")
 REQUIRED_TOOLS = ("ip", "env")
 
 H_UPLINK_V4, O_ETH0_V4 = "198.51.100.1", "198.51.100.2"

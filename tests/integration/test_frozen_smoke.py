@@ -15,7 +15,7 @@ from tests.integration.conftest import RunPlugin
 from tests.netns import Netns
 
 PLUGIN_DIR = os.environ.get("CNI_BRIDGE_PLUGIN_DIR", "")
-ROLES = ("bridge", "host-local", "portmap")
+ROLES = ("bridge", "host-local", "portmap", "loopback")
 EXPECTED_VERSION = (
     '{"cniVersion":"1.1.0","supportedVersions":'
     '["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}'

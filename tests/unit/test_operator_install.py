@@ -81,11 +81,13 @@ def test_install_replaces_foreign_plugins_atomically(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bridge").write_text("#!/bin/sh\necho reference\n")
-    (bin_dir / "loopback").write_text("other plugin\n")
+    (bin_dir / "loopback").write_text("#!/bin/sh\necho reference\n")
+    (bin_dir / "tuning").write_text("other plugin\n")
     report = install.install(make_bundle(tmp_path / "dist", "v1"), bin_dir, "1.0")
-    assert report.replaced == ["bridge"]
+    assert report.replaced == ["bridge", "loopback"]  # the reference's, under our names
     assert run(bin_dir / "bridge") == "bridge v1 lib-v1"
-    assert (bin_dir / "loopback").read_text() == "other plugin\n"
+    assert run(bin_dir / "loopback") == "loopback v1 lib-v1"
+    assert (bin_dir / "tuning").read_text() == "other plugin\n"
 
 
 def test_install_refuses_a_directory_in_the_way(tmp_path: Path) -> None:
@@ -124,7 +126,8 @@ def test_install_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert operator.main(["install", "--from", str(source), "--bin-dir", str(tmp_path / "bin"),
                           "--with-conf", "--conf-dir", str(tmp_path / "net.d")]) == 0
     out = capsys.readouterr().out
-    assert "(copied)" in out and "linked      bridge, host-local, portmap, cni-bridge" in out
+    assert "(copied)" in out
+    assert "linked      bridge, host-local, portmap, loopback, cni-bridge" in out
     assert f"network     {tmp_path / 'net.d' / install.DEFAULT_CONF_NAME} (written)" in out
     assert operator.main(["install", "--from", str(source), "--bin-dir",
                           str(tmp_path / "bin")]) == 0
