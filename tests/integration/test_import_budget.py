@@ -29,6 +29,9 @@ NFTABLES = {
     ("portmap", "DEL"): 134,
     ("host-local", "ADD"): 113,
     ("host-local", "DEL"): 113,
+    ("loopback", "ADD"): 104,
+    ("loopback", "CHECK"): 104,
+    ("loopback", "DEL"): 104,
 }
 IPTABLES = {**NFTABLES, ("bridge", "ADD"): 231, ("bridge", "CHECK"): 231, ("bridge", "DEL"): 231,
             ("portmap", "ADD"): 149, ("portmap", "CHECK"): 149, ("portmap", "DEL"): 149}
@@ -76,6 +79,12 @@ def test_each_call_stays_within_its_import_budget(
     ipam_att = Attachment("budget-2", "eth0", netns("C2").path)
     host_local.add(ipam_net, ipam_att)
     host_local.delete(ipam_net, ipam_att)
+    lo_net = parse_network_list({"cniVersion": doc["cniVersion"], "name": "lo",
+                                 "plugins": [{"type": "loopback"}]})
+    lo_att = Attachment("budget-3", "eth0", netns("C3").path)
+    host_local.add(lo_net, lo_att)
+    host_local.check(lo_net, lo_att)
+    host_local.delete(lo_net, lo_att)
 
     measured = calls(log)
     print(f"{conflist}: modules loaded per call: {measured}")

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import RunPlugin
+from tests.integration.test_serve_common import Resident, call_log, no_server_env, resident
 from tests.netns import Netns, PluginRun, delete_netns
 
 REFERENCE = Path("/usr/lib/cni/loopback")
+__all__ = ["resident"]  # fixture
 needs_reference = pytest.mark.skipif(not REFERENCE.exists(), reason="no reference loopback")
 REFERENCE_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0")
 PREV_RESULT = {
@@ -201,3 +203,24 @@ def test_bad_inputs_name_the_culprit(run_plugin: RunPlugin, host_ns: Netns,
         assert culprit in run.json["msg"] + run.json.get("details", ""), (verb, kw, run.stdout)
     assert lo_state(c) == before and before[0] is False  # nothing reached the container
     assert not Path("/run/netns/cni-bridge-test-gone-ns").exists()
+
+
+def test_served_calls_give_what_standalone_calls_give(
+        host_ns: Netns, netns: Callable[[str], Netns], run_plugin: RunPlugin,
+        resident: Callable[..., Resident], tmp_path: Path) -> None:
+    server = resident()
+    log = tmp_path / "calls.jsonl"
+    outcomes: dict[str, list[tuple[int, Any, tuple[bool, list[str]]]]] = {}
+    for mode, env in (("served", {}), ("standalone", no_server_env())):
+        c = fresh(netns, f"C-{mode}")
+        outcomes[mode] = []
+        for verb in ("ADD", "CHECK", "DEL", "CHECK", "STATUS"):
+            run = run_plugin(host_ns, "loopback", verb, conf("1.1.0"), netns=c,
+                             env={**env, "CNI_BRIDGE_LOG": str(log)})
+            doc = as_ours(run.json, "C") if verb == "ADD" else run.json
+            outcomes[mode].append((run.rc, doc and doc.get("msg", doc), lo_state(c)))
+    assert outcomes["served"] == outcomes["standalone"]
+    assert [rc for rc, _, _ in outcomes["served"]] == [0, 0, 0, 1, 0]
+    served = [(r["role"], r["verb"]) for r in call_log(log) if r["served"]]
+    assert served == [("loopback", v) for v in ("ADD", "CHECK", "DEL", "CHECK", "STATUS")]
+    assert sum(server.served().values()) == 5

@@ -48,7 +48,7 @@ def version_of(plugin: Path) -> subprocess.CompletedProcess[str]:
 def test_installed_links_run_as_every_role(bundle: Path, tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     install(bundle, bin_dir)
-    for role in ("bridge", "host-local", "portmap"):
+    for role in ("bridge", "host-local", "portmap", "loopback"):
         proc = version_of(bin_dir / role)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
