@@ -5,8 +5,10 @@
 # containerd runs inside H, in a private mount namespace (bats/containerd/run.sh) with its own
 # root, state and socket in the test's tmp dir, cgroup2 mounted, runc with cgroupfs, and a
 # busybox-static root filesystem (as a directory for ctr, as a locally built OCI image for CRI).
-# The CRI plugin also runs the reference `loopback` plugin (containerd 1.6 brings up the pod's
-# lo through CNI), which ours do not replace: it is linked into the bin dir from /usr/lib/cni.
+# The bin dir holds our installed bundle alone. The CRI plugin brings up each pod's lo through a
+# CNI plugin named `loopback` (ours, from the bundle; a variant swaps in the reference's, as on a
+# node that kept it); `ctr run --cni` calls none. PLUGIN_DIR=/usr/lib/cni runs the reference's
+# four plugins. The plugins' call log (CNI_BRIDGE_LOG) tells whose loopback ran.
 
 load helpers
 
@@ -33,15 +35,43 @@ setup() {
     local conf="$W/net.d/10-cni-bridge.conflist"
     jq --arg dd "$DATA_DIR" '.plugins[0].ipam.dataDir = $dd' "$conf" >"$conf.new" \
         && mv "$conf.new" "$conf"
-    # the plugins containerd runs: the installed ones, or the reference's
+    # the plugins containerd runs: the installed bundle alone, or the reference's
     if is_reference; then
         mkdir -p "$W/bin"
-        for tool in bridge host-local portmap; do ln -s "$PLUGIN_DIR/$tool" "$W/bin/$tool"; done
+        for tool in bridge host-local portmap loopback; do
+            ln -s "$PLUGIN_DIR/$tool" "$W/bin/$tool"
+        done
     else
         ln -s installed "$W/bin"
     fi
-    [[ -x $REFERENCE_DIR/loopback ]] && ln -sf "$REFERENCE_DIR/loopback" "$W/bin/loopback"
+    export CNI_BRIDGE_LOG="$BATS_TEST_TMPDIR/calls.jsonl"
     write_containerd_configs
+}
+
+# with_reference_loopback: our installed bridge, host-local and portmap beside the reference's
+# loopback, as on a node that kept it from an earlier setup.
+with_reference_loopback() {
+    skip_reference "the reference's own loopback is the plain scenario"
+    [[ -x $REFERENCE_DIR/loopback ]] || skip "no reference loopback in $REFERENCE_DIR"
+    rm "$W/bin" && mkdir "$W/bin"
+    local tool
+    for tool in bridge host-local portmap; do ln -s "$W/installed/$tool" "$W/bin/$tool"; done
+    ln -s "$REFERENCE_DIR/loopback" "$W/bin/loopback"
+    LOOPBACK=reference
+}
+
+# assert_loopback_calls: our loopback's ADD and DEL ran and succeeded, unless the scenario runs
+# the reference's (then the call log has no loopback call at all). (CRI only: see ctr_scenario.)
+assert_loopback_calls() {
+    local calls="$BATS_TEST_TMPDIR/calls.jsonl"
+    if is_reference || [[ ${LOOPBACK:-ours} == reference ]]; then
+        [[ ! -s $calls ]] || refute grep -q '"role": *"loopback"' "$calls"
+        return
+    fi
+    run jq -r 'select(.role == "loopback") | "\(.verb) \(.outcome)"' "$calls"
+    assert_line 'ADD ok'
+    assert_line 'DEL ok'
+    refute_output --partial error
 }
 
 teardown() {
@@ -86,7 +116,7 @@ run_containerd() {
     if [[ ${lines[0]} == skip:* ]]; then skip "${lines[0]#skip: }"; fi
 }
 
-@test "containerd (ctr run --cni): containers get an address and a default route, reach each other and (masqueraded) the outside; task kill and container rm leave nothing" {
+ctr_scenario() {
     serve outside "$O" tcp 7101 outside
     run_containerd ctr
     local name
@@ -102,6 +132,11 @@ run_containerd() {
     assert_line --regexp '^c2-rm: 0 $'
     refute_output --partial 'network review'  # ctr's log line when CNI DEL failed
     refute_line --regexp '^links-after: .*veth'
+    assert_line --regexp '^c1-lo: <LOOPBACK,UP,LOWER_UP>'
+    assert_line --regexp '^c2-lo: <LOOPBACK,UP,LOWER_UP>'
+    # ctr calls no loopback plugin: runc brings lo up in the namespace it creates for the task
+    [[ ! -e $BATS_TEST_TMPDIR/calls.jsonl ]] || refute grep -q '"role": *"loopback"' \
+        "$BATS_TEST_TMPDIR/calls.jsonl"
 
     run reservations cni-bridge
     assert_output ''
@@ -109,7 +144,11 @@ run_containerd() {
     assert_clean cni-bridge
 }
 
-@test "containerd CRI: RunPodSandbox with a hostPort gets an address and answers from outside; StopPodSandbox and RemovePodSandbox leave nothing" {
+@test "containerd (ctr run --cni), our bundle alone in the bin dir: containers get an address and a default route and lo up, reach each other and (masqueraded) the outside; task kill and container rm leave nothing" {
+    ctr_scenario
+}
+
+cri_scenario() {
     "$PYTHON3" -c 'import grpc' 2>/dev/null || skip "python3-grpcio not installed"
     "$PYTHON3" "$REPO_ROOT/bats/containerd/oci_image.py" "$W/rootfs" "$W/web.tar" \
         cni-bridge.test/web:1 /bin/httpd -f -p 80 -h /www
@@ -119,6 +158,7 @@ run_containerd() {
     assert_line --regexp '^run-pod-sandbox: 0 [0-9a-f]{64} $'
     assert_line --regexp '^status: SANDBOX_READY 10\.99\.0\.[0-9]+$'
     assert_line --regexp '^netns-during: cni-[0-9a-f-]+ $'
+    assert_line --regexp '^lo-during: <LOOPBACK,UP,LOWER_UP>'
     assert_line 'fetch: hello from the pod'
     assert_line 'stop-pod-sandbox: 0 '
     assert_line 'status-after-stop: SANDBOX_NOTREADY -'
@@ -126,7 +166,17 @@ run_containerd() {
     assert_line --regexp '^netns-after: *$'
     refute_line --regexp '^links-after: .*veth'
 
+    assert_loopback_calls
     assert_clean cni-bridge
     fw_mentions_port 8080 && fail "port 8080 still published: $(fw_dump)"
     true
+}
+
+@test "containerd CRI, our bundle alone in the bin dir: RunPodSandbox with a hostPort gets an address and lo up and answers from outside; StopPodSandbox and RemovePodSandbox leave nothing" {
+    cri_scenario
+}
+
+@test "containerd CRI with the reference's loopback beside our plugins" {
+    with_reference_loopback
+    cri_scenario
 }

@@ -68,6 +68,8 @@ ctr version >/dev/null 2>&1 || { say "skip: containerd did not start: $(tail -3 
 elapsed containerd-up
 
 links() { ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort | tr '\n' ' '; }
+# lo_flags NSENTER_NET_ARG: the flags of lo in that namespace, as "<LOOPBACK,UP,LOWER_UP>"
+lo_flags() { nsenter "$1" ip -o link show lo 2>/dev/null | awk '{print $3}'; }
 
 # fetch URL from the outside namespace (through fd 9): the page, or "fetch failed: ..."
 fetch_outside() {
@@ -93,6 +95,7 @@ run_ctr() {
         say "$name-pid: $pid"
         say "$name-addr: $(nsenter --net=/proc/$pid/ns/net ip -o -4 addr show dev eth0 2>/dev/null | awk '{print $4}')"
         say "$name-route: $(nsenter --net=/proc/$pid/ns/net ip -4 route show default 2>/dev/null)"
+        say "$name-lo: $(lo_flags --net=/proc/$pid/ns/net)"
     done
     say "links-during: $(links)"
     ip1=$(nsenter --net=/proc/"$(ctr task ls | awk '$1 == "c1" {print $2}')"/ns/net \
@@ -135,6 +138,7 @@ run_cri() {
     say "status: $status"
     say "links-during: $(links)"
     say "netns-during: $(ls /run/netns | tr '\n' ' ')"
+    say "lo-during: $(lo_flags --net=/run/netns/"$(ls /run/netns | head -1)")"
     elapsed sandbox-ready
     say "fetch: $(fetch_outside "http://$HOST_IP:8080/index.html")"
     elapsed fetched
