@@ -119,3 +119,33 @@ both() {
     assert_output ''
     assert_equal "$(lo_up "$C1")" up
 }
+
+@test "loopback through libcni: its own network (as containerd's CRI runs it) and chained after the bridge" {
+    mkdir -p "$BATS_TEST_TMPDIR/netconf"
+    cat >"$BATS_TEST_TMPDIR/netconf/99-loopback.conflist" <<EOF2
+{"cniVersion": "1.0.0", "name": "cni-loopback", "plugins": [{"type": "loopback"}]}
+EOF2
+    cat >"$BATS_TEST_TMPDIR/netconf/10-chain.conflist" <<EOF2
+{"cniVersion": "1.0.0", "name": "chain", "plugins": [
+  {"type": "bridge", "bridge": "cbr0", "isGateway": true,
+   "ipam": {"type": "host-local", "dataDir": "$DATA_DIR", "ranges": [[{"subnet": "10.99.0.0/24"}]]}},
+  {"type": "loopback"}]}
+EOF2
+    run_client 0 add cni-loopback "$C1" CNI_IFNAME=lo
+    assert_json '[.interfaces[0].name, (.ips | length)] | join(" ")' "lo 2"
+    assert_equal "$(lo_up "$C1")" up
+    run_client 0 check cni-loopback "$C1" CNI_IFNAME=lo
+    run_client 0 del cni-loopback "$C1" CNI_IFNAME=lo
+    assert_equal "$(lo_up "$C1")" down
+
+    # chained: the bridge's result passes through unchanged; DEL runs in reverse order
+    run_client 0 add chain "$C1"
+    assert_json '[(.interfaces | length), .interfaces[2].name, .ips[0].address] | join(" ")' \
+        "3 eth0 10.99.0.2/24"
+    assert_equal "$(lo_up "$C1")" up
+    run_client 0 check chain "$C1"
+    run_client 0 del chain "$C1"
+    assert_equal "$(lo_up "$C1")" down
+    run ip -n "$C1" -o link show eth0
+    assert_failure
+}
