@@ -6,7 +6,8 @@
 # and teardown removes everything with the test's prefix (veths first, then namespaces).
 #
 # Environment:
-#   PLUGIN_DIR      directory holding bridge, host-local, portmap (default: <repo>/dist/cni);
+#   PLUGIN_DIR      directory holding bridge, host-local, portmap, loopback (default:
+#                   <repo>/dist/cni);
 #                   PLUGIN_DIR=/usr/lib/cni runs the same suite against the reference plugins.
 #   LIBCNI_CLIENT   libcni-based runtime (default: <repo>/dist/tools/libcni-client).
 

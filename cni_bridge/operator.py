@@ -110,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cni-bridge",
         description=(
-            "CNI bridge, host-local and portmap plugins in one executable. Runtimes run it "
-            "under the names 'bridge', 'host-local' and 'portmap'; under its own name it is "
-            "this tool. Start with 'cni-bridge demo'."
+            "CNI bridge, host-local, portmap and loopback plugins in one executable. Runtimes "
+            "run it under the names 'bridge', 'host-local', 'portmap' and 'loopback'; under its "
+            "own name it is this tool. Start with 'cni-bridge demo'."
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

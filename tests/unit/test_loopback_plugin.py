@@ -7,8 +7,10 @@ from ipaddress import ip_interface
 
 import pytest
 
+from cni_bridge import install
 from cni_bridge.cli import PLUGIN_ROLES, role_from_argv0
 from cni_bridge.loopback.plugin import is_loopback, plan_result
+from cni_bridge.serve import wire
 from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.result import render_result
 
@@ -16,9 +18,11 @@ ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LO4, LO4B, LO6 = ip_interface("127.0.0.1/8"), ip_interface("127.0.0.2/8"), ip_interface("::1/128")
 
 
-def test_loopback_is_a_role_of_the_executable() -> None:
+def test_loopback_is_a_role_of_the_executable_installed_and_served() -> None:
     assert "loopback" in PLUGIN_ROLES
     assert role_from_argv0("/opt/cni/bin/loopback") == "loopback"
+    # one list of roles in three places (the bootloader's is held equal to wire's elsewhere)
+    assert PLUGIN_ROLES == install.ROLES == wire.PLUGIN_ROLES
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
