@@ -13,6 +13,7 @@ from cni_bridge.loopback.plugin import is_loopback, plan_result
 from cni_bridge.serve import wire
 from cni_bridge.spec.errors import CniError
 from cni_bridge.spec.result import render_result
+from tests.unit.test_import_budget import VERSION_IMPORTS, imported_by
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LO4, LO4B, LO6 = ip_interface("127.0.0.1/8"), ip_interface("127.0.0.2/8"), ip_interface("::1/128")
@@ -58,3 +59,7 @@ def test_loopback_addresses_as_go_sees_them() -> None:
     assert is_loopback(ip_interface("::1/128"))
     assert is_loopback(ip_interface("::ffff:127.0.0.1/104"))  # Go's To4() makes it IPv4
     assert not is_loopback(ip_interface("::2/128"))
+
+
+def test_loopback_version_imports_only_the_version_constants() -> None:
+    assert imported_by("/opt/cni/bin/loopback", {"CNI_COMMAND": "VERSION"}) == VERSION_IMPORTS
