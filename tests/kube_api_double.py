@@ -5,7 +5,8 @@ Why a double: no package installable here ships a Kubernetes API server (kube-ap
 etcd and a cluster's worth of certificates), so the agent's tests run against this small
 server. It speaks the real wire protocol of the endpoints the agent uses, from Node objects in
 the shape the API serves them (apiVersion v1, kind Node, metadata, spec.podCIDR(s),
-status.addresses/conditions/nodeInfo), and nothing more. Plain Python 3 standard library only:
+status.addresses/capacity/conditions/nodeInfo: the official Python client parses them), and
+nothing more. Plain Python 3 standard library only:
 runnable as ``python3 tests/kube_api_double.py`` without the project's venv, inside a network
 namespace (``ip netns exec NS python3 ...``).
 
@@ -105,14 +106,38 @@ def node_from_short(short: dict[str, Any]) -> dict[str, Any]:
         "spec": spec,
         "status": {
             "addresses": addresses,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status",
-                            "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}],
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
-                         "kubeletVersion": "v1.31.0", "containerRuntimeVersion":
-                         "containerd://1.7.22", "kernelVersion": os.uname().release},
+            "capacity": {"cpu": "2", "ephemeral-storage": "20470152Ki", "hugepages-2Mi": "0",
+                         "memory": "4025808Ki", "pods": "110"},
+            "allocatable": {"cpu": "2", "ephemeral-storage": "18865076110",
+                            "hugepages-2Mi": "0", "memory": "3923408Ki", "pods": "110"},
+            "conditions": [_condition(kind, stamp) for kind in
+                           ("MemoryPressure", "DiskPressure", "PIDPressure", "Ready")],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "architecture": "amd64", "bootID": str(uuid.uuid4()),
+                "containerRuntimeVersion": "containerd://1.7.22",
+                "kernelVersion": os.uname().release, "kubeProxyVersion": "v1.31.0",
+                "kubeletVersion": "v1.31.0", "machineID": uuid.uuid4().hex,
+                "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": str(uuid.uuid4()),
+            },
         },
     }
+
+
+CONDITION_TEXT = {
+    "MemoryPressure": ("False", "KubeletHasSufficientMemory", "kubelet has sufficient memory "
+                       "available"),
+    "DiskPressure": ("False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    "PIDPressure": ("False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    "Ready": ("True", "KubeletReady", "kubelet is posting ready status"),
+}
+
+
+def _condition(kind: str, stamp: str) -> dict[str, str]:
+    status, reason, message = CONDITION_TEXT[kind]
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
 
 
 def status_object(code: int, reason: str, message: str, kind: str = "nodes") -> dict[str, Any]:

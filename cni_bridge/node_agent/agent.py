@@ -1,0 +1,220 @@
+"""The agent: the nodes it knows, and one reconcile that brings the conflist and the routes in
+line with them. Woken by the watcher (node changes), by rtnetlink (routes or addresses changed:
+a route of ours removed by hand comes back at once) and by a timer (a missed event)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cni_bridge import diag
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.node_agent.api import ApiClient, ApiError, NodeList
+from cni_bridge.node_agent.conflist import ConflistWriter, plan_conflist
+from cni_bridge.node_agent.nodes import NodeFormatError, NodeInfo, find_conflicts, parse_node
+from cni_bridge.node_agent.route_exec import (
+    ROUTE_EVENT_GROUPS,
+    apply_changes,
+    local_networks,
+    main_table,
+)
+from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
+from cni_bridge.node_agent.watcher import Changed, Fatal, Message, Synced, Watcher
+from cni_bridge.spec.result import IPNetwork
+
+log = diag.logger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node_name: str
+    conf_dir: Path
+    cluster_cidrs: tuple[IPNetwork, ...] = ()
+    cni_version: str | None = None
+    ready_file: Path | None = None
+    resync_interval: float = 10.0
+
+
+def say(level: str, text: str) -> None:
+    getattr(log, level.lower())("node-agent: %s", text)
+
+
+class Agent:
+    def __init__(self, opts: AgentOptions, nl: Netlink) -> None:
+        self.opts = opts
+        self.nl = nl
+        self.nodes: dict[str, NodeInfo] = {}
+        self.synced = False
+        self.conflist = ConflistWriter(opts.conf_dir, opts.cni_version)
+        self.said: set[str] = set()  # notes said and still true: not said again
+
+    # --- what the API says ------------------------------------------------------------------
+
+    def take(self, message: Message) -> None:
+        if isinstance(message, Fatal):
+            raise message.error
+        if isinstance(message, Synced):
+            self.replace_all(message.nodes)
+        elif isinstance(message, Changed):
+            self.change(message.event.type, message.event.object)
+
+    def replace_all(self, listed: NodeList) -> None:
+        nodes = {}
+        for obj in listed.items:
+            node = self._read(obj)
+            if node is not None:
+                nodes[node.name] = node
+        self.nodes = nodes
+        if not self.synced:
+            say("INFO", f"listed {len(nodes)} nodes at resourceVersion "
+                f"{listed.resource_version}")
+        self.synced = True
+
+    def change(self, kind: str, obj: dict[str, object]) -> None:
+        node = self._read(obj)
+        if node is None:
+            return
+        if kind == "DELETED":
+            self.nodes.pop(node.name, None)
+        else:
+            self.nodes[node.name] = node
+
+    def _read(self, obj: dict[str, object]) -> NodeInfo | None:
+        try:
+            return parse_node(obj)
+        except NodeFormatError as exc:
+            say("WARNING", f"ignored: {exc}")
+            return None
+
+    # --- making the node match --------------------------------------------------------------
+
+    def reconcile(self) -> bool:
+        """Conflist and routes; True when the conflist is in place (the node is ready)."""
+        conflicts = find_conflicts(self.nodes.values())
+        ready = self._conflist(conflicts)
+        plan = plan_routes(self.nodes, self.opts.node_name, local_networks(self.nl), conflicts)
+        changes = diff_routes(plan.wanted, main_table(self.nl))
+        apply_changes(self.nl, changes, lambda text: say("INFO", text))
+        self.note([*plan.notes, *changes.notes], "INFO")
+        return ready
+
+    def _conflist(self, conflicts: dict[str, str]) -> bool:
+        from cni_bridge.install import InstallError
+
+        plan = plan_conflist(self.opts.node_name, self.nodes, conflicts,
+                             self.opts.cluster_cidrs, self.conflist.derived_before())
+        if plan.waiting:
+            self.note_conflist(plan.waiting)
+            return False
+        try:
+            done = self.conflist.ensure_described(plan)
+        except InstallError as exc:
+            self.note_conflist(f"conflist not written: {exc}")
+            return False
+        self.note_conflist("")
+        if done:
+            say("INFO", done)
+        return True
+
+    def note_conflist(self, text: str) -> None:
+        """The conflist's one standing note (said when it changes)."""
+        stale = {s for s in self.said if s.startswith("conflist: ")}
+        current = f"conflist: {text}"
+        if text and current not in self.said:
+            say("WARNING", text)
+        self.said -= stale
+        if text:
+            self.said.add(current)
+
+    def note(self, texts: Iterable[str], level: str) -> None:
+        """Say each note once while it holds; one that stops holding may be said again."""
+        current = set(texts)
+        for text in sorted(current - self.said):
+            say(level, text)
+        keep = {s for s in self.said if s.startswith("conflist: ")}
+        self.said = keep | current
+
+
+def set_ready(path: Path | None, ready: bool) -> None:
+    """The readiness file exists exactly while the node is ready."""
+    if path is None:
+        return
+    if ready:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{os.getpid()}\n")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def run_once(opts: AgentOptions, client: ApiClient) -> int:
+    """List, reconcile, exit: 0 when the conflist is in place."""
+    listed = client.list_nodes()
+    with Netlink.for_current() as nl:
+        agent = Agent(opts, nl)
+        agent.replace_all(listed)
+        return 0 if agent.reconcile() else 1
+
+
+def watch_netlink(nl: Netlink, wake: Callable[[], None], stop: threading.Event) -> None:
+    with nl.events(ROUTE_EVENT_GROUPS) as events:
+        while not stop.is_set():
+            if events.wait(0.5):
+                wake()
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT."""
+
+
+def stop_on_signals() -> None:
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def run(opts: AgentOptions, client: ApiClient) -> int:
+    """Until SIGTERM/SIGINT (exit 0) or a denied API request (raised)."""
+    stop_on_signals()
+    try:
+        return _loop(opts, client)
+    except Stopped:
+        say("INFO", "stopped; routes and conflist left in place")
+        return 0
+
+
+def _loop(opts: AgentOptions, client: ApiClient) -> int:
+    inbox: queue.Queue[Message] = queue.Queue()
+    watcher = Watcher(client, inbox, say)
+    set_ready(opts.ready_file, False)
+    with Netlink.for_current() as nl:
+        agent = Agent(opts, nl)
+        threading.Thread(target=watch_netlink, args=(nl, lambda: inbox.put(None), watcher.stop),
+                         name="route-events", daemon=True).start()
+        watcher.start()
+        try:
+            while True:
+                try:
+                    agent.take(inbox.get(timeout=opts.resync_interval))
+                    while True:  # everything queued meanwhile: one reconcile for all of it
+                        agent.take(inbox.get_nowait())
+                except queue.Empty:
+                    pass
+                if agent.synced:
+                    set_ready(opts.ready_file, agent.reconcile())
+        finally:
+            watcher.stop.set()
+            set_ready(opts.ready_file, False)
+
+
+__all__ = ["AgentOptions", "ApiError", "run", "run_once"]
