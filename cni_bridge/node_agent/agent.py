@@ -107,8 +107,9 @@ class Agent:
         ready = self._conflist(conflicts)
         plan = plan_routes(self.nodes, self.opts.node_name, local_networks(self.nl), conflicts)
         changes = diff_routes(plan.wanted, main_table(self.nl))
-        apply_changes(self.nl, changes, lambda text: say("INFO", text))
-        self.note([*plan.notes, *changes.notes], "INFO")
+        failed = apply_changes(self.nl, changes, lambda text: say("INFO", text))
+        self.note([("INFO", text) for text in (*plan.notes, *changes.notes)] +
+                  [("WARNING", f"{text}; tried again at every look") for text in failed])
         return ready
 
     def _conflist(self, conflicts: dict[str, str]) -> bool:
@@ -139,13 +140,14 @@ class Agent:
         if text:
             self.said.add(current)
 
-    def note(self, texts: Iterable[str], level: str) -> None:
-        """Say each note once while it holds; one that stops holding may be said again."""
-        current = set(texts)
-        for text in sorted(current - self.said):
-            say(level, text)
+    def note(self, notes: Iterable[tuple[str, str]]) -> None:
+        """Say each (level, text) once while it holds; one that stops holding may be said
+        again."""
+        current = dict((text, level) for level, text in notes)
+        for text in sorted(current.keys() - self.said):
+            say(current[text], text)
         keep = {s for s in self.said if s.startswith("conflist: ")}
-        self.said = keep | current
+        self.said = keep | current.keys()
 
 
 def set_ready(path: Path | None, ready: bool) -> None:

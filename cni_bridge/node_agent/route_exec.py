@@ -16,6 +16,7 @@ from cni_bridge.net.model import RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RouteInfo, Ro
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.routes import ensure_route, list_routes, remove_route
 from cni_bridge.node_agent.route_plan import ROUTE_PROTOCOL, LocalNetwork, RouteChanges
+from cni_bridge.spec.errors import CniError
 
 # Multicast groups whose events may mean our routes need a look: routes and addresses.
 RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x10, 0x40
@@ -77,16 +78,25 @@ def main_table(nl: Netlink) -> list[RouteInfo]:
     return list_routes(nl, table=RT_TABLE_MAIN)
 
 
-def apply_changes(nl: Netlink, changes: RouteChanges, log: Callable[[str], None]) -> None:
-    """Removals first, so that a node whose address changed gets its new route."""
+def apply_changes(nl: Netlink, changes: RouteChanges, log: Callable[[str], None]) -> list[str]:
+    """Removals first, so that a node whose address changed gets its new route. A change the
+    kernel refuses does not stop the others: it is returned, and tried again at the next look."""
+    failed: list[str] = []
     for old in changes.remove:
         spec = RouteSpec(dst=old.dst, gateway=old.gateway, index=old.index,
                          priority=old.priority, protocol=ROUTE_PROTOCOL)
-        if remove_route(nl, spec):
-            via = f" via {old.gateway}" if old.gateway else ""
-            log(f"route removed: {old.dst}{via}")
+        try:
+            if remove_route(nl, spec):
+                via = f" via {old.gateway}" if old.gateway else ""
+                log(f"route removed: {old.dst}{via}")
+        except CniError as exc:
+            failed.append(str(exc))
     for new in changes.add:
         spec = RouteSpec(dst=new.dst, gateway=new.gateway, index=new.index,
                          protocol=ROUTE_PROTOCOL)
-        if ensure_route(nl, spec):
-            log(f"route added: {new.dst} via {new.gateway} (node {new.node})")
+        try:
+            if ensure_route(nl, spec):
+                log(f"route added: {new.dst} via {new.gateway} (node {new.node})")
+        except CniError as exc:
+            failed.append(f"{exc} (node {new.node})")
+    return failed

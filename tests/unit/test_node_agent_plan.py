@@ -242,3 +242,25 @@ def test_route_events_that_call_for_a_look() -> None:
     assert not wants_look(del_boot + new_ours)  # nor changes to routes of others
     assert wants_look(new_ours + del_ours)  # ours removed (by hand): put it back
     assert wants_look(new_addr)  # what is on-link may have changed
+
+
+def test_routes_are_written_with_our_protocol_and_a_refusal_stops_no_other() -> None:
+    import errno
+
+    from cni_bridge.net.netlink import Netlink
+    from cni_bridge.node_agent.route_exec import apply_changes
+    from cni_bridge.node_agent.route_plan import RouteChanges
+    from tests.unit.test_net_requests import FakeSocket, fail, ok
+
+    sock = FakeSocket()
+    sock.script(ok(), fail(errno.ENETUNREACH), ok())
+    changes = RouteChanges(
+        add=(NodeRoute(net("10.244.1.0/24"), ip("192.0.2.11"), 2, "b"),
+             NodeRoute(net("10.244.2.0/24"), ip("192.0.2.12"), 2, "c")),
+        remove=(route("10.244.7.0/24", "192.0.2.17"),), notes=())
+    logged: list[str] = []
+    failed = apply_changes(Netlink(sock, None), changes, logged.append)
+    assert [s.msg["proto"] for s in sock.sent] == [ROUTE_PROTOCOL] * 3  # delete matches ours only
+    assert logged == ["route removed: 10.244.7.0/24 via 192.0.2.17",
+                      "route added: 10.244.2.0/24 via 192.0.2.12 (node c)"]
+    assert len(failed) == 1 and "10.244.1.0/24" in failed[0] and "(node b)" in failed[0]
