@@ -145,6 +145,16 @@ def status_object(code: int, reason: str, message: str, kind: str = "nodes") -> 
             "message": message, "reason": reason, "details": {"kind": kind}, "code": code}
 
 
+def send_json(handler: http.server.BaseHTTPRequestHandler, code: int,
+              body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class Store:
     """The nodes, the resourceVersion counter and the event history (one lock for all)."""
 
@@ -269,12 +279,7 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
             sys.stderr.write("kube-api-double: " + format % args + "\n")
 
     def send_json(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, body)
 
     def authorized(self, verb: str) -> bool:
         given = self.headers.get("Authorization", "")
@@ -384,12 +389,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def answer(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, body)
 
     def body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)

@@ -24,6 +24,17 @@ DOUBLE = Path(__file__).resolve().parent / "kube_api_double.py"
 ROUTE_PROTOCOL = 147  # cni_bridge.node_agent.route_plan.ROUTE_PROTOCOL, spelled as ip shows it
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def kubeconfig(path: Path, server: str, token: str | None = None, ca: Path | None = None) -> Path:
     """A kubeconfig in YAML as kubeadm writes them."""
     cluster = f"    server: {server}\n"
@@ -85,13 +96,7 @@ class ApiDouble:
         return dict(self.ctl("GET", "/state"))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
 
 
@@ -125,13 +130,7 @@ class AgentProcess:
             raise AssertionError(f"no {text!r} in the agent's log:\n{self.log}") from None
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         return self.proc.returncode
 
 

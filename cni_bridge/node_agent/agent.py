@@ -8,20 +8,20 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cni_bridge import diag
 from cni_bridge.net.netlink import Netlink
-from cni_bridge.node_agent.api import ApiClient, ApiError, NodeList
+from cni_bridge.node_agent.api import ApiClient, NodeList
 from cni_bridge.node_agent.conflist import ConflistWriter, plan_conflist
 from cni_bridge.node_agent.nodes import NodeFormatError, NodeInfo, find_conflicts, parse_node
 from cni_bridge.node_agent.route_exec import (
-    ROUTE_EVENT_GROUPS,
     apply_changes,
     local_networks,
     main_table,
+    watch_route_events,
 )
 from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
 from cni_bridge.node_agent.watcher import Changed, Fatal, Message, Synced, Watcher
@@ -55,13 +55,17 @@ class Agent:
 
     # --- what the API says ------------------------------------------------------------------
 
-    def take(self, message: Message) -> None:
+    def take(self, message: Message) -> bool:
+        """Learn from one message; True if the node needs a look (a node changed what the
+        agent uses, a full list, or None: routes or addresses changed, or the timer)."""
         if isinstance(message, Fatal):
             raise message.error
         if isinstance(message, Synced):
             self.replace_all(message.nodes)
-        elif isinstance(message, Changed):
-            self.change(message.event.type, message.event.object)
+            return True
+        if isinstance(message, Changed):
+            return self.change(message.event.type, message.event.object)
+        return True
 
     def replace_all(self, listed: NodeList) -> None:
         nodes = {}
@@ -75,14 +79,18 @@ class Agent:
                 f"{listed.resource_version}")
         self.synced = True
 
-    def change(self, kind: str, obj: dict[str, object]) -> None:
+    def change(self, kind: str, obj: dict[str, object]) -> bool:
+        """Apply one watch event; False when it changed nothing the agent uses (most
+        MODIFIED events are status heartbeats)."""
         node = self._read(obj)
         if node is None:
-            return
+            return False
         if kind == "DELETED":
-            self.nodes.pop(node.name, None)
-        else:
-            self.nodes[node.name] = node
+            return self.nodes.pop(node.name, None) is not None
+        if self.nodes.get(node.name) == node:
+            return False
+        self.nodes[node.name] = node
+        return True
 
     def _read(self, obj: dict[str, object]) -> NodeInfo | None:
         try:
@@ -99,8 +107,9 @@ class Agent:
         ready = self._conflist(conflicts)
         plan = plan_routes(self.nodes, self.opts.node_name, local_networks(self.nl), conflicts)
         changes = diff_routes(plan.wanted, main_table(self.nl))
-        apply_changes(self.nl, changes, lambda text: say("INFO", text))
-        self.note([*plan.notes, *changes.notes], "INFO")
+        failed = apply_changes(self.nl, changes, lambda text: say("INFO", text))
+        self.note([("INFO", text) for text in (*plan.notes, *changes.notes)] +
+                  [("WARNING", f"{text}; tried again at every look") for text in failed])
         return ready
 
     def _conflist(self, conflicts: dict[str, str]) -> bool:
@@ -131,13 +140,14 @@ class Agent:
         if text:
             self.said.add(current)
 
-    def note(self, texts: Iterable[str], level: str) -> None:
-        """Say each note once while it holds; one that stops holding may be said again."""
-        current = set(texts)
-        for text in sorted(current - self.said):
-            say(level, text)
+    def note(self, notes: Iterable[tuple[str, str]]) -> None:
+        """Say each (level, text) once while it holds; one that stops holding may be said
+        again."""
+        current = dict((text, level) for level, text in notes)
+        for text in sorted(current.keys() - self.said):
+            say(current[text], text)
         keep = {s for s in self.said if s.startswith("conflist: ")}
-        self.said = keep | current
+        self.said = keep | current.keys()
 
 
 def set_ready(path: Path | None, ready: bool) -> None:
@@ -160,13 +170,6 @@ def run_once(opts: AgentOptions, client: ApiClient) -> int:
         agent = Agent(opts, nl)
         agent.replace_all(listed)
         return 0 if agent.reconcile() else 1
-
-
-def watch_netlink(nl: Netlink, wake: Callable[[], None], stop: threading.Event) -> None:
-    with nl.events(ROUTE_EVENT_GROUPS) as events:
-        while not stop.is_set():
-            if events.wait(0.5):
-                wake()
 
 
 class Stopped(Exception):
@@ -199,22 +202,24 @@ def _loop(opts: AgentOptions, client: ApiClient) -> int:
     set_ready(opts.ready_file, False)
     with Netlink.for_current() as nl:
         agent = Agent(opts, nl)
-        threading.Thread(target=watch_netlink, args=(nl, lambda: inbox.put(None), watcher.stop),
-                         name="route-events", daemon=True).start()
+        threading.Thread(target=watch_route_events, args=(lambda: inbox.put(None),
+                         watcher.stop), name="route-events", daemon=True).start()
         watcher.start()
         try:
             while True:
                 try:
-                    agent.take(inbox.get(timeout=opts.resync_interval))
-                    while True:  # everything queued meanwhile: one reconcile for all of it
-                        agent.take(inbox.get_nowait())
+                    message = inbox.get(timeout=opts.resync_interval)
                 except queue.Empty:
-                    pass
-                if agent.synced:
+                    message = None  # the periodic look
+                look = agent.take(message)
+                while True:  # everything queued meanwhile: one reconcile for all of it
+                    try:
+                        look = agent.take(inbox.get_nowait()) or look
+                    except queue.Empty:
+                        break
+                if agent.synced and look:
                     set_ready(opts.ready_file, agent.reconcile())
         finally:
             watcher.stop.set()
             set_ready(opts.ready_file, False)
 
-
-__all__ = ["AgentOptions", "ApiError", "run", "run_once"]

@@ -208,8 +208,8 @@ def test_node_without_pod_cidrs_waits_and_writes_nothing(cluster: Cluster) -> No
 def test_overlapping_pod_cidr_is_refused_naming_both_nodes(cluster: Cluster) -> None:
     api = cluster.serve([{**ME, "podCIDRs": ["10.244.1.0/25"]}, B])
     agent = cluster.agent()
-    agent.wait_log("refusing this node's pod CIDR: pod CIDR 10.244.1.0/24 of node node-b "
-                   "overlaps 10.244.1.0/25 of node node-a")
+    agent.wait_log("refusing this node's pod CIDR: pod CIDR 10.244.1.0/25 of node node-a "
+                   "overlaps 10.244.1.0/24 of node node-b")
     agent.wait_log("node node-b not routed")
     assert not cluster.conflist.exists() and not cluster.ready.exists()
     assert agent_routes(cluster.node) == {}

@@ -83,9 +83,18 @@ def test_conflicts_name_both_nodes_and_leave_the_others_alone() -> None:
     nodes = [info("a", "10.244.1.0/24"), info("b", "10.244.1.128/25"), info("c", "10.244.2.0/24"),
              info("d", "fd00::/64"), info("e", "10.244.0.0/16,fd00:1::/64")]
     conflicts = find_conflicts(nodes)
-    assert set(conflicts) == {"a", "b", "c", "e"}
-    assert "node b" in conflicts["a"] and "node a" in conflicts["b"]
+    assert set(conflicts) == {"a", "b", "c", "e"}  # e's /16 holds a, b and c
     assert "d" not in conflicts  # an IPv6 CIDR never conflicts with IPv4 ones
+    pair = find_conflicts(nodes[:3])
+    assert set(pair) == {"a", "b"}
+    assert pair["a"] == pair["b"] == ("pod CIDR 10.244.1.128/25 of node b overlaps "
+                                      "10.244.1.0/24 of node a")
+
+
+def test_conflicts_found_between_any_two_of_many() -> None:
+    nodes = [info(f"n{i}", f"10.244.{i}.0/24") for i in range(200)]
+    nodes.append(info("late", "10.244.150.64/26"))
+    assert set(find_conflicts(nodes)) == {"n150", "late"}
 
 
 def test_no_conflict_between_distinct_cidrs() -> None:
@@ -194,3 +203,64 @@ def test_diff_never_shadows_a_route_we_did_not_make() -> None:
     changes = diff_routes(wanted, [route("10.244.4.0/24", "192.0.2.99", proto=4)])
     assert changes.add == () and changes.remove == ()
     assert "not ours (protocol 4)" in changes.notes[0] and "left untouched" in changes.notes[0]
+
+
+# --- what wakes a reconcile --------------------------------------------------------------------
+
+
+def test_only_changes_the_agent_uses_ask_for_a_reconcile(tmp_path: Any) -> None:
+    from cni_bridge.node_agent.agent import Agent, AgentOptions
+    from cni_bridge.node_agent.api import NodeList
+    from cni_bridge.node_agent.watcher import Changed, Synced
+    from cni_bridge.node_agent.watchstream import WatchEvent
+
+    agent = Agent(AgentOptions("a", tmp_path), nl=None)  # type: ignore[arg-type]
+    b = node_obj("b", ["10.244.1.0/24"], ["192.0.2.11"])
+    assert agent.take(Synced(NodeList([b], "5"))) and agent.synced
+    heartbeat = {**b, "metadata": {**b["metadata"], "labels": {"x": "1"}}}
+    assert not agent.take(Changed(WatchEvent("MODIFIED", heartbeat)))
+    moved = node_obj("b", ["10.244.1.0/24"], ["192.0.2.21"])
+    assert agent.take(Changed(WatchEvent("MODIFIED", moved)))
+    assert agent.take(Changed(WatchEvent("DELETED", moved)))
+    assert not agent.take(Changed(WatchEvent("DELETED", moved)))  # already gone
+    assert agent.take(None)  # routes/addresses changed, or the timer
+
+
+def rt_notification(kind: int, proto: int) -> bytes:
+    import struct
+
+    rtmsg = struct.pack("=BBBBBBBBI", 2, 24, 0, 0, 254, proto, 0, 1, 0)
+    return struct.pack("=IHHII", 16 + len(rtmsg), kind, 0, 0, 0) + rtmsg
+
+
+def test_route_events_that_call_for_a_look() -> None:
+    from cni_bridge.node_agent.route_exec import wants_look
+
+    new_ours, del_ours = rt_notification(24, ROUTE_PROTOCOL), rt_notification(25, ROUTE_PROTOCOL)
+    del_boot, new_addr = rt_notification(25, 3), rt_notification(20, 0)
+    assert not wants_look(new_ours)  # the agent's own additions wake nothing
+    assert not wants_look(del_boot + new_ours)  # nor changes to routes of others
+    assert wants_look(new_ours + del_ours)  # ours removed (by hand): put it back
+    assert wants_look(new_addr)  # what is on-link may have changed
+
+
+def test_routes_are_written_with_our_protocol_and_a_refusal_stops_no_other() -> None:
+    import errno
+
+    from cni_bridge.net.netlink import Netlink
+    from cni_bridge.node_agent.route_exec import apply_changes
+    from cni_bridge.node_agent.route_plan import RouteChanges
+    from tests.unit.test_net_requests import FakeSocket, fail, ok
+
+    sock = FakeSocket()
+    sock.script(ok(), fail(errno.ENETUNREACH), ok())
+    changes = RouteChanges(
+        add=(NodeRoute(net("10.244.1.0/24"), ip("192.0.2.11"), 2, "b"),
+             NodeRoute(net("10.244.2.0/24"), ip("192.0.2.12"), 2, "c")),
+        remove=(route("10.244.7.0/24", "192.0.2.17"),), notes=())
+    logged: list[str] = []
+    failed = apply_changes(Netlink(sock, None), changes, logged.append)
+    assert [s.msg["proto"] for s in sock.sent] == [ROUTE_PROTOCOL] * 3  # delete matches ours only
+    assert logged == ["route removed: 10.244.7.0/24 via 192.0.2.17",
+                      "route added: 10.244.2.0/24 via 192.0.2.12 (node c)"]
+    assert len(failed) == 1 and "10.244.1.0/24" in failed[0] and "(node b)" in failed[0]
