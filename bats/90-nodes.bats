@@ -201,6 +201,8 @@ $(pod_cidr 4) via $(node_ip 4)"
     run ip -n "$n1" route show proto static
     assert_output "10.244.3.0/24 via $OUT_IP dev eth0 
 10.244.99.0/24 via $OUT_IP dev eth0 "
+    run grep -F "a route to $(pod_cidr 3) that is not ours" "$(node_dir 1)/agent.log"
+    assert_success  # and says so
 }
 
 @test "nodes: a node re-registered with a new pod CIDR: its network is replaced, ADD names the bridge's old gateway and the remedy and leaves nothing; after the remedy it works" {
