@@ -59,7 +59,7 @@ cluster_setup() {
     for ((k = 1; k <= NODE_COUNT; k++)); do
         NODES[k]=$(netns_create "N$k") || fail "cannot create node $k"
         # no duplicate address detection on the nodes' links (their own and the bridge's,
-        # link-local included): the IPv6 tests need not wait for it on a loaded machine
+        # link-local included): the dual-stack test waits less for usable addresses
         ip netns exec "${NODES[k]}" sysctl -qw net.ipv6.conf.default.accept_dad=0 \
             net.ipv6.conf.all.accept_dad=0
         underlay_attach "${NODES[k]}" "n$k" "$(node_ip "$k")" "$(node_ip6 "$k")"
