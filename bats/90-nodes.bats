@@ -25,6 +25,32 @@ routes_of() {
         "$DEPLOY/cni-bridge-serve.yaml" "$CNI_BRIDGE_EXE"
     assert_success
     assert_output ''
+    # the same check on a manifest that breaks each promise once
+    "$PYTHON3" - "$MANIFEST" >"$BATS_TEST_TMPDIR/broken.yaml" <<'EOF'
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+role = next(d for d in docs if d["kind"] == "ClusterRole")
+role["rules"][0]["verbs"].append("patch")
+pod = next(d for d in docs if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+pod["tolerations"] = [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]
+agent = pod["containers"][0]
+agent["args"].append("--bogus-flag=1")
+agent["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.name"
+agent["securityContext"]["capabilities"]["add"] = []
+agent["readinessProbe"]["exec"]["command"][-1] = "/tmp/elsewhere"
+yaml.safe_dump_all(docs, sys.stdout)
+EOF
+    run "$PYTHON3" "$ACTOR" check "$BATS_TEST_TMPDIR/broken.yaml" \
+        "$DEPLOY/cni-bridge-serve.patch.yaml" "$DEPLOY/cni-bridge-serve.yaml" "$CNI_BRIDGE_EXE"
+    assert_failure 1
+    assert_line --partial "ClusterRole grants more or less than get/list/watch nodes"
+    assert_line --partial "not every taint is tolerated"
+    assert_line "node-agent has no option --bogus-flag"
+    assert_line "NODE_NAME does not come from the downward API's spec.nodeName"
+    assert_line "the agent lacks NET_ADMIN (routes)"
+    assert_line --partial "does not test --ready-file /run/cni-bridge-agent/ready"
+    assert_equal "${#lines[@]}" 6
+
     node_init 1
     assert_success
     assert_line --regexp "^bundle      $BIN_DIR/\.cni-bridge-.* \((copied|already there, reused)\)$"
