@@ -127,12 +127,12 @@ def test_nodes_added_moved_and_removed(cluster: Cluster) -> None:
     cluster.wait_ready(agent)
     wait_routes(cluster.node, B_ROUTES)
     api.upsert("node-c", ["10.244.2.0/24"], ["192.0.2.12"])
-    took = wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.12"})
-    assert took < 1.0, f"route to a new node after {took:.2f}s"
+    # how fast is for tests/perf/node_agent.py; here: it happens, well before a resync
+    wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.12"})
     api.upsert("node-c", ["10.244.2.0/24"], ["192.0.2.22"])
-    wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.22"}, timeout=1.0)
+    wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.22"})
     api.delete("node-b")
-    wait_routes(cluster.node, {"10.244.2.0/24": "192.0.2.22"}, timeout=1.0)
+    wait_routes(cluster.node, {"10.244.2.0/24": "192.0.2.22"})
     agent.wait_log("route removed: 10.244.2.0/24 via 192.0.2.12")
     agent.wait_log("route added: 10.244.2.0/24 via 192.0.2.22 (node node-c)")
     # with --cluster-cidr the conflist never changes as nodes come and go
@@ -143,15 +143,15 @@ def test_routes_removed_by_hand_come_back_foreign_route_untouched(cluster: Clust
     cluster.node.run("ip", "route", "add", "10.244.3.0/24", "via", "192.0.2.99")
     cluster.serve([ME, B, {"name": "node-d", "podCIDRs": ["10.244.3.0/24"],
                            "internalIPs": ["192.0.2.13"]}])
-    agent = cluster.agent()
+    agent = cluster.agent("--resync-interval", "60")
     cluster.wait_ready(agent)
     wait_routes(cluster.node, B_ROUTES)
     agent.wait_log("route 10.244.3.0/24 via 192.0.2.13 (node node-d) not added: a route to "
                    "10.244.3.0/24 that is not ours (protocol 3) is there; it is left untouched")
     cluster.node.run("ip", "route", "del", "10.244.1.0/24")
     cluster.node.run("ip", "-6", "route", "del", "fd00:10:244:1::/64")
-    took = wait_routes(cluster.node, B_ROUTES, timeout=2.0)
-    assert took < 1.0, f"routes back after {took:.2f}s"
+    # back on the deletion's notification: the periodic look is 60 s away
+    wait_routes(cluster.node, B_ROUTES)
     foreign = cluster.node.ip_json("route", "show", "10.244.3.0/24")
     assert [(r["gateway"], r.get("protocol")) for r in foreign] == [("192.0.2.99", "boot")]
 
