@@ -10,7 +10,8 @@ nothing more. Plain Python 3 standard library only:
 runnable as ``python3 tests/kube_api_double.py`` without the project's venv, inside a network
 namespace (``ip netns exec NS python3 ...``).
 
-Endpoints (the API port, ``--listen HOST:PORT``; plain HTTP, or HTTPS with --tls-cert/--tls-key)
+Endpoints (the API port, ``--listen HOST:PORT``; plain HTTP, or HTTPS with --tls-cert/--tls-key,
+and client certificates required with --client-ca)
   GET /api/v1/nodes            NodeList: {"kind": "NodeList", "apiVersion": "v1",
                                "metadata": {"resourceVersion": "N"}, "items": [Node...]}
   GET /api/v1/nodes?watch=1&resourceVersion=N[&allowWatchBookmarks=true][&timeoutSeconds=S]
@@ -23,7 +24,8 @@ Endpoints (the API port, ``--listen HOST:PORT``; plain HTTP, or HTTPS with --tls
                                for every node, then changes. BOOKMARK every
                                --bookmark-interval seconds when asked for; the stream ends
                                cleanly after timeoutSeconds.
-  Authentication: with --token T, requests need "Authorization: Bearer T" (else 401 Status).
+  Authentication: with --token T, requests need "Authorization: Bearer T" or a client
+  certificate of --client-ca (else 401 Status).
   A request bearing a token given with --forbidden-token gets a 403 Status:
   'nodes is forbidden: User "system:serviceaccount:kube-system:cni-bridge-node" cannot list
   resource "nodes" in API group "" at the cluster scope' (verb "watch" for a watch).
@@ -50,8 +52,8 @@ METHOD PATH [JSON]`` prints the answer (exit 1 on an HTTP error).
 
 Command line: ``python3 tests/kube_api_double.py --listen 203.0.113.200:6443 --control
 /tmp/x/ctl.sock [--token T] [--forbidden-token T] [--nodes FILE.json] [--history 1000]
-[--bookmark-interval 5] [--tls-cert C --tls-key K]``. --nodes holds a JSON list of nodes
-(full or short form). The control socket appears once both ports are listening.
+[--bookmark-interval 5] [--tls-cert C --tls-key K [--client-ca CA]]``. --nodes holds a JSON
+list of nodes (full or short form). The control socket appears once both ports are listening.
 """
 
 from __future__ import annotations
@@ -242,6 +244,9 @@ class Api:
             if self.opts.tls_cert:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(self.opts.tls_cert, self.opts.tls_key)
+                if self.opts.client_ca:  # client certificates signed by it are required
+                    ctx.load_verify_locations(self.opts.client_ca)
+                    ctx.verify_mode = ssl.CERT_REQUIRED
                 server.socket = ctx.wrap_socket(server.socket, server_side=True)
             self.server = server
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -289,7 +294,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
                 403, "Forbidden", f'nodes is forbidden: User "{SERVICE_ACCOUNT_USER}" cannot '
                 f'{verb} resource "nodes" in API group "" at the cluster scope'))
             return False
-        if self.api.opts.token and token != self.api.opts.token:
+        certified = isinstance(self.connection, ssl.SSLSocket) and \
+            bool(self.connection.getpeercert())  # verified against --client-ca
+        if self.api.opts.token and token != self.api.opts.token and not certified:
             self.send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
             return False
         return True
@@ -514,6 +521,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--bookmark-interval", type=float, default=5.0)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--client-ca", help="with --tls-cert: require client certificates of this CA")
     p.add_argument("--verbose", action="store_true")
     opts = p.parse_args(argv)
     signal_exit()

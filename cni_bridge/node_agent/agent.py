@@ -122,7 +122,7 @@ class Agent:
             return False
         try:
             done = self.conflist.ensure_described(plan)
-        except InstallError as exc:
+        except (InstallError, OSError) as exc:
             self.note_conflist(f"conflist not written: {exc}")
             return False
         self.note_conflist("")

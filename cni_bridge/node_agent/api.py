@@ -161,6 +161,8 @@ class ApiClient:
                 raise ApiError(f"cannot list nodes: the answer is not JSON: {exc}") from None
             finally:
                 conn.close()
+            if not isinstance(doc, dict):
+                raise ApiError("cannot list nodes: the answer is not a NodeList")
             items.extend(doc.get("items") or [])
             meta = doc.get("metadata") or {}
             if not meta.get("continue"):

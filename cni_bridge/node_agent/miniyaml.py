@@ -115,7 +115,7 @@ def _key_value(content: str) -> tuple[str, str] | None:
         if not content.endswith(":"):
             return None
         key, rest = content[:-1], ""
-    if not key or " " in key.strip() and key.startswith(("[", "{")):
+    if not key.strip() or key.startswith(("[", "{")):
         return None
     return key.strip(), rest.strip()
 

@@ -82,6 +82,9 @@ class Watcher:
                 self.log("WARNING", f"{exc}; listing again")
                 self.version = None
                 self.stop.wait(self.backoff.next())
+            except Exception as exc:  # a bug: end the agent loudly rather than go deaf
+                self.out.put(Fatal(ApiError(f"watching the nodes failed: {exc!r}")))
+                return
 
     def _watch(self, version: str) -> None:
         """Stream events until the server ends the watch, keeping the last resourceVersion

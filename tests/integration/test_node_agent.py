@@ -9,6 +9,7 @@ in 192.0.2.0/24 are on-link; 198.51.100.0/24 is not (a node behind a gateway).
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -126,12 +127,12 @@ def test_nodes_added_moved_and_removed(cluster: Cluster) -> None:
     cluster.wait_ready(agent)
     wait_routes(cluster.node, B_ROUTES)
     api.upsert("node-c", ["10.244.2.0/24"], ["192.0.2.12"])
-    took = wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.12"})
-    assert took < 1.0, f"route to a new node after {took:.2f}s"
+    # how fast is for tests/perf/node_agent.py; here: it happens, well before a resync
+    wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.12"})
     api.upsert("node-c", ["10.244.2.0/24"], ["192.0.2.22"])
-    wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.22"}, timeout=1.0)
+    wait_routes(cluster.node, {**B_ROUTES, "10.244.2.0/24": "192.0.2.22"})
     api.delete("node-b")
-    wait_routes(cluster.node, {"10.244.2.0/24": "192.0.2.22"}, timeout=1.0)
+    wait_routes(cluster.node, {"10.244.2.0/24": "192.0.2.22"})
     agent.wait_log("route removed: 10.244.2.0/24 via 192.0.2.12")
     agent.wait_log("route added: 10.244.2.0/24 via 192.0.2.22 (node node-c)")
     # with --cluster-cidr the conflist never changes as nodes come and go
@@ -142,15 +143,15 @@ def test_routes_removed_by_hand_come_back_foreign_route_untouched(cluster: Clust
     cluster.node.run("ip", "route", "add", "10.244.3.0/24", "via", "192.0.2.99")
     cluster.serve([ME, B, {"name": "node-d", "podCIDRs": ["10.244.3.0/24"],
                            "internalIPs": ["192.0.2.13"]}])
-    agent = cluster.agent()
+    agent = cluster.agent("--resync-interval", "60")
     cluster.wait_ready(agent)
     wait_routes(cluster.node, B_ROUTES)
     agent.wait_log("route 10.244.3.0/24 via 192.0.2.13 (node node-d) not added: a route to "
                    "10.244.3.0/24 that is not ours (protocol 3) is there; it is left untouched")
     cluster.node.run("ip", "route", "del", "10.244.1.0/24")
     cluster.node.run("ip", "-6", "route", "del", "fd00:10:244:1::/64")
-    took = wait_routes(cluster.node, B_ROUTES, timeout=2.0)
-    assert took < 1.0, f"routes back after {took:.2f}s"
+    # back on the deletion's notification: the periodic look is 60 s away
+    wait_routes(cluster.node, B_ROUTES)
     foreign = cluster.node.ip_json("route", "show", "10.244.3.0/24")
     assert [(r["gateway"], r.get("protocol")) for r in foreign] == [("192.0.2.99", "boot")]
 
@@ -241,6 +242,12 @@ def test_forbidden_token_names_verb_and_resource(cluster: Cluster) -> None:
         'cni-bridge node-agent: cannot list nodes: forbidden: nodes is forbidden: User '
         '"system:serviceaccount:kube-system:cni-bridge-node" cannot list resource "nodes"'), \
         proc.stderr
+    wrong = kubeconfig(cluster.tmp / "wrong", f"http://{API}", "wrong")
+    proc = cluster.once("--kubeconfig", str(wrong))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cni-bridge node-agent: cannot list nodes: unauthorized: "
+                                  "Unauthorized (the token or client certificate was not "
+                                  "accepted)"), proc.stderr
     agent = AgentProcess(cluster.node, cluster.bundle, cluster.tmp, "--node-name", "node-a",
                          "--kubeconfig", str(weak), "--conf-dir", str(cluster.conf_dir))
     cluster.agents.append(agent)
@@ -252,10 +259,7 @@ def test_forbidden_token_names_verb_and_resource(cluster: Cluster) -> None:
 def test_https_with_ca_and_in_cluster_service_account(cluster: Cluster) -> None:
     """TLS through the frozen build's ssl: the double behind a certificate for its address,
     the agent configured as in a pod (service account token and CA, KUBERNETES_SERVICE_*)."""
-    cert, key = cluster.tmp / "api.crt", cluster.tmp / "api.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:192.0.2.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed(cluster.tmp, "kube-apiserver", "IP:192.0.2.1")
     cluster.serve([ME, B], "--tls-cert", str(cert), "--tls-key", str(key))
     secrets = cluster.tmp / "serviceaccount"
     secrets.mkdir()
@@ -271,6 +275,45 @@ def test_https_with_ca_and_in_cluster_service_account(cluster: Cluster) -> None:
                             "private", "sh", "-c", script, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert agent_routes(cluster.node) == B_ROUTES and cluster.conflist.exists()
+
+
+def self_signed(tmp: Path, name: str, san: str = "") -> tuple[Path, Path]:
+    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    extra = ["-addext", f"subjectAltName={san}"] if san else []
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={name}", *extra, "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_with_client_certificate_from_kubeconfig_data(cluster: Cluster) -> None:
+    """A kubeconfig as kubeadm writes admin.conf: CA, client certificate and key inline."""
+    server_cert, server_key = self_signed(cluster.tmp, "kube-apiserver", "IP:192.0.2.1")
+    client_cert, client_key = self_signed(cluster.tmp, "system:node:node-a")
+    cluster.serve([ME, B], "--tls-cert", str(server_cert), "--tls-key", str(server_key),
+                  "--client-ca", str(client_cert))
+
+    def data(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    config = cluster.tmp / "admin.conf"
+    config.write_text(
+        "apiVersion: v1\nclusters:\n- cluster:\n"
+        f"    certificate-authority-data: {data(server_cert)}\n"
+        f"    server: https://{API}\n  name: kubernetes\ncontexts:\n- context:\n"
+        "    cluster: kubernetes\n    user: node-a\n  name: node-a@kubernetes\n"
+        "current-context: node-a@kubernetes\nkind: Config\npreferences: {}\nusers:\n"
+        f"- name: node-a\n  user:\n    client-certificate-data: {data(client_cert)}\n"
+        f"    client-key-data: {data(client_key)}\n")
+    proc = cluster.once("--kubeconfig", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert agent_routes(cluster.node) == B_ROUTES
+    stranger, _ = self_signed(cluster.tmp, "stranger", "IP:192.0.2.1")
+    config.write_text(config.read_text().replace(data(server_cert), data(stranger)))
+    proc = cluster.once("--kubeconfig", str(config))
+    assert proc.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("cni-bridge node-agent: cannot list nodes: API server "
+                                  f"https://{API} unreachable: ")
 
 
 @pytest.mark.parametrize("args, message", [

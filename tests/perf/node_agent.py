@@ -102,7 +102,8 @@ class RouteMonitor:
         self.proc.wait()
 
 
-def run(ours: Path, count: int, events: int, tmp: Path) -> dict[str, Any]:
+def make_namespaces() -> tuple[Netns, Netns]:
+    """N (the node) and U (the network, where the API double runs), on one 198.18.0.0/16."""
     node, under = Netns(f"{PREFIX}N"), Netns(f"{PREFIX}U")
     for ns in (node, under):
         subprocess.run(["ip", "netns", "add", ns.name], check=True)
@@ -113,8 +114,30 @@ def run(ours: Path, count: int, events: int, tmp: Path) -> dict[str, Any]:
     under.run("ip", "link", "set", "eth0", "up")
     node.run("ip", "addr", "add", f"{node_ip(0)}/16", "dev", "eth0")
     under.run("ip", "addr", "add", "198.18.255.1/16", "dev", "eth0")
-    nodes = make_nodes(count)
-    api = ApiDouble(under, tmp, API, nodes, "--history", str(events * 2))
+    return node, under
+
+
+def move_nodes(api: ApiDouble, monitor: RouteMonitor, count: int, events: int) -> list[float]:
+    """`events` events in bursts of ten (nine heartbeats, one InternalIP move); per move the
+    seconds until its new route is in the kernel."""
+    convergence = []
+    rng = random.Random(7)
+    for burst in range(events // 10):
+        busy = rng.randrange(1, count)
+        api.ctl("POST", "/churn", {"name": f"node-{busy:03d}", "count": 9})
+        moved = rng.randrange(1, count)
+        new_ip = node_ip(moved, 1 + burst % 200)
+        sent = time.monotonic()
+        api.upsert(f"node-{moved:03d}", [f"10.244.{moved}.0/24"], [new_ip])
+        convergence.append(monitor.when(f"10.244.{moved}.0/24", new_ip) - sent)
+        with monitor.lock:  # the same address may come back in a later burst
+            monitor.seen.pop((f"10.244.{moved}.0/24", new_ip), None)
+    return sorted(convergence)
+
+
+def run(ours: Path, count: int, events: int, tmp: Path) -> dict[str, Any]:
+    node, under = make_namespaces()
+    api = ApiDouble(under, tmp, API, make_nodes(count), "--history", str(events * 2))
     monitor = RouteMonitor(node)
     agent = None
     try:
@@ -127,18 +150,7 @@ def run(ours: Path, count: int, events: int, tmp: Path) -> dict[str, Any]:
                    "start-up", 60)
         startup_s = time.monotonic() - start
         after_start = proc_stats(agent.proc.pid)
-        convergence = []
-        rng = random.Random(7)
-        for burst in range(events // 10):
-            busy = rng.randrange(1, count)
-            api.ctl("POST", "/churn", {"name": f"node-{busy:03d}", "count": 9})
-            moved = rng.randrange(1, count)
-            new_ip = node_ip(moved, 1 + burst % 200)
-            sent = time.monotonic()
-            api.upsert(f"node-{moved:03d}", [f"10.244.{moved}.0/24"], [new_ip])
-            convergence.append(monitor.when(f"10.244.{moved}.0/24", new_ip) - sent)
-            with monitor.lock:  # the same address may come back in a later burst
-                monitor.seen.pop((f"10.244.{moved}.0/24", new_ip), None)
+        convergence = move_nodes(api, monitor, count, events)
         time.sleep(1)
         after_events = proc_stats(agent.proc.pid)
         log = agent.log
@@ -149,7 +161,6 @@ def run(ours: Path, count: int, events: int, tmp: Path) -> dict[str, Any]:
         api.stop()
         for ns in (node, under):
             subprocess.run(["ip", "netns", "del", ns.name], check=False)
-    convergence.sort()
     return {
         "nodes": count, "events": events, "startup_s": round(startup_s, 3),
         "after_start": after_start, "after_events": after_events,

@@ -297,3 +297,9 @@ def test_changed_events_carry_the_object() -> None:
     _, messages, _ = run_watcher([NodeList([], "1"), [ev("DELETED", "2")]])
     changed = [m for m in messages if isinstance(m, Changed)]
     assert changed[0].event.type == "DELETED"
+
+
+def test_watcher_ends_the_agent_on_an_unexpected_error() -> None:
+    _, messages, _ = run_watcher([KeyError("metadata")])
+    assert len(messages) == 1 and isinstance(messages[0], Fatal)
+    assert "watching the nodes failed: KeyError('metadata')" in str(messages[0].error)
