@@ -22,7 +22,7 @@ routes_of() {
 
 @test "nodes: the manifest grants get/list/watch on nodes only, runs the agent with options it has, probes its ready file; its init container installs the bundle" {
     run "$PYTHON3" "$ACTOR" check "$MANIFEST" "$DEPLOY/cni-bridge-serve.patch.yaml" \
-        "$DEPLOY/cni-bridge-serve.yaml" "$CNI_BRIDGE_EXE"
+        "$DEPLOY/cni-bridge-serve.yaml" "$DEPLOY/cni-bridge-image.Containerfile" "$CNI_BRIDGE_EXE"
     assert_success
     assert_output ''
     # the same check on a manifest that breaks each promise once
@@ -38,10 +38,12 @@ agent["args"].append("--bogus-flag=1")
 agent["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.name"
 agent["securityContext"]["capabilities"]["add"] = []
 agent["readinessProbe"]["exec"]["command"][-1] = "/tmp/elsewhere"
+agent["image"] = "cni-bridge:0.0.9"
 yaml.safe_dump_all(docs, sys.stdout)
 EOF
     run "$PYTHON3" "$ACTOR" check "$BATS_TEST_TMPDIR/broken.yaml" \
-        "$DEPLOY/cni-bridge-serve.patch.yaml" "$DEPLOY/cni-bridge-serve.yaml" "$CNI_BRIDGE_EXE"
+        "$DEPLOY/cni-bridge-serve.patch.yaml" "$DEPLOY/cni-bridge-serve.yaml" \
+        "$DEPLOY/cni-bridge-image.Containerfile" "$CNI_BRIDGE_EXE"
     assert_failure 1
     assert_line --partial "ClusterRole grants more or less than get/list/watch nodes"
     assert_line --partial "not every taint is tolerated"
@@ -49,7 +51,9 @@ EOF
     assert_line "NODE_NAME does not come from the downward API's spec.nodeName"
     assert_line "the agent lacks NET_ADMIN (routes)"
     assert_line --partial "does not test --ready-file /run/cni-bridge-agent/ready"
-    assert_equal "${#lines[@]}" 6
+    assert_line "agent's image cni-bridge:0.0.9 is not version $("$CNI_BRIDGE_EXE" version | sed -n '1s/.* //p')"
+    assert_line "the serve patch uses another image than the agent"
+    assert_equal "${#lines[@]}" 8
 
     node_init 1
     assert_success

@@ -2,13 +2,14 @@
 """Read conf/deploy/kubernetes/cni-bridge.yaml as a cluster would, and act out its containers on
 a node simulated by a network namespace (the caller runs this inside it with ip netns exec).
 
-    daemonset.py check MANIFEST SERVE_PATCH SERVE_DAEMONSET CNI_BRIDGE
+    daemonset.py check MANIFEST SERVE_PATCH SERVE_DAEMONSET CONTAINERFILE CNI_BRIDGE
         The manifest's promises, read from the YAML: RBAC is exactly get/list/watch on nodes,
         bound to the DaemonSet's service account; hostNetwork, every taint tolerated,
         system-node-critical; the agent's options are ones `CNI_BRIDGE node-agent --help` lists,
         NODE_NAME comes from the downward API, its probe tests its --ready-file, its --conf-dir
-        is the node's /etc/cni/net.d; the resident-server patch runs what SERVE_DAEMONSET runs.
-        Prints one line per broken promise; exit 1 if any.
+        is the node's /etc/cni/net.d; the resident-server patch runs what SERVE_DAEMONSET runs;
+        the image is tagged with CNI_BRIDGE's version and its commands run the bundle where
+        CONTAINERFILE puts it. Prints one line per broken promise; exit 1 if any.
     daemonset.py run|probe MANIFEST CONTAINER [mapping options]
         run: exec the container's command (command + args, $(VAR) expanded, env from the
         manifest); probe: run its readinessProbe's command (again until it succeeds, for up
@@ -139,12 +140,30 @@ def check_serve_patch(docs: list[dict[str, Any]], patch_path: str, serve_path: s
             problems.append(f"the serve patch's {key} differs from {serve_path}'s")
 
 
-def check(manifest: str, patch: str, serve: str, exe: str) -> int:
+def check_image(docs: list[dict[str, Any]], containerfile: str, exe: str,
+                problems: list[str]) -> None:
+    """The image's tag is this build's version; the commands run the bundle where the
+    Containerfile puts it."""
+    version = subprocess.run([exe, "version"], capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    copied = re.findall(r"^COPY dist/cni/ (\S+?)/?$", Path(containerfile).read_text(), re.M)
+    if copied != [IMAGE_BUNDLE]:
+        problems.append(f"the Containerfile copies the bundle to {copied}, not {IMAGE_BUNDLE}")
+    for name in ("install", "agent"):
+        spec = container(docs, name)
+        if spec["image"].rpartition(":")[2] != version:
+            problems.append(f"{name}'s image {spec['image']} is not version {version}")
+        if spec["command"][0] != f"{IMAGE_BUNDLE}/cni-bridge":
+            problems.append(f"{name} does not run the image's {IMAGE_BUNDLE}/cni-bridge")
+
+
+def check(manifest: str, patch: str, serve: str, containerfile: str, exe: str) -> int:
     docs, problems = load(manifest), list[str]()
     check_rbac(docs, problems)
     check_pod(docs, problems)
     check_agent(docs, exe, problems)
     check_serve_patch(docs, patch, serve, problems)
+    check_image(docs, containerfile, exe, problems)
     for problem in problems:
         print(problem)
     return 1 if problems else 0
