@@ -17,14 +17,10 @@ from cni_bridge.net.netlink import Netlink
 from cni_bridge.node_agent.api import ApiClient, NodeList
 from cni_bridge.node_agent.conflist import ConflistWriter, plan_conflist
 from cni_bridge.node_agent.nodes import NodeFormatError, NodeInfo, find_conflicts, parse_node
-from cni_bridge.node_agent.route_exec import (
-    apply_changes,
-    local_networks,
-    main_table,
-    watch_route_events,
-)
+from cni_bridge.node_agent.route_events import RouteKey, watch_route_events
+from cni_bridge.node_agent.route_exec import apply_changes, local_networks, main_table
 from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
-from cni_bridge.node_agent.watcher import Changed, Fatal, Message, Synced, Watcher
+from cni_bridge.node_agent.watcher import Changed, Fatal, Message, RoutesGone, Synced, Watcher
 from cni_bridge.spec.result import IPNetwork
 
 log = diag.logger(__name__)
@@ -52,6 +48,7 @@ class Agent:
         self.synced = False
         self.conflist = ConflistWriter(opts.conf_dir, opts.cni_version)
         self.said: set[str] = set()  # notes said and still true: not said again
+        self.wanted: set[RouteKey] = set()  # (destination, gateway) of the last plan's routes
 
     # --- what the API says ------------------------------------------------------------------
 
@@ -65,6 +62,8 @@ class Agent:
             return True
         if isinstance(message, Changed):
             return self.change(message.event.type, message.event.object)
+        if isinstance(message, RoutesGone):  # ours deleted: a look only if still wanted
+            return not message.keys.isdisjoint(self.wanted)
         return True
 
     def replace_all(self, listed: NodeList) -> None:
@@ -106,6 +105,7 @@ class Agent:
         conflicts = find_conflicts(self.nodes.values())
         ready = self._conflist(conflicts)
         plan = plan_routes(self.nodes, self.opts.node_name, local_networks(self.nl), conflicts)
+        self.wanted = {(route.dst, route.gateway) for route in plan.wanted}
         changes = diff_routes(plan.wanted, main_table(self.nl))
         failed = apply_changes(self.nl, changes, lambda text: say("INFO", text))
         self.note([("INFO", text) for text in (*plan.notes, *changes.notes)] +
@@ -202,8 +202,11 @@ def _loop(opts: AgentOptions, client: ApiClient) -> int:
     set_ready(opts.ready_file, False)
     with Netlink.for_current() as nl:
         agent = Agent(opts, nl)
-        threading.Thread(target=watch_route_events, args=(lambda: inbox.put(None),
-                         watcher.stop), name="route-events", daemon=True).start()
+        def routes_changed(gone: frozenset[RouteKey] | None) -> None:
+            inbox.put(None if gone is None else RoutesGone(gone))
+
+        threading.Thread(target=watch_route_events, args=(routes_changed, watcher.stop),
+                         name="route-events", daemon=True).start()
         watcher.start()
         try:
             while True:

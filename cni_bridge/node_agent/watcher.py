@@ -21,6 +21,7 @@ from cni_bridge.node_agent.api import (
 from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.nodes import resource_version
 from cni_bridge.node_agent.watchstream import WatchEvent
+from cni_bridge.spec.result import IPAddress, IPNetwork
 
 WATCH_TIMEOUT = 300  # seconds a watch request asks for; the watch is then resumed
 
@@ -42,7 +43,14 @@ class Fatal:
     error: ApiError
 
 
-Message = Synced | Changed | Fatal | None  # None: only look again (netlink, timer)
+@dataclass(frozen=True)
+class RoutesGone:
+    """Routes of ours were deleted (by hand, or by the agent): (destination, gateway)."""
+
+    keys: frozenset[tuple[IPNetwork, IPAddress | None]]
+
+
+Message = Synced | Changed | Fatal | RoutesGone | None  # None: look again (timer, addresses)
 
 
 class Watcher:

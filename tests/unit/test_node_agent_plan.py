@@ -226,22 +226,44 @@ def test_only_changes_the_agent_uses_ask_for_a_reconcile(tmp_path: Any) -> None:
     assert agent.take(None)  # routes/addresses changed, or the timer
 
 
-def rt_notification(kind: int, proto: int) -> bytes:
+def rt_notification(kind: int, proto: int, dst: str = "10.244.1.0/24",
+                    gateway: str = "192.0.2.11") -> bytes:
     import struct
 
-    rtmsg = struct.pack("=BBBBBBBBI", 2, 24, 0, 0, 254, proto, 0, 1, 0)
-    return struct.pack("=IHHII", 16 + len(rtmsg), kind, 0, 0, 0) + rtmsg
+    network = net(dst)
+    rtmsg = struct.pack("=BBBBBBBBI", 2 if network.version == 4 else 10, network.prefixlen, 0,
+                        0, 254, proto, 0, 1, 0)
+    packed, via = network.network_address.packed, ip(gateway).packed
+    attrs = struct.pack("=HH", 4 + len(packed), 1) + packed  # RTA_DST
+    attrs += struct.pack("=HH", 4 + len(via), 5) + via  # RTA_GATEWAY
+    attrs += struct.pack("=HHI", 8, 4, 2)  # RTA_OIF
+    return struct.pack("=IHHII", 16 + len(rtmsg) + len(attrs), kind, 0, 0, 0) + rtmsg + attrs
 
 
-def test_route_events_that_call_for_a_look() -> None:
-    from cni_bridge.node_agent.route_exec import wants_look
+def test_route_notifications_that_call_for_a_look() -> None:
+    from cni_bridge.node_agent.route_events import changes_in
 
-    new_ours, del_ours = rt_notification(24, ROUTE_PROTOCOL), rt_notification(25, ROUTE_PROTOCOL)
+    new_ours = rt_notification(24, ROUTE_PROTOCOL)
+    del_ours = rt_notification(25, ROUTE_PROTOCOL, "fd00:10:244:1::/64", "2001:db8::11")
     del_boot, new_addr = rt_notification(25, 3), rt_notification(20, 0)
-    assert not wants_look(new_ours)  # the agent's own additions wake nothing
-    assert not wants_look(del_boot + new_ours)  # nor changes to routes of others
-    assert wants_look(new_ours + del_ours)  # ours removed (by hand): put it back
-    assert wants_look(new_addr)  # what is on-link may have changed
+    assert changes_in(new_ours) == frozenset()  # the agent's own additions wake nothing
+    assert changes_in(del_boot + new_ours) == frozenset()  # nor changes to others' routes
+    assert changes_in(new_ours + del_ours) == {(net("fd00:10:244:1::/64"), ip("2001:db8::11"))}
+    assert changes_in(new_addr + del_ours) is None  # what is on-link may have changed
+    assert changes_in(del_ours[:-6]) is None  # cut short: look anyway
+
+
+def test_a_deletion_of_ours_asks_for_a_look_only_if_still_wanted(tmp_path: Any) -> None:
+    from cni_bridge.node_agent.agent import Agent, AgentOptions
+    from cni_bridge.node_agent.watcher import RoutesGone
+
+    agent = Agent(AgentOptions("a", tmp_path), nl=None)  # type: ignore[arg-type]
+    agent.wanted = {(net("10.244.1.0/24"), ip("192.0.2.21"))}
+    by_hand = (net("10.244.1.0/24"), ip("192.0.2.21"))
+    moved_by_agent = (net("10.244.1.0/24"), ip("192.0.2.11"))  # the node's old address
+    assert agent.take(RoutesGone(frozenset({by_hand})))  # put back
+    assert not agent.take(RoutesGone(frozenset({moved_by_agent})))
+    assert not agent.take(RoutesGone(frozenset({(net("10.244.7.0/24"), None)})))
 
 
 def test_routes_are_written_with_our_protocol_and_a_refusal_stops_no_other() -> None:
