@@ -1,6 +1,7 @@
 """The agent: the nodes it knows, and one reconcile that brings the conflist and the routes in
-line with them. Woken by the watcher (node changes), by rtnetlink (routes or addresses changed:
-a route of ours removed by hand comes back at once) and by a timer (a missed event)."""
+line with them. Woken by the watcher (node changes), by rtnetlink (addresses changed, or a route
+of ours removed by hand: it comes back at once) and by a timer (what sends no notification:
+IPv4 routes flushed with their link)."""
 
 from __future__ import annotations
 

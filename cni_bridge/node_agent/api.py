@@ -1,9 +1,10 @@
 """The API server's node endpoints over HTTP(S), with the standard library only.
 
-The official client was measured and not taken (README, "Node agent"): importing it costs
-about a second and tens of MiB for two GET requests. Errors are translated here:
-`ApiDenied` (401/403: the agent cannot go on), `ApiUnavailable` (connection refused, timeouts,
-5xx: keep everything and retry), `WatchExpired` (410: list again).
+The official client was measured and not taken (README, "Node agent"): for the same list
+and watch it imports in 0.5-0.85 s and holds 67 MiB, against 0.05-0.08 s and 21 MiB here.
+Errors are translated here: `ApiDenied` (401/403: the agent cannot go on), `ApiUnavailable`
+(connection refused, timeouts, 5xx: keep everything and retry), `WatchExpired` (410: list
+again).
 """
 
 from __future__ import annotations
