@@ -1,7 +1,8 @@
 """``cni-bridge``: the command-line tool for people (the plugins run under their own names).
 
 Commands: ``demo``, ``install``, ``add``/``check``/``del`` (a cnitool that runs a conflist as a
-runtime does), ``status``, ``gc``, ``reconcile``, ``serve`` (resident mode), ``version``. Output
+runtime does), ``status``, ``gc``, ``reconcile``, ``serve`` (resident mode), ``node-agent``
+(Kubernetes), ``version``. Output
 is for people; ``--json`` where a program may want to read it. Exit status: 0 success, 1
 failure, 2 usage error.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from cni_bridge import __version__
 from cni_bridge.install_cli import DEFAULT_CONF_DIR, add_install_parser, cmd_install
+from cni_bridge.node_agent.cli import AgentError, add_node_agent_parser, cmd_node_agent
 from cni_bridge.serve.cli import ServeError, add_serve_parser, add_server_options, cmd_serve
 from cni_bridge.spec.versions import SUPPORTED_VERSIONS
 
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "recorded attachment (idempotent: what is present stays as it is).")
     p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
     add_serve_parser(sub)
+    add_node_agent_parser(sub)
     return parser
 
 
@@ -340,7 +343,7 @@ def cmd_reconcile(opts: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "install": cmd_install, "add": cmd_attach, "check": cmd_attach,
     "del": cmd_attach, "status": cmd_status, "gc": cmd_gc, "reconcile": cmd_reconcile,
-    "serve": cmd_serve,
+    "serve": cmd_serve, "node-agent": cmd_node_agent,
 }
 
 
@@ -379,8 +382,8 @@ def main(args: list[str]) -> int:
 
     try:
         return COMMANDS[opts.command](opts)
-    except (UserError, ConflistError, PluginError, InstallError, ServeError, CniError,
-            OSError) as exc:
+    except (UserError, ConflistError, PluginError, InstallError, ServeError, AgentError,
+            CniError, OSError) as exc:
         report_error(opts.command, exc)
         return 1
     except KeyboardInterrupt:

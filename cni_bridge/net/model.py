@@ -149,6 +149,7 @@ class RouteSpec:
     mtu: int | None = None
     advmss: int | None = None
     src: IPAddress | None = None
+    protocol: int | None = None  # routing protocol (None: "boot" on add, any on delete)
 
 
 @dataclass(frozen=True)

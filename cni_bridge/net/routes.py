@@ -56,7 +56,8 @@ def _default_scope(spec: RouteSpec) -> int:
 
 
 def route_msg(nl: Netlink, spec: RouteSpec, *, delete: bool = False) -> Any:
-    """An ``rtmsg`` for ``spec``; a delete leaves protocol/type/scope as wildcards."""
+    """An ``rtmsg`` for ``spec``; a delete leaves type/scope (and protocol unless given) as
+    wildcards."""
     table = RT_TABLE_MAIN if spec.table is None else spec.table
     msg = nl.codec.rtmsg()
     msg["family"] = family_of(spec.dst.version)
@@ -64,8 +65,11 @@ def route_msg(nl: Netlink, spec: RouteSpec, *, delete: bool = False) -> Any:
     msg["table"] = table if table < 256 else 0
     if delete:
         msg["scope"] = RT_SCOPE_NOWHERE if spec.scope is None else spec.scope
+        if spec.protocol is not None:  # the kernel deletes only a route of that protocol
+            msg["proto"] = spec.protocol
     else:
-        msg["proto"], msg["type"], msg["scope"] = RTPROT_BOOT, RTN_UNICAST, _default_scope(spec)
+        msg["proto"] = RTPROT_BOOT if spec.protocol is None else spec.protocol
+        msg["type"], msg["scope"] = RTN_UNICAST, _default_scope(spec)
     attrs: list[Any] = [("RTA_TABLE", table)]
     if spec.dst.prefixlen:
         attrs.append(("RTA_DST", str(spec.dst.network_address)))

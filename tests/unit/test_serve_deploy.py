@@ -29,9 +29,10 @@ def test_the_systemd_unit_runs_serve_and_keeps_the_records() -> None:
     assert settings["KillMode"] == "process"  # calls in flight are not killed at stop
 
 
-def test_the_daemonset_runs_the_nodes_own_build() -> None:
-    text = (DEPLOY / "kubernetes" / "cni-bridge-serve.yaml").read_text()
-    for key in ("hostNetwork", "hostPID", "privileged"):
+@pytest.mark.parametrize("name", ["cni-bridge-serve.yaml", "cni-bridge-serve.patch.yaml"])
+def test_the_daemonset_runs_the_nodes_own_build(name: str) -> None:
+    text = (DEPLOY / "kubernetes" / name).read_text()
+    for key in ("hostPID", "privileged", *(["hostNetwork"] if "patch" not in name else [])):
         assert re.search(rf"^\s+{key}: true$", text, re.M), key
     commands = [json.loads(m) for m in re.findall(r"command: (\[.*?\])", text, re.S)]
     assert commands, "no command found"
