@@ -370,7 +370,8 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
             self.send_event(kind, obj)
         while sent >= 0 and time.monotonic() < deadline:
             with store.cond:
-                store.cond.wait(0.1)
+                if store.rv <= sent:  # an event recorded while we were sending: no wait
+                    store.cond.wait(0.1)
                 fresh = [(rv, k, o) for rv, k, o in store.history if rv > sent]
                 if sent < store.oldest and not fresh and store.rv > sent:
                     return  # expired under us: the client re-watches and gets 410

@@ -16,6 +16,7 @@ from pathlib import Path
 from cni_bridge import diag
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.node_agent.api import ApiClient, NodeList
+from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.conflist import ConflistWriter, plan_conflist
 from cni_bridge.node_agent.nodes import NodeFormatError, NodeInfo, find_conflicts, parse_node
 from cni_bridge.node_agent.route_events import RouteKey, watch_route_events
@@ -25,6 +26,7 @@ from cni_bridge.node_agent.watcher import Changed, Fatal, Message, RoutesGone, S
 from cni_bridge.spec.result import IPNetwork
 
 log = diag.logger(__name__)
+RETRY_FIRST = 0.5  # seconds to the next look when something is settling or was refused
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Agent:
         self.conflist = ConflistWriter(opts.conf_dir, opts.cni_version)
         self.said: set[str] = set()  # notes said and still true: not said again
         self.wanted: set[RouteKey] = set()  # (destination, gateway) of the last plan's routes
+        self.again = False  # the last reconcile asks for another look soon
 
     # --- what the API says ------------------------------------------------------------------
 
@@ -102,15 +105,19 @@ class Agent:
     # --- making the node match --------------------------------------------------------------
 
     def reconcile(self) -> bool:
-        """Conflist and routes; True when the conflist is in place (the node is ready)."""
+        """Conflist and routes; True when the conflist is in place (the node is ready).
+        Sets `again` when another look soon may find more to do (a route the kernel refused,
+        an address still tentative), since nothing may notify that moment."""
         conflicts = find_conflicts(self.nodes.values())
         ready = self._conflist(conflicts)
-        plan = plan_routes(self.nodes, self.opts.node_name, local_networks(self.nl), conflicts)
+        local, settling = local_networks(self.nl)
+        plan = plan_routes(self.nodes, self.opts.node_name, local, conflicts)
         self.wanted = {(route.dst, route.gateway) for route in plan.wanted}
         changes = diff_routes(plan.wanted, main_table(self.nl))
         failed = apply_changes(self.nl, changes, lambda text: say("INFO", text))
         self.note([("INFO", text) for text in (*plan.notes, *changes.notes)] +
-                  [("WARNING", f"{text}; tried again at every look") for text in failed])
+                  [("WARNING", f"{text}; trying again") for text in failed])
+        self.again = settling or bool(failed)
         return ready
 
     def _conflist(self, conflicts: dict[str, str]) -> bool:
@@ -200,9 +207,11 @@ def run(opts: AgentOptions, client: ApiClient) -> int:
 def _loop(opts: AgentOptions, client: ApiClient) -> int:
     inbox: queue.Queue[Message] = queue.Queue()
     watcher = Watcher(client, inbox, say)
+    retry = Backoff(first=RETRY_FIRST, jitter=0.0)
     set_ready(opts.ready_file, False)
     with Netlink.for_current() as nl:
         agent = Agent(opts, nl)
+
         def routes_changed(gone: frozenset[RouteKey] | None) -> None:
             inbox.put(None if gone is None else RoutesGone(gone))
 
@@ -211,8 +220,13 @@ def _loop(opts: AgentOptions, client: ApiClient) -> int:
         watcher.start()
         try:
             while True:
+                if agent.again:  # soon, then less often while it lasts
+                    wait = min(retry.next(), opts.resync_interval)
+                else:
+                    retry.reset()
+                    wait = opts.resync_interval
                 try:
-                    message = inbox.get(timeout=opts.resync_interval)
+                    message = inbox.get(timeout=wait)
                 except queue.Empty:
                     message = None  # the periodic look
                 look = agent.take(message)
@@ -226,4 +240,3 @@ def _loop(opts: AgentOptions, client: ApiClient) -> int:
         finally:
             watcher.stop.set()
             set_ready(opts.ready_file, False)
-

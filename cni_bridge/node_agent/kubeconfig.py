@@ -97,7 +97,8 @@ def load_kubeconfig(path: Path, context: str | None = None) -> ClusterAccess:
         raise ConfigError(f"kubeconfig {path}: not a mapping")
     name = context or doc.get("current-context")
     if not name:
-        raise ConfigError(f"kubeconfig {path}: no current-context (pass --context)")
+        raise ConfigError(f"kubeconfig {path}: no current-context: set one (kubectl config "
+                          "use-context NAME)")
     ctx = _named(doc, "contexts", str(name), path)
     cluster = _named(doc, "clusters", str(ctx.get("cluster", "")), path)
     user = _named(doc, "users", str(ctx.get("user", "")), path) if ctx.get("user") else {}

@@ -1,7 +1,8 @@
-"""rtnetlink notifications that may call for a look at the routes: an address added or removed
-(what is on-link may have changed), or a route of ours deleted (by hand, or by the agent
-itself: the agent tells the two apart by whether it still wants that route). New routes,
-the agent's own included, wake nothing. Read with a plain netlink socket of its own.
+"""rtnetlink notifications that may call for a look at the routes: a link or an address
+added, changed or removed (what is on-link may have changed), or a route of ours deleted (by
+hand, or by the agent itself: the agent tells the two apart by whether it still wants that
+route). New routes, the agent's own included, wake nothing. Read with a plain netlink socket
+of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from collections.abc import Callable
 from cni_bridge.node_agent.route_plan import ROUTE_PROTOCOL
 from cni_bridge.spec.result import IPAddress, IPNetwork
 
-RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x10, 0x40
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
-GROUPS = RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
-RTM_NEWADDR, RTM_DELADDR, RTM_DELROUTE = 20, 21, 25
+GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
+          | RTMGRP_IPV6_ROUTE)
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_DELROUTE = 16, 17, 20, 21, 25
+# A link going down takes its IPv4 routes with it without a notification of their deletion;
+# its coming back up is what tells the agent to put them back.
+LOOK_KINDS = (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR)
 RTA_DST, RTA_GATEWAY = 1, 5
 _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope,
@@ -57,9 +62,9 @@ def _route_key(data: bytes, start: int, end: int) -> RouteKey | None:
 
 
 def changes_in(data: bytes) -> frozenset[RouteKey] | None:
-    """What a batch of notifications means (pure): None for "look" (an address changed, or
-    something unreadable), else (destination, gateway) of each route of ours deleted (often
-    none)."""
+    """What a batch of notifications means (pure): None for "look" (a link or an address
+    changed, or something unreadable), else (destination, gateway) of each route of ours
+    deleted (often none)."""
     gone: set[RouteKey] = set()
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
@@ -67,7 +72,7 @@ def changes_in(data: bytes) -> frozenset[RouteKey] | None:
         end = offset + length
         if length < _NLMSGHDR.size or end > len(data):
             return None
-        if kind in (RTM_NEWADDR, RTM_DELADDR):
+        if kind in LOOK_KINDS:
             return None
         body = offset + _NLMSGHDR.size
         if kind == RTM_DELROUTE and body + _RTMSG.size <= end \

@@ -14,11 +14,19 @@ from cni_bridge.node_agent.route_plan import ROUTE_PROTOCOL, LocalNetwork, Route
 from cni_bridge.spec.errors import CniError
 
 
-def local_networks(nl: Netlink) -> list[LocalNetwork]:
-    """The networks of this namespace's global addresses (where another node is on-link)."""
-    return [LocalNetwork(a.interface.network, a.address, a.index)
-            for a in list_addresses(nl)
-            if a.scope == RT_SCOPE_UNIVERSE and not a.tentative and not a.dad_failed]
+def local_networks(nl: Netlink) -> tuple[list[LocalNetwork], bool]:
+    """The networks of this namespace's usable global addresses (where another node is
+    on-link), and whether one is still tentative (in duplicate address detection, or waiting
+    for its link: usable soon, so worth another look)."""
+    usable, settling = [], False
+    for a in list_addresses(nl):
+        if a.scope != RT_SCOPE_UNIVERSE or a.dad_failed:
+            continue
+        if a.tentative:
+            settling = True
+        else:
+            usable.append(LocalNetwork(a.interface.network, a.address, a.index))
+    return usable, settling
 
 
 def main_table(nl: Netlink) -> list[RouteInfo]:
@@ -27,7 +35,7 @@ def main_table(nl: Netlink) -> list[RouteInfo]:
 
 def apply_changes(nl: Netlink, changes: RouteChanges, log: Callable[[str], None]) -> list[str]:
     """Removals first, so that a node whose address changed gets its new route. A change the
-    kernel refuses does not stop the others: it is returned, and tried again at the next look."""
+    kernel refuses does not stop the others: it is returned, and tried again soon."""
     failed: list[str] = []
     for old in changes.remove:
         spec = RouteSpec(dst=old.dst, gateway=old.gateway, index=old.index,

@@ -156,6 +156,20 @@ def test_routes_removed_by_hand_come_back_foreign_route_untouched(cluster: Clust
     assert [(r["gateway"], r.get("protocol")) for r in foreign] == [("192.0.2.99", "boot")]
 
 
+def test_routes_come_back_with_their_link(cluster: Cluster) -> None:
+    """A link going down takes its IPv4 routes without a notification of their deletion (and
+    its IPv6 addresses, keep_addr_on_down being 0); the link coming up is the signal."""
+    cluster.serve([ME, B])
+    agent = cluster.agent("--resync-interval", "60")
+    cluster.wait_ready(agent)
+    wait_routes(cluster.node, B_ROUTES)
+    cluster.node.run("ip", "link", "set", "eth0", "down")
+    cluster.node.run("ip", "link", "set", "eth0", "up")
+    wait_routes(cluster.node, {"10.244.1.0/24": "192.0.2.11"})
+    cluster.node.run("ip", "addr", "add", "2001:db8:1::10/64", "dev", "eth0", "nodad")
+    wait_routes(cluster.node, B_ROUTES)
+
+
 def test_api_stopped_and_restarted_keeps_everything_and_resumes(cluster: Cluster) -> None:
     api = cluster.serve([ME, B, {"name": "node-c", "podCIDRs": ["10.244.2.0/24"],
                                  "internalIPs": ["192.0.2.12"]}])

@@ -76,7 +76,8 @@ class RouteMonitor:
         self.seen: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(["ip", "-n", ns.name, "monitor", "route"],
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

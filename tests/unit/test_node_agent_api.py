@@ -303,3 +303,8 @@ def test_watcher_ends_the_agent_on_an_unexpected_error() -> None:
     _, messages, _ = run_watcher([KeyError("metadata")])
     assert len(messages) == 1 and isinstance(messages[0], Fatal)
     assert "watching the nodes failed: KeyError('metadata')" in str(messages[0].error)
+
+
+def test_kubeconfig_without_current_context_says_how_to_set_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no current-context: set one"):
+        load_kubeconfig(kubeconfig(tmp_path, "apiVersion: v1\nkind: Config\n"))
