@@ -18,7 +18,7 @@ from cni_bridge.firewall import skeleton
 from cni_bridge.firewall.ipt_save import parse_save
 from cni_bridge.firewall.nft_state import Chain, Listing
 from cni_bridge.firewall.runner import CommandResult
-from cni_bridge.serve import heal, watch
+from cni_bridge.serve import heal, restore, watch
 
 # --- notifications -----------------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class FakeNft:
         return CommandResult(tuple(argv), 1, "", "unexpected")
 
     def listing(self) -> str:
-        needs = heal.needs_of(records.list_records(self.root))["nftables"]
+        needs = restore.needs_of(records.list_records(self.root))["nftables"]
         chains = [{"chain": {"name": c.name}} for c in needs.nft_chains()]
         rules = [{"rule": {"family": "inet", "table": "cni_bridge", "chain": c.name,
                            "handle": i}} for c in needs.nft_chains() for i, _ in enumerate(c.rules)]
