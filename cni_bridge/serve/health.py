@@ -4,8 +4,9 @@ A check runs in a forked child (``heal.check``: the main process holds no firewa
 reports back through a pipe. It runs at start, every ``check_interval`` seconds, on SIGHUP, and
 just after nftables notifications say that a table our records depend on lost something; one
 at a time, with one more if something changed while it ran. After a failed restore the next
-check waits (``backoff``: 1 s doubling to 5 min; SIGHUP does not wait), and each error is
-logged once, until a check no longer reports it.
+check waits (``backoff``: 1 s doubling to 5 min, and at least ten times as long as the
+failed check took; SIGHUP does not wait), and each error is logged once, until a check no
+longer reports it.
 
 The child never outlives the server: the kernel kills it when the server dies
 (``PR_SET_PDEATHSIG``), it ends itself after ``CHILD_DEADLINE``, the server kills it after
@@ -189,19 +190,21 @@ class Health:
             report = {"time": time.time(), "trigger": self.trigger, "errors": [
                 "the health check ended without a report"], "missing": [], "restored": 0}
         self.view.checked(report)
-        self._judge(report, time.monotonic())
+        now = time.monotonic()
+        self._judge(report, now, now - child.started)
         if self.rerun:
             self.rerun = False
             self.schedule("change during the last check", time.monotonic())
 
 
-    def _judge(self, report: dict[str, Any], now: float) -> None:
-        """Back off after a failed restore, reset after a good one; log what is new."""
+    def _judge(self, report: dict[str, Any], now: float, took: float = 0.0) -> None:
+        """Back off after a failed restore (that took `took` s), reset after a good one; log
+        what is new."""
         errors = list(report.get("errors") or [])
         new = [e for e in errors if e not in self.logged]
         self.logged = set(errors)
         if report.get("failed"):
-            delay = self.backoff.failed(now)
+            delay = self.backoff.failed(now, took)
             self.records_seen = self.view.records.reads
             self.schedule("retry after a failed restore", self.backoff.not_before)
             if new:

@@ -156,8 +156,9 @@ def chunks(entries: Sequence[Entry], size: int) -> list[Sequence[Entry]]:
     return [entries[i:i + size] for i in range(0, len(entries), size)]
 
 
-def restore(name: str, needs: Needs, runner: CommandRunner, size: int = CHUNK) -> Outcome:
-    """Every entry of `needs` in chunks of `size`, one transaction each."""
+def restore(name: str, needs: Needs, runner: CommandRunner, size: int | None = None) -> Outcome:
+    """Every entry of `needs` in chunks of `size` (`CHUNK`), one transaction each."""
+    size = size or CHUNK
     backend = make_backend(name, runner)
     out = Outcome()
     for part in chunks(needs.masq, size):

@@ -120,42 +120,51 @@ def test_a_restore_with_conflicting_records_goes_in_and_names_the_loser(tmp_path
 # --- chunks ------------------------------------------------------------------------------------
 
 
-def test_thousands_of_records_go_in_a_few_chunks(tmp_path: Path) -> None:
-    for i in range(1200):
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 50 entries (500 in production): the same arithmetic with fewer records."""
+    monkeypatch.setattr(restore, "CHUNK", 50)
+    return 50
+
+
+def test_many_records_go_in_a_few_chunks(tmp_path: Path, small_chunks: int) -> None:
+    for i in range(120):
         save(tmp_path, f"c{i}", "bridge", masq(address(i)))
         save(tmp_path, f"c{i}", "portmap", port(address(i), 10_000 + i))
     nft = Nft(tmp_path)
     report = heal.check(tmp_path, "change: nftables", nft)
     assert report["failed"] is False and report["errors"] == []
-    assert report["restored"] == 2400
+    assert report["restored"] == 240
     assert report["transactions"] == 6 == len(nft.batches())  # 3 masquerade, 3 port chunks
     committed = nft.committed()
-    assert all(f"10.1.{i // 250}.{i % 250 + 2} " in committed for i in range(1200))
-    assert all(f"tcp . {10_000 + i} " in committed for i in range(1200))
+    assert all(f"10.1.0.{i + 2} " in committed for i in range(120))
+    assert all(f"tcp . {10_000 + i} " in committed for i in range(120))
 
 
-def test_a_bad_entry_is_isolated_in_a_bounded_number_of_transactions(tmp_path: Path) -> None:
-    for i in range(1000):
+def test_a_bad_entry_is_isolated_in_a_bounded_number_of_transactions(
+        tmp_path: Path, small_chunks: int) -> None:
+    for i in range(100):
         save(tmp_path, f"c{i}", "bridge", masq(address(i)))
-    nft = Nft(tmp_path, poison=("10.1.1.9 ",))  # address(257)
+    nft = Nft(tmp_path, poison=("10.1.0.59 ",))  # address(57)
     report = heal.check(tmp_path, "change: nftables", nft)
     assert report["failed"] is True
-    assert report["errors"] == ["cannot restore masquerade of 10.1.1.9 of container c257 "
+    assert report["errors"] == ["cannot restore masquerade of 10.1.0.59 of container c57 "
                                 "(n/eth0): cannot add masquerade to nft table inet "
                                 "cni_bridge: nft -f -: exit 1: Error: File exists"]
-    assert report["transactions"] <= 2 + 2 * 9 + 1  # two chunks, one halved down to one entry
+    assert report["transactions"] <= 2 + 2 * 6  # two chunks, one halved down to one entry
     committed = nft.committed()
-    assert all(f"10.1.{i // 250}.{i % 250 + 2} " in committed for i in range(1000) if i != 257)
+    assert all(f"10.1.0.{i + 2} " in committed for i in range(100) if i != 57)
 
 
-def test_isolation_stops_at_its_budget_and_reports_the_rest_whole(tmp_path: Path) -> None:
-    for i in range(2000):
+def test_isolation_stops_at_its_budget_and_reports_the_rest_whole(
+        tmp_path: Path, small_chunks: int) -> None:
+    for i in range(400):
         save(tmp_path, f"c{i}", "bridge", masq(address(i)))
     nft = Nft(tmp_path, poison=("masq_owner4",))  # every batch fails
     report = heal.check(tmp_path, "change: nftables", nft)
-    assert report["failed"] is True and report["restored"] == 2000
-    assert report["transactions"] == 4 + restore.ISOLATION_BUDGET
-    assert any(e.startswith("cannot restore 500 entries from masquerade of") for e
+    assert report["failed"] is True and report["restored"] == 400
+    assert report["transactions"] == 8 + restore.ISOLATION_BUDGET
+    assert any(e.startswith("cannot restore 50 entries from masquerade of") for e
                in report["errors"])
 
 
@@ -173,6 +182,16 @@ def test_backoff_doubles_to_its_ceiling_and_resets_after_success() -> None:
     assert b.delay == MAX_DELAY and b.when(100.0) == 100.0 + MAX_DELAY
     assert b.succeeded() == 24 and b.ready(100.0) and b.when(100.0) == 100.0
     assert b.failed(200.0) == 1.0
+
+
+def test_a_slow_failing_restore_waits_ten_times_as_long_as_it_took() -> None:
+    b = Backoff()
+    assert b.failed(0.0, took=3.0) == 30.0  # not 1 s: it would run a third of the time
+    assert b.failed(33.0, took=3.0) == 60.0  # then doubling
+    assert b.failed(96.0, took=0.1) == 120.0
+    b.records_changed()
+    assert b.when(96.5) == 96.0 + 1.0  # one first step (of the fast one) after it
+    assert b.failed(200.0, took=60.0) == MAX_DELAY
 
 
 def test_a_records_change_shortens_the_wait_but_never_below_the_first_step() -> None:
