@@ -17,16 +17,34 @@ from typing import Any
 
 from cni_bridge import records
 from cni_bridge.firewall import skeleton
+from cni_bridge.firewall.nft_io import Nft
 from cni_bridge.firewall.runner import CommandRunner, SubprocessRunner
-from cni_bridge.serve.restore import Needs, backend_of, needs_of, restore
+from cni_bridge.serve.restore import Needs, concerns, needs_of, restore
 
 
 def nft_missing(needs: Needs, runner: CommandRunner) -> list[str]:
     from cni_bridge.firewall.names import NFT_FAMILY, NFT_TABLE
-    from cni_bridge.firewall.nft_io import Nft
 
-    listing = Nft(runner).skeleton(NFT_FAMILY, NFT_TABLE)
-    return skeleton.nft_missing(listing, needs.nft_chains(), needs.nft_maps())
+    nft = Nft(runner)
+    missing = []
+    if needs.uses_our_table():
+        listing = nft.skeleton(NFT_FAMILY, NFT_TABLE)
+        missing += skeleton.nft_missing(listing, needs.nft_chains(), needs.nft_maps())
+    if needs.spoof:
+        missing += spoof_missing(nft, needs)
+    return missing
+
+
+def spoof_missing(nft: Nft, needs: Needs) -> list[str]:
+    """The spoof-check jumps gone from ``bridge nat PREROUTING`` (one read)."""
+    from cni_bridge.firewall import spoofcheck
+
+    present = {r.comment for r in nft.chain_rules("bridge", spoofcheck.TABLE,
+                                                   spoofcheck.BASE_CHAIN) or ()}
+    gone = [e for e in needs.spoof
+            if spoofcheck.jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+    return [f"nft chain bridge {spoofcheck.TABLE} {spoofcheck.BASE_CHAIN} lacks the spoof "
+            f"check of {len(gone)} attachment(s)"] if gone else []
 
 
 def ipt_missing(needs: Needs, runner: CommandRunner) -> list[str]:
@@ -78,7 +96,7 @@ def check(root: Path, trigger: str, runner: CommandRunner | None = None) -> dict
 
 def _restore(root: Path, name: str, runner: CommandRunner, report: dict[str, Any]) -> None:
     # Records read again: an attachment deleted meanwhile must not come back.
-    fresh = [r for r in records.list_records(root) if backend_of(r) == name]
+    fresh = [r for r in records.list_records(root) if concerns(r, name)]
     needs = needs_of(fresh, root).get(name, Needs())
     report["errors"] += needs.conflicts
     try:

@@ -26,16 +26,26 @@ from cni_bridge.firewall import skeleton
 from cni_bridge.firewall.detect import make_backend
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
 from cni_bridge.firewall.nft_schema import ChainSpec
+from cni_bridge.firewall.recorded import SpoofEntry
 from cni_bridge.firewall.runner import CommandRunner
 
 DEFAULT_BACKEND = "nftables"
+NFTABLES = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
 CHUNK = 500
+SPOOF_CHUNK = 50  # attachments: each is two chains and up to 14 rules
 ISOLATION_BUDGET = 64
-Entry = TypeVar("Entry", MasqEntry, PortMapping)
+Entry = TypeVar("Entry", MasqEntry, PortMapping, SpoofEntry, str)
 
 
 def backend_of(rec: records.Record) -> str:
     return str(rec.data.get("backend") or DEFAULT_BACKEND)
+
+
+def concerns(rec: records.Record, name: str) -> bool:
+    """Whether backend `name` holds rules of `rec`: its own, or nftables for a spoof check or
+    isolation."""
+    return backend_of(rec) == name or (name == NFTABLES and rec.plugin == "bridge" and bool(
+        rec.data.get("spoofcheck") or rec.data.get("isolate")))
 
 
 def record_name(rec: records.Record) -> str:
@@ -48,14 +58,21 @@ class Needs:
 
     masq: list[MasqEntry] = field(default_factory=list)
     ports: dict[PortmapOptions, list[PortMapping]] = field(default_factory=dict)
+    spoof: list[SpoofEntry] = field(default_factory=list)
+    isolate: list[str] = field(default_factory=list)  # bridges (and VLAN gateways)
     damaged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
 
+    def uses_our_table(self) -> bool:
+        return bool(self.masq or self.ports or self.isolate)
+
     def nft_chains(self) -> list[ChainSpec]:
+        from cni_bridge.firewall.isolation import forward_chain
+
         chains = skeleton.nft_masq_chains(self.masq) if self.masq else []
         for options, entries in self.ports.items():
             chains += skeleton.nft_portmap_chains(entries, options)
-        return chains
+        return chains + ([forward_chain()] if self.isolate else [])
 
     def nft_maps(self) -> set[str]:
         from cni_bridge.firewall.nft_remove import HOSTPORT_MAPS, MASQ_MAPS
@@ -80,10 +97,14 @@ class Claims:
         return None
 
 
-def describe(entry: MasqEntry | PortMapping) -> str:
+def describe(entry: MasqEntry | PortMapping | SpoofEntry | str) -> str:
+    if isinstance(entry, str):
+        return f"isolation of bridge {entry}"
     o = entry.owner
     if isinstance(entry, MasqEntry):
         what = f"masquerade of {entry.address.ip}"
+    elif isinstance(entry, SpoofEntry):
+        what = f"spoof check of {entry.host_veth}"
     else:
         host = f"[{entry.host_ip}]" if entry.host_ip and entry.version == 6 else entry.host_ip
         what = (f"host port {host or '*'}:{entry.host_port}/{entry.protocol} -> "
@@ -115,9 +136,26 @@ def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[s
         needs = out.setdefault(name, Needs())
         try:
             _gather(needs, claims.setdefault(name, Claims()), rec)
+            if rec.plugin == "bridge":
+                _gather_nft_only(out, claims.setdefault(NFTABLES, Claims()), rec)
         except Exception as exc:
             needs.damaged.append(f"{record_name(rec)}: {exc}")
     return out
+
+
+def _gather_nft_only(out: dict[str, Needs], claims: Claims, rec: records.Record) -> None:
+    """Spoof check and isolation: a host veth name can be given out again, so a stale
+    record's spoof check must not land on another container's veth: the newer record wins."""
+    from cni_bridge.firewall.recorded import isolated_bridges, spoof_entry
+
+    spoof, bridges = spoof_entry(rec), isolated_bridges(rec)
+    if spoof is None and not bridges:
+        return
+    needs = out.setdefault(NFTABLES, Needs())
+    if spoof is not None:
+        holder = claims.take(spoof.owner, [("veth", spoof.host_veth)], record_name(rec))
+        _keep(needs, needs.spoof, spoof, holder, record_name(rec))
+    needs.isolate += [b for b in bridges if b not in needs.isolate]
 
 
 def _gather(needs: Needs, claims: Claims, rec: records.Record) -> None:
@@ -169,7 +207,18 @@ def restore(name: str, needs: Needs, runner: CommandRunner, size: int | None = N
 
         for ports in chunks(entries, size):
             _apply(add, ports, out)
+    restore_nft_only(needs, runner, out)
     return out
+
+
+def restore_nft_only(needs: Needs, runner: CommandRunner, out: Outcome) -> None:
+    from cni_bridge.firewall.isolation import ensure_isolated
+    from cni_bridge.firewall.recorded import add_spoofchecks
+
+    if needs.isolate:
+        _apply(lambda bridges: ensure_isolated(runner, bridges), needs.isolate, out)
+    for part in chunks(needs.spoof, SPOOF_CHUNK):
+        _apply(lambda entries: add_spoofchecks(runner, entries), part, out)
 
 
 def _apply(add: Callable[[Sequence[Entry]], None], entries: Sequence[Entry],

@@ -3,8 +3,9 @@
 The kernel multicasts every committed nftables change on ``NETLINK_NETFILTER`` group
 ``NFNLGRP_NFTABLES``, in the namespace where it happens. iptables here is iptables-nft, so its
 changes arrive too. What matters is a deletion (of a table, chain, rule or set) in a table whose
-loss breaks our attachments: ``inet cni_bridge`` (nftables backend) or the ``ip``/``ip6`` ``nat``
-tables (iptables backend). Element deletions are what every DEL does and are ignored.
+loss breaks our attachments: ``inet cni_bridge`` (nftables backend, and the isolation rule),
+``bridge nat`` (the spoof check, whatever the backend) or the ``ip``/``ip6`` ``nat`` tables
+(iptables backend). Element deletions are what every DEL does and are ignored.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ NETLINK_ADD_MEMBERSHIP = 1
 NFNL_SUBSYS_NFTABLES = 10
 # NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET, and the DESTROY* variants (kernel >= 6.3)
 DELETIONS = frozenset({2, 5, 8, 11, 26, 27, 28, 29})
-NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
+NFPROTO_INET, NFPROTO_IPV4, NFPROTO_BRIDGE, NFPROTO_IPV6 = 1, 2, 7, 10
 TABLE_ATTR = 1  # NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE,SET_TABLE}: the table's name
-WATCHED = {(NFPROTO_INET, "cni_bridge"): "nftables", (NFPROTO_IPV4, "nat"): "iptables",
-           (NFPROTO_IPV6, "nat"): "iptables"}
+WATCHED = {(NFPROTO_INET, "cni_bridge"): "nftables", (NFPROTO_BRIDGE, "nat"): "nftables",
+           (NFPROTO_IPV4, "nat"): "iptables", (NFPROTO_IPV6, "nat"): "iptables"}
 ALL = frozenset(WATCHED.values())
 _HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
 _ATTR = struct.Struct("=HH")  # struct nlattr

@@ -242,3 +242,49 @@ def test_the_healer_backs_off_logs_once_and_ignores_notifications_meanwhile(
         health.due = None
         health.schedule("change: nftables", now + 0.05)
         assert health.due == now + 0.05
+
+
+# --- spoof check and isolation -----------------------------------------------------------------
+
+SPOOF = {"hostVeth": "veth0a0b0c0d", "mac": "02:00:00:00:00:05",
+         "pin": {"mac": "02:00:00:00:00:05", "ipv4": ["10.1.0.5"], "ipv6": ["fe80::5"]}}
+
+
+def test_spoof_check_and_isolation_are_read_from_the_bridge_record(tmp_path: Path) -> None:
+    save(tmp_path, "c", "bridge", {**masq("10.1.0.5/16"), "backend": "iptables",
+                                   "spoofcheck": SPOOF, "isolate": ["br0", "br0.100"]})
+    save(tmp_path, "old", "bridge", masq("10.1.0.6/16"))  # written before they were recorded
+    needs = restore.needs_of(records.list_records(tmp_path), tmp_path)
+    assert len(needs["iptables"].masq) == 1 and needs["iptables"].spoof == []
+    nft = needs["nftables"]  # nftables rules, whatever the masquerade backend
+    (spoof,) = nft.spoof
+    assert (spoof.owner.container_id, spoof.host_veth, spoof.mac) == ("c", "veth0a0b0c0d",
+                                                                      SPOOF["mac"])
+    assert spoof.pin is not None and [str(a) for a in spoof.pin.ipv4] == ["10.1.0.5"]
+    assert nft.isolate == ["br0", "br0.100"] and [e.owner.container_id for e in nft.masq] == [
+        "old"]
+
+
+def test_a_stale_spoof_check_never_lands_on_a_veth_name_given_out_again(tmp_path: Path) -> None:
+    save(tmp_path, "gone", "bridge", {"spoofcheck": {**SPOOF, "mac": "02:00:00:00:00:99"}},
+         mtime=1_000)
+    save(tmp_path, "now", "bridge", {"spoofcheck": SPOOF}, mtime=2_000)
+    needs = restore.needs_of(records.list_records(tmp_path), tmp_path)["nftables"]
+    assert [e.owner.container_id for e in needs.spoof] == ["now"]
+    assert "spoof check of veth0a0b0c0d of container gone" in needs.conflicts[0]
+
+
+def test_a_flushed_spoof_check_and_isolation_are_restored(tmp_path: Path) -> None:
+    # An iptables masquerade backend: its spoof check and isolation are nftables rules still.
+    save(tmp_path, "c", "bridge", {"backend": "iptables", "masq": [], "spoofcheck": SPOOF,
+                                   "isolate": ["br0"]})
+    nft = Nft(tmp_path)
+    report = heal.check(tmp_path, "change: nftables", nft)
+    assert report["missing"] == ["nft table inet cni_bridge is missing",
+                                 "nft chain bridge nat PREROUTING lacks the spoof check of 1 "
+                                 "attachment(s)"]
+    isolation, spoof = nft.batches()
+    assert 'add element inet cni_bridge isolated_bridges { "br0" }' in isolation
+    assert 'iifname "veth0a0b0c0d" jump cni-br-iface-c-eth0' in spoof
+    assert 'ipspoofchk-c-eth0: ipv4 source' in spoof
+    assert report["transactions"] == 2 and report["errors"] == []

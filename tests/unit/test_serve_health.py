@@ -36,6 +36,11 @@ def test_deletions_in_our_tables_are_noticed() -> None:
     assert watch.backends_touched(batch) == {"nftables", "iptables"}
 
 
+def test_the_spoof_checks_bridge_table_concerns_the_nftables_watch() -> None:
+    assert watch.backends_touched(message(5, 7, "nat")) == {"nftables"}  # DELCHAIN, bridge nat
+    assert watch.backends_touched(message(5, 7, "filter")) == set()
+
+
 def test_element_churn_additions_and_other_tables_are_not() -> None:
     batch = b"".join([
         message(14, 1, "cni_bridge"),  # DELSETELEM: what every DEL does
