@@ -125,3 +125,37 @@ def test_thousands_of_records_are_restored_in_a_few_transactions(
                                      "hostport_any4").stdout)
     (ports,) = [item["map"] for item in listing["nftables"] if "map" in item]
     assert len(ports["elem"]) == 2000
+
+
+def test_two_records_claiming_one_address_restore_without_file_exists(
+        host_ns: Netns, resident: Callable[..., Resident]) -> None:
+    """Two values under one map key in one transaction is what the kernel refuses with "File
+    exists": a stale record (a lost DEL) and the newer owner of its address must not both go
+    into the restore. The newer record wins; the other is named."""
+    root = write_records(host_ns, 200)
+    for cid, mtime in (("stale", 1_000_000), ("fresh", 2_000_000)):
+        doc = {"network": "bulk", "containerID": cid, "ifname": "eth0", "plugin": "bridge",
+               "data": {"backend": "nftables", "masq": [{"address": "10.47.9.9/16",
+                                                         "subnet": "10.47.0.0/16"}]}}
+        path = root / f"{cid}.eth0.bridge.json"
+        path.write_text(json.dumps(doc))
+        os.utime(path, (mtime, mtime))
+    server = resident(use=False)
+    report: dict[str, object] = {}
+
+    def restored() -> bool:
+        nonlocal report
+        report = (server.status() or {}).get("last_restore") or {}
+        return bool(report)
+
+    wait_for(restored, "the start check's restore", 60)
+    assert not report["failed"] and report["transactions"] == 2, report
+    (conflict,) = report["errors"]  # type: ignore[misc]
+    assert "masquerade of 10.47.9.9 of container stale" in conflict
+    assert "the newer record bulk/fresh.eth0.bridge" in conflict
+    listing = json.loads(host_ns.run("nft", "-j", "list", "map", "inet", "cni_bridge",
+                                     "masq_owner4").stdout)
+    (owners,) = [item["map"]["elem"] for item in listing["nftables"] if "map" in item]
+    (comment,) = [key["elem"]["comment"] for key, _ in owners
+                  if key["elem"]["val"] == "10.47.9.9"]
+    assert "id: fresh" in comment, comment
