@@ -12,6 +12,7 @@ whether the restore failed (the server then backs off before trying again).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,11 @@ def missing_skeleton(name: str, needs: Needs, runner: CommandRunner) -> list[str
     return []
 
 
-def check(root: Path, trigger: str, runner: CommandRunner | None = None) -> dict[str, Any]:
-    """Check the skeleton of every backend our records use; restore where it is gone."""
+def check(root: Path, trigger: str, runner: CommandRunner | None = None,
+          force: Collection[str] = ()) -> dict[str, Any]:
+    """Check the skeleton of every backend our records use; restore where it is gone, and for
+    the backends in `force` (their table was deleted: an ADD since may have made the skeleton
+    again, without the other attachments' entries) whatever the skeleton says."""
     started = time.monotonic()
     runner = runner or SubprocessRunner()
     recs = list(records.list_records(root))
@@ -87,6 +91,8 @@ def check(root: Path, trigger: str, runner: CommandRunner | None = None) -> dict
             report["errors"].append(f"{name}: cannot read the skeleton: {exc}")
             report["failed"] = True
             continue
+        if not missing and name in force:
+            missing = [f"{name}: a table was deleted"]
         if missing:
             report["missing"] += missing
             _restore(root, name, runner, report)

@@ -63,6 +63,7 @@ class Health:
         self.backoff = Backoff()
         self.records_seen = 0  # the records view's reads at the last failure
         self.logged: set[str] = set()  # errors logged and still reported
+        self.force: set[str] = set()  # backends whose table was deleted: restore whatever
 
     def watch(self) -> None:
         if self.watcher is not None:
@@ -124,15 +125,18 @@ class Health:
         from cni_bridge.serve.watch import drain
 
         assert self.watcher is not None
+        lost: set[str] = set()
         try:
-            touched = drain(self.watcher)
+            touched = drain(self.watcher, lost)
         except OSError as exc:
             log.warning("nftables notifications lost (%s); periodic checks only", exc)
             self.sel.unregister(self.watcher)
             return
         if touched:
             self.view.records.refresh()
-            if touched & self.view.records.backends():
+            ours = self.view.records.backends()
+            if touched & ours:
+                self.force |= lost & ours
                 self.schedule("change: " + ", ".join(sorted(touched)),
                               time.monotonic() + DEBOUNCE)
 
@@ -142,7 +146,7 @@ class Health:
             self.rerun = True  # something changed while the last check ran
             return
         read_end, write_end = os.pipe()
-        server = os.getpid()
+        server, force = os.getpid(), sorted(self.force)
         try:
             pid = os.fork()
         except OSError as exc:
@@ -157,7 +161,7 @@ class Health:
                 _die_with(server)
                 from cni_bridge.serve import heal
 
-                report = heal.check(self.view.records.root, self.trigger)
+                report = heal.check(self.view.records.root, self.trigger, force=force)
                 with os.fdopen(write_end, "w") as out:
                     out.write(json.dumps(report))
             except BaseException:
@@ -165,6 +169,7 @@ class Health:
             finally:
                 os._exit(0)
         os.close(write_end)
+        self.force.clear()  # the check just started restores them
         with contextlib.suppress(OSError):  # also done by the child: whichever comes first
             os.setpgid(pid, pid)
         os.set_blocking(read_end, False)
