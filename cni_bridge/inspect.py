@@ -25,7 +25,12 @@ from cni_bridge import records
 from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.detect import detect_backend, make_backend
-from cni_bridge.firewall.recorded import masq_entries, port_entries
+from cni_bridge.firewall.recorded import (
+    masq_entries,
+    missing_extras,
+    port_entries,
+    restore_extras,
+)
 from cni_bridge.firewall.runner import SubprocessRunner
 from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
 from cni_bridge.runtime import Attachment, ConflistError, NetworkList, Runtime, parse_network_list
@@ -194,7 +199,8 @@ def missing_rules(rec: records.Record) -> list[str]:
     """What of this record's rules is not in the firewall (empty: all present)."""
     backend = record_backend(rec)
     if rec.plugin == "bridge":
-        return list(backend.check_masquerade(masq_entries(rec)))
+        return [*backend.check_masquerade(masq_entries(rec)),
+                *missing_extras(SubprocessRunner(), rec)]
     if rec.plugin == "portmap":
         mappings, options = port_entries(rec)
         return list(backend.check_portmappings(mappings, options))
@@ -205,6 +211,7 @@ def restore_rules(rec: records.Record) -> None:
     backend = record_backend(rec)
     if rec.plugin == "bridge":
         backend.add_masquerade(masq_entries(rec))
+        restore_extras(SubprocessRunner(), rec)
     elif rec.plugin == "portmap":
         mappings, options = port_entries(rec)
         backend.add_portmappings(mappings, options)

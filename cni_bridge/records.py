@@ -90,6 +90,16 @@ def remove_record(root: Root, network: str, container_id: str, ifname: str, plug
         os.unlink(_path(root, network, container_id, ifname, plugin))
 
 
+def record_mtime_ns(root: Root, rec: Record) -> int:
+    """When `rec` was last written (0: gone); the newer of two records claiming one address
+    or host port is the one to believe."""
+    try:
+        return os.stat(_path(root, rec.network, rec.container_id, rec.ifname,
+                             rec.plugin)).st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _read(path: str) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.loads(f.read())

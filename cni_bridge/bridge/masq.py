@@ -68,6 +68,19 @@ def add_masquerade(req: Request, cfg: BridgeConfig, ips: Sequence[IPConfig]) -> 
         log.warning("cannot write the masquerade record of %s: %s", _owner(req), exc)
 
 
+def record_extras(req: Request, extras: dict[str, Any]) -> None:
+    """Add the spoof check and isolation an ADD installed (``firewall.recorded``) to this
+    attachment's record, once the ADD is done (an ADD that fails records nothing of them)."""
+    old = _record(req)
+    data = {**(old.data if old is not None else {}), **extras}
+    try:
+        records.save_record(records.state_root(), records.Record(
+            req.network_name, req.env.container_id, req.env.ifname, RECORD_PLUGIN, data))
+    except OSError as exc:  # the rules are in; only reconcile/status lose sight of them
+        log.warning("cannot write the spoof check and isolation record of %s: %s",
+                    _owner(req), exc)
+
+
 def _record(req: Request) -> records.Record | None:
     return records.find_record(records.state_root(), req.network_name, req.env.container_id,
                                req.env.ifname, RECORD_PLUGIN)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv6Address
+from typing import Any
 
 from cni_bridge.bridge import masq
 from cni_bridge.bridge.addressing import (
@@ -23,6 +24,7 @@ from cni_bridge.bridge.teardown import delete_attachment
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.bridge.wiring import ensure_bridge, ensure_veth
 from cni_bridge.diag import logger
+from cni_bridge.firewall.recorded import spoof_record_data
 from cni_bridge.firewall.spoofcheck import Pin, make_pin
 from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
@@ -107,23 +109,28 @@ class BridgePlugin:
         with req.timer.phase("links"):
             br = ensure_bridge(host, cfg)
             pair = ensure_veth(host, at.cont, cfg, br, req.env.ifname, at.undo)
+        extras: dict[str, Any] = {}  # recorded once the ADD is done, for the healer
         if cfg.macspoofchk and not cfg.ipspoofchk:
-            self._spoofcheck(at, pair, None)
+            extras["spoofcheck"] = self._spoofcheck(at, pair, None)
         l3 = L3Done(L3Plan((), (), (), ()), DNS(), None)
         if cfg.l3:
             l3 = self._add_l3(at, br, pair.container, allocated or self._allocate(at))
         elif not cfg.disable_container_interface:
             links.set_link_up(at.cont, pair.container.index)
         if cfg.ipspoofchk:  # pins the addresses: after L3 (the config guarantees IPAM)
-            self._spoofcheck(at, pair, address_pin(at.cont, pair.container, l3.plan))
+            pin = address_pin(at.cont, pair.container, l3.plan)
+            extras["spoofcheck"] = self._spoofcheck(at, pair, pin)
         if cfg.isolate_networks:
             with req.timer.phase("isolation"):
                 gateway = [l3.vlan_gateway.name] if l3.vlan_gateway is not None else []
-                masq.isolate_network([br.name, *gateway])
+                extras["isolate"] = [br.name, *gateway]
+                masq.isolate_network(extras["isolate"])
         host_veth = pair.host
         if not cfg.disable_container_interface:
             with req.timer.phase("port-up"):
                 host_veth = links.wait_link_oper_up(host, pair.host.index, PORT_UP_TIMEOUT)
+        if extras:
+            masq.record_extras(req, extras)
         br = links.get_link(host, br.index)  # report the MACs as they are now
         interfaces = [
             Interface(name=br.name, mac=br.mac or ""),
@@ -139,10 +146,13 @@ class BridgePlugin:
             dns=l3.dns if cfg.dns.is_empty() else cfg.dns,
         )
 
-    def _spoofcheck(self, at: Attach, pair: VethPair, pin: Pin | None) -> None:
+    def _spoofcheck(self, at: Attach, pair: VethPair, pin: Pin | None) -> dict[str, Any]:
+        """Install the spoof check; what its record holds."""
+        mac = pair.container.mac or ""
         with at.req.timer.phase("spoofcheck"):
             at.undo.push("remove spoof check", lambda: masq.remove_spoofcheck(at.req))
-            masq.add_spoofcheck(at.req, pair.host.name, pair.container.mac or "", pin)
+            masq.add_spoofcheck(at.req, pair.host.name, mac, pin)
+        return spoof_record_data(pair.host.name, mac, pin)
 
     def _allocate(self, at: Attach) -> Result:
         ipam = self._ipam(at.req)

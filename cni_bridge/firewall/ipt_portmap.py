@@ -133,13 +133,15 @@ def _dnat_match(rule: str) -> tuple[tuple[str, ...], ...] | None:
     return signature(rule.split(" -j DNAT", 1)[0])
 
 
-def find_conflicts(state: NatState, owner: Owner,
-                   entries: Sequence[PortMapping]) -> list[tuple[str, str]]:
-    """(host port, holder) for each of `entries` another container's chain already DNATs."""
-    ours = names.dnat_chain_name(owner.network, owner.container_id)
-    taken: dict[tuple[tuple[str, ...], ...], str] = {}
+Holders = dict[tuple[tuple[str, ...], ...], list[tuple[str, str]]]
+
+
+def dnat_holders(state: NatState) -> Holders:
+    """Per DNAT match (host address, protocol, port): the (chain, holder) of every container
+    chain that DNATs it. Read once for all the owners of one transaction."""
+    held: Holders = {}
     for chain, rules in state.chains.items():
-        if chain == ours or not DNAT_CHAIN_RE.match(chain):
+        if not DNAT_CHAIN_RE.match(chain):
             continue
         found = [parse_owner_comment(comment_of(r)) for _, r in state.jumps_to(chain)]
         net_cid = next((o for o in found if o is not None), None)
@@ -147,12 +149,22 @@ def find_conflicts(state: NatState, owner: Owner,
         for rule in rules:
             match = _dnat_match(rule)
             if match is not None:
-                taken.setdefault(match, who)
+                held.setdefault(match, []).append((chain, who))
+    return held
+
+
+def find_conflicts(state: NatState, owner: Owner, entries: Sequence[PortMapping],
+                   holders: Holders | None = None) -> list[tuple[str, str]]:
+    """(host port, holder) for each of `entries` another container's chain already DNATs
+    (`holders`: ``dnat_holders(state)``, when already known)."""
+    ours = names.dnat_chain_name(owner.network, owner.container_id)
+    held = dnat_holders(state) if holders is None else holders
     conflicts = []
     for e in entries:
-        holder = taken.get(signature(f"{_host_match(e)}{_port_match(e)}"))
-        if holder is not None:
-            conflicts.append((e.describe(), holder))
+        others = [who for chain, who in held.get(signature(f"{_host_match(e)}{_port_match(e)}"),
+                                                   ()) if chain != ours]
+        if others:
+            conflicts.append((e.describe(), others[0]))
     return conflicts
 
 

@@ -168,6 +168,16 @@ class RestoreScript:
     def extend(self, lines: Iterable[str]) -> None:
         self.lines.extend(lines)
 
+    def merge(self, other: RestoreScript) -> None:
+        """`other`'s changes after these; a line already here is not repeated."""
+        for chain in other.declare:
+            self.new_chain(chain)
+        for chain in other.shared:
+            self.new_shared_chain(chain)
+        for mine, theirs in ((self.lines, other.lines), (self.raw, other.raw)):
+            known = set(mine)
+            mine += [line for line in dict.fromkeys(theirs) if line not in known]
+
     def __bool__(self) -> bool:
         return bool(self.declare or self.lines or self.shared or self.raw)
 

@@ -216,13 +216,15 @@ class IptablesBackend:
         # 127.0.0.1-bound services (USERS.md item 4): the IPv4 restore also puts in the raw
         # PREROUTING drop for 127.0.0.0/8 from outside lo when it is missing (shared and never
         # removed, like the reference's shared chains; a concurrent ADD may add it too).
+        # Entries of many owners (a restore after a reload) go in one transaction per family.
         localnet = needs_route_localnet(entries, options)
-        for owner, mine in group_by_owner(entries).items():
-            for version in sorted({e.version for e in mine}):
-                plan = partial(_plan_add_portmappings, owner=owner, all_entries=mine,
-                               version=version, options=options)
-                self._transact(version, plan, f"cannot add IPv{version} port mappings of {owner}",
-                               localnet=localnet and version == 4)
+        owners = group_by_owner(entries)
+        whose = str(next(iter(owners))) if len(owners) == 1 else f"{len(owners)} containers"
+        for version in sorted({e.version for e in entries}):
+            plan = partial(_plan_add_portmappings, owners=owners, version=version,
+                           options=options)
+            self._transact(version, plan, f"cannot add IPv{version} port mappings of {whose}",
+                           localnet=localnet and version == 4)
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
                             options: PortmapOptions | None = None) -> None:
@@ -277,15 +279,21 @@ class IptablesBackend:
         return [item for version in sorted(found) for item in found[version]]
 
 
-def _plan_add_portmappings(state: NatState, owner: Owner, all_entries: Sequence[PortMapping],
+def _plan_add_portmappings(state: NatState, owners: dict[Owner, list[PortMapping]],
                            version: int, options: PortmapOptions) -> RestoreScript:
-    """Refuse host ports another container's chain already DNATs, then plan what is missing."""
-    family = [e for e in all_entries if e.version == version]
-    conflicts = ipt_portmap.find_conflicts(state, owner, family)
-    if conflicts:
-        raise HostPortConflictError("; ".join(f"host port {port} is already published by {who}"
-                                              for port, who in conflicts), holders=conflicts)
-    return ipt_portmap.plan_add_portmappings(state, owner, all_entries, version, options)
+    """Refuse host ports another container's chain already DNATs, then plan what is missing,
+    for every owner in one script (a rule two owners' plans share is written once)."""
+    script = RestoreScript()
+    holders = ipt_portmap.dnat_holders(state)
+    for owner, mine in owners.items():
+        family = [e for e in mine if e.version == version]
+        conflicts = ipt_portmap.find_conflicts(state, owner, family, holders)
+        if conflicts:
+            raise HostPortConflictError("; ".join(
+                f"host port {port} is already published by {who}" for port, who in conflicts),
+                holders=conflicts)
+        script.merge(ipt_portmap.plan_add_portmappings(state, owner, mine, version, options))
+    return script
 
 
 def _validate_ipt_options(options: PortmapOptions) -> None:

@@ -1,15 +1,27 @@
 """The firewall entries our own records describe (``cni_bridge.records``): what an ADD
 installed, for removing it by key (a DEL without prevResult or port mappings), checking it
-(``status``) and putting it back (``reconcile``)."""
+(``status``) and putting it back (``reconcile``, the resident server's healer).
+
+A bridge record holds the masquerade entries (``masq``, with ``backend``) and, since they are
+restored too, the spoof check (``spoofcheck``: host veth, MAC, and for ``ipspoofchk`` the
+pinned addresses) and the isolated bridges (``isolate``). Both are nftables-only, whatever the
+backend; records written before they were recorded lack them and mean none.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cni_bridge import records
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the portmap plugin reads records too: it never loads the spoof check
+    from cni_bridge.firewall.runner import CommandRunner
+    from cni_bridge.firewall.spoofcheck import Pin
 
 
 def record_owner(rec: records.Record) -> Owner:
@@ -45,3 +57,88 @@ def port_entries(rec: records.Record) -> tuple[list[PortMapping], PortmapOptions
         for m in rec.data.get("mappings", [])
     ]
     return mappings, options
+
+
+@dataclass(frozen=True)
+class SpoofEntry:
+    """One attachment's spoof check as recorded: enough to write it again."""
+
+    owner: Owner
+    host_veth: str
+    mac: str
+    pin: Pin | None  # None: the MAC alone (macspoofchk)
+
+
+def spoof_record_data(host_veth: str, mac: str, pin: Pin | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"hostVeth": host_veth, "mac": mac}
+    if pin is not None:
+        data["pin"] = {"mac": pin.mac, "ipv4": [str(a) for a in pin.ipv4],
+                       "ipv6": [str(a) for a in pin.ipv6]}
+    return data
+
+
+def spoof_entry(rec: records.Record) -> SpoofEntry | None:
+    from cni_bridge.firewall.spoofcheck import Pin
+
+    data = rec.data.get("spoofcheck")
+    if not data:
+        return None
+    pin = data.get("pin")
+    return SpoofEntry(record_owner(rec), str(data["hostVeth"]), str(data["mac"]), None if not pin
+                      else Pin(str(pin["mac"]),
+                               tuple(ipaddress.IPv4Address(a) for a in pin.get("ipv4", ())),
+                               tuple(ipaddress.IPv6Address(a) for a in pin.get("ipv6", ()))))
+
+
+def isolated_bridges(rec: records.Record) -> list[str]:
+    return [str(name) for name in rec.data.get("isolate") or ()]
+
+
+def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
+    """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
+    jump is there is left alone: writing it again would add a second jump)."""
+    from cni_bridge.firewall import spoofcheck
+    from cni_bridge.firewall.nft_io import Nft
+    from cni_bridge.firewall.runner import check
+
+    nft = Nft(runner)
+    present = {r.comment for r in nft.chain_rules("bridge", spoofcheck.TABLE,
+                                                   spoofcheck.BASE_CHAIN) or ()}
+    script = "".join(spoofcheck.plan_add(e.owner.container_id, e.owner.ifname, e.host_veth,
+                                         e.mac, e.pin) for e in entries
+                     if spoofcheck.jump_comment(e.owner.container_id, e.owner.ifname)
+                     not in present)
+    if script:
+        check(nft.run(script), f"cannot restore the spoof check of {len(entries)} "
+                               "attachment(s)")
+
+
+def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:
+    """What of a bridge record's spoof check and isolation is not in the firewall."""
+    from cni_bridge.firewall import isolation, spoofcheck
+
+    missing = []
+    spoof = spoof_entry(rec)
+    if spoof is not None:
+        missing += spoofcheck.check_spoofcheck(runner, rec.container_id, rec.ifname,
+                                               spoof.pin is not None)
+    bridges = isolated_bridges(rec)
+    if bridges:
+        missing += isolation.check_isolated(runner, bridges)
+    return missing
+
+
+def restore_extras(runner: CommandRunner, rec: records.Record) -> None:
+    """Put a bridge record's spoof check (when any of it is missing: it is rewritten whole)
+    and isolation back."""
+    from cni_bridge.firewall import isolation, spoofcheck
+
+    spoof = spoof_entry(rec)
+    if spoof is not None and spoofcheck.check_spoofcheck(runner, rec.container_id, rec.ifname,
+                                                         spoof.pin is not None):
+        spoofcheck.remove_spoofcheck(runner, rec.container_id, rec.ifname)
+        spoofcheck.add_spoofcheck(runner, rec.container_id, rec.ifname, spoof.host_veth,
+                                  spoof.mac, spoof.pin)
+    bridges = isolated_bridges(rec)
+    if bridges:
+        isolation.ensure_isolated(runner, bridges)

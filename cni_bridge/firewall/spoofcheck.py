@@ -77,6 +77,11 @@ def _comment(container_id: str, ifname: str) -> str:
     return f"macspoofchk-{container_id}-{ifname}"
 
 
+def jump_comment(container_id: str, ifname: str) -> str:
+    """The comment of the container's jump in the base chain (and of its MAC rules)."""
+    return _comment(container_id, ifname)
+
+
 def ip_comment(container_id: str, ifname: str, label: str) -> str:
     return f"{IP_COMMENT_PREFIX}-{container_id}-{ifname}: {label}"
 

@@ -8,7 +8,8 @@ netlink or firewall handle of any namespace but the notification socket of its o
 
 At most ``max_workers`` calls run at once: beyond that the listening socket is not read, calls wait
 in its backlog, and a caller whose HELLO is not answered in time runs the call itself. SIGTERM or
-SIGINT: stop accepting, remove the socket and exit; running workers finish their calls.
+SIGINT: stop accepting, remove the socket, end the health check and exit; running workers
+finish their calls.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cni_bridge.serve import listener, wire
-from cni_bridge.serve.health import Health
+from cni_bridge.serve.health import SIGNAL_TRIGGER, Health
 from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
 from cni_bridge.serve.view import InFlight, ServerView
 
@@ -129,7 +130,7 @@ class Server:
         if signal.SIGCHLD in received:
             self._reap()
         if signal.SIGHUP in received:
-            self.health.schedule("signal", time.monotonic())
+            self.health.schedule(SIGNAL_TRIGGER, time.monotonic())
         if signal.SIGTERM in received or signal.SIGINT in received:
             self.hurry = self.stopping
             self.stopping = True
@@ -275,6 +276,7 @@ class Server:
         self._accept_more(False)
         listener.remove(self.opts.socket, self.inode)
         self.sock.close()
+        self.health.stop()  # a restore is the server's work: it ends with it
         for fd in list(self.pending):
             self._drop(fd)
         deadline = time.monotonic() + DRAIN_SECONDS

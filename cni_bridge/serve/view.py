@@ -34,11 +34,18 @@ class Attachment(NamedTuple):
     ifname: str
     plugin: str
     backend: str
+    nft_rules: bool = False  # a spoof check or isolation: nftables rules, whatever the backend
 
     @classmethod
     def of(cls, rec: records.Record) -> Attachment:
         return cls(rec.container_id, rec.ifname, sys.intern(rec.plugin),
-                   sys.intern(str(rec.data.get("backend") or "nftables")))
+                   sys.intern(str(rec.data.get("backend") or "nftables")),
+                   bool(rec.data.get("spoofcheck") or rec.data.get("isolate")))
+
+    def shown(self) -> dict[str, str]:
+        """What status shows of it (which firewalls concern it is the watcher's business)."""
+        return {"container": self.container, "ifname": self.ifname, "plugin": self.plugin,
+                "backend": self.backend}
 
 
 @dataclass
@@ -82,7 +89,10 @@ class RecordsView:
         return {name: d.attachments for name, d in self._networks.items() if d.attachments}
 
     def backends(self) -> set[str]:
-        return {a.backend for d in self._networks.values() for a in d.attachments}
+        """The firewalls whose changes concern our records."""
+        atts = [a for d in self._networks.values() for a in d.attachments]
+        return {a.backend for a in atts} | ({"nftables"} if any(a.nft_rules for a in atts)
+                                            else set())
 
 
 @dataclass
@@ -141,7 +151,7 @@ class ServerView:
         """The status answer (JSON-able). Records are refreshed first."""
         now = time.time() if now is None else now
         self.records.refresh()
-        networks = {name: [a._asdict() for a in atts]
+        networks = {name: [a.shown() for a in atts]
                     for name, atts in self.records.networks().items()}
         return {
             "pid": self.pid, "socket": self.socket, "digest": self.digest, "netns": self.netns,

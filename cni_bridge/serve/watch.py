@@ -3,8 +3,9 @@
 The kernel multicasts every committed nftables change on ``NETLINK_NETFILTER`` group
 ``NFNLGRP_NFTABLES``, in the namespace where it happens. iptables here is iptables-nft, so its
 changes arrive too. What matters is a deletion (of a table, chain, rule or set) in a table whose
-loss breaks our attachments: ``inet cni_bridge`` (nftables backend) or the ``ip``/``ip6`` ``nat``
-tables (iptables backend). Element deletions are what every DEL does and are ignored.
+loss breaks our attachments: ``inet cni_bridge`` (nftables backend, and the isolation rule),
+``bridge nat`` (the spoof check, whatever the backend) or the ``ip``/``ip6`` ``nat`` tables
+(iptables backend). Element deletions are what every DEL does and are ignored.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ NETLINK_ADD_MEMBERSHIP = 1
 NFNL_SUBSYS_NFTABLES = 10
 # NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET, and the DESTROY* variants (kernel >= 6.3)
 DELETIONS = frozenset({2, 5, 8, 11, 26, 27, 28, 29})
-NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
+TABLE_DELETIONS = frozenset({2, 26})  # NFT_MSG_DELTABLE, NFT_MSG_DESTROYTABLE
+NFPROTO_INET, NFPROTO_IPV4, NFPROTO_BRIDGE, NFPROTO_IPV6 = 1, 2, 7, 10
 TABLE_ATTR = 1  # NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE,SET_TABLE}: the table's name
-WATCHED = {(NFPROTO_INET, "cni_bridge"): "nftables", (NFPROTO_IPV4, "nat"): "iptables",
-           (NFPROTO_IPV6, "nat"): "iptables"}
+WATCHED = {(NFPROTO_INET, "cni_bridge"): "nftables", (NFPROTO_BRIDGE, "nat"): "nftables",
+           (NFPROTO_IPV4, "nat"): "iptables", (NFPROTO_IPV6, "nat"): "iptables"}
 ALL = frozenset(WATCHED.values())
 _HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
 _ATTR = struct.Struct("=HH")  # struct nlattr
@@ -47,8 +49,10 @@ def table_name(payload: bytes) -> str | None:
     return None
 
 
-def backends_touched(data: bytes) -> set[str]:
-    """The backends whose tables lost something in this batch of notifications."""
+def backends_touched(data: bytes, lost: set[str] | None = None) -> set[str]:
+    """The backends whose tables lost something in this batch of notifications; those whose
+    table itself was deleted (a reload: an ADD may recreate its skeleton before the check
+    sees it gone, but not the other attachments' entries) are added to `lost`."""
     touched: set[str] = set()
     offset = 0
     while offset + _HEADER.size <= len(data):
@@ -62,6 +66,8 @@ def backends_touched(data: bytes) -> set[str]:
                 backend = WATCHED.get((payload[0], table_name(payload) or ""))
                 if backend is not None:
                     touched.add(backend)
+                    if lost is not None and message in TABLE_DELETIONS:
+                        lost.add(backend)
         offset += _align(length)
     return touched
 
@@ -80,9 +86,9 @@ def open_watch() -> socket.socket:
     return sock
 
 
-def drain(sock: socket.socket) -> set[str]:
-    """Read every pending notification; an overrun (ENOBUFS: some were lost) counts as a
-    change to every table we watch."""
+def drain(sock: socket.socket, lost: set[str] | None = None) -> set[str]:
+    """Read every pending notification; an overrun (ENOBUFS: some were lost) counts as the
+    loss of every table we watch."""
     touched: set[str] = set()
     while True:
         try:
@@ -92,8 +98,10 @@ def drain(sock: socket.socket) -> set[str]:
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 touched |= ALL
+                if lost is not None:
+                    lost |= ALL
                 continue
             raise
         if not data:
             return touched
-        touched |= backends_touched(data)
+        touched |= backends_touched(data, lost)

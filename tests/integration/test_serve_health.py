@@ -60,6 +60,30 @@ def test_a_published_port_answers_again_after_a_firewall_flush(
     world.assert_clean("after the restore and DEL of every attachment")
 
 
+def test_a_table_deleted_and_made_again_at_once_is_still_restored(
+        make_world: Callable[..., World], netns: Callable[[str], Netns], outside_ns: Netns,
+        resident: Callable[..., Resident]) -> None:
+    """An ADD right after a reload recreates the skeleton (empty maps, chains) before the
+    check runs: the skeleton looks whole but every other attachment's entries are gone. Here
+    one transaction deletes our table and makes its skeleton again without elements."""
+    server = resident()
+    world = make_world("nftables", subnet="10.96.0.0/28")
+    container = netns("C0")
+    rt = world.rt("c0", container, 8081)
+    world.add(rt)
+    skeleton = world.host.run("nft", "-t", "list", "table", "inet", "cni_bridge").stdout
+    world.host.run("nft", "-f", "-", input="delete table inet cni_bridge\n" + skeleton)
+    assert "8081" not in world.host.run("nft", "list", "map", "inet", "cni_bridge",
+                                        "hostport_any4").stdout
+    with echo_server(container, "tcp", 80):
+        wait_for(lambda: probe(outside_ns, "tcp", H_UPLINK_V4, 8081, timeout=0.3).ok,
+                 "the published port to answer again", 15)
+    restore = (server.status() or {})["last_restore"]
+    assert restore["missing"] == ["nftables: a table was deleted"], restore
+    world.check(rt)
+    world.delete(rt)
+
+
 def test_status_answers_from_the_server(make_world: Callable[..., World],
                                         netns: Callable[[str], Netns],
                                         resident: Callable[..., Resident],

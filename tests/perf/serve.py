@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,12 @@ class Node:
                               "ranges": [[{"subnet": "10.44.0.0/16"}]]}}
         self.server: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, prepare: Callable[[], None] | None = None) -> None:
+        """Make the namespace, run `prepare` (e.g. write records), start the server."""
         sh("ip", "netns", "add", NS)
         sh("ip", "-n", NS, "link", "set", "lo", "up")
+        if prepare is not None:
+            prepare()
         with open(self.tmp / "serve.log", "wb") as log:
             self.server = subprocess.Popen(
                 ["ip", "netns", "exec", NS, str(self.ours / "cni-bridge"), "serve", "--socket",

@@ -85,6 +85,32 @@ def test_nft_remove_without_our_table_is_quiet() -> None:
         ("iptables", "-w", "5", "-t", "nat", "-S", "CNI-70a29d9dc18bc4d652ea5d59")]
 
 
+def test_iptables_port_mappings_of_many_owners_are_one_restore() -> None:
+    """A restore after a reload: one read and one restore for every owner, each owner's chain
+    declared, the shared jumps written once; a host port already DNATed by a chain of another
+    owner is still refused."""
+    owners = [Owner("mynet", f"c{i}", "eth0") for i in range(3)]
+    entries = [PortMapping(o, "tcp", 8080 + i, ipaddress.ip_interface(f"10.88.0.{i + 2}/16"),
+                           80, ipaddress.ip_address("198.51.100.1"))
+               for i, o in enumerate(owners)]
+    runner = Scripted()
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    IptablesBackend(runner).add_portmappings(entries, PortmapOptions())
+    assert [c[0] for c in runner.argvs() if c[0] != "iptables"] == ["iptables-save",
+                                                                     "iptables-restore"]
+    script = runner.calls[-1][1] or ""
+    for o in owners:
+        assert f":{names.dnat_chain_name(o.network, o.container_id)} - [0:0]" in script
+    assert script.count("-A PREROUTING ") == 1 and script.count("-A OUTPUT ") == 1
+    taken = Scripted()
+    taken.on(["iptables-save"], stdout=EMPTY_NAT.replace("COMMIT", "\n".join([
+        ":CNI-DN-0123456789abcdef01234 - [0:0]",
+        "-A CNI-DN-0123456789abcdef01234 -d 198.51.100.1/32 -p tcp -m tcp --dport 8081 "
+        "-j DNAT --to-destination 10.88.0.9:80", "COMMIT"])))
+    with pytest.raises(CniError, match="host port 198.51.100.1:8081/tcp is already published"):
+        IptablesBackend(taken).add_portmappings(entries, PortmapOptions())
+
+
 def test_iptables_localhost_mapping_installs_the_localnet_drop_once() -> None:
     """route_localnet would expose 127.0.0.1 mappings to the LAN: a raw PREROUTING drop for
     127.0.0.0/8 from outside lo goes in with the first localhost mapping, in the same restore,

@@ -18,7 +18,7 @@ from cni_bridge.firewall import skeleton
 from cni_bridge.firewall.ipt_save import parse_save
 from cni_bridge.firewall.nft_state import Chain, Listing
 from cni_bridge.firewall.runner import CommandResult
-from cni_bridge.serve import heal, watch
+from cni_bridge.serve import heal, restore, watch
 
 # --- notifications -----------------------------------------------------------------------------
 
@@ -34,6 +34,19 @@ def message(kind: int, family: int, table: str, subsystem: int = 10) -> bytes:
 def test_deletions_in_our_tables_are_noticed() -> None:
     batch = message(2, 1, "cni_bridge") + message(8, 2, "nat") + message(8, 10, "nat")
     assert watch.backends_touched(batch) == {"nftables", "iptables"}
+
+
+def test_the_spoof_checks_bridge_table_concerns_the_nftables_watch() -> None:
+    assert watch.backends_touched(message(5, 7, "nat")) == {"nftables"}  # DELCHAIN, bridge nat
+    assert watch.backends_touched(message(5, 7, "filter")) == set()
+
+
+def test_a_deleted_table_is_told_apart_from_a_deleted_chain() -> None:
+    lost: set[str] = set()
+    assert watch.backends_touched(message(5, 1, "cni_bridge"), lost) == {"nftables"}
+    assert lost == set()  # a chain: the skeleton check sees it
+    watch.backends_touched(message(2, 1, "cni_bridge") + message(26, 2, "nat"), lost)
+    assert lost == {"nftables", "iptables"}  # DELTABLE, DESTROYTABLE
 
 
 def test_element_churn_additions_and_other_tables_are_not() -> None:
@@ -126,7 +139,7 @@ class FakeNft:
         return CommandResult(tuple(argv), 1, "", "unexpected")
 
     def listing(self) -> str:
-        needs = heal.needs_of(records.list_records(self.root))["nftables"]
+        needs = restore.needs_of(records.list_records(self.root))["nftables"]
         chains = [{"chain": {"name": c.name}} for c in needs.nft_chains()]
         rules = [{"rule": {"family": "inet", "table": "cni_bridge", "chain": c.name,
                            "handle": i}} for c in needs.nft_chains() for i, _ in enumerate(c.rules)]
@@ -168,6 +181,41 @@ def test_a_lost_table_is_restored_in_one_batch_per_option_set(tmp_path: Path) ->
     assert len(batches) == 2  # masquerade, then the port mappings (one option set)
     assert all(f"10.1.0.{i + 2} " in batches[0] for i in range(50))
     assert all(f"tcp . {8080 + i} comment" in batches[1] for i in range(50))
+
+
+def test_a_deleted_table_is_restored_even_when_an_add_made_the_skeleton_again(
+        tmp_path: Path) -> None:
+    """After ``nft flush ruleset`` an ADD may recreate the skeleton before the check runs:
+    the skeleton looks whole, the other attachments' entries are gone."""
+    populate(tmp_path, 3)
+    whole = FakeNft(table=True, root=tmp_path)
+    assert heal.check(tmp_path, "change: nftables", whole)["restored"] == 0
+    assert whole.batches() == []
+    report = heal.check(tmp_path, "change: nftables", whole, force=["nftables"])
+    assert report["missing"] == ["nftables: a table was deleted"]
+    assert report["restored"] == 6 and len(whole.batches()) == 2
+    assert heal.check(tmp_path, "x", whole, force=["iptables"])["restored"] == 0  # not ours
+
+
+def test_a_table_deletion_notification_forces_the_next_restore(tmp_path: Path) -> None:
+    import socket
+
+    from cni_bridge.serve.health import Health
+    from cni_bridge.serve.view import RecordsView, ServerView
+
+    populate(tmp_path, 1)
+    kernel, watcher = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    watcher.setblocking(False)
+    with selectors.DefaultSelector() as sel, kernel, watcher:
+        health = Health(ServerView("s", "d", 1, RecordsView(tmp_path)), sel, watcher, 30.0,
+                        lambda: None)
+        health.due = None
+        kernel.send(message(5, 1, "cni_bridge"))  # a chain
+        health._notified(None)
+        assert health.force == set() and health.due is not None
+        kernel.send(message(2, 1, "cni_bridge") + message(2, 2, "nat"))  # tables
+        health._notified(None)
+        assert health.force == {"nftables"}  # no record uses iptables
 
 
 def test_damaged_records_are_reported_not_fatal(tmp_path: Path) -> None:

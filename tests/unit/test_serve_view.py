@@ -106,3 +106,17 @@ def test_format_server() -> None:
     assert "3 served (ADD 2, DEL 1), 1 refused, 0 lost, 0 abandoned, 0 running" in text
     assert "skeleton whole, checked 5 s ago (periodic)" in text
     assert "6 record(s) after change: nftables, 9.5 ms" in text
+
+
+def test_a_spoof_check_or_isolation_makes_nftables_changes_matter(tmp_path: Path) -> None:
+    """Both are nftables rules: a node whose masquerade is iptables still watches nftables."""
+    records.save_record(tmp_path, records.Record("n", "c1", "eth0", "bridge",
+                                                 {"backend": "iptables", "masq": []}))
+    view = RecordsView(tmp_path)
+    view.refresh()
+    assert view.backends() == {"iptables"}
+    records.save_record(tmp_path, records.Record("n", "c2", "eth0", "bridge", {
+        "backend": "iptables", "masq": [], "isolate": ["br0"]}))
+    view = RecordsView(tmp_path)
+    view.refresh()
+    assert view.backends() == {"iptables", "nftables"}
