@@ -35,14 +35,17 @@ def serve(opts: Options) -> int:
     setup_logging()
     from cni_bridge import records
     from cni_bridge.net.netns import setns
+    from cni_bridge.nodestate import sweep_logged
     from cni_bridge.serve.peer import own_identity
     from cni_bridge.serve.preload import preload
     from cni_bridge.serve.view import RecordsView, ServerView
     from cni_bridge.serve.watch import open_watch
 
     modules = preload()
-    root = Path(records.state_root())
-    view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root))
+    root = Path(records.state_root())  # claimed: a dead namespace's records are not ours
+    sweep_logged()
+    view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root),
+                      netns_cookie=records.netns_cookie())
     watcher = None
     try:
         watcher = open_watch()

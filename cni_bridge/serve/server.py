@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cni_bridge.nodestate import sweep_logged
 from cni_bridge.serve import listener, wire
 from cni_bridge.serve.health import Health
 from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
@@ -108,7 +109,10 @@ class Server:
         for fd, p in list(self.pending.items()):
             if now >= p.deadline:  # a caller that never sent its HELLO
                 self._drop(fd)
-        if self.health.on_time(now) and self.installed != _file_identity(self.opts.executable):
+        periodic = self.health.on_time(now)
+        if periodic:
+            sweep_logged()  # the state of namespaces gone since
+        if periodic and self.installed != _file_identity(self.opts.executable):
             log.warning("%s changed (an upgrade): stopping, so that the new build can be "
                         "started; its plugins run their calls themselves meanwhile",
                         self.opts.executable)
