@@ -266,7 +266,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
             print("\n".join(([""] if i else []) + format_status(st)))
         for problem in problems:
             print(f"skipped {problem}")
-        print("\n".join(format_node_state(stale)), end="")
+        print(format_node_state(stale), end="")
         if server is not None:
             print("\n" + "\n".join(query.format_server(server)))
     # Exit 0 only when every network can serve ADD, so scripts can use it as a readiness probe.
