@@ -61,8 +61,8 @@ class Pending:
 
 
 class Server:
-    def __init__(self, opts: Options, sock: socket.socket, inode: int, view: ServerView,
-                 home: Identity, watcher: socket.socket | None,
+    def __init__(self, opts: Options, sock: socket.socket, inode: listener.Identity,
+                 view: ServerView, home: Identity, watcher: socket.socket | None,
                  setns: Callable[[int, int], None]) -> None:
         self.opts, self.sock, self.inode, self.view = opts, sock, inode, view
         self.home, self.watcher, self.setns = home, watcher, setns
