@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cni_bridge.ipam.host_local import index
-from cni_bridge.ipam.host_local.file_store import FileStore
 from cni_bridge.ipam.host_local.config import StoreLocation
+from cni_bridge.ipam.host_local.file_store import FileStore
 from cni_bridge.ipam.host_local.store import Owner
 from cni_bridge.spec.errors import CniError
 from tests.unit.conftest import netdir
