@@ -202,7 +202,7 @@ def survey(base: str) -> Survey:
         return out
     me = _owner(records.current_owner())
     own_inode = os.stat("/proc/self/ns/net").st_ino
-    live: dict[int, str] | None = None
+    live: dict[int, str] = {}
     for entry in entries:
         if entry.name.startswith((STALE_PREFIX, NEW_PREFIX)):
             out.leftovers.append(entry.path)
@@ -210,26 +210,34 @@ def survey(base: str) -> Survey:
         match = _NAMESPACE_DIR.fullmatch(entry.name)
         if not match:
             continue
-        inode = int(match[1])
         found = parse_owner(records.read_small(os.path.join(entry.path, records.OWNER_FILE)))
-        if inode == own_inode:
-            verdict = judge_own_inode(found, me)
-            why = "this namespace's inode, another namespace's cookie"
-        else:
-            if live is None:
-                live = live_namespaces()
-            cookie = cookie_of(live[inode]) if inode in live else None
-            verdict = judge_other_inode(found, me.boot_id, cookie, inode in live)
-            why = ("no namespace this process can see has its inode" if inode not in live
-                   else f"its inode is now namespace cookie {cookie}'s")
-        if found is not None and found.boot_id != me.boot_id:
-            why = "written in an earlier boot"
-        if found is None:
-            why = "no owner file (written before owner files) or a damaged one"
+        inode = int(match[1])
+        if inode != own_inode and not live and found and found.boot_id == me.boot_id:
+            live = live_namespaces()  # only when needed: a scan of /proc
+        verdict, why = _judge(found, me, inode == own_inode, live.get(inode))
         if verdict != OWN:
             (out.dead if verdict == DEAD else out.unproven).append(
                 Found(entry.path, describe(found), why))
     return out
+
+
+def _judge(found: Owner | None, me: Owner, own_inode: bool,
+           holder: str | None) -> tuple[str, str]:
+    """A directory's verdict and why; `holder` opens the live namespace with its inode."""
+    if found is None:
+        return UNPROVEN, "no owner file (written before owner files) or a damaged one"
+    if found.boot_id != me.boot_id:
+        return DEAD, "written in an earlier boot"
+    if own_inode:
+        verdict = judge_own_inode(found, me)
+        return verdict, ("this namespace's inode, another namespace's cookie" if verdict == DEAD
+                         else "no cookie to compare (kernel before 5.14)")
+    if holder is None:
+        return UNPROVEN, "no namespace this process can see has its inode"
+    cookie = cookie_of(holder)
+    verdict = judge_other_inode(found, me.boot_id, cookie, live=True)
+    return verdict, (f"its inode is now another namespace's ({holder}, cookie {cookie})"
+                     if verdict == DEAD else "no cookie to compare (kernel before 5.14)")
 
 
 def sweep(base: str) -> Survey:
