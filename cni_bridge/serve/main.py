@@ -58,9 +58,9 @@ def serve(opts: Options) -> int:
         raise ServeError(str(exc)) from None
     gc.collect()
     gc.freeze()  # what is loaded now stays: forked workers share it
-    log.info("serving on %s: pid %d, build %s, network namespace %d, records under %s, "
-             "%d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
-             view.netns, root, modules, opts.max_workers)
+    log.info("serving on %s: pid %d, build %s, network namespace %d (cookie %s), records under "
+             "%s, %d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
+             view.netns, view.netns_cookie, root, modules, opts.max_workers)
     notify_ready()
     opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
