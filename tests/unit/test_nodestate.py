@@ -170,3 +170,14 @@ def test_sweep_spares_a_directory_claimed_since_the_survey(private_state_dir: Pa
 
 def test_nsfs_mount_points_are_unescaped() -> None:
     assert nodestate._unescape(r"/run/netns/a\040b") == "/run/netns/a b"
+
+
+def test_status_names_the_stale_state_and_what_it_leaves() -> None:
+    from cni_bridge.report import format_node_state
+
+    assert format_node_state(nodestate.Survey()) == ""
+    dead = nodestate.Found("/run/cni-bridge/netns-7", "netns cookie 9, boot b", "why")
+    text = format_node_state(nodestate.Survey(dead=[dead, dead], unproven=[dead]))
+    assert "stale state of 2 dead namespaces ('cni-bridge gc' removes it):" in text
+    assert "  /run/cni-bridge/netns-7: why (netns cookie 9, boot b)" in text
+    assert "state of 1 namespace not provably dead, left alone:" in text
