@@ -229,3 +229,16 @@ def test_gc_leaves_what_it_cannot_prove_dead(netns: Callable[[str], Netns],
     out = cli(host, plugin_dir, "gc")
     assert f"removed {orphan}: its namespace is gone (written in an earlier boot)" in out, out
     assert not orphan.exists()
+
+
+def test_a_served_call_binds_the_callers_namespace_not_the_servers(
+        make_world: Callable[..., World], netns: Callable[[str], Netns], host_ns: Netns,
+        resident: Callable[..., Resident]) -> None:
+    """The worker enters the caller's namespace before it asks for the cookie."""
+    server = resident(host=host_ns)
+    caller = netns("N")
+    world = make_world("nftables", SUBNET, host=caller)
+    world.add(world.rt("ctr", netns("NC"), HOST_PORT))
+    assert server.served() == {"ADD": 2}
+    assert owner_cookie(state_dir(caller)) == cookie_of(caller) != cookie_of(host_ns)
+    assert owner_cookie(state_dir(host_ns)) == cookie_of(host_ns)  # the server's, at start
