@@ -358,10 +358,11 @@ def cmd_reconcile(opts: argparse.Namespace) -> int:
     items = reconcile(Path(owned), opts.network) if owned else []
     if not items:
         where = owned or records.namespace_dir()
+        foreign = not owned and os.path.lexists(where)
+        note = "; what is there is not this namespace's: see 'cni-bridge status'" if foreign \
+            else ""
         print(f"reconcile ({scope}): no attachment records under {where}; nothing to restore "
-              "(the plugins write a record on every ADD" + ("" if owned or not os.path.lexists(
-                  where) else "; what is there is not this namespace's: see 'cni-bridge "
-                  "status'") + ")")
+              f"(the plugins write a record on every ADD{note})")
         return 0
     restored = sum(1 for i in items if i.missing_before and not i.error)
     print(f"reconcile ({scope}): {len(items)} record(s), {restored} restored")
