@@ -181,3 +181,29 @@ def test_status_names_the_stale_state_and_what_it_leaves() -> None:
     assert "stale state of 2 dead namespaces ('cni-bridge gc' removes it):" in text
     assert "  /run/cni-bridge/netns-7: why (netns cookie 9, boot b)" in text
     assert "state of 1 namespace not provably dead, left alone:" in text
+
+
+class _NoCookieSocket:
+    """A kernel before 5.14: SO_NETNS_COOKIE is unknown (ENOPROTOOPT)."""
+
+    def __init__(self, *args: object) -> None: ...
+
+    def getsockopt(self, *args: object) -> bytes:
+        raise OSError(92, "Protocol not available")
+
+    def close(self) -> None: ...
+
+
+def test_without_the_cookie_only_a_reboot_is_told_apart(
+        private_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import _socket
+
+    monkeypatch.setattr(_socket, "socket", _NoCookieSocket)
+    assert records.netns_cookie() is None
+    assert records.current_owner().startswith("netns-cookie unavailable\nboot-id ")
+    root = Path(records.state_root())
+    assert (root / records.OWNER_FILE).read_text() == records.current_owner()
+    (root / "net").mkdir()
+    records._proven = None
+    records.state_root()  # the same boot, no cookie: taken as its own, records kept
+    assert (root / "net").is_dir()
