@@ -149,7 +149,10 @@ def probe_marker(backend: str) -> str | None:
     if root is None:
         if os.path.lexists(namespace_dir()):
             return None  # a read-only verb (STATUS) must not claim it; a writing call will
-        root = state_root()
+        try:
+            root = state_root()
+        except OSError:
+            return None  # an unwritable state root costs a probe, not the call
     return os.path.join(root, f"{PROBE_PREFIX}{backend}")
 
 

@@ -207,3 +207,11 @@ def test_without_the_cookie_only_a_reboot_is_told_apart(
     records._proven = None
     records.state_root()  # the same boot, no cookie: taken as its own, records kept
     assert (root / "net").is_dir()
+
+
+def test_an_unwritable_state_root_remembers_no_probe(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(records.STATE_ENV, str(blocker / "state"))
+    assert records.probe_marker("nftables") is None
