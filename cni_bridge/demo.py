@@ -188,10 +188,11 @@ class Demo:
         entries = firewall_entries(w)
         self.proof(not entries, "no firewall entry left",
                    "\n".join(entries) or "no element in any set or map")
-        # Kept by design: backend probe markers, and host-local's index of the (now empty) store.
+        # Kept by design: the namespace's owner file, backend probe markers, and host-local's
+        # index of the (now empty) store.
         leftovers = [str(p.relative_to(self.workdir)) for sub in ("state", "cache")
                      for p in (self.workdir / sub).rglob("*")
-                     if p.is_file() and not p.name.startswith(records.PROBE_PREFIX)
+                     if p.is_file() and not records.kept_until_reboot(p.name)
                      and p.parent.name != INDEX_DIR]
         self.proof(not leftovers, "no record and no cached result left",
                    ", ".join(leftovers) or "state and cache directories are empty")

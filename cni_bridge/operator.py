@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
     from cni_bridge.runtime import Attachment, Runtime
 
 DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
+NO_STATE = "/nonexistent/cni-bridge-state"  # read in place of a directory not proven ours
 PROTOCOLS = ("tcp", "udp", "sctp")
 NEXT_STEP = {
     3: "the container is unknown: check the container ID and --ifname used at ADD",
@@ -153,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(p)
     _common(p)
     p = sub.add_parser("gc", help="remove what belongs to attachments that no longer exist",
-                       description="Release addresses, rules and cached results of every "
-                       "attachment of NETWORK not listed with --valid (runs CNI GC).")
-    p.add_argument("network", metavar="NETWORK", help="network name or conflist path")
+                       description="Remove the state of network namespaces that are gone; "
+                       "with NETWORK, also release addresses, rules and cached results of "
+                       "every attachment of NETWORK not listed with --valid (runs CNI GC).")
+    p.add_argument("network", nargs="?", metavar="NETWORK",
+                   help="network name or conflist path")
     p.add_argument("--valid", action="append", type=parse_valid, default=[],
                    metavar="ID/IFNAME", help="an attachment to keep (repeatable)")
     p.add_argument("--none-valid", action="store_true",
@@ -234,9 +238,9 @@ def cmd_attach(opts: argparse.Namespace) -> int:
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
-    from cni_bridge import records
+    from cni_bridge import nodestate, records
     from cni_bridge.inspect import find_network, load_conf_dir, network_status
-    from cni_bridge.report import format_status
+    from cni_bridge.report import format_node_state, format_status
     from cni_bridge.serve import query
 
     if opts.server:
@@ -248,7 +252,8 @@ def cmd_status(opts: argparse.Namespace) -> int:
     if not confs:
         raise UserError(f"no network configuration in {opts.conf_dir}; write the default one "
                         "with 'cni-bridge install --with-conf', or pass --conf-dir DIR")
-    runtime, root = make_runtime(opts), Path(records.state_root())
+    stale = nodestate.survey(records.state_base())  # before a plugin call could claim any
+    runtime, root = make_runtime(opts), Path(records.proven_root() or NO_STATE)
     answer = None if opts.no_server else query.ask_socket(opts.socket)
     server = answer if answer is not None and query.watches(answer, root) else None
     # With a server, the rules come from its last check instead of a check per attachment.
@@ -258,12 +263,13 @@ def cmd_status(opts: argparse.Namespace) -> int:
         query.apply(statuses, server)
     if opts.json:
         print(json.dumps({"networks": [asdict(s) for s in statuses], "skipped": problems,
-                          "server": server}, indent=2))
+                          "server": server, "node_state": asdict(stale)}, indent=2))
     else:
         for i, st in enumerate(statuses):
             print("\n".join(([""] if i else []) + format_status(st)))
         for problem in problems:
             print(f"skipped {problem}")
+        print(format_node_state(stale), end="")
         if server is not None:
             print("\n" + "\n".join(query.format_server(server)))
     # Exit 0 only when every network can serve ADD, so scripts can use it as a readiness probe.
@@ -283,6 +289,8 @@ def describe_removal(att: AttachmentState) -> str:
 
 
 def cmd_gc(opts: argparse.Namespace) -> int:
+    if opts.network is None:
+        return 0 if gc_node_state(opts.dry_run) else 1
     from cni_bridge import records
     from cni_bridge.inspect import find_network, gc_candidates
 
@@ -291,7 +299,9 @@ def cmd_gc(opts: argparse.Namespace) -> int:
                         "(repeatable), or --none-valid to remove every attachment of "
                         f"{opts.network}; add --dry-run to see the effect first")
     conf = find_network(opts.conf_dir, opts.network)
-    runtime, root = make_runtime(opts), Path(records.state_root())
+    node_ok = gc_node_state(opts.dry_run)
+    owned = records.proven_root() if opts.dry_run else records.state_root()
+    runtime, root = make_runtime(opts), Path(owned or NO_STATE)
     stale = gc_candidates(conf, runtime, root, opts.valid)
     keeping = ", ".join(f"{c}/{i}" for c, i in opts.valid) or "nothing"
     mode = " (dry run: nothing is changed)" if opts.dry_run else ""
@@ -310,20 +320,52 @@ def cmd_gc(opts: argparse.Namespace) -> int:
     left = gc_candidates(conf, runtime, root, opts.valid)
     for att in left:
         print(f"  still there: {att.container_id}/{att.ifname}: {describe_removal(att)}")
-    print("done" if not errors and not left else "gc finished with problems (see above)")
-    return 0 if not errors and not left else 1
+    ok = node_ok and not errors and not left
+    print("done" if ok else "gc finished with problems (see above)")
+    return 0 if ok else 1
+
+
+def gc_node_state(dry_run: bool) -> bool:
+    """Remove (or with `dry_run` name) the state of dead network namespaces; False when some
+    of it could not be removed."""
+    from cni_bridge import nodestate, records
+    from cni_bridge.report import format_node_state
+
+    base = records.state_base()
+    print(f"gc of the state of network namespaces that are gone, under {base}"
+          + (" (dry run: nothing is changed)" if dry_run else ""))
+    if dry_run:
+        report = nodestate.survey(base)
+        for found in report.dead:
+            print(f"  would remove {found.path}: its namespace is gone ({found.why})")
+        if not report.dead:
+            print("  nothing is stale")
+        return True
+    report = nodestate.sweep(base)
+    for found in report.dead:
+        if found.path in report.removed:
+            print(f"  removed {found.path}: its namespace is gone ({found.why})")
+    if not report.removed:
+        print("  nothing is stale")
+    left = nodestate.survey(base)
+    print(format_node_state(left), end="")
+    return not left.dead
 
 
 def cmd_reconcile(opts: argparse.Namespace) -> int:
     from cni_bridge import records
     from cni_bridge.inspect import reconcile
 
-    root = Path(records.state_root())
-    items = reconcile(root, opts.network)
+    owned = records.proven_root()
     scope = f"network {opts.network}" if opts.network else "all networks"
+    items = reconcile(Path(owned), opts.network) if owned else []
     if not items:
-        print(f"reconcile ({scope}): no attachment records under {root}; nothing to restore "
-              "(the plugins write a record on every ADD)")
+        where = owned or records.namespace_dir()
+        foreign = not owned and os.path.lexists(where)
+        note = "; what is there is not this namespace's: see 'cni-bridge status'" if foreign \
+            else ""
+        print(f"reconcile ({scope}): no attachment records under {where}; nothing to restore "
+              f"(the plugins write a record on every ADD{note})")
         return 0
     restored = sum(1 for i in items if i.missing_before and not i.error)
     print(f"reconcile ({scope}): {len(items)} record(s), {restored} restored")

@@ -9,6 +9,11 @@ is per namespace, then per network::
 
 ``CNI_BRIDGE_STATE_DIR`` overrides the root. Files are written atomically (temp file + rename),
 so a reader never sees half a record. The layout is a stable interface: do not change it.
+
+The kernel reuses namespace inode numbers, so a directory is bound to its namespace's life by
+an owner file, ``netns-<inode>/.owner``: the namespace's cookie (``SO_NETNS_COOKIE``, never
+reused in a boot) and the boot id. ``state_root`` and ``proven_root`` are the only ways to the
+directory, and both check the owner (``nodestate`` handles a directory that fails the check).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 TYPE_CHECKING = False
@@ -46,19 +52,108 @@ def state_base(environ: Mapping[str, str] | None = None) -> str:
     return env.get(STATE_ENV) or DEFAULT_ROOT
 
 
-def state_root(environ: Mapping[str, str] | None = None) -> str:
-    """This network namespace's records directory. (Paths here are strings: pathlib and
-    tempfile would add ~5 ms of imports to every plugin call.)"""
+OWNER_FILE = ".owner"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>, Linux 5.14
+PROBE_PREFIX = "usable-"
+# The state directory this process has proven its own. Kept across calls in one process: a
+# process that has not left its namespace keeps it alive, so its inode cannot change owner (a
+# served worker that enters the caller's namespace has another inode, unless it is the server's).
+_proven: str | None = None
+
+
+def netns_cookie() -> int | None:
+    """The network namespace cookie of the calling thread (unique for the boot, never reused):
+    a socket belongs to the namespace it is made in. None on kernels before 5.14."""
+    import _socket  # the C module: `socket` would add imports to a call that lacks them
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        raw = sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    return int.from_bytes(raw, sys.byteorder)
+
+
+def read_small(path: str) -> str | None:
+    """A small text file's content, or None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 512).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def owner_text(cookie: int | None, boot_id: str) -> str:
+    """The owner file's content (parsed back by ``nodestate.parse_owner``)."""
+    return f"netns-cookie {'unavailable' if cookie is None else cookie}\nboot-id {boot_id}\n"
+
+
+def current_owner() -> str:
+    """The owner file the calling namespace writes, in this boot."""
+    return owner_text(netns_cookie(), (read_small(BOOT_ID_FILE) or "unknown").strip())
+
+
+def namespace_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where this network namespace's directory is (whoever owns it). (Paths here are strings:
+    pathlib and tempfile would add ~5 ms of imports to every plugin call.)"""
     return os.path.join(state_base(environ), f"netns-{os.stat('/proc/self/ns/net').st_ino}")
 
 
-PROBE_PREFIX = "usable-"
+def state_root(environ: Mapping[str, str] | None = None) -> str:
+    """This network namespace's records directory, proven its own: made with our owner file
+    when missing; one left by a dead namespace of the same inode is moved aside and removed
+    first (``nodestate.claim``). Costs one stat, one socket and two small reads per process."""
+    global _proven
+    root = namespace_dir(environ)
+    if _proven != root:
+        mine = current_owner()
+        if read_small(os.path.join(root, OWNER_FILE)) != mine:
+            from cni_bridge import nodestate
+
+            nodestate.claim(root, mine)
+        _proven = root
+    return root
 
 
-def probe_marker(backend: str) -> str:
+def proven_root(environ: Mapping[str, str] | None = None) -> str | None:
+    """This namespace's directory when it is proven its own, changing nothing; None when it
+    is missing or not bound to this namespace (a dead one's, or written before owners)."""
+    global _proven
+    root = namespace_dir(environ)
+    if _proven != root:
+        if read_small(os.path.join(root, OWNER_FILE)) != current_owner():
+            return None
+        _proven = root
+    return root
+
+
+def kept_until_reboot(name: str) -> bool:
+    """Whether a file of a namespace's directory is its own bookkeeping (owner file, probe
+    markers), not attachment state: it stays while the namespace lives."""
+    return name == OWNER_FILE or name.startswith(PROBE_PREFIX)
+
+
+def probe_marker(backend: str) -> str | None:
     """Where a firewall backend's successful probe is remembered until reboot (see
-    ``firewall.detect.is_usable``): beside the records, not attachment state."""
-    return os.path.join(state_root(), f"{PROBE_PREFIX}{backend}")
+    ``firewall.detect.is_usable``): beside the records, not attachment state. None while the
+    directory there is not proven ours: nothing is remembered in (or read from) another's."""
+    root = proven_root()
+    if root is None:
+        if os.path.lexists(namespace_dir()):
+            return None  # a read-only verb (STATUS) must not claim it; a writing call will
+        try:
+            root = state_root()
+        except OSError:
+            return None  # an unwritable state root costs a probe, not the call
+    return os.path.join(root, f"{PROBE_PREFIX}{backend}")
 
 
 def _path(root: Root, network: str, container_id: str, ifname: str, plugin: str) -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cni_bridge.inspect import NetworkStatus
+    from cni_bridge.nodestate import Survey
 
 
 def table(rows: Sequence[Sequence[str]], indent: int = 4) -> list[str]:
@@ -34,3 +35,17 @@ def format_status(st: NetworkStatus) -> list[str]:
                   ", ".join(a.ports) or "-", a.rules) for a in st.attachments]
         lines += table(rows)
     return lines
+
+
+def format_node_state(survey: Survey) -> str:
+    """What ``status`` and ``gc`` say about the state of other namespaces (nothing when none)."""
+    lines = []
+    if survey.dead:
+        lines.append(f"\nstale state of {len(survey.dead)} dead namespace"
+                     f"{'s' if len(survey.dead) != 1 else ''} ('cni-bridge gc' removes it):")
+        lines += [f"  {f.path}: {f.why} ({f.owner})" for f in survey.dead]
+    if survey.unproven:
+        lines.append(f"\nstate of {len(survey.unproven)} namespace"
+                     f"{'s' if len(survey.unproven) != 1 else ''} not provably dead, left alone:")
+        lines += [f"  {f.path}: {f.why} ({f.owner})" for f in survey.unproven]
+    return "".join(line + "\n" for line in lines)

@@ -77,16 +77,17 @@ def is_usable(backend: Backend) -> bool:
     """``backend.available()``, remembered once true: probing (a dry run of our nft table,
     ``iptables-save -t nat``, which grows with the node) would cost every call. A marker
     under the state root (/run: gone at reboot, per namespace) remembers a success; a failure
-    is never remembered."""
+    is never remembered, nor anything in a directory not proven this namespace's."""
     if isinstance(backend, NoopBackend):
         return True
     marker = records.probe_marker(backend.name)
-    if os.path.exists(marker):
+    if marker is not None and os.path.exists(marker):
         return True
     if not backend.available():
         return False
+    if marker is None:
+        return True
     try:
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         log.debug("cannot remember that %s is usable: %s", backend.name, exc)

@@ -9,6 +9,14 @@ import stat
 from pathlib import Path
 
 BACKLOG = 128  # calls beyond the worker cap wait here (their HELLO times out into a local run)
+# A socket file's identity: device, inode and change time. The inode alone is not enough: on a
+# disk filesystem, the inode of a file unlinked by another server is reused at once.
+Identity = tuple[int, int, int]
+
+
+def identity(path: str) -> Identity:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 class ListenerError(Exception):
@@ -28,8 +36,8 @@ def answers(path: str, timeout: float = 1.0) -> bool:
         probe.close()
 
 
-def bind(path: str) -> tuple[socket.socket, int]:
-    """A listening, non-blocking socket at `path`, and the inode of its file.
+def bind(path: str) -> tuple[socket.socket, Identity]:
+    """A listening, non-blocking socket at `path`, and the identity of its file.
 
     A socket file nobody answers on is a dead server's and is replaced; a live server's is not.
     """
@@ -57,11 +65,11 @@ def bind(path: str) -> tuple[socket.socket, int]:
     finally:
         os.umask(old)
     sock.listen(BACKLOG)
-    return sock, os.stat(path).st_ino
+    return sock, identity(path)
 
 
-def remove(path: str, inode: int) -> None:
+def remove(path: str, ours: Identity) -> None:
     """Unlink our socket file, unless another server has replaced it meanwhile."""
     with contextlib.suppress(OSError):
-        if os.stat(path).st_ino == inode:
+        if identity(path) == ours:
             os.unlink(path)

@@ -35,14 +35,17 @@ def serve(opts: Options) -> int:
     setup_logging()
     from cni_bridge import records
     from cni_bridge.net.netns import setns
+    from cni_bridge.nodestate import sweep_logged
     from cni_bridge.serve.peer import own_identity
     from cni_bridge.serve.preload import preload
     from cni_bridge.serve.view import RecordsView, ServerView
     from cni_bridge.serve.watch import open_watch
 
     modules = preload()
-    root = Path(records.state_root())
-    view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root))
+    root = Path(records.state_root())  # claimed: a dead namespace's records are not ours
+    sweep_logged()
+    view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root),
+                      netns_cookie=records.netns_cookie())
     watcher = None
     try:
         watcher = open_watch()
@@ -55,9 +58,9 @@ def serve(opts: Options) -> int:
         raise ServeError(str(exc)) from None
     gc.collect()
     gc.freeze()  # what is loaded now stays: forked workers share it
-    log.info("serving on %s: pid %d, build %s, network namespace %d, records under %s, "
-             "%d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
-             view.netns, root, modules, opts.max_workers)
+    log.info("serving on %s: pid %d, build %s, network namespace %d (cookie %s), records under "
+             "%s, %d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
+             view.netns, view.netns_cookie, root, modules, opts.max_workers)
     notify_ready()
     opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()

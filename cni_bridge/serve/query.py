@@ -61,9 +61,14 @@ def print_server(path: str | None, as_json: bool) -> int:
 
 
 def watches(answer: Mapping[str, Any], root: Path) -> bool:
-    """Whether the server heals the namespace and records this process would look at."""
-    return (answer.get("netns") == os.stat("/proc/self/ns/net").st_ino
-            and answer.get("state_root") == str(root))
+    """Whether the server heals the namespace and records this process would look at: the
+    same namespace by its cookie (inode numbers are reused), the same record directory."""
+    from cni_bridge.records import netns_cookie
+
+    cookie = netns_cookie()
+    same = (answer.get("netns_cookie") == cookie if cookie is not None
+            else answer.get("netns") == os.stat("/proc/self/ns/net").st_ino)
+    return same and answer.get("state_root") == str(root)
 
 
 def rules_from_health(answer: Mapping[str, Any]) -> str:

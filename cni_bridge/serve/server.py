@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cni_bridge.nodestate import sweep_logged
 from cni_bridge.serve import listener, wire
 from cni_bridge.serve.health import SIGNAL_TRIGGER, Health
 from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
@@ -61,8 +62,8 @@ class Pending:
 
 
 class Server:
-    def __init__(self, opts: Options, sock: socket.socket, inode: int, view: ServerView,
-                 home: Identity, watcher: socket.socket | None,
+    def __init__(self, opts: Options, sock: socket.socket, inode: listener.Identity,
+                 view: ServerView, home: Identity, watcher: socket.socket | None,
                  setns: Callable[[int, int], None]) -> None:
         self.opts, self.sock, self.inode, self.view = opts, sock, inode, view
         self.home, self.watcher, self.setns = home, watcher, setns
@@ -109,7 +110,10 @@ class Server:
         for fd, p in list(self.pending.items()):
             if now >= p.deadline:  # a caller that never sent its HELLO
                 self._drop(fd)
-        if self.health.on_time(now) and self.installed != _file_identity(self.opts.executable):
+        periodic = self.health.on_time(now)
+        if periodic:
+            sweep_logged()  # the state of namespaces gone since
+        if periodic and self.installed != _file_identity(self.opts.executable):
             log.warning("%s changed (an upgrade): stopping, so that the new build can be "
                         "started; its plugins run their calls themselves meanwhile",
                         self.opts.executable)

@@ -111,6 +111,7 @@ class ServerView:
     digest: str
     netns: int
     records: RecordsView
+    netns_cookie: int | None = None  # the namespace's identity (its inode may be reused)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
     served: Counter[str] = field(default_factory=Counter)
@@ -155,8 +156,8 @@ class ServerView:
                     for name, atts in self.records.networks().items()}
         return {
             "pid": self.pid, "socket": self.socket, "digest": self.digest, "netns": self.netns,
-            "state_root": str(self.records.root), "started": self.started,
-            "uptime_s": round(now - self.started, 1),
+            "netns_cookie": self.netns_cookie, "state_root": str(self.records.root),
+            "started": self.started, "uptime_s": round(now - self.started, 1),
             "served": dict(self.served), "served_total": sum(self.served.values()),
             "refused": dict(self.refused), "lost": self.lost, "abandoned": self.abandoned,
             "in_flight": [{"worker": pid, "caller": c.caller_pid, "role": c.role,

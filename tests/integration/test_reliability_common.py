@@ -29,7 +29,7 @@ from cni_bridge.ipam.host_local.store import (
     decode_owner,
     reservation_ip,
 )
-from cni_bridge.records import PROBE_PREFIX
+from cni_bridge.records import kept_until_reboot
 from tests.conflist_runner import ConfList, Runtime, RuntimeConf, parse_conflist
 from tests.integration.conftest import STATE_ENV
 from tests.netns import Netns
@@ -175,10 +175,10 @@ class World:
 
     def records(self) -> list[str]:
         """Every file in this host's record directory (records and leftover temporaries), but
-        the markers that remember a usable firewall backend until reboot."""
+        its owner file and the markers that remember a usable firewall backend until reboot."""
         root = Path(os.environ[STATE_ENV]) / f"netns-{os.stat(self.host.path).st_ino}"
         return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                      if p.is_file() and not p.name.startswith(PROBE_PREFIX))
+                      if p.is_file() and not kept_until_reboot(p.name))
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything an attachment can leave; all lists empty means nothing left."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cni_bridge.ipam.host_local import index
+from cni_bridge.ipam.host_local.config import StoreLocation
 from cni_bridge.ipam.host_local.file_store import FileStore
 from cni_bridge.ipam.host_local.store import Owner
 from cni_bridge.spec.errors import CniError
@@ -192,3 +193,29 @@ def test_a_filesystem_with_coarse_timestamps_gets_no_index(
     file_reads.clear()
     assert holders(store) == {A: Owner("c1", "eth0")}
     assert "10.88.0.2" in file_reads  # scanned
+
+
+def test_a_store_made_again_at_the_same_inode_is_scanned(
+    store: FileStore, tmp_path: Path, file_reads: list[str]
+) -> None:
+    """A data directory removed and made again may get the old one's inode number (and so its
+    index's name): the old stamp is a time before the new directory existed, never its mtime.
+    The inode reuse is made certain here by moving the old index to the new directory's key."""
+    reserve(store, A, "c1")
+    old_dir = netdir(tmp_path).stat()
+    old_index = Path(index.index_path(old_dir))
+    store.close()
+    for f in netdir(tmp_path).iterdir():
+        f.unlink()
+    netdir(tmp_path).rmdir()
+    again = FileStore.open(StoreLocation(str(tmp_path / "data"), "net1"), create=True)
+    assert again is not None
+    with again:
+        (netdir(tmp_path) / "10.88.0.3").write_bytes(b"c9\r\neth0")  # the reference's format
+        new_dir = netdir(tmp_path).stat()
+        doc = json.loads(old_index.read_text())
+        doc["dir"] = [new_dir.st_dev, new_dir.st_ino]
+        Path(index.index_path(new_dir)).write_text(json.dumps(doc))
+        file_reads.clear()
+        assert holders(again) == {B: Owner("c9", "eth0")}
+        assert "10.88.0.3" in file_reads  # scanned, the old index not trusted

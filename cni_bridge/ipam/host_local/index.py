@@ -15,7 +15,9 @@ index written under another state root (see below) never matches either. So "dir
 stamp" means the set of files is exactly the one indexed. Writers of either implementation
 create and remove reservation files, never rewrite them in place, which is what makes the file
 set enough. A filesystem that cannot keep the stamp to the nanosecond gets no index (the stamp
-read back differs, so the index is removed): every call scans, as the reference does.
+read back differs, so the index is removed): every call scans, as the reference does. A store
+directory removed and made again may get the old one's inode number, and so its index's name:
+its mtime, set when it was made, is later than the old stamp and never equals it.
 
 The index of a store is a JSON file ``<state root>/ipam-index/<st_dev>-<st_ino>.index`` (state
 root: ``CNI_BRIDGE_STATE_DIR`` or ``/run/cni-bridge``; a tmpfs, so a reboot means one scan).
