@@ -33,6 +33,10 @@ def serve(opts: Options) -> int:
         raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "
                          "hands its call only to a server of its own build")
     setup_logging()
+    try:  # first, so that nothing started below inherits systemd's LISTEN_* variables
+        activated = listener.take_activated(opts.socket)
+    except listener.ListenerError as exc:
+        raise ServeError(str(exc)) from None
     from cni_bridge import records
     from cni_bridge.net.netns import setns
     from cni_bridge.serve.peer import own_identity
@@ -49,18 +53,23 @@ def serve(opts: Options) -> int:
     except OSError as exc:
         log.warning("no nftables notifications (%s): the firewall is checked every %gs only",
                     exc, opts.check_interval)
-    try:
-        sock, inode = listener.bind(opts.socket)
-    except listener.ListenerError as exc:
-        raise ServeError(str(exc)) from None
+    sock, inode = (activated, None) if activated is not None else _bind(opts.socket)
     gc.collect()
     gc.freeze()  # what is loaded now stays: forked workers share it
-    log.info("serving on %s: pid %d, build %s, network namespace %d, records under %s, "
-             "%d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
+    log.info("serving on %s%s: pid %d, build %s, network namespace %d, records under %s, "
+             "%d modules loaded, up to %d calls at once", opts.socket,
+             " (systemd's socket)" if inode is None else "", os.getpid(), digest,
              view.netns, root, modules, opts.max_workers)
     notify_ready()
     opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
+
+
+def _bind(path: str) -> tuple[socket.socket, int]:
+    try:
+        return listener.bind(path)
+    except listener.ListenerError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def notify_ready() -> None:

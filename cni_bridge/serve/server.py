@@ -60,9 +60,10 @@ class Pending:
 
 
 class Server:
-    def __init__(self, opts: Options, sock: socket.socket, inode: int, view: ServerView,
+    def __init__(self, opts: Options, sock: socket.socket, inode: int | None, view: ServerView,
                  home: Identity, watcher: socket.socket | None,
                  setns: Callable[[int, int], None]) -> None:
+        # inode None: systemd's socket (activation), which outlives us and is never unlinked
         self.opts, self.sock, self.inode, self.view = opts, sock, inode, view
         self.home, self.watcher, self.setns = home, watcher, setns
         self.sel = selectors.DefaultSelector()
