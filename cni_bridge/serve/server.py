@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cni_bridge.serve import listener, wire
+from cni_bridge.serve import listener, spare, wire
 from cni_bridge.serve.health import Health
-from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
+from cni_bridge.serve.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
 from cni_bridge.serve.view import InFlight, ServerView
 
 log = logging.getLogger("cni_bridge.serve")
@@ -38,6 +38,7 @@ _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 class Options:
     socket: str = wire.DEFAULT_SOCKET
     max_workers: int = 32
+    spare_workers: int = 2  # forked in advance, while no call runs (0: fork at each call)
     check_interval: float = 30.0
     executable: str | None = None  # as started: when it changes (an upgrade), the server stops
 
@@ -49,8 +50,10 @@ class Pending:
     conn: socket.socket
     peer: Identity
     deadline: float
+    accepted: float = field(default_factory=time.time)  # for the call log's timeline
     data: bytes = b""
     fds: list[int] = field(default_factory=list)
+    hello: float = 0.0  # when the HELLO was complete
 
     def close(self) -> None:
         for fd in self.fds:
@@ -74,6 +77,7 @@ class Server:
         self.stopping = False
         self.hurry = False  # a second SIGTERM or SIGINT: stop without waiting for calls
         self.installed = _file_identity(opts.executable)
+        self.spares: list[spare.Spare] = []  # the next calls' workers, forked in advance
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -87,6 +91,7 @@ class Server:
         self.health.watch()
         self._accept_more(True)
         while not self.stopping:
+            self._fork_spare()
             self._turn(self._timeout(time.monotonic()))
             self._on_time(time.monotonic())
         self._shutdown()
@@ -185,6 +190,7 @@ class Server:
             return  # more to come
         self.pending.pop(fd)
         self.sel.unregister(conn)
+        p.hello = time.time()
         if frame is None:
             p.close()
         else:
@@ -213,23 +219,55 @@ class Server:
         _reply(p.conn, (wire.REFUSE, message))
         p.close()
 
+    def _fork_spare(self) -> None:
+        """While no call runs, spare workers for the next calls: forking while one runs would
+        take a CPU from it (a call in flight gets its worker forked for it instead)."""
+        if self.view.in_flight or len(self.spares) >= self.opts.spare_workers:
+            return
+        try:
+            self.spares.append(spare.fork(self._become_child, self._serve_handed))
+        except OSError as exc:  # calls get a worker forked for each meanwhile
+            log.debug("no spare worker: %s", exc)
+
+    def _serve_handed(self, ctl: socket.socket) -> int:
+        """In a spare: wait for a call, then be its worker."""
+        handed = spare.receive(ctl)
+        if handed is None:
+            return spare.EXIT_UNUSED
+        return self._work(*handed)
+
+    def _work(self, conn: socket.socket, fds: list[int], call: Call,
+              timeline: dict[str, float]) -> int:
+        """In a worker: serve the call; its exit status (70: an exception, logged; the caller
+        then gets code 11)."""
+        from cni_bridge.serve import worker
+
+        try:
+            return worker.run(conn, fds, call, self.setns, timeline)
+        except BaseException:
+            log.exception("worker for %s %s failed", call.role, call.verb)
+            return 70
+
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
+        timeline = {"accept": p.accepted, "hello": p.hello}
+        ready = self.spares.pop(0) if self.spares else None
+        if ready is not None and ready.hand(p.conn, p.fds, call, timeline):
+            self.view.in_flight[ready.pid] = InFlight(p.peer.pid, call.role, call.verb,
+                                                      time.time())
+            p.close()
+            return
         try:
             pid = os.fork()
         except OSError as exc:  # out of processes or memory: the caller runs the call itself
             self._refuse(p, "cannot fork a worker", str(exc), logging.WARNING)
             return
         if pid == 0:
-            code = 70  # an exception (logged): the caller gets code 11
+            code = 70
             try:
                 self._become_child(keep=p.conn)
-                from cni_bridge.serve import worker
-
-                code = worker.run(p.conn, p.fds, call, self.setns)
-            except BaseException:
-                log.exception("worker for %s %s of pid %d failed", call.role, call.verb,
-                              p.peer.pid)
+                timeline["worker"] = time.time()
+                code = self._work(p.conn, p.fds, call, timeline)
             finally:
                 os._exit(code)
         self.view.in_flight[pid] = InFlight(p.peer.pid, call.role, call.verb, time.time())
@@ -246,6 +284,8 @@ class Server:
         for s in (self.sock, self.wake_r, self.wake_w, self.watcher):
             if s is not None:
                 s.close()
+        for other in self.spares:  # the main process's end: the spares are not ours
+            other.close()
         for p in self.pending.values():
             if p.conn is not keep:
                 p.close()
@@ -260,6 +300,9 @@ class Server:
             if pid == 0:
                 break
             code = os.waitstatus_to_exitcode(status)
+            for dead in [s for s in self.spares if s.pid == pid]:  # died unused
+                dead.close()
+                self.spares.remove(dead)
             lost = self.view.finished(pid, code)
             if lost is not None:
                 log.warning("%s %s of pid %d lost: its worker %d ended with status %d "
@@ -276,6 +319,9 @@ class Server:
         self._accept_more(False)
         listener.remove(self.opts.socket, self.inode)
         self.sock.close()
+        for unused in self.spares:  # each sees its pair closed and exits
+            unused.close()
+        self.spares.clear()
         for fd in list(self.pending):
             self._drop(fd)
         deadline = time.monotonic() + DRAIN_SECONDS

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,9 +113,11 @@ def end_with_caller(conn: socket.socket, on: bool) -> None:
         fcntl.fcntl(conn, fcntl.F_SETFL, flags & ~os.O_ASYNC)
 
 
-def run(conn: socket.socket, fds: Sequence[int], call: Call,
-        setns: Callable[[int, int], None]) -> int:
-    """Serve one call on `conn`; returns the worker's exit status (EXIT_*)."""
+def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[int, int], None],
+        timeline: dict[str, float] | None = None) -> int:
+    """Serve one call on `conn`; returns the worker's exit status (EXIT_*). `timeline`: when
+    the server accepted the connection, had the HELLO and forked (the call log's timeline)."""
+    timeline = {} if timeline is None else timeline
     conn.setblocking(True)
     try:
         enter_caller(fds, setns)
@@ -125,16 +128,18 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call,
     finally:
         for fd in fds:
             os.close(fd)
+    timeline["entered"] = time.time()
     try:
         wire.send(conn, (wire.ACCEPT,))
         request = CallRequest.parse(wire.recv(conn))
     except (OSError, EOFError, wire.ProtocolError):
         return EXIT_NO_REQUEST
+    timeline["request"] = time.time()
     end_with_caller(conn, True)
     adopt(request)
     from cni_bridge.cli import execute_call
 
-    out = execute_call(call.role, request.environ, request.read_stdin, served=True)
+    out = execute_call(call.role, request.environ, request.read_stdin, True, timeline)
     if out.stderr:
         sys.stderr.write(out.stderr)
     sys.stderr.flush()

@@ -1,0 +1,73 @@
+"""Spare workers: a call handed to a child forked before it, over a socket pair (real forks and
+descriptors, no root needed)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from cni_bridge.serve import spare
+from cni_bridge.serve.peer import Call
+from cni_bridge.serve.wire import CALL_FDS
+
+
+def exit_status(pid: int) -> int:
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.fixture
+def call_fds() -> Iterator[list[int]]:
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in CALL_FDS]
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+def answer_the_call(ctl: socket.socket) -> int:
+    """A spare's work in these tests: say what it was handed, on the caller's connection."""
+    handed = spare.receive(ctl)
+    if handed is None:
+        return 9
+    conn, fds, call, timeline = handed
+    ok = all(os.fstat(fd) for fd in fds) and len(fds) == len(CALL_FDS)
+    conn.sendall(f"{call.role} {call.verb} {sorted(timeline)} {ok}".encode())
+    return 0
+
+
+def test_a_spare_serves_the_call_handed_to_it(call_fds: list[int]) -> None:
+    ready = spare.fork(lambda: None, answer_the_call)
+    caller, server_end = socket.socketpair()
+    with caller, server_end:
+        assert ready.hand(server_end, call_fds, Call("bridge", "ADD"), {"accept": 1.0,
+                                                                          "hello": 2.0})
+        caller.settimeout(10)
+        assert caller.recv(200) == b"bridge ADD ['accept', 'hello', 'worker'] True"
+    assert exit_status(ready.pid) == 0
+
+
+def test_a_spare_whose_server_closes_the_pair_exits_unused() -> None:
+    ready = spare.fork(lambda: None, answer_the_call)
+    ready.close()
+    assert exit_status(ready.pid) == 9  # receive() gave None: nothing was run
+
+
+def test_a_dead_spare_takes_no_call(call_fds: list[int]) -> None:
+    ready = spare.fork(lambda: None, lambda ctl: 0)  # exits without reading
+    assert exit_status(ready.pid) == 0
+    caller, server_end = socket.socketpair()
+    with caller, server_end:
+        assert not ready.hand(server_end, call_fds, Call("bridge", "ADD"), {})
+
+
+def test_a_hand_over_without_every_descriptor_is_dropped(call_fds: list[int]) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    caller, server_end = socket.socketpair()
+    with caller, server_end, ours:
+        socket.send_fds(ours, [b"\x00"], [server_end.fileno(), *call_fds[:2]])
+        before = len(os.listdir("/proc/self/fd"))
+        assert spare.receive(theirs) is None
+        # the 3 received are closed again, and the pair end: one less than before
+        assert len(os.listdir("/proc/self/fd")) == before - 1
