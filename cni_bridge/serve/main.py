@@ -38,13 +38,14 @@ def serve(opts: Options) -> int:
     except listener.ListenerError as exc:
         raise ServeError(str(exc)) from None
     from cni_bridge import records
-    from cni_bridge.net.netns import setns
+    from cni_bridge.net.netns import load_setns
     from cni_bridge.serve.peer import own_identity
     from cni_bridge.serve.preload import preload
     from cni_bridge.serve.view import RecordsView, ServerView
     from cni_bridge.serve.watch import open_watch
 
     modules = preload()
+    setns = load_setns()  # resolved once here, not again in every worker
     root = Path(records.state_root())
     view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root))
     watcher = None

@@ -157,6 +157,7 @@ class Server:
             pending = Pending(conn, peer, time.monotonic() + wire.HELLO_TIMEOUT)
             self.pending[conn.fileno()] = pending
             self.sel.register(conn, selectors.EVENT_READ, self._hello)
+            self._hello(conn)  # usually in already: the caller sends it right after connect
         self._accept_more(False)
 
     def _drop(self, fd: int) -> None:
@@ -230,7 +231,10 @@ class Server:
             log.debug("no spare worker: %s", exc)
 
     def _serve_handed(self, ctl: socket.socket) -> int:
-        """In a spare: wait for a call, then be its worker."""
+        """In a spare: forget the server's environment, wait for a call, be its worker."""
+        from cni_bridge.serve import worker
+
+        worker.forget_server()
         handed = spare.receive(ctl)
         if handed is None:
             return spare.EXIT_UNUSED
