@@ -31,6 +31,7 @@ from cni_bridge.serve.view import InFlight, ServerView
 
 log = logging.getLogger("cni_bridge.serve")
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
+SPARE_DELAY = 0.01  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
 
@@ -78,6 +79,7 @@ class Server:
         self.hurry = False  # a second SIGTERM or SIGINT: stop without waiting for calls
         self.installed = _file_identity(opts.executable)
         self.spares: list[spare.Spare] = []  # the next calls' workers, forked in advance
+        self.spares_after = 0.0  # monotonic time before which no spare is forked
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -108,7 +110,8 @@ class Server:
 
     def _timeout(self, now: float) -> float:
         due = [*self.health.deadlines(), *(p.deadline for p in self.pending.values())]
-        return max(0.0, min(due) - now)
+        spares = self._spares_due()
+        return max(0.0, min(due if spares is None else [*due, spares]) - now)
 
     def _on_time(self, now: float) -> None:
         for fd, p in list(self.pending.items()):
@@ -220,10 +223,18 @@ class Server:
         _reply(p.conn, (wire.REFUSE, message))
         p.close()
 
+    def _spares_due(self) -> float | None:
+        """When the next spare is to be forked, if one is missing and no call runs."""
+        if len(self.spares) >= self.opts.spare_workers or self.view.in_flight:
+            return None
+        return self.spares_after
+
     def _fork_spare(self) -> None:
-        """While no call runs, spare workers for the next calls: forking while one runs would
-        take a CPU from it (a call in flight gets its worker forked for it instead)."""
-        if self.view.in_flight or len(self.spares) >= self.opts.spare_workers:
+        """A missing spare worker, once no call has run for SPARE_DELAY: a fork while a call
+        runs takes CPU from it, and one just after a call delays the next call of the same
+        operation (an ADD's portmap after its bridge); measured with tests/perf/overhead.py."""
+        due = self._spares_due()
+        if due is None or time.monotonic() < due:
             return
         try:
             self.spares.append(spare.fork(self._become_child, self._serve_handed))
@@ -255,6 +266,7 @@ class Server:
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
         timeline = {"accept": p.accepted, "hello": p.hello}
+        self.spares_after = time.monotonic() + SPARE_DELAY
         ready = self.spares.pop(0) if self.spares else None
         if ready is not None and ready.hand(p.conn, p.fds, call, timeline):
             self.view.in_flight[ready.pid] = InFlight(p.peer.pid, call.role, call.verb,
@@ -304,6 +316,7 @@ class Server:
             if pid == 0:
                 break
             code = os.waitstatus_to_exitcode(status)
+            self.spares_after = time.monotonic() + SPARE_DELAY
             for dead in [s for s in self.spares if s.pid == pid]:  # died unused
                 dead.close()
                 self.spares.remove(dead)

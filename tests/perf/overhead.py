@@ -35,6 +35,9 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PREFIX = f"cniperf{os.getpid()}-ovh"
 # The servers compared side by side, by their --spare-workers (0: a worker forked at each call).
 MODES = ["spares0", "spares2"]
+# Between two calls: each call here stands for one operation of a runtime, whose plugin calls
+# (an ADD's bridge and portmap) come back to back, but whose operations are apart.
+PAUSE = 0.03
 # (name, from, to): the steps of a served call, in order (the timeline's keys: server.py,
 # spare.py, worker.py, calllog.py).
 STEPS = (("exec, connect, server wakes", "spawn", "accept"),
@@ -95,6 +98,7 @@ def inner(ours: Path, tmp: Path, samples: int, prefix: str) -> dict[str, list[di
                 cid = "" if verb == "STATUS" else f"{mode}{n}"
                 runs.setdefault(f"{verb}, {mode}", []).append(
                     timed_call(ours, tmp, mode, verb, cid, netns if cid else ""))
+                time.sleep(PAUSE)
     return runs
 
 
