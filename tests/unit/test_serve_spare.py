@@ -71,3 +71,14 @@ def test_a_hand_over_without_every_descriptor_is_dropped(call_fds: list[int]) ->
         assert spare.receive(theirs) is None
         # the 3 received are closed again, and the pair end: one less than before
         assert len(os.listdir("/proc/self/fd")) == before - 1
+
+
+def test_serve_takes_a_count_of_spares_and_refuses_a_negative_one() -> None:
+    from cni_bridge import operator
+    from cni_bridge.serve.cli import ServeError, cmd_serve
+    from cni_bridge.serve.server import Options
+
+    parser = operator.build_parser()
+    assert parser.parse_args(["serve"]).spare_workers == Options().spare_workers == 2
+    with pytest.raises(ServeError, match="--spare-workers at least 0"):
+        cmd_serve(parser.parse_args(["serve", "--spare-workers", "-1"]))
