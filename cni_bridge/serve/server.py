@@ -246,6 +246,7 @@ class Server:
         from cni_bridge.serve import worker
 
         worker.forget_server()
+        spare.prefault()
         handed = spare.receive(ctl)
         if handed is None:
             return spare.EXIT_UNUSED

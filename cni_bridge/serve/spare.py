@@ -14,6 +14,7 @@ the call to a worker forked for it, as before.
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import socket
@@ -25,6 +26,8 @@ from cni_bridge.serve import wire
 from cni_bridge.serve.peer import Call
 
 _FDS = len(wire.CALL_FDS) + 1  # the connection, then the caller's descriptors
+_MADV_POPULATE_WRITE = 23
+PREFAULT_LIMIT = 64 << 20  # at most this much of a spare's memory is made its own in advance
 _MAX_MESSAGE = 1024
 EXIT_UNUSED = 0  # the server closed the pair before handing a call over
 
@@ -70,6 +73,45 @@ def fork(become_child: Callable[[], None], serve: Callable[[socket.socket], int]
             os._exit(code)
     theirs.close()
     return Spare(pid, ours)
+
+
+def prefault(limit: int = PREFAULT_LIMIT) -> int:
+    """In a spare, while it waits: give it its own copy of the memory it shares with the server
+    (madvise MADV_POPULATE_WRITE, Linux 5.14+, on each private writable mapping the server has
+    pages in), so that the call does not stop at each first write to a shared page. Measured
+    (bridge STATUS, source tree): ~700 such faults and ~2.5 ms of a 3 ms call, gone at the cost
+    of ~15 MiB per spare. Returns the bytes populated (0 where the kernel cannot)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    done = 0
+    for start, end in _resident_writable():
+        if done + end - start > limit:
+            break
+        if madvise(start, end - start, _MADV_POPULATE_WRITE) == 0:
+            done += end - start
+        elif ctypes.get_errno() == errno.EINVAL and done == 0:
+            return 0  # a kernel before 5.14: nothing to gain here
+    return done
+
+
+def _resident_writable() -> list[tuple[int, int]]:
+    """Private writable mappings with resident pages (/proc/self/smaps)."""
+    found: list[tuple[int, int]] = []
+    region: tuple[int, int] | None = None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(None, 2)
+            if "-" in head[0] and len(head) > 1 and len(head[1]) == 4:
+                low, high = head[0].split("-")
+                region = (int(low, 16), int(high, 16)) if head[1][1] == "w" and \
+                    head[1][3] == "p" else None
+            elif region is not None and head[0] == "Rss:" and int(head[1]) > 0:
+                found.append(region)
+                region = None
+    return found
 
 
 def receive(ctl: socket.socket) -> tuple[socket.socket, list[int], Call, dict[str, float]] | None:
