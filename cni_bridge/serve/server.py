@@ -31,7 +31,7 @@ from cni_bridge.serve.view import InFlight, ServerView
 
 log = logging.getLogger("cni_bridge.serve")
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
-SPARE_DELAY = 0.01  # without a call, before a spare is forked (see _fork_spare)
+SPARE_DELAY = 0.003  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
 
