@@ -6,7 +6,8 @@ not systemd where the tests run): it listens on the socket, and at the first con
 set, exactly as systemd does for ``cni-bridge.socket``. All of it inside the test's host
 namespace H, on a socket under the test's temp dir.
 
-- The first call after "boot" connects while no server runs yet: it is served, once.
+- The first call after "boot" connects while no server runs yet: it is served, once, whether
+  the bootloader's hand-off or Python's hands it over.
 - A server that starts later than the caller waits runs nothing of that call: the caller ran
   it standalone, before sending it.
 - The server leaves systemd's socket file alone when it stops; a socket that is not the one
@@ -127,6 +128,21 @@ def test_the_first_call_starts_the_server_and_is_served_once(
     assert "(systemd's socket)" in server.output()
     assert server.stop() == 0
     assert server.sock.exists()  # systemd's: the server never removes it
+
+
+def test_pythons_hook_waits_for_the_starting_server_too(
+        host_ns: Netns, activate: Callable[..., Activated], run_plugin: RunPlugin,
+        tmp_path: Path) -> None:
+    """An environment that is not UTF-8 is left by the bootloader's hand-off to Python's
+    (test_serve_native.py); its wait covers the server's start the same way."""
+    server = activate()
+    log = tmp_path / "calls.jsonl"
+    first = run_plugin(host_ns, "host-local", "ADD", ipam_conf(tmp_path / "ipam"),
+                       container_id="odd", netns=host_ns,
+                       env={"CNI_BRIDGE_LOG": str(log), "ODD": "\udcff\udcfe"})
+    assert first.rc == 0, first.stdout + first.stderr + server.output()
+    assert [(r["verb"], r["served"]) for r in call_log(log)] == [("ADD", True)]
+    assert server.program() == "cni-bridge"
 
 
 def test_a_server_slower_than_the_callers_wait_runs_nothing_of_its_call(
