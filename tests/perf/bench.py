@@ -938,6 +938,13 @@ def main(argv: Sequence[str]) -> int:
         except KeyboardInterrupt:
             print("bench.py: interrupted; cleaning up", file=sys.stderr)
             return 130
+        except Exception:
+            for world in bench.worlds:  # a resident server's log goes with the temp dir
+                log = world.root / "serve.log"
+                if log.exists():
+                    print(f"bench.py: {world.impl.label}: the server's log (end):\n"
+                          f"{log.read_text(errors='replace')[-6000:]}", file=sys.stderr)
+            raise
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up
