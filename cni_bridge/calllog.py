@@ -34,9 +34,10 @@ def log_path(environ: Mapping[str, str], outcome: Outcome) -> str:
     return path
 
 
-def call_record(role: str, outcome: Outcome, started: float,
-                served: bool = False) -> dict[str, Any]:
+def call_record(role: str, outcome: Outcome, started: float, served: bool = False,
+                timeline: Mapping[str, float] | None = None) -> dict[str, Any]:
     env = outcome.env
+    elapsed = time.perf_counter() - started
     record: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "role": role,
@@ -45,13 +46,17 @@ def call_record(role: str, outcome: Outcome, started: float,
         "ifname": env.ifname if env else "",
         "network": outcome.request.network_name if outcome.request else "",
         "outcome": "error" if outcome.error else "ok",
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(elapsed * 1000, 2),
         "phases_ms": outcome.timer.phases,
         # How many modules the call had loaded by its end: its import set's size, what start-up
         # costs grow with (tests/integration/test_import_budget.py keeps it within budget).
         "modules": len(sys.modules),
         "served": served,  # run by the resident server (cni-bridge serve) for the executable
     }
+    if timeline is not None:  # a served call: when it passed each step (seconds since the epoch)
+        now = time.time()
+        record["timeline"] = {**{k: round(v, 6) for k, v in timeline.items()},
+                              "call": round(now - elapsed, 6), "logged": round(now, 6)}
     if outcome.error is not None:
         record["code"] = outcome.error.code
         record["msg"] = outcome.error.msg

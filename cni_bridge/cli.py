@@ -60,11 +60,11 @@ class CallOutput:
 
 
 def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
-                 served: bool = False) -> CallOutput:
+                 served: bool = False, timeline: Mapping[str, float] | None = None) -> CallOutput:
     """Run one plugin call from its environment and stdin, writing the call log if asked.
 
     Shared by the executable (real stdio) and the resident server (bytes from the caller,
-    `served`: the call log says so)."""
+    `served`: the call log says so, with the `timeline` of the hand-off)."""
     from cni_bridge import calllog, diag
     from cni_bridge.spec.dispatch import dispatch
 
@@ -75,7 +75,8 @@ def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[],
     )
     path = calllog.log_path(environ, outcome)
     if path and outcome.command:
-        calllog.write_call_log(path, calllog.call_record(role, outcome, started, served))
+        calllog.write_call_log(path, calllog.call_record(role, outcome, started, served,
+                                                             timeline))
     # UTF-8 whatever the locale, as a Go plugin writes it.
     return CallOutput(outcome.stdout.encode("utf-8"), outcome.stderr, outcome.exit_code)
 

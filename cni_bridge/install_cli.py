@@ -47,6 +47,13 @@ def add_install_parser(sub: Any) -> None:
     p.add_argument("--cni-version", metavar="V", help="with --subnet: the conflist's "
                    "cniVersion (default 1.1.0; 1.0.0 for runtimes built with libcni 1.1, such "
                    "as containerd 1.6 and 1.7)")
+    p.add_argument("--serve", action="store_true",
+                   help="also write the systemd units of resident mode (cni-bridge.socket and "
+                   ".service, socket-activated: the server starts at the first call) and, where "
+                   "systemd runs, enable them; elsewhere refuse unless --systemd-dir is given")
+    p.add_argument("--systemd-dir", type=Path, metavar="DIR",
+                   help="with --serve: write the units here (default /etc/systemd/system; "
+                   "enabled only there, when systemd runs)")
     p.add_argument("--from", dest="source", type=Path, metavar="DIR",
                    help="the frozen bundle to install (default: this program's directory)")
 
@@ -67,6 +74,7 @@ def cmd_install(opts: argparse.Namespace) -> int:
                                       opts.conf_dir)
     elif opts.with_conf:
         install.check_writable(opts.conf_dir)
+    serve_plan = _plan_serve(opts) if opts.serve or opts.systemd_dir else None
     report = install.install(source.resolve(), opts.bin_dir)
     how = "already there, reused" if report.reused else "copied"
     print(f"bundle      {report.bundle} ({how})")
@@ -84,5 +92,39 @@ def cmd_install(opts: argparse.Namespace) -> int:
     elif opts.with_conf:
         path, written = install.write_default_conf(opts.conf_dir)
         print(f"network     {path} ({'written' if written else 'exists, left as it is'})")
+    if serve_plan is not None:
+        _install_serve(opts.bin_dir, *serve_plan)
     print(f"next        cni-bridge status --plugin-dir {opts.bin_dir}")
     return 0
+
+
+def _plan_serve(opts: argparse.Namespace) -> tuple[Path, bool]:
+    """Where the units go and whether to enable them, checked before anything is written."""
+    from cni_bridge import install
+    from cni_bridge.serve import units
+
+    if not opts.serve:
+        raise install.InstallError("--systemd-dir is for --serve")
+    try:
+        unit_dir, running = units.plan(opts.systemd_dir)
+    except units.UnitsError as exc:
+        raise install.InstallError(str(exc)) from None
+    install.check_writable(unit_dir)
+    return unit_dir, running
+
+
+def _install_serve(bin_dir: Path, unit_dir: Path, running: bool) -> None:
+    from cni_bridge import install
+    from cni_bridge.serve import units
+
+    executable = str(bin_dir.resolve() / install.EXECUTABLE)
+    try:
+        report = units.install_units(executable, unit_dir, running)
+    except units.UnitsError as exc:
+        raise install.InstallError(str(exc)) from None
+    for path, how in report.written.items():
+        print(f"unit        {path} ({how})")
+    if report.enabled:
+        print(f"enabled     {units.SOCKET_UNIT} (the server starts at the first plugin call)")
+    if report.next_step:
+        print(f"enable      {report.next_step}")

@@ -145,10 +145,16 @@ def setns(fd: int, nstype: int) -> None:
 
 
 def _setns(fd: int, nstype: int) -> None:
+    load_setns()(fd, nstype)
+
+
+def load_setns() -> Callable[[int, int], None]:
+    """The setns(2) implementation, resolved once (~0.25 ms through ctypes): the resident
+    server resolves it before forking its workers."""
     global _setns_impl
     if _setns_impl is None:
         _setns_impl = _load_setns()
-    _setns_impl(fd, nstype)
+    return _setns_impl
 
 
 def _load_setns() -> Callable[[int, int], None]:

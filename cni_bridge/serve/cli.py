@@ -24,6 +24,10 @@ def add_serve_parser(sub: Any) -> None:
                    "at CNI_BRIDGE_SOCKET)")
     p.add_argument("--max-workers", type=int, default=32, metavar="N",
                    help="calls run at once; more wait, then run standalone (default 32)")
+    p.add_argument("--spare-workers", type=int, default=2, metavar="N",
+                   help="workers forked in advance while no call runs, so that a call does not "
+                   "wait for a fork (default 2: an ADD's bridge and portmap calls; 0: fork one "
+                   "at each call)")
     p.add_argument("--check-interval", type=float, default=30.0, metavar="SECONDS",
                    help="firewall check besides change notifications (default 30)")
 
@@ -43,6 +47,8 @@ def cmd_serve(opts: argparse.Namespace) -> int:
     from cni_bridge.serve.main import serve
     from cni_bridge.serve.server import Options
 
-    if opts.max_workers < 1 or opts.check_interval <= 0:
-        raise ServeError("--max-workers must be at least 1 and --check-interval positive")
-    return serve(Options(opts.socket, opts.max_workers, opts.check_interval))
+    if opts.max_workers < 1 or opts.check_interval <= 0 or opts.spare_workers < 0:
+        raise ServeError("--max-workers must be at least 1, --spare-workers at least 0 and "
+                         "--check-interval positive")
+    return serve(Options(opts.socket, opts.max_workers, opts.spare_workers,
+                         opts.check_interval))

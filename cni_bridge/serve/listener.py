@@ -1,4 +1,5 @@
-"""The server's socket: created 0600 in a 0700 directory, never stolen from a live server."""
+"""The server's socket: created 0600 in a 0700 directory, never stolen from a live server; or
+the one systemd made for it (socket activation), which stays systemd's."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ Identity = tuple[int, int, int]
 def identity(path: str) -> Identity:
     st = os.stat(path)
     return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+# systemd's socket activation (sd_listen_fds(3)): the first passed descriptor, and the variables.
+LISTEN_FDS_START = 3
+ACTIVATION_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
 class ListenerError(Exception):
@@ -68,8 +74,60 @@ def bind(path: str) -> tuple[socket.socket, Identity]:
     return sock, identity(path)
 
 
-def remove(path: str, ours: Identity) -> None:
-    """Unlink our socket file, unless another server has replaced it meanwhile."""
+def activation(environ: dict[str, str], pid: int) -> int | None:
+    """The descriptor systemd passed us (LISTEN_PID is our pid), or None: not socket-activated.
+    Pure: the caller clears the variables (so that nothing we start inherits them)."""
+    if environ.get("LISTEN_PID") is None and environ.get("LISTEN_FDS") is None:
+        return None
+    if environ.get("LISTEN_PID", "") != str(pid):
+        return None  # meant for another process (the one that exec'd us): not ours to take
+    count = environ.get("LISTEN_FDS", "")
+    if count != "1":
+        raise ListenerError(f"socket activation passed LISTEN_FDS={count!r}: the server takes "
+                            "exactly one socket (ListenStream= once in cni-bridge.socket)")
+    return LISTEN_FDS_START
+
+
+def inherited(fd: int, path: str) -> socket.socket:
+    """The listening socket systemd passed as `fd`, checked to be a listening unix stream
+    socket bound to `path`; made non-blocking and close-on-exec."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenerError(f"socket activation: descriptor {fd} is not a socket ({exc})") \
+            from None
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        bound = sock.getsockname()
+    except OSError as exc:
+        listening, bound = 0, f"unreadable ({exc})"
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()
+        raise ListenerError(f"socket activation: descriptor {fd} is not a listening unix "
+                            "stream socket (cni-bridge.socket needs ListenStream=PATH)")
+    if bound != path:
+        sock.detach()
+        raise ListenerError(f"socket activation: the socket systemd passed is {bound!r}, not "
+                            f"{path} (--socket); make them agree: plugins look at {path}")
+    sock.setblocking(False)
+    os.set_inheritable(fd, False)
+    return sock
+
+
+def take_activated(path: str) -> socket.socket | None:
+    """The socket systemd listens on for us, if it started us that way; the activation
+    variables are removed from our environment either way."""
+    fd = activation(dict(os.environ), os.getpid())
+    for name in ACTIVATION_ENV:
+        os.environ.pop(name, None)
+    return None if fd is None else inherited(fd, path)
+
+
+def remove(path: str, ours: Identity | None) -> None:
+    """Unlink our socket file, unless another server has replaced it meanwhile. None: the
+    socket is systemd's (activation), never ours to remove."""
+    if ours is None:
+        return
     with contextlib.suppress(OSError):
         if identity(path) == ours:
             os.unlink(path)

@@ -33,8 +33,12 @@ def serve(opts: Options) -> int:
         raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "
                          "hands its call only to a server of its own build")
     setup_logging()
+    try:  # first, so that nothing started below inherits systemd's LISTEN_* variables
+        activated = listener.take_activated(opts.socket)
+    except listener.ListenerError as exc:
+        raise ServeError(str(exc)) from None
     from cni_bridge import records
-    from cni_bridge.net.netns import setns
+    from cni_bridge.net.netns import load_setns
     from cni_bridge.nodestate import sweep_logged
     from cni_bridge.serve.peer import own_identity
     from cni_bridge.serve.preload import preload
@@ -42,6 +46,7 @@ def serve(opts: Options) -> int:
     from cni_bridge.serve.watch import open_watch
 
     modules = preload()
+    setns = load_setns()  # resolved once here, not again in every worker
     root = Path(records.state_root())  # claimed: a dead namespace's records are not ours
     sweep_logged()
     view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root),
@@ -52,18 +57,23 @@ def serve(opts: Options) -> int:
     except OSError as exc:
         log.warning("no nftables notifications (%s): the firewall is checked every %gs only",
                     exc, opts.check_interval)
-    try:
-        sock, inode = listener.bind(opts.socket)
-    except listener.ListenerError as exc:
-        raise ServeError(str(exc)) from None
+    sock, inode = (activated, None) if activated is not None else _bind(opts.socket)
     gc.collect()
     gc.freeze()  # what is loaded now stays: forked workers share it
-    log.info("serving on %s: pid %d, build %s, network namespace %d (cookie %s), records under "
-             "%s, %d modules loaded, up to %d calls at once", opts.socket, os.getpid(), digest,
+    log.info("serving on %s%s: pid %d, build %s, network namespace %d (cookie %s), records "
+             "under %s, %d modules loaded, up to %d calls at once", opts.socket,
+             " (systemd's socket)" if inode is None else "", os.getpid(), digest,
              view.netns, view.netns_cookie, root, modules, opts.max_workers)
     notify_ready()
     opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
+
+
+def _bind(path: str) -> tuple[socket.socket, listener.Identity]:
+    try:
+        return listener.bind(path)
+    except listener.ListenerError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def notify_ready() -> None:

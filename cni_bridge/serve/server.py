@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cni_bridge.nodestate import sweep_logged
-from cni_bridge.serve import listener, wire
+from cni_bridge.serve import listener, spare, wire
 from cni_bridge.serve.health import SIGNAL_TRIGGER, Health
-from cni_bridge.serve.peer import Identity, call_of, hello_kind, peer_identity, refusal
+from cni_bridge.serve.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
 from cni_bridge.serve.view import InFlight, ServerView
 
 log = logging.getLogger("cni_bridge.serve")
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
+SPARE_DELAY = 0.003  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
 
@@ -40,6 +41,7 @@ _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 class Options:
     socket: str = wire.DEFAULT_SOCKET
     max_workers: int = 32
+    spare_workers: int = 2  # forked in advance, while no call runs (0: fork at each call)
     check_interval: float = 30.0
     executable: str | None = None  # as started: when it changes (an upgrade), the server stops
 
@@ -51,8 +53,10 @@ class Pending:
     conn: socket.socket
     peer: Identity
     deadline: float
+    accepted: float = field(default_factory=time.time)  # for the call log's timeline
     data: bytes = b""
     fds: list[int] = field(default_factory=list)
+    hello: float = 0.0  # when the HELLO was complete
 
     def close(self) -> None:
         for fd in self.fds:
@@ -62,9 +66,10 @@ class Pending:
 
 
 class Server:
-    def __init__(self, opts: Options, sock: socket.socket, inode: listener.Identity,
+    def __init__(self, opts: Options, sock: socket.socket, inode: listener.Identity | None,
                  view: ServerView, home: Identity, watcher: socket.socket | None,
                  setns: Callable[[int, int], None]) -> None:
+        # inode None: systemd's socket (activation), which outlives us and is never unlinked
         self.opts, self.sock, self.inode, self.view = opts, sock, inode, view
         self.home, self.watcher, self.setns = home, watcher, setns
         self.sel = selectors.DefaultSelector()
@@ -75,6 +80,8 @@ class Server:
         self.stopping = False
         self.hurry = False  # a second SIGTERM or SIGINT: stop without waiting for calls
         self.installed = _file_identity(opts.executable)
+        self.spares: list[spare.Spare] = []  # the next calls' workers, forked in advance
+        self.spares_after = 0.0  # monotonic time before which no spare is forked
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -88,6 +95,7 @@ class Server:
         self.health.watch()
         self._accept_more(True)
         while not self.stopping:
+            self._fork_spare()
             self._turn(self._timeout(time.monotonic()))
             self._on_time(time.monotonic())
         self._shutdown()
@@ -104,7 +112,8 @@ class Server:
 
     def _timeout(self, now: float) -> float:
         due = [*self.health.deadlines(), *(p.deadline for p in self.pending.values())]
-        return max(0.0, min(due) - now)
+        spares = self._spares_due()
+        return max(0.0, min(due if spares is None else [*due, spares]) - now)
 
     def _on_time(self, now: float) -> None:
         for fd, p in list(self.pending.items()):
@@ -156,6 +165,7 @@ class Server:
             pending = Pending(conn, peer, time.monotonic() + wire.HELLO_TIMEOUT)
             self.pending[conn.fileno()] = pending
             self.sel.register(conn, selectors.EVENT_READ, self._hello)
+            self._hello(conn)  # usually in already: the caller sends it right after connect
         self._accept_more(False)
 
     def _drop(self, fd: int) -> None:
@@ -189,6 +199,7 @@ class Server:
             return  # more to come
         self.pending.pop(fd)
         self.sel.unregister(conn)
+        p.hello = time.time()
         if frame is None:
             p.close()
         else:
@@ -217,23 +228,68 @@ class Server:
         _reply(p.conn, (wire.REFUSE, message))
         p.close()
 
+    def _spares_due(self) -> float | None:
+        """When the next spare is to be forked, if one is missing and no call runs."""
+        if len(self.spares) >= self.opts.spare_workers or self.view.in_flight:
+            return None
+        return self.spares_after
+
+    def _fork_spare(self) -> None:
+        """A missing spare worker, once no call has run for SPARE_DELAY: a fork while a call
+        runs takes CPU from it, and one just after a call delays the next call of the same
+        operation (an ADD's portmap after its bridge); measured with tests/perf/overhead.py."""
+        due = self._spares_due()
+        if due is None or time.monotonic() < due:
+            return
+        try:
+            self.spares.append(spare.fork(self._become_child, self._serve_handed))
+        except OSError as exc:  # calls get a worker forked for each meanwhile
+            log.debug("no spare worker: %s", exc)
+
+    def _serve_handed(self, ctl: socket.socket) -> int:
+        """In a spare: forget the server's environment, wait for a call, be its worker."""
+        from cni_bridge.serve import worker
+
+        worker.forget_server()
+        spare.prefault()
+        handed = spare.receive(ctl)
+        if handed is None:
+            return spare.EXIT_UNUSED
+        return self._work(*handed)
+
+    def _work(self, conn: socket.socket, fds: list[int], call: Call,
+              timeline: dict[str, float]) -> int:
+        """In a worker: serve the call; its exit status (70: an exception, logged; the caller
+        then gets code 11)."""
+        from cni_bridge.serve import worker
+
+        try:
+            return worker.run(conn, fds, call, self.setns, timeline)
+        except BaseException:
+            log.exception("worker for %s %s failed", call.role, call.verb)
+            return 70
+
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
+        timeline = {"accept": p.accepted, "hello": p.hello}
+        self.spares_after = time.monotonic() + SPARE_DELAY
+        ready = self.spares.pop(0) if self.spares else None
+        if ready is not None and ready.hand(p.conn, p.fds, call, timeline):
+            self.view.in_flight[ready.pid] = InFlight(p.peer.pid, call.role, call.verb,
+                                                      time.time())
+            p.close()
+            return
         try:
             pid = os.fork()
         except OSError as exc:  # out of processes or memory: the caller runs the call itself
             self._refuse(p, "cannot fork a worker", str(exc), logging.WARNING)
             return
         if pid == 0:
-            code = 70  # an exception (logged): the caller gets code 11
+            code = 70
             try:
                 self._become_child(keep=p.conn)
-                from cni_bridge.serve import worker
-
-                code = worker.run(p.conn, p.fds, call, self.setns)
-            except BaseException:
-                log.exception("worker for %s %s of pid %d failed", call.role, call.verb,
-                              p.peer.pid)
+                timeline["worker"] = time.time()
+                code = self._work(p.conn, p.fds, call, timeline)
             finally:
                 os._exit(code)
         self.view.in_flight[pid] = InFlight(p.peer.pid, call.role, call.verb, time.time())
@@ -250,6 +306,8 @@ class Server:
         for s in (self.sock, self.wake_r, self.wake_w, self.watcher):
             if s is not None:
                 s.close()
+        for other in self.spares:  # the main process's end: the spares are not ours
+            other.close()
         for p in self.pending.values():
             if p.conn is not keep:
                 p.close()
@@ -264,6 +322,10 @@ class Server:
             if pid == 0:
                 break
             code = os.waitstatus_to_exitcode(status)
+            self.spares_after = time.monotonic() + SPARE_DELAY
+            for dead in [s for s in self.spares if s.pid == pid]:  # died unused
+                dead.close()
+                self.spares.remove(dead)
             lost = self.view.finished(pid, code)
             if lost is not None:
                 log.warning("%s %s of pid %d lost: its worker %d ended with status %d "
@@ -280,6 +342,9 @@ class Server:
         self._accept_more(False)
         listener.remove(self.opts.socket, self.inode)
         self.sock.close()
+        for unused in self.spares:  # each sees its pair closed and exits
+            unused.close()
+        self.spares.clear()
         self.health.stop()  # a restore is the server's work: it ends with it
         for fd in list(self.pending):
             self._drop(fd)

@@ -93,6 +93,8 @@ def test_adopt_takes_the_callers_environment_umask_argv0_and_fresh_logging(
     monkeypatch.setattr(root, "handlers", [server_handler])
     monkeypatch.setattr(sys, "argv", ["cni-bridge", "serve"])
     try:
+        worker.forget_server()  # a spare does it before its call, a forked worker at it
+        assert dict(os.environ) == {} and root.handlers == []
         worker.adopt(worker.CallRequest.parse((wire.REQUEST, REQUEST)))
         assert dict(os.environ) == REQUEST["environ"]
         assert os.umask(0o022) == 0o27
