@@ -72,7 +72,8 @@ def in_group(pgrp: int) -> list[int]:
 
 
 def health_child(server: Resident) -> int:
-    """The running health check (the server runs no call here: its only child)."""
+    """The running health check (the server runs no call and keeps no spare worker here: its
+    only child)."""
     found: list[int] = []
 
     def started() -> bool:
@@ -88,7 +89,7 @@ def health_child(server: Resident) -> int:
 def test_no_process_of_the_server_is_left_a_second_after_it_ends_mid_restore(
         how: signal.Signals, host_ns: Netns, resident: Callable[..., Resident]) -> None:
     write_records(host_ns, MANY)
-    server = resident(use=False)
+    server = resident(use=False, args=("--spare-workers", "0"))  # spares: test_serve_spare
     child = health_child(server)
     assert (server.status() or {}).get("checks") == 0, "the restore ended before the test " \
         "could stop it: raise MANY"
