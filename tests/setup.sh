@@ -23,6 +23,7 @@ DEBIAN_PACKAGES=(
     bats bats-assert bats-support bats-file podman runc busybox-static python3-yaml
     containernetworking-plugins golang-go golang-github-appc-cni-dev containerd python3-grpcio
     python3 python3-venv libpython3.11 binutils ca-certificates time gcc libc6-dev zlib1g-dev
+    systemd
 )
 
 # --- 1. Debian packages ------------------------------------------------------------------------
