@@ -1,7 +1,7 @@
 """Whose is a namespace's state directory, and removing the state of namespaces that are gone.
 
 Each network namespace's directory, ``<state root>/netns-<inode>/``, holds an owner file
-(``records.OWNER_FILE``): the namespace's cookie and the boot id. The kernel hands a dead
+(``nodeowner.OWNER_FILE``): the namespace's cookie and the boot id. The kernel hands a dead
 namespace's inode number to the next namespace it makes; the cookie it never reuses in a boot.
 What counts as proof that a directory's owner is dead:
 
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from cni_bridge import records
+from cni_bridge import nodeowner
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def claim(root: str, mine: str) -> None:
     os.makedirs(base, mode=0o700, exist_ok=True)
     aside = None
     with _locked(base):
-        text = records.read_small(os.path.join(root, records.OWNER_FILE))
+        text = nodeowner.read_small(os.path.join(root, nodeowner.OWNER_FILE))
         if text == mine:
             return
         if os.path.lexists(root):
@@ -135,11 +135,11 @@ def _create(base: str, name: str, mine: str) -> None:
 
 
 def _write_owner(directory: str, text: str) -> None:
-    temp = os.path.join(directory, f"{records.TEMP_PREFIX}owner-{os.urandom(4).hex()}")
+    temp = os.path.join(directory, f"{nodeowner.TEMP_PREFIX}owner-{os.urandom(4).hex()}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(text)
-    os.replace(temp, os.path.join(directory, records.OWNER_FILE))
+    os.replace(temp, os.path.join(directory, nodeowner.OWNER_FILE))
 
 
 @contextlib.contextmanager
@@ -200,7 +200,7 @@ def survey(base: str) -> Survey:
         entries = sorted(os.scandir(base), key=lambda e: e.name)
     except OSError:
         return out
-    me = _owner(records.current_owner())
+    me = _owner(nodeowner.current_owner())
     own_inode = os.stat("/proc/self/ns/net").st_ino
     live: dict[int, str] = {}
     for entry in entries:
@@ -210,7 +210,7 @@ def survey(base: str) -> Survey:
         match = _NAMESPACE_DIR.fullmatch(entry.name)
         if not match:
             continue
-        found = parse_owner(records.read_small(os.path.join(entry.path, records.OWNER_FILE)))
+        found = parse_owner(nodeowner.read_small(os.path.join(entry.path, nodeowner.OWNER_FILE)))
         inode = int(match[1])
         if inode != own_inode and not live and found and found.boot_id == me.boot_id:
             live = live_namespaces()  # only when needed: a scan of /proc
@@ -247,7 +247,7 @@ def sweep(base: str) -> Survey:
     doomed: list[str] = []
     with contextlib.suppress(OSError), _locked(base):
         for found in report.dead:
-            owner = records.read_small(os.path.join(found.path, records.OWNER_FILE))
+            owner = nodeowner.read_small(os.path.join(found.path, nodeowner.OWNER_FILE))
             if describe(parse_owner(owner)) == found.owner:  # not claimed meanwhile
                 doomed.append(_move_aside(base, os.path.basename(found.path)))
                 report.removed.append(found.path)
@@ -271,7 +271,7 @@ def sweep_logged(base: str | None = None) -> None:
     """`sweep`, for the resident server: what it removed and what it left is logged, and a
     failure never stops the caller."""
     try:
-        report = sweep(base or records.state_base())
+        report = sweep(base or nodeowner.state_base())
     except Exception as exc:
         log.warning("cannot sweep the state of dead namespaces: %s", exc)
         return
@@ -327,6 +327,6 @@ def cookie_of(path: str) -> int | None:
 
     try:
         with open_netns(path) as handle, enter_netns(handle):
-            return records.netns_cookie()
+            return nodeowner.netns_cookie()
     except CniError:
         return None

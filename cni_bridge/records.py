@@ -13,7 +13,8 @@ so a reader never sees half a record. The layout is a stable interface: do not c
 The kernel reuses namespace inode numbers, so a directory is bound to its namespace's life by
 an owner file, ``netns-<inode>/.owner``: the namespace's cookie (``SO_NETNS_COOKIE``, never
 reused in a boot) and the boot id. ``state_root`` and ``proven_root`` are the only ways to the
-directory, and both check the owner (``nodestate`` handles a directory that fails the check).
+directory, and both check the owner (``nodeowner`` says who owns it; ``nodestate`` handles a
+directory that fails the check).
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from dataclasses import dataclass
+
+# Re-exported: where records live is asked of this module.
+from cni_bridge.nodeowner import OWNER_FILE as OWNER_FILE
+from cni_bridge.nodeowner import STATE_ENV as STATE_ENV
+from cni_bridge.nodeowner import TEMP_PREFIX, current_owner, read_small
+from cni_bridge.nodeowner import state_base as state_base
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,10 +37,7 @@ if TYPE_CHECKING:
 
     Root = str | os.PathLike[str]
 
-STATE_ENV = "CNI_BRIDGE_STATE_DIR"
-DEFAULT_ROOT = "/run/cni-bridge"
 PLUGINS = ("bridge", "portmap")
-TEMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -46,59 +49,11 @@ class Record:
     data: Mapping[str, Any]
 
 
-def state_base(environ: Mapping[str, str] | None = None) -> str:
-    """The state root shared by every namespace (host-local's index lives here too)."""
-    env = os.environ if environ is None else environ
-    return env.get(STATE_ENV) or DEFAULT_ROOT
-
-
-OWNER_FILE = ".owner"
-BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
-SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>, Linux 5.14
 PROBE_PREFIX = "usable-"
 # The state directory this process has proven its own. Kept across calls in one process: a
 # process that has not left its namespace keeps it alive, so its inode cannot change owner (a
 # served worker that enters the caller's namespace has another inode, unless it is the server's).
 _proven: str | None = None
-
-
-def netns_cookie() -> int | None:
-    """The network namespace cookie of the calling thread (unique for the boot, never reused):
-    a socket belongs to the namespace it is made in. None on kernels before 5.14."""
-    import _socket  # the C module: `socket` would add imports to a call that lacks them
-
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-    try:
-        raw = sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
-    except OSError:
-        return None
-    finally:
-        sock.close()
-    return int.from_bytes(raw, sys.byteorder)
-
-
-def read_small(path: str) -> str | None:
-    """A small text file's content, or None when it cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 512).decode("ascii", "replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def owner_text(cookie: int | None, boot_id: str) -> str:
-    """The owner file's content (parsed back by ``nodestate.parse_owner``)."""
-    return f"netns-cookie {'unavailable' if cookie is None else cookie}\nboot-id {boot_id}\n"
-
-
-def current_owner() -> str:
-    """The owner file the calling namespace writes, in this boot."""
-    return owner_text(netns_cookie(), (read_small(BOOT_ID_FILE) or "unknown").strip())
 
 
 def namespace_dir(environ: Mapping[str, str] | None = None) -> str:

@@ -37,7 +37,7 @@ def serve(opts: Options) -> int:
         activated = listener.take_activated(opts.socket)
     except listener.ListenerError as exc:
         raise ServeError(str(exc)) from None
-    from cni_bridge import records
+    from cni_bridge import nodeowner, records
     from cni_bridge.net.netns import load_setns
     from cni_bridge.nodestate import sweep_logged
     from cni_bridge.serve.peer import own_identity
@@ -50,7 +50,7 @@ def serve(opts: Options) -> int:
     root = Path(records.state_root())  # claimed: a dead namespace's records are not ours
     sweep_logged()
     view = ServerView(opts.socket, digest, os.stat("/proc/self/ns/net").st_ino, RecordsView(root),
-                      netns_cookie=records.netns_cookie())
+                      netns_cookie=nodeowner.netns_cookie())
     watcher = None
     try:
         watcher = open_watch()

@@ -63,7 +63,7 @@ def print_server(path: str | None, as_json: bool) -> int:
 def watches(answer: Mapping[str, Any], root: Path) -> bool:
     """Whether the server heals the namespace and records this process would look at: the
     same namespace by its cookie (inode numbers are reused), the same record directory."""
-    from cni_bridge.records import netns_cookie
+    from cni_bridge.nodeowner import netns_cookie
 
     cookie = netns_cookie()
     same = (answer.get("netns_cookie") == cookie if cookie is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import records
+from cni_bridge import nodeowner, records
 from tests.integration.conftest import SOCKET_ENV, STATE_ENV
 from tests.integration.test_reliability_common import BACKENDS, World, make_world
 from tests.integration.test_serve_common import Resident, resident, wait_for
@@ -220,12 +220,12 @@ def test_gc_leaves_what_it_cannot_prove_dead(netns: Callable[[str], Netns],
     base = Path(os.environ[STATE_ENV])
     orphan = base / "netns-1"  # no namespace ever has inode 1
     orphan.mkdir(parents=True)
-    boot = Path(records.BOOT_ID_FILE).read_text().strip()
-    (orphan / records.OWNER_FILE).write_text(records.owner_text(12345, boot))
+    boot = Path(nodeowner.BOOT_ID_FILE).read_text().strip()
+    (orphan / records.OWNER_FILE).write_text(nodeowner.owner_text(12345, boot))
     out = cli(host, plugin_dir, "gc")
     assert f"{orphan}: no namespace this process can see has its inode" in out, out
     assert orphan.is_dir()
-    (orphan / records.OWNER_FILE).write_text(records.owner_text(12345, "an-earlier-boot"))
+    (orphan / records.OWNER_FILE).write_text(nodeowner.owner_text(12345, "an-earlier-boot"))
     out = cli(host, plugin_dir, "gc")
     assert f"removed {orphan}: its namespace is gone (written in an earlier boot)" in out, out
     assert not orphan.exists()

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from cni_bridge import records  # noqa: E402
+from cni_bridge import nodeowner, records  # noqa: E402
 
 ROUNDS, REPEAT = 31, 2000
 
@@ -51,14 +51,14 @@ def unremembered() -> None:
 def dead_directory(count: int) -> None:
     root = Path(records.namespace_dir())
     (root / "net").mkdir(parents=True)
-    (root / records.OWNER_FILE).write_text(records.owner_text(1, "an-earlier-boot"))
+    (root / records.OWNER_FILE).write_text(nodeowner.owner_text(1, "an-earlier-boot"))
     for i in range(count):
         (root / "net" / f"c{i}.eth0.portmap.json").write_text("{}")
 
 
 def measure(count: int) -> None:
     base = os.environ[records.STATE_ENV]
-    print(f"kernel {os.uname().release}, cookie {records.netns_cookie()}, state root {base}")
+    print(f"kernel {os.uname().release}, cookie {nodeowner.netns_cookie()}, state root {base}")
     before = per_call_us(lambda: os.path.join(
         base, f"netns-{os.stat('/proc/self/ns/net').st_ino}"))
     first = per_call_us(unremembered)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import nodestate, records
+from cni_bridge import nodeowner, nodestate, records
 from cni_bridge.nodestate import DEAD, OWN, UNPROVEN, Owner, judge_other_inode, judge_own_inode
 
 BOOT = "6f1c2d3e-0000-4000-8000-000000000001"
@@ -19,8 +19,8 @@ RACERS = 16
 
 
 def test_owner_text_parses_back() -> None:
-    assert nodestate.parse_owner(records.owner_text(4096, BOOT)) == Owner(4096, BOOT)
-    assert nodestate.parse_owner(records.owner_text(None, BOOT)) == Owner(None, BOOT)
+    assert nodestate.parse_owner(nodeowner.owner_text(4096, BOOT)) == Owner(4096, BOOT)
+    assert nodestate.parse_owner(nodeowner.owner_text(None, BOOT)) == Owner(None, BOOT)
 
 
 @pytest.mark.parametrize("text", [None, "", "netns-cookie 12\n", "boot-id x\n",
@@ -70,14 +70,14 @@ def write_dir(path: Path, owner: str | None, files: dict[str, str]) -> None:
 def test_a_missing_directory_is_made_with_our_owner(private_state_dir: Path) -> None:
     root = Path(records.state_root())
     assert root.parent == private_state_dir
-    assert (root / records.OWNER_FILE).read_text() == records.current_owner()
+    assert (root / records.OWNER_FILE).read_text() == nodeowner.current_owner()
     assert records.proven_root() == str(root)
     assert sorted(p.name for p in private_state_dir.iterdir()) == [root.name]
 
 
 def test_a_dead_namespaces_directory_is_replaced(private_state_dir: Path) -> None:
     root = Path(records.namespace_dir())
-    write_dir(root, records.owner_text(1, "an-earlier-boot"),
+    write_dir(root, nodeowner.owner_text(1, "an-earlier-boot"),
               {"net/dead.eth0.portmap.json": "{}", "usable-nftables": ""})
     assert records.proven_root() is None  # read-only: nothing changes
     assert (root / "net").is_dir()
@@ -94,7 +94,7 @@ def test_a_directory_without_owner_is_adopted(private_state_dir: Path) -> None:
     assert records.proven_root() is None
     records.state_root()
     assert (root / "net" / "live.eth0.bridge.json").exists()
-    assert (root / records.OWNER_FILE).read_text() == records.current_owner()
+    assert (root / records.OWNER_FILE).read_text() == nodeowner.current_owner()
 
 
 def _claim_and_record(base: str, index: int, start: Any) -> None:
@@ -114,7 +114,7 @@ def _claim_and_record(base: str, index: int, start: Any) -> None:
 
 def test_racing_claims_lose_no_fresh_record(private_state_dir: Path) -> None:
     root = Path(records.namespace_dir())
-    write_dir(root, records.owner_text(1, "an-earlier-boot"), {"net/dead.eth0.bridge.json": "{}"})
+    write_dir(root, nodeowner.owner_text(1, "an-earlier-boot"), {"net/dead.eth0.bridge.json": "{}"})
     ctx = multiprocessing.get_context("fork")
     start = ctx.Barrier(RACERS)
     procs = [ctx.Process(target=_claim_and_record, args=(str(private_state_dir), i, start))
@@ -134,9 +134,9 @@ def test_survey_and_sweep(private_state_dir: Path) -> None:
     earlier = private_state_dir / "netns-1"
     unseen = private_state_dir / "netns-2"
     legacy = private_state_dir / "netns-3"
-    boot = records.read_small(records.BOOT_ID_FILE) or ""
-    write_dir(earlier, records.owner_text(5, "an-earlier-boot"), {"n/x.eth0.bridge.json": "{}"})
-    write_dir(unseen, records.owner_text(5, boot.strip()), {})
+    boot = nodeowner.read_small(nodeowner.BOOT_ID_FILE) or ""
+    write_dir(earlier, nodeowner.owner_text(5, "an-earlier-boot"), {"n/x.eth0.bridge.json": "{}"})
+    write_dir(unseen, nodeowner.owner_text(5, boot.strip()), {})
     write_dir(legacy, None, {})
     leftover = private_state_dir / f"{nodestate.STALE_PREFIX}netns-9-abcd"
     write_dir(leftover, None, {"n/y.json": "{}"})
@@ -155,12 +155,12 @@ def test_survey_and_sweep(private_state_dir: Path) -> None:
 def test_sweep_spares_a_directory_claimed_since_the_survey(private_state_dir: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     earlier = private_state_dir / "netns-1"
-    write_dir(earlier, records.owner_text(5, "an-earlier-boot"), {})
+    write_dir(earlier, nodeowner.owner_text(5, "an-earlier-boot"), {})
     real_survey = nodestate.survey
 
     def survey_then_claim(base: str) -> nodestate.Survey:
         report = real_survey(base)
-        (earlier / records.OWNER_FILE).write_text(records.current_owner())
+        (earlier / records.OWNER_FILE).write_text(nodeowner.current_owner())
         return report
 
     monkeypatch.setattr(nodestate, "survey", survey_then_claim)
@@ -199,10 +199,10 @@ def test_without_the_cookie_only_a_reboot_is_told_apart(
     import _socket
 
     monkeypatch.setattr(_socket, "socket", _NoCookieSocket)
-    assert records.netns_cookie() is None
-    assert records.current_owner().startswith("netns-cookie unavailable\nboot-id ")
+    assert nodeowner.netns_cookie() is None
+    assert nodeowner.current_owner().startswith("netns-cookie unavailable\nboot-id ")
     root = Path(records.state_root())
-    assert (root / records.OWNER_FILE).read_text() == records.current_owner()
+    assert (root / records.OWNER_FILE).read_text() == nodeowner.current_owner()
     (root / "net").mkdir()
     records._proven = None
     records.state_root()  # the same boot, no cookie: taken as its own, records kept
