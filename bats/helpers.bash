@@ -57,7 +57,19 @@ netns_remove_prefix() {
     done
     for ns in $(ip netns list | awk '{print $1}'); do
         [[ $ns == "$prefix"-* ]] || continue
+        remove_state_dir "$ns"
         ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+# remove_state_dir NS: the plugins' records and markers of a namespace about to be deleted (a
+# runtime under test may have called them without our CNI_BRIDGE_STATE_DIR). NS is alive, so
+# no other live namespace has its inode: the directory is its own or a dead one's.
+remove_state_dir() {
+    local inode root
+    inode=$(stat -L -c %i "/run/netns/$1" 2>/dev/null) || return 0
+    for root in /run/cni-bridge ${CNI_BRIDGE_STATE_DIR:+"$CNI_BRIDGE_STATE_DIR"}; do
+        rm -rf "${root:?}/netns-$inode"
     done
 }
 

@@ -118,15 +118,18 @@ def create_netns(role: str) -> Netns:
     return ns
 
 
-def delete_netns(ns: Netns) -> None:
+def delete_netns(ns: Netns, keep_state: bool = False) -> None:
     """Remove `ns`, tolerating anything already gone.
 
     Veths go first (deleting the namespace leaves the peer's removal to the kernel's async cleanup,
     which makes a quick re-creation of the same names fail with EEXIST), then any processes left
-    inside it (servers a failed test did not stop), then the name.
+    inside it (servers a failed test did not stop), then the plugins' state directory of it
+    (unless `keep_state`: a test of what a dead namespace leaves), then the name.
     """
     if not os.path.exists(ns.path):
         return
+    if not keep_state:
+        remove_state_dir(os.stat(ns.path).st_ino)
     with contextlib.suppress(Exception):
         for link in ns.ip_json("link", "show", "type", "veth"):
             ns.run("ip", "link", "del", link["ifname"], check=False)
@@ -138,6 +141,21 @@ def delete_netns(ns: Netns) -> None:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)
     subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, check=False)
+
+
+STATE_ROOTS = ("/run/cni-bridge",)  # the plugins' default; CNI_BRIDGE_STATE_DIR is added
+
+
+def remove_state_dir(inode: int) -> None:
+    """The plugins' records and markers of a namespace the test made and is about to delete:
+    records of a namespace removed without DEL would otherwise stay, and a later namespace
+    given the same inode number would have to tell them apart. The namespace is alive here, so
+    no other live namespace has its inode: the directory is its own or a dead one's."""
+    import shutil
+
+    roots = {*STATE_ROOTS, os.environ.get("CNI_BRIDGE_STATE_DIR") or STATE_ROOTS[0]}
+    for root in roots:
+        shutil.rmtree(os.path.join(root, f"netns-{inode}"), ignore_errors=True)
 
 
 def sweep() -> None:

@@ -44,7 +44,7 @@ def dead_node_with_a_published_port(make_world: Callable[..., World],
     dead.add(dead.rt("dead-ctr", netns("DC"), HOST_PORT))
     number = inode(dead.host)
     assert (state_dir(number) / "relnet").is_dir()  # D's records
-    delete_netns(dead.host)
+    delete_netns(dead.host, keep_state=True)
     return number
 
 
