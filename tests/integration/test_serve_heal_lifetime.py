@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,18 +107,24 @@ def test_no_process_of_the_server_is_left_a_second_after_it_ends_mid_restore(
         assert "stopped" in server.output()
 
 
-def test_thousands_of_records_are_restored_in_a_few_transactions(
-        host_ns: Netns, resident: Callable[..., Resident]) -> None:
-    write_records(host_ns, 4000)
-    server = resident(use=False)
-    report: dict[str, object] = {}
+def start_restore(server: Resident, timeout: float) -> tuple[dict[str, Any], float]:
+    """The report of the server's first restore (at start), and how long until it showed."""
+    report: dict[str, Any] = {}
 
     def restored() -> bool:
         nonlocal report
         report = (server.status() or {}).get("last_restore") or {}
         return bool(report)
 
-    took = wait_for(restored, "the start check's restore", 120)
+    took = wait_for(restored, "the start check's restore", timeout)
+    return report, took
+
+
+def test_thousands_of_records_are_restored_in_a_few_transactions(
+        host_ns: Netns, resident: Callable[..., Resident]) -> None:
+    write_records(host_ns, 4000)
+    server = resident(use=False)
+    report, took = start_restore(server, 120)
     print(f"4,000 records restored at start: {report.get('ms')} ms by the server's report, "
           f"{report.get('transactions')} transactions ({took:.1f} s until status showed it)")
     assert report["restored"] == 4000 and report["errors"] == [] and not report["failed"]
@@ -142,14 +149,7 @@ def test_two_records_claiming_one_address_restore_without_file_exists(
         path.write_text(json.dumps(doc))
         os.utime(path, (mtime, mtime))
     server = resident(use=False)
-    report: dict[str, object] = {}
-
-    def restored() -> bool:
-        nonlocal report
-        report = (server.status() or {}).get("last_restore") or {}
-        return bool(report)
-
-    wait_for(restored, "the start check's restore", 60)
+    report, _ = start_restore(server, 60)
     assert not report["failed"] and report["transactions"] == 2, report
     (conflict,) = report["errors"]  # type: ignore[misc]
     assert "masquerade of 10.47.9.9 of container stale" in conflict
