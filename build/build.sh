@@ -102,7 +102,7 @@ done
 if [[ $MODE == onedir ]]; then
     # The build digest: a plugin hands its call only to a `cni-bridge serve` of the same bundle
     # (cni_bridge/serve/wire.py). The one-file build has no place for it: it never hands over.
-    "$PYTHON" -c 'import sys; from pathlib import Path; from cni_bridge.install import bundle_digest
+    "$PYTHON" -c 'import sys; from pathlib import Path; from cni_bridge.deploy.install import bundle_digest
 print(bundle_digest(Path(sys.argv[1])))' "$NEW" >"$NEW/_internal/cni_bridge_build_digest"
 fi
 "$NEW/cni-bridge" --help >/dev/null   # the operator CLI starts (runs no plugin code)

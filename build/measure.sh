@@ -19,7 +19,7 @@ done
 # The source tree, run under each plugin name so the roles are the same as the frozen calls.
 mkdir -p "$TMP/source"
 for role in bridge host-local portmap; do
-    printf '#!%s\nimport sys\nsys.path.insert(0, %s)\nfrom cni_bridge.cli import main\nmain()\n' \
+    printf '#!%s\nimport sys\nsys.path.insert(0, %s)\nfrom cni_bridge.entry import main\nmain()\n' \
         "$PYTHON" "'$REPO'" >"$TMP/source/$role"
     chmod +x "$TMP/source/$role"
 done

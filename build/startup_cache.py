@@ -177,7 +177,7 @@ def child(cache: str | None) -> int:
     if cache is not None:
         sys._MEIPASS = str(Path(cache).parent)  # type: ignore[attr-defined]
         exec(compile(HOOK.read_text(), str(HOOK), "exec"), {"__name__": "startup_hook"})
-        sys.modules["_cni_bridge_startup_cache"].install()  # as cni_bridge.cli does
+        sys.modules["_cni_bridge_startup_cache"].install()  # as cni_bridge.entry does
     import_everything()
     json.dump({"classes": fingerprint(), "inspect_imported": "inspect" in sys.modules}, sys.stdout)
     return 0

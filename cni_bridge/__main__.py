@@ -1,3 +1,3 @@
-from cni_bridge.cli import main
+from cni_bridge.entry import main
 
 main()

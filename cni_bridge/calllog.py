@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
+from cni_bridge.cni.dispatch import Outcome
 from cni_bridge.diag import logger
-from cni_bridge.spec.dispatch import Outcome
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@
  *
  * cni-bridge: the native hand-off, compiled into PyInstaller's bootloader (build/bootloader/).
  *
- * The same hand-off as cni_bridge/serve/handoff.py, done before the bootloader restarts itself,
+ * The same hand-off as cni_bridge/serve/client/handoff.py, done before the bootloader restarts itself,
  * loads libpython and starts the interpreter (~16 ms on 2 CPUs, the "floor"): a call handed to a
  * running `cni-bridge serve` then costs an exec, a connect and the server's work. Protocol and
  * rules are those of cni_bridge/serve/wire.py and handoff.py:

@@ -4,8 +4,9 @@ Runs right after ``pyi_rth_cni_bridge_env`` (so the environment handed over is t
 runtime gave us) and before the start-up cache hook, whose work a handed-over call never needs.
 When the bootloader's own hand-off (build/bootloader/cni_handoff.c) has decided, it returns at
 once. Otherwise it imports only builtin modules (``_socket``, ``os``, ``sys``, ``marshal``) and
-our small ``cni_bridge.serve.handoff``/``wire``, which say when a call is handed over and what
-happens if the server goes away. It returns when the call is to run here, as without a server;
+our small ``cni_bridge.serve.client.handoff`` and ``serve.wire``, which say when a call is handed
+over and what happens if the server goes away. It returns when the call is to run here, as
+without a server;
 otherwise the process exits with the server's status.
 """
 
@@ -17,7 +18,7 @@ def _hand_off() -> None:
     # so the plugin's own child processes never see it. (Same name as wire.RUN_HERE_ENV.)
     if os.environ.pop("CNI_BRIDGE_RUN_HERE", None) is not None:
         return
-    from cni_bridge.serve.handoff import main
+    from cni_bridge.serve.client.handoff import main
 
     main()
 

@@ -11,7 +11,7 @@ way on every start:
   ``inspect`` (with ``ast``, ``dis``, ``tokenize``...) is no longer imported at start-up.
 
 The hook itself only registers ``install()`` as module ``_cni_bridge_startup_cache``:
-``cni_bridge.cli`` calls it before the first import of ``re`` or ``dataclasses``, on the paths
+``cni_bridge.entry`` calls it before the first import of ``re`` or ``dataclasses``, on the paths
 that need them (a VERSION call never loads the file). Once installed, each of the three looks
 its input up in that file first. A hit returns exactly what the computation would have
 returned (same text, pattern and flags, or class; same interpreter: the file records

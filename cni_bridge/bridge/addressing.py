@@ -8,14 +8,14 @@ import contextlib
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.plan import L3Plan
 from cni_bridge.bridge.vlan_gateway import ensure_vlan_gateway
+from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.result import IPAddress, IPInterface
 from cni_bridge.diag import logger
 from cni_bridge.net import addresses, links, neighbours, routes
 from cni_bridge.net.model import AddressInfo, LinkInfo, RouteSpec
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import NetnsHandle
 from cni_bridge.net.sysctl import ensure_sysctl
-from cni_bridge.spec.errors import CniError, ConfigError
-from cni_bridge.spec.result import IPAddress, IPInterface
 
 log = logger(__name__)
 

@@ -6,12 +6,12 @@ created that is missing."""
 from __future__ import annotations
 
 from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.cni.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import Result
 from cni_bridge.net import addresses, links, routes
 from cni_bridge.net.model import LinkInfo
 from cni_bridge.net.netlink import Netlink
-from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import Result
 
 
 def _find_host_veth(host: Netlink, br: LinkInfo, container: LinkInfo) -> LinkInfo | None:

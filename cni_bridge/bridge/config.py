@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge.spec.args import parse_cni_args
-from cni_bridge.spec.errors import ConfigError
-from cni_bridge.spec.fields import get_bool, get_int, get_list, get_obj, get_str
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import DNS, IPNetwork, parse_dns
+from cni_bridge.cni.args import parse_cni_args
+from cni_bridge.cni.errors import ConfigError
+from cni_bridge.cni.fields import get_bool, get_int, get_list, get_obj, get_str
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import DNS, IPNetwork, parse_dns
 
 DEFAULT_BRIDGE = "cni0"
 MASQ_BACKENDS = ("iptables", "nftables")

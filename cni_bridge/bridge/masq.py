@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cni_bridge import records
 from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.cni.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import IPConfig, IPInterface
 from cni_bridge.diag import logger
-from cni_bridge.firewall import isolation, spoofcheck
 from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.commands import SubprocessRunner
 from cni_bridge.firewall.detect import (
     detect_backend,
     is_usable,
@@ -17,11 +19,9 @@ from cni_bridge.firewall.detect import (
     recorded_backend,
 )
 from cni_bridge.firewall.model import MasqEntry, Owner
+from cni_bridge.firewall.nft import isolation, spoofcheck
 from cni_bridge.firewall.recorded import masq_entries
-from cni_bridge.firewall.runner import SubprocessRunner
-from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import IPConfig, IPInterface
+from cni_bridge.node import records
 
 log = logger(__name__)
 

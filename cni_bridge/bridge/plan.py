@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_interface, ip_network
 
 from cni_bridge.bridge.config import BridgeConfig
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.result import IPConfig, IPInterface, Result, Route
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.result import IPConfig, IPInterface, Result, Route
 
 CONTAINER_IFACE_INDEX = 2  # result interfaces are [bridge, host veth, container veth]
 

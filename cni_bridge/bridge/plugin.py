@@ -23,18 +23,18 @@ from cni_bridge.bridge.plan import L3Plan, plan_l3
 from cni_bridge.bridge.teardown import delete_attachment
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.bridge.wiring import ensure_bridge, ensure_veth
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import DNS, Interface, Result
 from cni_bridge.diag import logger
+from cni_bridge.firewall.nft.spoofcheck import Pin, make_pin
 from cni_bridge.firewall.recorded import spoof_record_data
-from cni_bridge.firewall.spoofcheck import Pin, make_pin
 from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
 from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.model import LinkInfo, VethPair
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import DNS, Interface, Result
 
 log = logger(__name__)
 

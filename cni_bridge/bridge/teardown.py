@@ -15,6 +15,9 @@ from typing import TypeVar
 
 from cni_bridge.bridge import masq
 from cni_bridge.bridge.config import BridgeConfig
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import IPInterface
 from cni_bridge.diag import logger
 from cni_bridge.ipam.facade import Ipam
 from cni_bridge.net import links
@@ -22,9 +25,6 @@ from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.errors import NetnsNotFound
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import open_netns, refuse_host_netns
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import IPInterface
 
 log = logger(__name__)
 T = TypeVar("T")

@@ -13,12 +13,12 @@ from dataclasses import replace
 
 from cni_bridge.bridge.config import IFNAME_MAX_BYTES, BridgeConfig, valid_ifname
 from cni_bridge.bridge.wiring import attach_port
+from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.net import links
 from cni_bridge.net.model import LinkInfo, VethSpec
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.sysctl import ensure_sysctl
 from cni_bridge.net.veth import create_veth_pair
-from cni_bridge.spec.errors import CniError, ConfigError
 
 
 def gateway_link_name(cfg: BridgeConfig) -> str:

@@ -7,6 +7,7 @@ import os
 
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.undo import Undo
+from cni_bridge.cni.errors import CniError
 from cni_bridge.diag import logger
 from cni_bridge.net import bridge as nbridge
 from cni_bridge.net import links
@@ -21,7 +22,6 @@ from cni_bridge.net.model import (
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.sysctl import ensure_sysctl
 from cni_bridge.net.veth import create_veth_pair
-from cni_bridge.spec.errors import CniError
 
 log = logger(__name__)
 ZERO_MAC = "00:00:00:00:00:00"

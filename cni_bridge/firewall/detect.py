@@ -25,13 +25,13 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from cni_bridge import records
+from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
-from cni_bridge.firewall.nftables import NftablesBackend
+from cni_bridge.firewall.commands import CommandRunner
+from cni_bridge.firewall.nft.backend import NftablesBackend
 from cni_bridge.firewall.noop import NoopBackend
-from cni_bridge.firewall.runner import CommandRunner
-from cni_bridge.spec.errors import CniError, ConfigError
+from cni_bridge.node import records
 
 log = logger(__name__)
 BackendName = Literal["nftables", "iptables", "none"]
@@ -53,7 +53,7 @@ def make_backend(name: str, runner: CommandRunner) -> Backend:
 def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
     """The iptables backend, imported only by the calls that use it (its modules cost the
     nftables path a few ms of imports otherwise)."""
-    from cni_bridge.firewall.iptables import IptablesBackend
+    from cni_bridge.firewall.iptables.backend import IptablesBackend
 
     return IptablesBackend(runner, recorded=recorded)
 

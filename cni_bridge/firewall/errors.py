@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.errors import CniError
 
 # Plugin-specific code (CNI leaves 100+ to plugins): a host port is already published.
 HOST_PORT_CONFLICT = 110

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.firewall import names
-from cni_bridge.spec.errors import CniError, ConfigError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface

@@ -1,4 +1,4 @@
-"""The firewall entries our own records describe (``cni_bridge.records``): what an ADD
+"""The firewall entries our own records describe (``cni_bridge.node.records``): what an ADD
 installed, for removing it by key (a DEL without prevResult or port mappings), checking it
 (``status``) and putting it back (``reconcile``, the resident server's healer).
 
@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge import records
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.node import records
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the portmap plugin reads records too: it never loads the spoof check
-    from cni_bridge.firewall.runner import CommandRunner
-    from cni_bridge.firewall.spoofcheck import Pin
+    from cni_bridge.firewall.commands import CommandRunner
+    from cni_bridge.firewall.nft.spoofcheck import Pin
 
 
 def record_owner(rec: records.Record) -> Owner:
@@ -78,7 +78,7 @@ def spoof_record_data(host_veth: str, mac: str, pin: Pin | None) -> dict[str, An
 
 
 def spoof_entry(rec: records.Record) -> SpoofEntry | None:
-    from cni_bridge.firewall.spoofcheck import Pin
+    from cni_bridge.firewall.nft.spoofcheck import Pin
 
     data = rec.data.get("spoofcheck")
     if not data:
@@ -97,9 +97,9 @@ def isolated_bridges(rec: records.Record) -> list[str]:
 def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
     """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
     jump is there is left alone: writing it again would add a second jump)."""
-    from cni_bridge.firewall import spoofcheck
-    from cni_bridge.firewall.nft_io import Nft
-    from cni_bridge.firewall.runner import check
+    from cni_bridge.firewall.commands import check
+    from cni_bridge.firewall.nft import spoofcheck
+    from cni_bridge.firewall.nft.client import Nft
 
     nft = Nft(runner)
     present = {r.comment for r in nft.chain_rules("bridge", spoofcheck.TABLE,
@@ -115,7 +115,7 @@ def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> Non
 
 def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:
     """What of a bridge record's spoof check and isolation is not in the firewall."""
-    from cni_bridge.firewall import isolation, spoofcheck
+    from cni_bridge.firewall.nft import isolation, spoofcheck
 
     missing = []
     spoof = spoof_entry(rec)
@@ -131,7 +131,7 @@ def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:
 def restore_extras(runner: CommandRunner, rec: records.Record) -> None:
     """Put a bridge record's spoof check (when any of it is missing: it is rewritten whole)
     and isolation back."""
-    from cni_bridge.firewall import isolation, spoofcheck
+    from cni_bridge.firewall.nft import isolation, spoofcheck
 
     spoof = spoof_entry(rec)
     if spoof is not None and spoofcheck.check_spoofcheck(runner, rec.container_id, rec.ifname,

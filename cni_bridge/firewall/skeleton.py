@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 
 from cni_bridge.firewall import names
 from cni_bridge.firewall.model import MasqEntry, PortmapOptions, PortMapping, publishes_localhost
-from cni_bridge.firewall.nft_plan import hairpin_subnets
-from cni_bridge.firewall.nft_schema import (
+from cni_bridge.firewall.nft.plan import hairpin_subnets
+from cni_bridge.firewall.nft.schema import (
     TABLE_REF,
     ChainSpec,
     entry_masq_chain,
@@ -24,11 +24,11 @@ from cni_bridge.firewall.nft_schema import (
     hostport_net_chain,
     masq_chain,
 )
-from cni_bridge.firewall.nft_state import Listing
+from cni_bridge.firewall.nft.state import Listing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cni_bridge.firewall.ipt_save import NatState
+    from cni_bridge.firewall.iptables.save import NatState
 
 
 def nft_masq_chains(entries: Iterable[MasqEntry]) -> list[ChainSpec]:
@@ -67,8 +67,10 @@ def ipt_missing(state: NatState, version: int, masquerade: bool, ports: bool,
     """The nat table's jumps that our attachments of one family need: ``POSTROUTING`` to some
     per-container masquerade chain (`masquerade`), ``PREROUTING`` and ``OUTPUT`` to
     ``CNI-HOSTPORT-DNAT`` (`ports`), ``POSTROUTING`` to ``CNI-HOSTPORT-MASQ`` (`snat`)."""
-    from cni_bridge.firewall.ipt_masq import MASQ_CHAIN_RE  # the nftables path never needs them
-    from cni_bridge.firewall.ipt_portmap import MASQ_JUMP, TOP_LEVEL_JUMP
+    from cni_bridge.firewall.iptables.masq import (
+        MASQ_CHAIN_RE,  # the nftables path never needs them
+    )
+    from cni_bridge.firewall.iptables.portmap import MASQ_JUMP, TOP_LEVEL_JUMP
 
     missing = []
     if masquerade and not any(MASQ_CHAIN_RE.match(chain)

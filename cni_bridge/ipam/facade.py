@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cni_bridge.cni.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CniError, ConfigError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import IPInterface, Result, parse_result
 from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
-from cni_bridge.spec.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CniError, ConfigError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import IPInterface, Result, parse_result
 
 HOST_LOCAL = "host-local"
 

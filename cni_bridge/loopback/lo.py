@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface
 
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.result import IPInterface
 from cni_bridge.net.errors import describe_errno
 from cni_bridge.net.netns import NetnsHandle, enter_netns
 from cni_bridge.rawnetlink import NETLINK_ROUTE, NLM_F_DUMP, RawNetlink, attr, parse_attrs
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.result import IPInterface
 
 LO = "lo"
 RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK = 16, 18, 19

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from ipaddress import IPv6Interface
 
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import Interface, IPConfig, IPInterface, Result, UnconvertedResult
 from cni_bridge.loopback.lo import FAMILIES, LO, lo_socket
 from cni_bridge.net.errors import NetnsNotFound
 from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import Interface, IPConfig, IPInterface, Result, UnconvertedResult
 
 LO_MAC = "00:00:00:00:00:00"
 

@@ -25,7 +25,7 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.errors import CniError
 
 _PACKAGE = "pyroute2"
 

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net._parse import parse_address
 from cni_bridge.net._socket import (
     NLM_F_CREATE,
@@ -21,7 +22,6 @@ from cni_bridge.net.errors import LinkNotFound, WaitTimeout
 from cni_bridge.net.links import LinkRef, describe, index_of
 from cni_bridge.net.model import IFA_F_NODAD, AddressInfo, IPInterface
 from cni_bridge.net.netlink import RTMGRP_IPV6_IFADDR, Netlink
-from cni_bridge.spec.errors import CniError
 
 
 def family_of(version: int | None) -> int:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net._parse import (
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_RANGE_BEGIN,
@@ -42,7 +43,6 @@ from cni_bridge.net.model import (
     LinkInfo,
 )
 from cni_bridge.net.netlink import Netlink
-from cni_bridge.spec.errors import CniError
 
 AF_BRIDGE = getattr(socket, "AF_BRIDGE", 7)
 NLA_F_NESTED = 1 << 15

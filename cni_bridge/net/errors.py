@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.errors import CniError
 
 
 class NetnsNotFound(CniError):

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net._codec import Codec, codec
 from cni_bridge.net._socket import EventSocket, RtnlSocket
 from cni_bridge.net.errors import describe_errno, op_error
 from cni_bridge.net.netns import NetnsHandle, enter_netns
-from cni_bridge.spec.errors import CniError
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import NoReturn
 
+from cni_bridge.cni.errors import INVALID_NETNS, CniError
 from cni_bridge.net.errors import NetnsNotFound, describe_errno
-from cni_bridge.spec.errors import INVALID_NETNS, CniError
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs file is

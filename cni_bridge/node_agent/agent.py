@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cni_bridge import diag
+from cni_bridge.cni.result import IPNetwork
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.node_agent.api import ApiClient, NodeList
 from cni_bridge.node_agent.backoff import Backoff
@@ -23,7 +24,6 @@ from cni_bridge.node_agent.route_events import RouteKey, watch_route_events
 from cni_bridge.node_agent.route_exec import apply_changes, local_networks, main_table
 from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
 from cni_bridge.node_agent.watcher import Changed, Fatal, Message, RoutesGone, Synced, Watcher
-from cni_bridge.spec.result import IPNetwork
 
 log = diag.logger(__name__)
 RETRY_FIRST = 0.5  # seconds to the next look when something is settling or was refused
@@ -121,7 +121,7 @@ class Agent:
         return ready
 
     def _conflist(self, conflicts: dict[str, str]) -> bool:
-        from cni_bridge.install import InstallError
+        from cni_bridge.deploy.install import InstallError
 
         plan = plan_conflist(self.opts.node_name, self.nodes, conflicts,
                              self.opts.cluster_cidrs, self.conflist.derived_before())

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cni_bridge.install import DEFAULT_CONF_NAME
+from cni_bridge.cni.result import IPNetwork
+from cni_bridge.deploy.install import DEFAULT_CONF_NAME
 from cni_bridge.node_agent.nodes import NodeInfo, derive_cluster_cidrs
-from cni_bridge.spec.result import IPNetwork
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ConflistWriter:
     def ensure(self, plan: ConflistPlan) -> str:
         """"written", "replaced", "unchanged" (file already so), or "same" (nothing to do).
         Raises InstallError when the checks of `install --subnet` refuse the plan."""
-        from cni_bridge.node_conf import prepare_node_conf, write_conflist
+        from cni_bridge.deploy.node_conf import prepare_node_conf, write_conflist
 
         if plan == self.current and self.path.exists():
             return "same"

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge.spec.result import IPAddress, IPNetwork
+from cni_bridge.cni.result import IPAddress, IPNetwork
 
 
 class NodeFormatError(ValueError):

@@ -15,8 +15,8 @@ import struct
 import threading
 from collections.abc import Callable
 
+from cni_bridge.cni.result import IPAddress, IPNetwork
 from cni_bridge.node_agent.route_plan import ROUTE_PROTOCOL
-from cni_bridge.spec.result import IPAddress, IPNetwork
 
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400

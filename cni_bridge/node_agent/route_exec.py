@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.model import RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RouteInfo, RouteSpec
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.routes import ensure_route, list_routes, remove_route
 from cni_bridge.node_agent.route_plan import ROUTE_PROTOCOL, LocalNetwork, RouteChanges
-from cni_bridge.spec.errors import CniError
 
 
 def local_networks(nl: Netlink) -> tuple[list[LocalNetwork], bool]:

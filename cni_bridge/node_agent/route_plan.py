@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cni_bridge.cni.result import IPAddress, IPNetwork
 from cni_bridge.net.model import RouteInfo
 from cni_bridge.node_agent.nodes import NodeInfo
-from cni_bridge.spec.result import IPAddress, IPNetwork
 
 # The routing protocol number of the agent's routes. Must not change: an agent of a later version
 # finds the routes of an earlier one by it. Unused by the kernel, iproute2's rt_protos, routing

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cni_bridge.cni.result import IPAddress, IPNetwork
 from cni_bridge.node_agent.api import (
     ApiClient,
     ApiDenied,
@@ -21,7 +22,6 @@ from cni_bridge.node_agent.api import (
 from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.nodes import resource_version
 from cni_bridge.node_agent.watchstream import WatchEvent
-from cni_bridge.spec.result import IPAddress, IPNetwork
 
 WATCH_TIMEOUT = 300  # seconds a watch request asks for; the watch is then resumed
 

@@ -22,10 +22,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cni_bridge.spec.errors import ConfigError, go_quote
-from cni_bridge.spec.fields import get_bool, get_int, get_list, get_str
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import IPAddress, IPInterface, Result
+from cni_bridge.cni.errors import ConfigError, go_quote
+from cni_bridge.cni.fields import get_bool, get_int, get_list, get_str
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import IPAddress, IPInterface, Result
 
 # Must equal cni_bridge.firewall's values (a unit test checks): not imported from there, so that
 # a call without mappings (the common DEL) never loads the firewall package (~50 ms).

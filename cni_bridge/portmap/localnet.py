@@ -16,10 +16,10 @@ import _socket
 import os
 import struct
 
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.result import IPAddress
 from cni_bridge.diag import logger
 from cni_bridge.rawnetlink import NETLINK_ROUTE, RawNetlink, attr, parse_attrs
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.result import IPAddress
 
 log = logger(__name__)
 PROC_CONF = "/proc/sys/net/ipv4/conf"

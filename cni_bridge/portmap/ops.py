@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cni_bridge import records
+from cni_bridge.cni.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import Result
 from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.commands import CommandRunner, SubprocessRunner
 from cni_bridge.firewall.conntrack import flush_udp_conntrack
 from cni_bridge.firewall.detect import (
     detect_backend,
@@ -34,7 +37,7 @@ from cni_bridge.firewall.model import (
     validate_mappings,
 )
 from cni_bridge.firewall.recorded import port_entries
-from cni_bridge.firewall.runner import CommandRunner, SubprocessRunner
+from cni_bridge.node import records
 from cni_bridge.portmap.config import BACKENDS, PortmapConfig, container_ips
 from cni_bridge.portmap.localnet import (
     ensure_route_localnet,
@@ -43,9 +46,6 @@ from cni_bridge.portmap.localnet import (
     sysctl_key,
 )
 from cni_bridge.portmap.plan import plan_entries, to_options
-from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import Result
 
 log = logger(__name__)
 

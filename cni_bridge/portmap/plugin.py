@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cni_bridge import records
+from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import Result
+from cni_bridge.node import records
 from cni_bridge.portmap.config import load_config
-from cni_bridge.spec.errors import CniError, ConfigError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import Result
 
 if TYPE_CHECKING:
-    from cni_bridge.firewall.runner import CommandRunner
+    from cni_bridge.firewall.commands import CommandRunner
     from cni_bridge.portmap.ops import PortmapOps
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.errors import CniError
 
 STUB_CODE = 199  # plugin-specific range: never a code a plugin would print for these inputs
 
@@ -74,7 +74,7 @@ class Sandbox:
 
 def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     from cni_bridge import rawnetlink
-    from cni_bridge.firewall import nft_lib
+    from cni_bridge.firewall.nft import libnft as nft_lib
     from cni_bridge.net import _socket, netlink, netns, sysctl
 
     def refuse(what: str) -> Any:
@@ -138,8 +138,9 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
 def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     from cni_bridge.bridge import plugin as bridge_plugin
-    from cni_bridge.firewall import nft_exec, nft_io
-    from cni_bridge.firewall.runner import CommandResult, SubprocessRunner
+    from cni_bridge.firewall.commands import CommandResult, SubprocessRunner
+    from cni_bridge.firewall.nft import client as nft_io
+    from cni_bridge.firewall.nft import executor as nft_exec
     from cni_bridge.ipam import facade
     from cni_bridge.ipam.host_local import plugin as hl_plugin
     from cni_bridge.ipam.host_local.config import StoreLocation
@@ -236,7 +237,7 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     mp.setattr(portmap_ops, "read_route_localnet", stub("route_localnet"))
 
 
-PLUGIN_PACKAGES = ("cni_bridge.spec", "cni_bridge.net", "cni_bridge.firewall", "cni_bridge.ipam",
+PLUGIN_PACKAGES = ("cni_bridge.cni", "cni_bridge.net", "cni_bridge.firewall", "cni_bridge.ipam",
                    "cni_bridge.ipam.host_local", "cni_bridge.bridge", "cni_bridge.portmap")
 
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cni_bridge.spec.dispatch import MAX_STDIN, Outcome, dispatch
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import DNS, Interface, IPConfig, Result, Route
+from cni_bridge.cni.dispatch import MAX_STDIN, Outcome, dispatch
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import DNS, Interface, IPConfig, Result, Route
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.strategies import (
     ROLES,

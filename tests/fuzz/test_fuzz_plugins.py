@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cni_bridge.cli import plugin_factory
-from cni_bridge.spec.dispatch import MAX_STDIN, Outcome, dispatch
+from cni_bridge.call import plugin_factory
+from cni_bridge.cni.dispatch import MAX_STDIN, Outcome, dispatch
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.sandbox import STUB_CODE, Sandbox, files_under
 from tests.fuzz.strategies import (

@@ -130,7 +130,7 @@ LAUNCHER = """#!{python}
 # Test launcher: the role comes from basename(argv[0]), so this file's name matters.
 import sys
 sys.path.insert(0, {root!r})
-from cni_bridge.cli import main
+from cni_bridge.entry import main
 raise SystemExit(main())
 """
 

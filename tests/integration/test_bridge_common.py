@@ -112,12 +112,12 @@ import importlib, os, sys
 sys.path.insert(0, {root!r})
 target = os.environ.get("CNI_TEST_FAIL_AT", "")
 if target:
-    from cni_bridge.spec.errors import CniError
+    from cni_bridge.cni.errors import CniError
     def fail(*args, **kwargs):
         raise CniError("injected failure at " + target)
     module, _, attr = target.rpartition(".")
     setattr(importlib.import_module(module), attr, fail)
-from cni_bridge.cli import main
+from cni_bridge.entry import main
 raise SystemExit(main())
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cni_bridge.firewall.nft_schema import masq_chain
+from cni_bridge.firewall.nft.schema import masq_chain
 from tests.integration.test_bridge_common import BRIDGE, GW4, Bench, bench, parallel, ping
 
 __all__ = ["bench"]

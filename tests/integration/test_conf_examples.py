@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
 from tests.netns import Netns, echo_server, probe
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cni_bridge.firewall import MasqEntry, Owner, PortMapping
-from cni_bridge.firewall.runner import CommandResult
+from cni_bridge.firewall.commands import CommandResult
+from cni_bridge.firewall.model import MasqEntry, Owner, PortMapping
 from tests.netns import PLUGIN_PATH, Netns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,8 @@ def python_in(ns: Netns, code: str, *args: str, env: dict[str, str] | None = Non
 
 FLUSH = """
 import ipaddress, sys
-from cni_bridge.firewall import Owner, PortMapping, flush_udp_conntrack
+from cni_bridge.firewall.conntrack import flush_udp_conntrack
+from cni_bridge.firewall.model import Owner, PortMapping
 ip = ipaddress.ip_interface(sys.argv[2])
 print(flush_udp_conntrack([PortMapping(Owner("n", "c", "eth0"), "udp", int(sys.argv[1]), ip, 1)]))
 """

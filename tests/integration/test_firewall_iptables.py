@@ -15,17 +15,13 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.firewall import (
-    HostPortConflictError,
-    IptablesBackend,
-    MasqEntry,
-    NftablesBackend,
-    PortmapOptions,
-    PortMapping,
-    ipt_portmap,
-)
+from cni_bridge.firewall import ipt_portmap
 from cni_bridge.firewall import names as n
-from cni_bridge.firewall.ipt_portmap import config_mappings
+from cni_bridge.firewall.errors import HostPortConflictError
+from cni_bridge.firewall.iptables.backend import IptablesBackend
+from cni_bridge.firewall.iptables.portmap import config_mappings
+from cni_bridge.firewall.model import MasqEntry, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft.backend import NftablesBackend
 from tests.integration.conftest import RunPlugin
 from tests.integration.test_firewall_common import (
     NsRunner,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from cni_bridge.firewall.nft_exec import NftCommand
-from cni_bridge.firewall.nft_io import Nft
-from cni_bridge.firewall.nft_state import Listing
+from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.nft.executor import NftCommand
+from cni_bridge.firewall.nft.state import Listing
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner, python_in
 from tests.netns import Netns
 
@@ -22,11 +22,11 @@ from tests.netns import Netns
 # that enters it first. A library that cannot be loaded is never silently replaced here.
 CHILD = r"""
 import ctypes, json, os, sys
-from cni_bridge.firewall import nft_lib
-from cni_bridge.firewall.nft_exec import NftCommand
-from cni_bridge.firewall.nft_io import Nft
-from cni_bridge.firewall.nft_state import Listing
-from cni_bridge.firewall.runner import SubprocessRunner
+from cni_bridge.firewall.nft import libnft as nft_lib
+from cni_bridge.firewall.nft.executor import NftCommand
+from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.nft.state import Listing
+from cni_bridge.firewall.commands import SubprocessRunner
 
 class NoFallback:
     def __call__(self, script, **options):
@@ -129,9 +129,9 @@ def test_without_the_library_the_command_runs(host_ns: Netns) -> None:
 # nft's own JSON listing of the same state.
 NETLINK_READS = r"""
 import json
-from cni_bridge.firewall import nft_netlink
-from cni_bridge.firewall.nft_io import Nft
-from cni_bridge.firewall.runner import SubprocessRunner
+from cni_bridge.firewall.nft import netlink as nft_netlink
+from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.commands import SubprocessRunner
 
 class Command:  # the nft command, for the listing to compare with
     def __call__(self, argv, input=None):
@@ -165,7 +165,9 @@ def test_netlink_reads_match_the_listing(host_ns: Netns) -> None:
     """Chains, maps, rule counts, every element (all map types: addresses of both families,
     protocols, ports, marks, verdicts, comments), rule handles and comments, set membership:
     what nft_netlink reads by key is what ``nft -j list`` shows."""
-    from cni_bridge.firewall import NftablesBackend, PortmapOptions, isolation, spoofcheck
+    from cni_bridge.firewall.model import PortmapOptions
+    from cni_bridge.firewall.nft import isolation, spoofcheck
+    from cni_bridge.firewall.nft.backend import NftablesBackend
 
     runner = NsRunner(host_ns)
     backend = NftablesBackend(runner)
@@ -194,7 +196,7 @@ def test_netlink_reads_match_the_listing(host_ns: Netns) -> None:
 # its chains; prints how many reads saw rule counts other than the real ones.
 SKELETON_READER = r"""
 import json, sys, time
-from cni_bridge.firewall import nft_netlink
+from cni_bridge.firewall.nft import netlink as nft_netlink
 expected = json.loads(sys.argv[1])
 deadline = time.monotonic() + float(sys.argv[2])
 reads = wrong = 0
@@ -214,7 +216,7 @@ def test_a_skeleton_read_is_one_generation_of_the_ruleset(host_ns: Netns) -> Non
     import subprocess
     import sys
 
-    from cni_bridge.firewall import nft_schema
+    from cni_bridge.firewall.nft import schema as nft_schema
 
     skeleton = nft_schema.hostport_skeleton((), (), True, [])
     script = "\n".join(skeleton) + "\n"

@@ -7,14 +7,12 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.firewall import (
-    HostPortConflictError,
-    IptablesBackend,
-    NftablesBackend,
-    PortmapOptions,
-)
 from cni_bridge.firewall import names as n
-from cni_bridge.firewall.nft_io import Nft
+from cni_bridge.firewall.errors import HostPortConflictError
+from cni_bridge.firewall.iptables.backend import IptablesBackend
+from cni_bridge.firewall.model import PortmapOptions
+from cni_bridge.firewall.nft.backend import NftablesBackend
+from cni_bridge.firewall.nft.client import Nft
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from cni_bridge.firewall import Backend, PortmapOptions, make_backend
+from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.detect import make_backend
+from cni_bridge.firewall.model import PortmapOptions
 from tests.integration.conftest import H_UPLINK_V4, O_ETH0_V4
 from tests.integration.test_firewall_common import (
     NsRunner,

@@ -19,11 +19,11 @@ SCRIPT = """
 import json, sys
 sys.path.insert(0, {repo!r})
 from cni_bridge.ipam.facade import ipam_for
-from cni_bridge.spec.dispatch import build_request
-from cni_bridge.spec.env import read_env
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import PhaseTimer
-from cni_bridge.spec.result import result_dict
+from cni_bridge.cni.dispatch import build_request
+from cni_bridge.cni.env import read_env
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import PhaseTimer
+from cni_bridge.cni.result import result_dict
 environ = {{"CNI_COMMAND": sys.argv[1], "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x",
            "CNI_IFNAME": "eth0", "CNI_PATH": sys.argv[2], "CNI_ARGS": sys.argv[3]}}
 req = build_request(read_env(environ), sys.stdin.buffer.read(), PhaseTimer())

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from cni_bridge import net
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net import BridgeSpec, NetlinkOpError, RouteSpec, VethSpec
-from cni_bridge.spec.errors import CniError
 from tests.integration.test_net_links import Side, open_side
 from tests.netns import Netns
 

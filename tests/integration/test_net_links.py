@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from cni_bridge import net
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net import (
     BridgePortFlags,
     BridgeSpec,
@@ -34,7 +35,6 @@ from cni_bridge.net import (
     SysctlOutcome,
     VethSpec,
 )
-from cni_bridge.spec.errors import CniError
 from tests.netns import Netns
 
 REPO = Path(__file__).resolve().parents[2]

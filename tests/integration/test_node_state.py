@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import nodeowner, records
+from cni_bridge.node import owner as nodeowner
+from cni_bridge.node import records
 from tests.integration.conftest import SOCKET_ENV, STATE_ENV
 from tests.integration.test_reliability_common import BACKENDS, World, make_world
 from tests.integration.test_serve_common import Resident, resident, wait_for

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import records
-from cni_bridge.defaults import DEFAULT_CONFLIST
+from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
+from cni_bridge.node import records
 from tests.integration.conftest import H_UPLINK_V4, O_ETH0_V4
 from tests.netns import Netns, echo_server, probe
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.defaults import DEFAULT_CONFLIST
-from cni_bridge.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from tests.netns import Netns
 
 REPO = Path(__file__).resolve().parents[2]

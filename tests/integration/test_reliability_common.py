@@ -29,7 +29,7 @@ from cni_bridge.ipam.host_local.store import (
     decode_owner,
     reservation_ip,
 )
-from cni_bridge.records import kept_until_reboot
+from cni_bridge.node.records import kept_until_reboot
 from tests.conflist_runner import ConfList, Runtime, RuntimeConf, parse_conflist
 from tests.integration.conftest import STATE_ENV
 from tests.netns import Netns

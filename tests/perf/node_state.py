@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from cni_bridge import nodeowner, records  # noqa: E402
+from cni_bridge.node import owner as nodeowner  # noqa: E402
+from cni_bridge.node import records  # noqa: E402
 
 ROUNDS, REPEAT = 31, 2000
 

@@ -16,20 +16,12 @@ from collections.abc import Callable
 
 import pytest
 
-from cni_bridge.firewall import (
-    Backend,
-    IptablesBackend,
-    MasqEntry,
-    NftablesBackend,
-    Owner,
-    PortmapOptions,
-    PortMapping,
-    ipt_masq,
-    ipt_portmap,
-    nft_plan,
-    nft_schema,
-)
-from cni_bridge.firewall.ipt_save import NatState
+from cni_bridge.firewall import ipt_masq, ipt_portmap, nft_plan, nft_schema
+from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.iptables.backend import IptablesBackend
+from cni_bridge.firewall.iptables.save import NatState
+from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft.backend import NftablesBackend
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
 

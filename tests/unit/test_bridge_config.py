@@ -14,12 +14,12 @@ from cni_bridge.bridge.config import BridgeConfig, parse_bridge_config, parse_tr
 from cni_bridge.bridge.plan import plan_l3
 from cni_bridge.bridge.undo import Undo
 from cni_bridge.bridge.wiring import port_vlans, random_mac
+from cni_bridge.cni.dispatch import build_request
+from cni_bridge.cni.env import read_env
+from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.request import PhaseTimer, Request
+from cni_bridge.cni.result import DNS, parse_result
 from cni_bridge.net.model import AddressInfo, BridgeVlan
-from cni_bridge.spec.dispatch import build_request
-from cni_bridge.spec.env import read_env
-from cni_bridge.spec.errors import CniError, ConfigError
-from cni_bridge.spec.request import PhaseTimer, Request
-from cni_bridge.spec.result import DNS, parse_result
 
 
 def request(config: dict[str, Any], args: str = "") -> Request:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from cni_bridge import calllog
-from cni_bridge.spec.dispatch import Outcome, dispatch
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import Request
+from cni_bridge.cni.dispatch import Outcome, dispatch
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import Request
 
 ENV = {
     "CNI_COMMAND": "DEL",

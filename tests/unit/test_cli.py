@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import __version__, cli, operator
-from cni_bridge.spec import dispatch as dispatch_mod
+from cni_bridge import __version__, call
+from cni_bridge import entry as cli
+from cni_bridge.admin import main as operator
+from cni_bridge.cni import dispatch as dispatch_mod
 
 VERSION_LINE = (
     '{"cniVersion":"1.1.0","supportedVersions":'
@@ -89,7 +91,7 @@ def test_main_under_a_plugin_name_runs_that_plugin(
         roles.append(role)
         return 3
 
-    monkeypatch.setattr(cli, "run_plugin", fake_run_plugin)
+    monkeypatch.setattr(call, "run_plugin", fake_run_plugin)
     with pytest.raises(SystemExit) as info:
         cli.main([argv0, "ignored"])
     assert info.value.code == 3
@@ -110,12 +112,12 @@ def test_run_plugin_version(
     cni_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cni_env.setenv("CNI_COMMAND", "VERSION")
-    assert cli.run_plugin("bridge") == 0
+    assert call.run_plugin("bridge") == 0
     assert capsys.readouterr().out == VERSION_LINE
 
 
 def test_run_plugin_about(cni_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.run_plugin("portmap") == 0
+    assert call.run_plugin("portmap") == 0
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("CNI portmap plugin")
@@ -127,7 +129,7 @@ def test_run_plugin_error_and_call_log(
     log = tmp_path / "calls.log"
     cni_env.setenv("CNI_COMMAND", "ADD")
     cni_env.setenv("CNI_BRIDGE_LOG", str(log))
-    assert cli.run_plugin("host-local") == 1
+    assert call.run_plugin("host-local") == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["code"] == 4
     record = json.loads(log.read_text())
@@ -143,7 +145,7 @@ def test_run_plugin_reads_at_most_one_byte_over_the_limit(
     cni_env.setattr(dispatch_mod, "MAX_STDIN", 100)
     data = io.BytesIO(b" " * 10_000)
     cni_env.setattr(sys, "stdin", io.TextIOWrapper(data))
-    assert cli.run_plugin("bridge") == 1
+    assert call.run_plugin("bridge") == 1
     assert json.loads(capsys.readouterr().out)["code"] == 5
     assert data.tell() == 101
 
@@ -153,7 +155,7 @@ def test_run_plugin_reads_at_most_one_byte_over_the_limit(
 def run_as(
     argv0: str, env: dict[str, str], stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    code = f"import sys; sys.argv[0] = {argv0!r}; from cni_bridge.cli import main; main()"
+    code = f"import sys; sys.argv[0] = {argv0!r}; from cni_bridge.entry import main; main()"
     base = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     base["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-c", code], input=stdin, env=base | env,

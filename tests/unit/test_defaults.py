@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cni_bridge.defaults import DEFAULT_CONFLIST
-from cni_bridge.install import DEFAULT_CONF_NAME
-from cni_bridge.runtime import parse_network_list
+from cni_bridge.admin.runtime import parse_network_list
+from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
+from cni_bridge.deploy.install import DEFAULT_CONF_NAME
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

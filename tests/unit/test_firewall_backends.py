@@ -9,22 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.firewall import (
-    IptablesBackend,
-    MasqEntry,
-    NftablesBackend,
-    NoopBackend,
-    Owner,
-    PortmapOptions,
-    PortMapping,
-    detect_backend,
-    make_backend,
-    names,
-)
-from cni_bridge.firewall.detect import is_usable, recorded_backend
-from cni_bridge.firewall.iptables import LOCALNET_DROP, LOCALNET_DROP_RULE
-from cni_bridge.firewall.runner import CommandResult, SubprocessRunner, check
-from cni_bridge.spec.errors import CniError, ConfigError, TryAgainError
+from cni_bridge.cni.errors import CniError, ConfigError, TryAgainError
+from cni_bridge.firewall import names
+from cni_bridge.firewall.commands import CommandResult, SubprocessRunner, check
+from cni_bridge.firewall.detect import detect_backend, is_usable, make_backend, recorded_backend
+from cni_bridge.firewall.iptables.backend import LOCALNET_DROP, LOCALNET_DROP_RULE, IptablesBackend
+from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft.backend import NftablesBackend
+from cni_bridge.firewall.noop import NoopBackend
 
 A = Owner("mynet", "abc123", "eth0")
 V4 = ipaddress.ip_interface("10.88.0.2/16")

@@ -24,9 +24,11 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.firewall import ipt_masq, ipt_portmap, nft_plan, nft_schema
-from cni_bridge.firewall.ipt_save import NatState
-from cni_bridge.firewall.iptables import _validate_ipt_options
+from cni_bridge.cni.errors import CniError
+from cni_bridge.firewall.iptables import masq as ipt_masq
+from cni_bridge.firewall.iptables import portmap as ipt_portmap
+from cni_bridge.firewall.iptables.backend import _validate_ipt_options
+from cni_bridge.firewall.iptables.save import NatState
 from cni_bridge.firewall.model import (
     MasqEntry,
     Owner,
@@ -35,8 +37,9 @@ from cni_bridge.firewall.model import (
     group_by_owner,
     publishes_localhost,
 )
-from cni_bridge.firewall.nftables import _validate_nft_options
-from cni_bridge.spec.errors import CniError
+from cni_bridge.firewall.nft import plan as nft_plan
+from cni_bridge.firewall.nft import schema as nft_schema
+from cni_bridge.firewall.nft.backend import _validate_nft_options
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "firewall"
 CASES = sorted(p.name for p in DATA.iterdir() if (p / "input.json").exists())

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.firewall import Owner, PortmapOptions, PortMapping, ipt_masq, ipt_portmap
-from cni_bridge.firewall.ipt_save import NatState, parse_save, signature
-from cni_bridge.firewall.model import MasqEntry
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.errors import CniError
+from cni_bridge.firewall.iptables import masq as ipt_masq
+from cni_bridge.firewall.iptables import portmap as ipt_portmap
+from cni_bridge.firewall.iptables.save import NatState, parse_save, signature
+from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
 
 LISTINGS = Path(__file__).resolve().parents[1] / "data" / "firewall" / "listings"
 A, B = Owner("mynet", "abc123", "eth0"), Owner("mynet", "def456", "eth0")

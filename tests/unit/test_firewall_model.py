@@ -7,19 +7,19 @@ import struct
 
 import pytest
 
-from cni_bridge.firewall import (
+from cni_bridge.cni.errors import ConfigError
+from cni_bridge.firewall import conntrack
+from cni_bridge.firewall.conntrack import flush_udp_conntrack, plan_udp_flush
+from cni_bridge.firewall.model import (
     MasqEntry,
     Owner,
     PortmapOptions,
     PortMapping,
     conditions_backend,
-    conntrack,
     needs_route_localnet,
     validate_mappings,
 )
-from cni_bridge.firewall.conntrack import flush_udp_conntrack, plan_udp_flush
 from cni_bridge.rawnetlink import attr, nested, parse_attrs
-from cni_bridge.spec.errors import ConfigError
 
 OWNER = Owner("mynet", "abc123", "eth0")
 V4 = ipaddress.ip_interface("10.88.0.2/16")

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from cni_bridge.firewall.nft_exec import NftCommand, nft_command, nft_executor
-from cni_bridge.firewall.nft_lib import InProcessNft
-from cni_bridge.firewall.runner import CommandResult, SubprocessRunner
+from cni_bridge.firewall.commands import CommandResult, SubprocessRunner
+from cni_bridge.firewall.nft.executor import NftCommand, nft_command, nft_executor
+from cni_bridge.firewall.nft.libnft import InProcessNft
 
 
 class Recorder:
@@ -50,10 +50,10 @@ def test_command_lines() -> None:
 def test_importing_the_firewall_loads_no_library() -> None:
     """A resident server forks children that enter another namespace before any work: nothing
     may open a netfilter socket, or even load libnftables, at import time."""
-    code = ("import sys, cni_bridge.firewall, cni_bridge.firewall.nftables, "
-            "cni_bridge.firewall.nft_io\n"
-            "print('cni_bridge.firewall.nft_lib' in sys.modules)\n"
-            "from cni_bridge.firewall import nft_lib\n"
+    code = ("import sys, cni_bridge.firewall, cni_bridge.firewall.nft.backend, "
+            "cni_bridge.firewall.nft.client\n"
+            "print('cni_bridge.firewall.nft.libnft' in sys.modules)\n"
+            "from cni_bridge.firewall.nft import libnft as nft_lib\n"
             "print(nft_lib._process.lib, nft_lib._process.context)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
@@ -63,7 +63,7 @@ def test_importing_the_firewall_loads_no_library() -> None:
 def test_the_portmap_firewall_path_imports_no_process_machinery() -> None:
     """Nothing on portmap's path starts a process any more: ``subprocess`` (and the ``signal``
     and ``socket`` enums it would build, ~7 ms per call) is imported only when a tool runs."""
-    code = ("import sys, cni_bridge.portmap.ops, cni_bridge.firewall.nft_lib\n"
+    code = ("import sys, cni_bridge.portmap.ops, cni_bridge.firewall.nft.libnft\n"
             "print(sorted(m for m in ('subprocess', 'signal', 'socket') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -73,7 +73,7 @@ def test_the_portmap_firewall_path_imports_no_process_machinery() -> None:
 def test_netlink_keys_are_laid_out_as_the_kernel_holds_them() -> None:
     """Concatenations take whole 32-bit registers per field; ports and addresses are in
     network order, marks in host order; names are NUL-padded to IFNAMSIZ."""
-    from cni_bridge.firewall.nft_netlink import decode, encode
+    from cni_bridge.firewall.nft.netlink import decode, encode
 
     concat = "ipv4_addr . inet_proto . inet_service"
     key = encode(concat, ("10.0.0.1", "udp", "53"))

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.firewall import Owner, PortmapOptions, PortMapping, nft_plan
+from cni_bridge.cni.errors import CniError
 from cni_bridge.firewall import names as n
-from cni_bridge.firewall.model import MasqEntry
-from cni_bridge.firewall.nft_state import (
+from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft import plan as nft_plan
+from cni_bridge.firewall.nft.state import (
     Element,
     Listing,
     canonical,
     parse_get_elements,
     parse_listing,
 )
-from cni_bridge.spec.errors import CniError
 
 LISTINGS = Path(__file__).resolve().parents[1] / "data" / "firewall" / "listings"
 # What tests/data/firewall/listings/our-table.json holds (see the owners below).

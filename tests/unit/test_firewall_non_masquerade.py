@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from cni_bridge.firewall import Owner, ipt_masq, nft_plan, nft_schema
-from cni_bridge.firewall.ipt_save import NatState, parse_save
-from cni_bridge.firewall.model import MasqEntry
-from cni_bridge.firewall.nft_state import Chain, Listing
+from cni_bridge.firewall.iptables import masq as ipt_masq
+from cni_bridge.firewall.iptables.save import NatState, parse_save
+from cni_bridge.firewall.model import MasqEntry, Owner
+from cni_bridge.firewall.nft import plan as nft_plan
+from cni_bridge.firewall.nft import schema as nft_schema
+from cni_bridge.firewall.nft.state import Chain, Listing
 
 A = Owner("mynet", "abc123", "eth0")
 POD4 = ipaddress.ip_interface("10.244.1.5/24")

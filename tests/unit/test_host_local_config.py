@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.result import route_dict
 from cni_bridge.ipam.host_local.config import (
     HostLocalConfig,
     load_config,
     load_location,
     parse_resolv_conf,
 )
-from cni_bridge.spec.errors import CniError, ConfigError
-from cni_bridge.spec.result import route_dict
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "data" / "host_local" / "config"
 CASES = sorted(CASES_DIR.glob("*.json"))

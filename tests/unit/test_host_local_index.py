@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.ipam.host_local import index
 from cni_bridge.ipam.host_local.config import StoreLocation
 from cni_bridge.ipam.host_local.file_store import FileStore
 from cni_bridge.ipam.host_local.store import Owner
-from cni_bridge.spec.errors import CniError
 from tests.unit.conftest import netdir
 
 A, B, C = ip_address("10.88.0.2"), ip_address("10.88.0.3"), ip_address("10.88.0.4")

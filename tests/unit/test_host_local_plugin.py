@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from cni_bridge.cni.dispatch import build_request, dispatch
+from cni_bridge.cni.env import read_env
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import PhaseTimer, Request
 from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
-from cni_bridge.spec.dispatch import build_request, dispatch
-from cni_bridge.spec.env import read_env
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import PhaseTimer, Request
 
 
 def netconf(data_dir: Path, version: str = "1.1.0", **ipam: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cni_bridge.cni.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
 from cni_bridge.ipam.host_local.config import StoreLocation
 from cni_bridge.ipam.host_local.file_store import FileStore
 from cni_bridge.ipam.host_local.service import Attachment, remove_allocation, remove_unlisted
@@ -22,7 +23,6 @@ from cni_bridge.ipam.host_local.store import (
     encode_owner,
     reservation_ip,
 )
-from cni_bridge.spec.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
 from tests.unit.conftest import netdir
 
 

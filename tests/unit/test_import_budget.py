@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-VERSION_IMPORTS = ["cni_bridge", "cni_bridge.cli", "cni_bridge.spec", "cni_bridge.spec.supported"]
+VERSION_IMPORTS = ["cni_bridge", "cni_bridge.cni", "cni_bridge.cni.supported", "cni_bridge.entry"]
 
 
 def imported_by(argv0: str, env: dict[str, str]) -> list[str]:
@@ -21,7 +21,7 @@ def imported_by(argv0: str, env: dict[str, str]) -> list[str]:
         f"sys.path.insert(0, {str(REPO)!r}); sys.argv[0] = {argv0!r}; "
         "atexit.register(lambda: sys.stderr.write('\\nIMPORTED ' + "
         "repr(sorted(set(sys.modules) - base)))); "
-        "from cni_bridge.cli import main; main()"
+        "from cni_bridge.entry import main; main()"
     )
     proc = subprocess.run([sys.executable, "-I", "-c", code], env=env, capture_output=True,
                           text=True, timeout=30, check=False)
@@ -36,4 +36,4 @@ def test_version_imports_only_the_version_constants() -> None:
 def test_a_version_call_with_a_call_log_takes_the_full_path(tmp_path: Path) -> None:
     modules = imported_by("bridge", {"CNI_COMMAND": "VERSION",
                                      "CNI_BRIDGE_LOG": str(tmp_path / "log")})
-    assert "cni_bridge.spec.dispatch" in modules and (tmp_path / "log").exists()
+    assert "cni_bridge.cni.dispatch" in modules and (tmp_path / "log").exists()

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from cni_bridge.cni.dispatch import build_request
+from cni_bridge.cni.env import read_env
+from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.request import PhaseTimer, Request
 from cni_bridge.ipam.facade import Completed, DelegatedIpam, ipam_for, ipam_type
 from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
-from cni_bridge.spec.dispatch import build_request
-from cni_bridge.spec.env import read_env
-from cni_bridge.spec.errors import CniError, ConfigError
-from cni_bridge.spec.request import PhaseTimer, Request
 
 
 class FakeRunner:

@@ -7,12 +7,13 @@ from ipaddress import ip_interface
 
 import pytest
 
-from cni_bridge import install
-from cni_bridge.cli import PLUGIN_ROLES, role_from_argv0
+from cni_bridge import PLUGIN_ROLES
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.result import render_result
+from cni_bridge.deploy import install
+from cni_bridge.entry import role_from_argv0
 from cni_bridge.loopback.plugin import is_loopback, plan_result
 from cni_bridge.serve import wire
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.result import render_result
 from tests.unit.test_import_budget import VERSION_IMPORTS, imported_by
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net import (
     BridgeVlan,
     NetnsNotFound,
@@ -28,7 +29,6 @@ from cni_bridge.net import (
 from cni_bridge.net._socket import NLM_F_ACK_TLVS, NLM_F_CAPPED, parse_error
 from cni_bridge.net.bridge import vlan_infos
 from cni_bridge.net.errors import LinkNotFound, op_error
-from cni_bridge.spec.errors import CniError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cni_bridge.cni.errors import CniError
 from cni_bridge.net import (
     BridgePortFlags,
     BridgeSpec,
@@ -44,7 +45,6 @@ from cni_bridge.net import (
 from cni_bridge.net._parse import attr
 from cni_bridge.net._socket import KernelError, encode_request
 from cni_bridge.net.links import link_msg
-from cni_bridge.spec.errors import CniError
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_DELNEIGH = 20, 24, 25, 29

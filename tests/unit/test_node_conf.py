@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import install, node_conf, operator
-from cni_bridge.defaults import DEFAULT_CONFLIST
-from cni_bridge.install import InstallError
+from cni_bridge.admin import main as operator
+from cni_bridge.deploy import install, node_conf
+from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
+from cni_bridge.deploy.install import InstallError
 from tests.unit.test_operator_install import make_bundle
 
 net = ipaddress.ip_network

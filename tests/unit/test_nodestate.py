@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import nodeowner, nodestate, records
-from cni_bridge.nodestate import DEAD, OWN, UNPROVEN, Owner, judge_other_inode, judge_own_inode
+from cni_bridge.node import owner as nodeowner
+from cni_bridge.node import records
+from cni_bridge.node import state as nodestate
+from cni_bridge.node.state import DEAD, OWN, UNPROVEN, Owner, judge_other_inode, judge_own_inode
 
 BOOT = "6f1c2d3e-0000-4000-8000-000000000001"
 RACERS = 16
@@ -173,7 +175,7 @@ def test_nsfs_mount_points_are_unescaped() -> None:
 
 
 def test_status_names_the_stale_state_and_what_it_leaves() -> None:
-    from cni_bridge.report import format_node_state
+    from cni_bridge.admin.report import format_node_state
 
     assert format_node_state(nodestate.Survey()) == ""
     dead = nodestate.Found("/run/cni-bridge/netns-7", "netns cookie 9, boot b", "why")

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import operator, report
-from cni_bridge.inspect import AttachmentState, NetworkStatus
+from cni_bridge.admin import main as operator
+from cni_bridge.admin import report
+from cni_bridge.admin.examine import AttachmentState, NetworkStatus
 
 FAKE_PLUGIN = """#!{python}
 import json, os, sys
@@ -365,11 +366,11 @@ def test_echo_probe_failure_exits_1() -> None:
 def test_commands_other_than_serve_do_not_import_the_server() -> None:
     # gc without --valid fails with a UserError: main()'s error path runs (it names ServeError)
     root = str(Path(__file__).resolve().parents[2])
-    code = (f"import sys; sys.path.insert(0, {root!r}); from cni_bridge import operator; "
-            "code = operator.main(['gc', 'net']); "
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            "from cni_bridge.admin import main as operator; code = operator.main(['gc', 'net']); "
             "print(code, sorted(m for m in sys.modules if m.startswith('cni_bridge.serve')))")
     proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                           timeout=30, check=True)
     assert proc.stdout.split(" ", 1)[0] == "1" and "--valid" in proc.stderr
-    assert "cni_bridge.serve.main" not in proc.stdout
-    assert "cni_bridge.serve.server" not in proc.stdout
+    assert "cni_bridge.serve.server.main" not in proc.stdout
+    assert "cni_bridge.serve.server.loop" not in proc.stdout

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import inspect, records
-from cni_bridge.defaults import DEFAULT_CONFLIST
+from cni_bridge.admin import examine as inspect
+from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from cni_bridge.firewall import recorded
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
-from cni_bridge.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.node import records
 
 BRIDGE_REC: dict[str, Any] = {
     "masq": [{"address": "172.18.0.2/16", "subnet": "172.18.0.0/16"}],

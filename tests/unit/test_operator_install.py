@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import install, operator
-from cni_bridge.defaults import DEFAULT_CONFLIST
+from cni_bridge.admin import main as operator
+from cni_bridge.deploy import install
+from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 
 EXE = """#!/bin/sh
 # stands in for the frozen executable: prints its role and which bundle it came from

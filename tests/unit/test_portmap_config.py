@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from cni_bridge.cni.errors import ConfigError
+from cni_bridge.cni.result import Interface, IPConfig, Result, parse_result
 from cni_bridge.firewall import model as fw_model
 from cni_bridge.firewall import names as fw_names
 from cni_bridge.firewall.model import Owner
 from cni_bridge.portmap import config as pm
 from cni_bridge.portmap.plan import plan_entries, to_options
-from cni_bridge.spec.errors import ConfigError
-from cni_bridge.spec.result import Interface, IPConfig, Result, parse_result
 
 
 def parse(config: dict[str, Any], mappings: list[Any] | None = None) -> pm.PortmapConfig:

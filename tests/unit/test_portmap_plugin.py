@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from cni_bridge import rawnetlink
+from cni_bridge.cni.dispatch import dispatch
+from cni_bridge.cni.errors import CniError
+from cni_bridge.firewall.commands import CommandResult
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.model import IPInterface, MasqEntry, Owner, PortmapOptions, PortMapping
-from cni_bridge.firewall.runner import CommandResult
 from cni_bridge.portmap import localnet, ops
 from cni_bridge.portmap.plugin import PortmapPlugin
-from cni_bridge.spec.dispatch import dispatch
-from cni_bridge.spec.errors import CniError
 
 PREV: dict[str, Any] = {
     "cniVersion": "1.0.0",
@@ -187,7 +187,7 @@ def test_without_mappings_nothing_runs(world: World, runtime: list[Any] | None) 
 def test_without_mappings_the_firewall_layer_is_not_even_imported() -> None:
     code = (
         "import json, sys\n"
-        "from cni_bridge.spec.dispatch import dispatch\n"
+        "from cni_bridge.cni.dispatch import dispatch\n"
         "from cni_bridge.portmap.plugin import PortmapPlugin\n"
         f"config = {json.dumps(conf([]))!r}\n"
         "for verb in ('ADD', 'DEL', 'CHECK'):\n"

@@ -1,4 +1,4 @@
-"""The product's conflist runtime (cni_bridge.runtime) against fake plugins that record their
+"""The product's conflist runtime (cni_bridge.admin.runtime) against fake plugins that record their
 calls (no root needed)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.runtime import (
+from cni_bridge.admin.runtime import (
     CACHE_KIND,
     Attachment,
     ConflistError,
@@ -393,7 +393,7 @@ def test_a_plugin_running_inside_a_netns_is_prefixed(runtime: Runtime, monkeypat
         seen.append(argv)
         return Done()
 
-    monkeypatch.setattr("cni_bridge.runtime.subprocess.run", fake_run)
+    monkeypatch.setattr("cni_bridge.admin.runtime.subprocess.run", fake_run)
     runtime.netns = "cnitest-H"
     runtime.status(net(plugins=[{"type": "fake-a"}]))
     assert seen[0][:4] == ["ip", "netns", "exec", "cnitest-H"]

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.serve import listener, units
+from cni_bridge.deploy import units
+from cni_bridge.serve.server import listener
 
 DEPLOY = Path(__file__).resolve().parents[2] / "conf" / "deploy" / "systemd"
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.serve import peer, wire, worker
-from cni_bridge.serve.peer import Identity
+from cni_bridge.serve import wire
+from cni_bridge.serve.server import peer, worker
+from cni_bridge.serve.server.peer import Identity
 
 HOME = Identity(pid=100, uid=0, user_ns=4026531837, pid_ns=4026531836)
 DIGEST = "0e068f26f270"
@@ -119,12 +120,12 @@ def test_enter_caller_enters_mount_then_network_namespace() -> None:
 
 
 def test_preload_covers_every_plugin_module_and_no_operator_one() -> None:
-    from cni_bridge.serve.preload import SKIPPED, package_modules
+    from cni_bridge.serve.server.preload import SKIPPED, package_modules
 
     names = package_modules()
     for needed in ("cni_bridge.bridge.plugin", "cni_bridge.portmap.plugin",
-                   "cni_bridge.ipam.host_local.plugin", "cni_bridge.firewall.nftables",
-                   "cni_bridge.net.netlink", "cni_bridge.cli", "cni_bridge.serve.worker"):
+                   "cni_bridge.ipam.host_local.plugin", "cni_bridge.firewall.nft.backend",
+                   "cni_bridge.net.netlink", "cni_bridge.entry", "cni_bridge.serve.server.worker"):
         assert needed in names
     assert not SKIPPED & set(names)
     assert all(name == "cni_bridge" or name.startswith("cni_bridge.") for name in names)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import operator
-from cni_bridge.serve.main import notify_ready
+from cni_bridge.admin import main as operator
+from cni_bridge.serve.server.main import notify_ready
 
 DEPLOY = Path(__file__).resolve().parents[2] / "conf" / "deploy"
 

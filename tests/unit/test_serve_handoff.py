@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.serve import handoff, wire
+from cni_bridge.serve import wire
+from cni_bridge.serve.client import handoff
 
 DIGEST = "0e068f26f270"
 Script = Callable[[socket.socket, list[Any]], None]

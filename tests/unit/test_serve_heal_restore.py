@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import records
-from cni_bridge.firewall.runner import CommandResult
-from cni_bridge.serve import heal, restore
-from cni_bridge.serve.backoff import MAX_DELAY, Backoff
-from cni_bridge.serve.health import Health
-from cni_bridge.serve.view import RecordsView, ServerView
+from cni_bridge.firewall.commands import CommandResult
+from cni_bridge.node import records
+from cni_bridge.serve.server import heal, restore
+from cni_bridge.serve.server.backoff import MAX_DELAY, Backoff
+from cni_bridge.serve.server.health import Health
+from cni_bridge.serve.server.view import RecordsView, ServerView
 
 
 def masq(address: str) -> dict[str, object]:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge import records
 from cni_bridge.firewall import skeleton
-from cni_bridge.firewall.ipt_save import parse_save
-from cni_bridge.firewall.nft_state import Chain, Listing
-from cni_bridge.firewall.runner import CommandResult
-from cni_bridge.serve import heal, restore, watch
+from cni_bridge.firewall.commands import CommandResult
+from cni_bridge.firewall.iptables.save import parse_save
+from cni_bridge.firewall.nft.state import Chain, Listing
+from cni_bridge.node import records
+from cni_bridge.serve.server import heal, restore, watch
 
 # --- notifications -----------------------------------------------------------------------------
 
@@ -72,7 +72,7 @@ def test_a_truncated_message_ends_parsing_quietly() -> None:
 
 
 def test_nft_skeleton() -> None:
-    from cni_bridge.firewall.nft_schema import masq_chain
+    from cni_bridge.firewall.nft.schema import masq_chain
 
     spec = masq_chain()
     assert skeleton.nft_missing(None, [spec], []) == ["nft table inet cni_bridge is missing"]
@@ -200,8 +200,8 @@ def test_a_deleted_table_is_restored_even_when_an_add_made_the_skeleton_again(
 def test_a_table_deletion_notification_forces_the_next_restore(tmp_path: Path) -> None:
     import socket
 
-    from cni_bridge.serve.health import Health
-    from cni_bridge.serve.view import RecordsView, ServerView
+    from cni_bridge.serve.server.health import Health
+    from cni_bridge.serve.server.view import RecordsView, ServerView
 
     populate(tmp_path, 1)
     kernel, watcher = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -231,8 +231,8 @@ def test_damaged_records_are_reported_not_fatal(tmp_path: Path) -> None:
 
 def test_checks_start_at_once_then_periodically_the_earliest_reason_wins(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cni_bridge.serve.health import Health
-    from cni_bridge.serve.view import RecordsView, ServerView
+    from cni_bridge.serve.server.health import Health
+    from cni_bridge.serve.server.view import RecordsView, ServerView
 
     view = ServerView("s", "d", 1, RecordsView(tmp_path))
     with selectors.DefaultSelector() as sel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cni_bridge.serve import listener
+from cni_bridge.serve.server import listener
 
 
 def test_stop_removes_the_socket_it_made(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cni_bridge.serve import spare
-from cni_bridge.serve.peer import Call
+from cni_bridge.serve.server import spare
+from cni_bridge.serve.server.peer import Call
 from cni_bridge.serve.wire import CALL_FDS
 
 
@@ -74,9 +74,9 @@ def test_a_hand_over_without_every_descriptor_is_dropped(call_fds: list[int]) ->
 
 
 def test_serve_takes_a_count_of_spares_and_refuses_a_negative_one() -> None:
-    from cni_bridge import operator
-    from cni_bridge.serve.cli import ServeError, cmd_serve
-    from cni_bridge.serve.server import Options
+    from cni_bridge.admin import main as operator
+    from cni_bridge.admin.serve_cmd import ServeError, cmd_serve
+    from cni_bridge.serve.server.loop import Options
 
     parser = operator.build_parser()
     assert parser.parse_args(["serve"]).spare_workers == Options().spare_workers == 2

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cni_bridge import inspect, records
-from cni_bridge.serve import query, worker
-from cni_bridge.serve.view import RACY_NS, InFlight, RecordsView, ServerView
+from cni_bridge.admin import examine as inspect
+from cni_bridge.node import records
+from cni_bridge.serve.client import query
+from cni_bridge.serve.server import worker
+from cni_bridge.serve.server.view import RACY_NS, InFlight, RecordsView, ServerView
 
 
 def save(root: Path, network: str, cid: str, plugin: str = "bridge",

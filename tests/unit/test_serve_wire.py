@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cni_bridge.cni.dispatch import MAX_STDIN
+from cni_bridge.cni.env import VERBS
 from cni_bridge.serve import wire
-from cni_bridge.spec.dispatch import MAX_STDIN
-from cni_bridge.spec.env import VERBS
 
 
 def test_limits_and_verbs_match_the_dispatcher() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cni_bridge.spec.args import parse_cni_args, split_cni_args
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.args import parse_cni_args, split_cni_args
+from cni_bridge.cni.errors import CniError
 
 KNOWN = frozenset({"IP", "MAC"})
 

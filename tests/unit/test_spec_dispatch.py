@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cni_bridge.spec import dispatch as dispatch_mod
-from cni_bridge.spec.dispatch import Outcome, dispatch, version_json
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import IPConfig, Result, Route, render_result
+from cni_bridge.cni import dispatch as dispatch_mod
+from cni_bridge.cni.dispatch import Outcome, dispatch, version_json
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import IPConfig, Result, Route, render_result
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 VERSION_LINE = (

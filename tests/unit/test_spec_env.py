@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cni_bridge.spec.env import (
+from cni_bridge.cni.env import (
     read_env,
     validate_container_id,
     validate_ifname,
     validate_network_name,
 )
-from cni_bridge.spec.errors import CniError
+from cni_bridge.cni.errors import CniError
 
 FULL = {
     "CNI_COMMAND": "ADD",

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.result import (
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.result import (
     DNS,
     Interface,
     IPConfig,

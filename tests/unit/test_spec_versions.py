@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cni_bridge.spec.errors import CniError
-from cni_bridge.spec.versions import (
+from cni_bridge.cni.errors import CniError
+from cni_bridge.cni.versions import (
     SUPPORTED_VERSIONS,
     at_least,
     ensure_supported,

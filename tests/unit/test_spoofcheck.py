@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.firewall import isolation, spoofcheck
-from cni_bridge.firewall.runner import CommandResult
-from cni_bridge.spec.errors import ConfigError
+from cni_bridge.cni.errors import ConfigError
+from cni_bridge.firewall.commands import CommandResult
+from cni_bridge.firewall.nft import isolation, spoofcheck
 from tests.unit.test_bridge_config import parse
 
 MAC = "0a:58:0a:4d:00:02"

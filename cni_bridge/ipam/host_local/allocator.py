@@ -18,8 +18,8 @@ from collections.abc import Collection, Container, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from cni_bridge.cni.result import IPAddress
 from cni_bridge.ipam.host_local.ranges import Range, RangeSet
-from cni_bridge.spec.result import IPAddress
 
 
 @dataclass(frozen=True)

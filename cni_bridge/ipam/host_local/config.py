@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cni_bridge.cni.args import parse_cni_args
+from cni_bridge.cni.env import validate_network_name
+from cni_bridge.cni.errors import CniError, ConfigError, EnvError
+from cni_bridge.cni.result import DNS, IPAddress, Route, parse_route
+from cni_bridge.cni.versions import at_least
 from cni_bridge.ipam.host_local.ranges import Range, RangeSet, parse_ip, parse_range_set, show
-from cni_bridge.spec.args import parse_cni_args
-from cni_bridge.spec.env import validate_network_name
-from cni_bridge.spec.errors import CniError, ConfigError, EnvError
-from cni_bridge.spec.result import DNS, IPAddress, Route, parse_route
-from cni_bridge.spec.versions import at_least
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 # CNI_ARGS keys host-local understands (matched case-sensitively, like Go struct fields).

@@ -28,6 +28,8 @@ import time
 from collections.abc import Container, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from cni_bridge.cni.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
+from cni_bridge.cni.result import IPAddress
 from cni_bridge.ipam.host_local import index
 from cni_bridge.ipam.host_local.config import StoreLocation
 from cni_bridge.ipam.host_local.store import (
@@ -45,8 +47,6 @@ from cni_bridge.ipam.host_local.store import (
     reservation_ip,
     sort_ips,
 )
-from cni_bridge.spec.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
-from cni_bridge.spec.result import IPAddress
 
 LOCK_TIMEOUT = 10.0  # seconds
 MAX_FILE = 4096  # a reservation or cursor file is a few dozen bytes; bound what we read

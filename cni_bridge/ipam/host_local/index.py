@@ -30,7 +30,7 @@ import os
 import time
 
 from cni_bridge.ipam.host_local.store import Owner
-from cni_bridge.records import state_base  # the attachment records' root (light imports)
+from cni_bridge.node.records import state_base  # the attachment records' root (light imports)
 
 INDEX_DIR = "ipam-index"
 FORMAT = 1

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import ip_interface
 
+from cni_bridge.cni.errors import IO_FAILURE, PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.cni.request import Request
+from cni_bridge.cni.result import DNS, IPInterface, Result
 from cni_bridge.diag import logger
 from cni_bridge.ipam.host_local.config import (
     HOST_LOCAL_ARG_KEYS,
@@ -30,9 +33,6 @@ from cni_bridge.ipam.host_local.service import (
     remove_allocation,
     remove_unlisted,
 )
-from cni_bridge.spec.errors import IO_FAILURE, PLUGIN_NOT_AVAILABLE, CniError
-from cni_bridge.spec.request import Request
-from cni_bridge.spec.result import DNS, IPInterface, Result
 
 log = logger(__name__)
 MAX_RESOLV_CONF = 1024 * 1024

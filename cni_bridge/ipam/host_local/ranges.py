@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_interface
 from typing import Any
 
-from cni_bridge.spec.errors import ConfigError
-from cni_bridge.spec.result import IPAddress, IPInterface, IPNetwork
+from cni_bridge.cni.errors import ConfigError
+from cni_bridge.cni.result import IPAddress, IPInterface, IPNetwork
 
 Fail = Callable[[str], ConfigError]
 

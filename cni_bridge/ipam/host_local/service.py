@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from cni_bridge.cni.errors import PLUGIN_NOT_AVAILABLE, CniError
+from cni_bridge.cni.result import IPAddress, IPConfig
 from cni_bridge.ipam.host_local.allocator import free_count, plan_allocation, plan_requested
 from cni_bridge.ipam.host_local.config import HostLocalConfig
 from cni_bridge.ipam.host_local.ranges import RangeSet
 from cni_bridge.ipam.host_local.store import Owner, Store, sort_ips
-from cni_bridge.spec.errors import PLUGIN_NOT_AVAILABLE, CniError
-from cni_bridge.spec.result import IPAddress, IPConfig
 
 
 @dataclass(frozen=True)

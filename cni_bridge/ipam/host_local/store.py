@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from ipaddress import ip_address
 from typing import NamedTuple, Protocol, TypeVar
 
-from cni_bridge.spec.result import IPAddress
+from cni_bridge.cni.result import IPAddress
 
 LOCK_FILE = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."

@@ -1,0 +1,359 @@
+"""What the operator commands read and repair: ``status``, ``gc`` (its dry run) and ``reconcile``.
+
+The state of a network is put together from four places, none of which alone is complete:
+
+- the conflist (conf dir): bridge name, IPAM data dir, configured firewall backend;
+- the host-local store (``<dataDir>/<network>/<ip>`` files): who holds which address;
+- the runtime's result cache: the netns and the host-side veth of each attachment added through
+  ``cni-bridge add`` (a container runtime keeps its own cache);
+- the plugins' records (``/run/cni-bridge/netns-<inode>/<network>/``): the masquerade entries
+  and port mappings each attachment installed, with the backend that installed them.
+
+Nothing here writes, except ``reconcile`` (re-adding recorded rules; every backend add is
+idempotent) and the runtime GC the operator starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cni_bridge.admin.runtime import (
+    Attachment,
+    ConflistError,
+    NetworkList,
+    Runtime,
+    parse_network_list,
+)
+from cni_bridge.diag import logger
+from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.commands import SubprocessRunner
+from cni_bridge.firewall.detect import detect_backend, make_backend
+from cni_bridge.firewall.recorded import (
+    masq_entries,
+    missing_extras,
+    port_entries,
+    restore_extras,
+)
+from cni_bridge.node import records
+from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
+
+log = logger(__name__)
+
+CONF_SUFFIXES = (".conflist", ".conf", ".json")
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+DEFAULT_BRIDGE = "cni0"
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkConf:
+    net: NetworkList
+    path: Path | None
+    bridge: str | None  # None: the list has no bridge plugin
+    data_dir: str | None  # None: IPAM is not host-local
+    backend: str | None  # the configured firewall backend, if any
+    subnets: tuple[str, ...]
+
+    @classmethod
+    def of(cls, net: NetworkList, path: Path | None = None) -> NetworkConf:
+        bridge = next((p for p in net.plugins if p.get("type") == "bridge"), None)
+        portmap = next((p for p in net.plugins if p.get("type") == "portmap"), {})
+        ipam = (bridge or {}).get("ipam") or {}
+        host_local = ipam.get("type") == "host-local"
+        subnets = [r.get("subnet", "") for rs in ipam.get("ranges") or [] for r in rs]
+        if ipam.get("subnet"):
+            subnets.append(ipam["subnet"])
+        return cls(
+            net=net, path=path,
+            bridge=(bridge.get("bridge") or DEFAULT_BRIDGE) if bridge is not None else None,
+            data_dir=(ipam.get("dataDir") or DEFAULT_DATA_DIR) if host_local else None,
+            backend=(bridge or {}).get("ipMasqBackend") or portmap.get("backend"),
+            subnets=tuple(s for s in subnets if s),
+        )
+
+
+def load_conf_dir(conf_dir: Path) -> tuple[list[NetworkConf], list[str]]:
+    """Every network in `conf_dir`, in the order a runtime reads them, and the files skipped."""
+    confs, problems = [], []
+    files = sorted(conf_dir.iterdir()) if conf_dir.is_dir() else []
+    for path in files:
+        if path.suffix not in CONF_SUFFIXES or not path.is_file():
+            continue
+        try:
+            confs.append(NetworkConf.of(parse_network_list(path.read_bytes()), path))
+        except (OSError, ConflistError) as exc:
+            problems.append(f"{path}: {exc}")
+    return confs, problems
+
+
+def find_network(conf_dir: Path, name: str) -> NetworkConf:
+    """The network called `name` in `conf_dir`, or the conflist file `name`."""
+    as_path = Path(name)
+    if ("/" in name or as_path.suffix in CONF_SUFFIXES) and as_path.is_file():
+        return NetworkConf.of(parse_network_list(as_path.read_bytes()), as_path)
+    confs, problems = load_conf_dir(conf_dir)
+    for conf in confs:
+        if conf.net.name == name:
+            return conf
+    known = ", ".join(c.net.name for c in confs) or "none"
+    hint = f" (unreadable: {'; '.join(problems)})" if problems else ""
+    raise ConflistError(f"no network named {name!r} in {conf_dir} (found: {known}){hint}; "
+                        "pass --conf-dir DIR or the path of a conflist file")
+
+
+# --- attachments -------------------------------------------------------------------------------
+
+
+@dataclass
+class AttachmentState:
+    container_id: str
+    ifname: str
+    addresses: list[str] = field(default_factory=list)  # reserved in the host-local store
+    netns: str = ""
+    host_veth: str = ""
+    ports: list[str] = field(default_factory=list)
+    rules: str = "no record"  # "present", "missing: ...", "no record", "none"
+    sources: list[str] = field(default_factory=list)  # "store", "cache", "record"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.container_id, self.ifname
+
+
+def reservations(data_dir: str, network: str) -> dict[tuple[str, str], list[str]]:
+    """(container ID, ifname) -> addresses, read straight from the store's files (no lock)."""
+    from cni_bridge.ipam.host_local.store import decode_owner, reservation_ip
+
+    directory = Path(data_dir) / network
+    held: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        ip = reservation_ip(path.name)
+        if ip is None or path.is_symlink():
+            continue
+        try:
+            owner = decode_owner(path.read_bytes())
+        except OSError:
+            continue
+        held.setdefault((owner.container_id, owner.ifname or "?"), []).append(str(ip))
+    return held
+
+
+def grouped_records(root: Path, network: str) -> dict[tuple[str, str], dict[str, records.Record]]:
+    out: dict[tuple[str, str], dict[str, records.Record]] = {}
+    for rec in records.list_records(root, network):
+        out.setdefault((rec.container_id, rec.ifname), {})[rec.plugin] = rec
+    return out
+
+
+def collect_attachments(conf: NetworkConf, runtime: Runtime, root: Path,
+                        check_rules: bool = True) -> list[AttachmentState]:
+    name = conf.net.name
+    found: dict[tuple[str, str], AttachmentState] = {}
+
+    def state(key: tuple[str, str], source: str) -> AttachmentState:
+        att = found.setdefault(key, AttachmentState(*key))
+        if source not in att.sources:
+            att.sources.append(source)
+        return att
+
+    if conf.data_dir is not None:
+        for key, ips in reservations(conf.data_dir, name).items():
+            state(key, "store").addresses = ips
+    for cached in runtime.cached_attachments(name):
+        att = state((cached.container_id, cached.ifname), "cache")
+        att.netns = cached.netns
+        att.host_veth = host_veth(runtime.cached_result(name, cached) or {}, conf.bridge)
+        att.ports = [describe_mapping(m) for m in cached.capability_args.get("portMappings", [])
+                     if isinstance(m, Mapping)]
+    for key, recs in grouped_records(root, name).items():
+        att = state(key, "record")
+        if "portmap" in recs:
+            att.ports = [describe_mapping(m) for m in recs["portmap"].data.get("mappings", [])]
+        if check_rules:
+            att.rules = rules_state(recs.values())
+    return sorted(found.values(), key=lambda a: a.key)
+
+
+def host_veth(result: Mapping[str, Any], bridge: str | None) -> str:
+    for iface in result.get("interfaces") or []:
+        if not iface.get("sandbox") and iface.get("name") != bridge:
+            return str(iface.get("name", ""))
+    return ""
+
+
+def describe_mapping(m: Mapping[str, Any]) -> str:
+    m = go_field_names(m, MAPPING_KEYS)  # runtimes send other spellings (``HostPort``...)
+    host_ip = m.get("hostIP") or ""
+    where = f"[{host_ip}]:" if ":" in host_ip else (f"{host_ip}:" if host_ip else "")
+    return f"{where}{m.get('hostPort')}->{m.get('containerPort')}/{m.get('protocol', 'tcp')}"
+
+
+# --- firewall records --------------------------------------------------------------------------
+
+
+def record_backend(rec: records.Record) -> Backend:
+    return make_backend(str(rec.data.get("backend") or "nftables"), SubprocessRunner())
+
+
+def missing_rules(rec: records.Record) -> list[str]:
+    """What of this record's rules is not in the firewall (empty: all present)."""
+    backend = record_backend(rec)
+    if rec.plugin == "bridge":
+        return [*backend.check_masquerade(masq_entries(rec)),
+                *missing_extras(SubprocessRunner(), rec)]
+    if rec.plugin == "portmap":
+        mappings, options = port_entries(rec)
+        return list(backend.check_portmappings(mappings, options))
+    return []
+
+
+def restore_rules(rec: records.Record) -> None:
+    backend = record_backend(rec)
+    if rec.plugin == "bridge":
+        backend.add_masquerade(masq_entries(rec))
+        restore_extras(SubprocessRunner(), rec)
+    elif rec.plugin == "portmap":
+        mappings, options = port_entries(rec)
+        backend.add_portmappings(mappings, options)
+
+
+def rules_state(recs: Iterable[records.Record]) -> str:
+    missing: list[str] = []
+    try:
+        for rec in recs:
+            missing += missing_rules(rec)
+    except Exception as exc:  # a damaged record or an unusable backend: say so, go on
+        return f"unknown: {exc}"
+    return "present" if not missing else "missing: " + "; ".join(missing)
+
+
+@dataclass
+class ReconcileItem:
+    network: str
+    container_id: str
+    ifname: str
+    plugin: str
+    backend: str
+    missing_before: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def reconcile(root: Path, network: str | None = None) -> list[ReconcileItem]:
+    """Re-add the rules of every record (all networks unless `network`)."""
+    items = []
+    for rec in records.list_records(root, network):
+        item = ReconcileItem(rec.network, rec.container_id, rec.ifname, rec.plugin,
+                             str(rec.data.get("backend") or "nftables"))
+        try:
+            item.missing_before = missing_rules(rec)
+            if item.missing_before:
+                restore_rules(rec)
+        except Exception as exc:  # report per record; one bad record must not stop the rest
+            item.error = str(exc)
+        items.append(item)
+    return items
+
+
+# --- network status ----------------------------------------------------------------------------
+
+
+@dataclass
+class NetworkStatus:
+    name: str
+    path: str
+    cni_version: str
+    bridge: str
+    bridge_state: str  # "up", "down", "absent", "unknown: ..."
+    bridge_addresses: list[str]
+    subnets: list[str]
+    backend: str
+    forwarding: dict[str, str]
+    ready: str  # "yes" or "no: <why>"
+    attachments: list[AttachmentState]
+
+
+def bridge_state(name: str | None) -> tuple[str, list[str]]:
+    if name is None:
+        return "none (no bridge plugin)", []
+    try:
+        from cni_bridge.net.addresses import list_addresses
+        from cni_bridge.net.links import find_link
+        from cni_bridge.net.netlink import Netlink
+
+        with Netlink.for_current() as nl:
+            link = find_link(nl, name)
+            if link is None:
+                return "absent (created by the first ADD)", []
+            addrs = [str(a.interface) for a in list_addresses(nl, link.index) if a.scope == 0]
+            return ("up" if link.is_up else "down"), addrs
+    except Exception as exc:
+        return f"unknown: {exc}", []
+
+
+def forwarding_state(bridge: str | None, subnets: Sequence[str]) -> dict[str, str]:
+    from cni_bridge.net.sysctl import get_sysctl
+
+    keys = ["net/ipv4/ip_forward"]
+    if bridge:
+        keys.append(f"net/ipv4/conf/{bridge}/forwarding")
+    if any(":" in s for s in subnets):
+        keys.append("net/ipv6/conf/all/forwarding")
+    out = {}
+    for key in keys:
+        try:
+            value = get_sysctl(key)
+        except Exception:
+            value = None
+        out[key.replace("/", ".")] = {"1": "on", "0": "off"}.get(value or "", value or "absent")
+    return out
+
+
+def backend_state(conf: NetworkConf, atts: Sequence[AttachmentState], root: Path) -> str:
+    used = sorted({str(r.data.get("backend")) for r in records.list_records(root, conf.net.name)
+                   if r.data.get("backend")})
+    if used:
+        return ", ".join(used) + " (in use)"
+    if conf.backend:
+        return f"{conf.backend} (configured)"
+    try:
+        return f"{detect_backend(SubprocessRunner()).name} (detected)"
+    except Exception as exc:
+        return f"none usable: {exc}"
+
+
+def network_status(conf: NetworkConf, runtime: Runtime | None, root: Path,
+                   check_rules: bool = True) -> NetworkStatus:
+    state, addrs = bridge_state(conf.bridge)
+    atts = collect_attachments(conf, runtime or Runtime([], os.devnull), root, check_rules)
+    ready = "not checked"
+    if runtime is not None:
+        try:
+            runtime.status(conf.net)
+            ready = "yes"
+        except Exception as exc:
+            ready = f"no: {exc}"
+    return NetworkStatus(
+        name=conf.net.name, path=str(conf.path or ""), cni_version=conf.net.cni_version,
+        bridge=conf.bridge or "", bridge_state=state, bridge_addresses=addrs,
+        subnets=list(conf.subnets), backend=backend_state(conf, atts, root),
+        forwarding=forwarding_state(conf.bridge, conf.subnets), ready=ready, attachments=atts,
+    )
+
+
+def gc_candidates(conf: NetworkConf, runtime: Runtime, root: Path,
+                  valid: Iterable[tuple[str, str]]) -> list[AttachmentState]:
+    """The attachments a GC with this valid list would remove (nothing is changed)."""
+    keep = set(valid)
+    return [a for a in collect_attachments(conf, runtime, root, check_rules=False)
+            if a.key not in keep and not (a.ifname == "?" and any(k[0] == a.container_id
+                                                                  for k in keep))]
+
+
+def attachment_of(state: AttachmentState) -> Attachment:
+    return Attachment(state.container_id, state.ifname, state.netns)

@@ -1,0 +1,307 @@
+"""The iptables backend: the reference plugins' chains and rules, byte for byte.
+
+Per call and family: one ``iptables-save`` read, then (only when something must change) one
+``iptables-restore --noflush -w <seconds>`` transaction planned from what was read. If the
+restore fails because the table changed between the read and the write, it is planned again
+once. A lock wait that runs out is a `TryAgainError` (code 11). Dual-stack work is one
+transaction per family: iptables has no cross-family transaction. Processes per call (IPv4,
+steady state): ADD 2 (the read covers the raw table too when 127.0.0.1 is published, and the
+restore writes its drop rule when missing), CHECK 1, DEL 1 when our record names what to
+delete (an exact restore; see ipt_exact), else 2. Shared chains are created with
+``iptables -N`` outside the restore, once per node.
+
+Removals also delete the owner's nftables state (our table's elements, the reference's nft
+rules), so a node that ran an nftables backend before does not leak when switched to this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.diag import logger
+from cni_bridge.firewall.commands import CommandResult, CommandRunner, check
+from cni_bridge.firewall.errors import HostPortConflictError
+from cni_bridge.firewall.iptables import exact as ipt_exact
+from cni_bridge.firewall.iptables import masq as ipt_masq
+from cni_bridge.firewall.iptables import portmap as ipt_portmap
+from cni_bridge.firewall.iptables.save import NatState, RestoreScript, parse_save, quote
+from cni_bridge.firewall.model import (
+    IPInterface,
+    MasqEntry,
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    conditions_backend,
+    group_by_owner,
+    needs_route_localnet,
+    validate_mappings,
+    validate_options,
+)
+from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.nft.remove import (
+    HOSTPORTS,
+    MASQUERADE,
+    hostport_keys,
+    masq_keys,
+    remove_owner,
+)
+
+log = logger(__name__)
+LOCK_WAIT_SECONDS = 5
+Planner = Callable[[NatState], RestoreScript]
+
+
+@dataclass(frozen=True)
+class IptablesTools:
+    save: str
+    restore: str
+    command: str
+
+
+TOOLS = {4: IptablesTools("iptables-save", "iptables-restore", "iptables"),
+         6: IptablesTools("ip6tables-save", "ip6tables-restore", "ip6tables")}
+
+
+LOCALNET_DROP = ("!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment", "--comment",
+                 "cni-bridge: 127.0.0.0/8 only on lo (route_localnet is set for published "
+                 "localhost ports)", "-j", "DROP")
+# The rule as a restore line reads it: raw PREROUTING, so it sees packets before any NAT.
+LOCALNET_DROP_RULE = " ".join(quote(t) if " " in t else t for t in LOCALNET_DROP)
+
+
+def lacks_localnet_drop(raw: NatState | None) -> bool:
+    """Whether the raw table, when it was read, lacks the drop for 127.0.0.0/8."""
+    return raw is not None and not raw.has_rule("PREROUTING", LOCALNET_DROP_RULE)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """One family's nat table, and its raw table when it was asked for."""
+
+    nat: NatState
+    raw: NatState | None = None
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self, runner: CommandRunner, lock_wait: int = LOCK_WAIT_SECONDS,
+                 tools: dict[int, IptablesTools] | None = None, nft_binary: str = "nft",
+                 recorded: bool = False) -> None:
+        """`recorded`: removals work from our own ADD's record, which proves the owner's state
+        is in this layout alone and as our ADD wrote it: no nftables leftovers to look for,
+        and the rules can be deleted by their exact text before anything is read."""
+        self._run = runner
+        self._recorded = recorded
+        self._lock_wait = lock_wait
+        self._tools = tools or TOOLS
+        self._nft = Nft(runner, nft_binary)
+
+    def available(self) -> bool:
+        return self._run([self._tools[4].save, "-t", "nat"]).ok
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _read(self, version: int, raw: bool = False) -> CommandResult:
+        """``iptables-save -t nat``; every table at once when the raw table is wanted too (one
+        process instead of two)."""
+        tool = self._tools[version].save
+        return self._run([tool] if raw else [tool, "-t", "nat"])
+
+    def tables(self, version: int, raw: bool = False) -> Tables:
+        result = check(self._read(version, raw), f"cannot read the IPv{version} nat table")
+        return Tables(parse_save(result.stdout), parse_save(result.stdout, "raw") if raw else None)
+
+    def state(self, version: int) -> NatState:
+        return self.tables(version).nat
+
+    def _transact(self, version: int, plan: Planner, what: str, optional: bool = False,
+                  localnet: bool = False) -> bool:
+        """Read, plan, restore; on failure read and plan once more (the table moved).
+
+        With `optional`, a family whose table cannot be read is skipped (returns False): a DEL
+        cannot know which families its ADD used, and a host may lack ip6tables. With
+        `localnet`, the raw table's drop for 127.0.0.0/8 goes in the same restore if missing.
+        """
+        for attempt in (1, 2):
+            read = self._read(version, raw=localnet)
+            if not read.ok and optional:
+                log.debug("IPv%d nat table not readable, skipped: %s", version, read.stderr)
+                return False
+            text = check(read, f"cannot read the IPv{version} nat table").stdout
+            script = plan(parse_save(text))
+            if localnet and lacks_localnet_drop(parse_save(text, "raw")):
+                script.raw.append(f"-A PREROUTING {LOCALNET_DROP_RULE}")
+            if not script:
+                return True
+            for chain in script.shared:  # fails harmlessly when a concurrent call made it
+                self._run([self._tools[version].command, "-w", str(self._lock_wait), "-t", "nat",
+                           "-N", chain])
+            result = self._restore(version, script)
+            if result.ok:
+                return True
+            if attempt == 2 or result.returncode == 4:
+                check(result, what)
+            log.info("%s: retrying after %s", what, result.stderr.strip())
+        return True
+
+    def _restore(self, version: int, script: RestoreScript) -> CommandResult:
+        argv = [self._tools[version].restore, "--noflush", "-w", str(self._lock_wait)]
+        return self._run(argv, input=script.render())
+
+    def _exactly(self, version: int, script: RestoreScript) -> bool:
+        """Whether the exact removal `script` went through in one restore (see ipt_exact);
+        False when it did not, and nothing changed: then the caller reads and plans. Any
+        failure means that, even exit status 4, which iptables-nft-restore also gives for a
+        chain still in use; a lock still busy then fails the planned restore (code 11)."""
+        result = self._restore(version, script)
+        if not result.ok:
+            log.debug("exact IPv%d removal did not apply (%s): reading", version,
+                      result.stderr.strip())
+        return result.ok
+
+    def _each_family(self, versions: Sequence[int], plan: Callable[[int], Planner],
+                     what: str) -> None:
+        """Run an optional transaction per family; fail only if no family was usable."""
+        done = [self._transact(v, plan(v), f"cannot {what} (IPv{v})", optional=True)
+                for v in versions]
+        if versions and not any(done):
+            raise CniError(f"cannot {what}: neither iptables-save nor ip6tables-save works")
+
+    # --- masquerade ------------------------------------------------------------------------
+
+    def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
+        for version in sorted({e.version for e in entries}):
+            family = [e for e in entries if e.version == version]
+            self._transact(version, partial(ipt_masq.plan_add_masquerade, entries=family),
+                           f"cannot add IPv{version} masquerade rules")
+
+    def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
+        if addresses is not None and not addresses:
+            return
+
+        def family(version: int) -> list[IPInterface] | None:
+            return None if addresses is None else [a for a in addresses if a.version == version]
+
+        def plan(version: int) -> Planner:
+            return partial(ipt_masq.plan_remove_masquerade, owner=owner,
+                           addresses=family(version))
+
+        versions = self._versions(addresses)
+        if self._recorded and addresses is not None:
+            versions = [v for v in versions if not self._exactly(
+                v, ipt_exact.masq_removal(owner, family(v) or []))]
+        self._each_family(versions, plan, f"remove masquerade rules of {owner}")
+        if not self._recorded:
+            remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
+
+    def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
+        missing: list[str] = []
+        for version in sorted({e.version for e in entries}):
+            family = [e for e in entries if e.version == version]
+            missing += ipt_masq.check_masquerade(self.state(version), family)
+        return missing
+
+    def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        return self._gc(lambda s: ipt_masq.plan_gc_masquerade(s, network, valid_owners),
+                        f"masquerade of network {network}")
+
+    # --- port mappings ---------------------------------------------------------------------
+
+    def add_portmappings(self, entries: Sequence[PortMapping], options: PortmapOptions) -> None:
+        _validate_ipt_options(options)
+        validate_mappings(entries)
+        # Localhost mappings get route_localnet, which would let a LAN neighbour reach
+        # 127.0.0.1-bound services (USERS.md item 4): the IPv4 restore also puts in the raw
+        # PREROUTING drop for 127.0.0.0/8 from outside lo when it is missing (shared and never
+        # removed, like the reference's shared chains; a concurrent ADD may add it too).
+        # Entries of many owners (a restore after a reload) go in one transaction per family.
+        localnet = needs_route_localnet(entries, options)
+        owners = group_by_owner(entries)
+        whose = str(next(iter(owners))) if len(owners) == 1 else f"{len(owners)} containers"
+        for version in sorted({e.version for e in entries}):
+            plan = partial(_plan_add_portmappings, owners=owners, version=version,
+                           options=options)
+            self._transact(version, plan, f"cannot add IPv{version} port mappings of {whose}",
+                           localnet=localnet and version == 4)
+
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None:
+        """Both families unless `entries` tell which; exactly first when recorded (by the
+        text `options` gave the rules)."""
+        if entries is not None and not entries:
+            return
+        plan = partial(ipt_portmap.plan_remove_portmappings, owner=owner)
+        versions = [4, 6] if entries is None else sorted({e.version for e in entries})
+        if self._recorded and entries is not None:
+            versions = [v for v in versions if not self._exactly(
+                v, ipt_exact.portmap_removal(owner, entries, v, options or PortmapOptions()))]
+        self._each_family(versions, lambda _version: plan, f"remove port mappings of {owner}")
+        if not self._recorded:
+            remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
+
+    def check_portmappings(self, entries: Sequence[PortMapping],
+                           options: PortmapOptions) -> list[str]:
+        missing: list[str] = []
+        localnet = needs_route_localnet(entries, options)
+        for owner, mine in group_by_owner(entries).items():
+            for version in sorted({e.version for e in mine}):
+                tables = self.tables(version, raw=localnet and version == 4)
+                missing += ipt_portmap.check_portmappings(tables.nat, owner, mine, version,
+                                                          options)
+                if lacks_localnet_drop(tables.raw):
+                    missing.append(
+                        "raw PREROUTING rule dropping 127.0.0.0/8 from outside lo is missing")
+        return missing
+
+    def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        return self._gc(lambda s: ipt_portmap.plan_gc_portmappings(s, network, valid_owners),
+                        f"host ports of network {network}")
+
+    # --- shared ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _versions(addresses: Sequence[IPInterface] | None) -> list[int]:
+        return [4, 6] if addresses is None else sorted({a.version for a in addresses})
+
+    def _gc(self, plan: Callable[[NatState], tuple[RestoreScript, list[str]]],
+            what: str) -> list[str]:
+        found: dict[int, list[str]] = {}
+
+        def planner(version: int, state: NatState) -> RestoreScript:
+            script, removed = plan(state)
+            found[version] = removed  # the plan that ran last is the one applied
+            return script
+
+        self._each_family((4, 6), lambda version: partial(planner, version),
+                          f"garbage-collect {what}")
+        return [item for version in sorted(found) for item in found[version]]
+
+
+def _plan_add_portmappings(state: NatState, owners: dict[Owner, list[PortMapping]],
+                           version: int, options: PortmapOptions) -> RestoreScript:
+    """Refuse host ports another container's chain already DNATs, then plan what is missing,
+    for every owner in one script (a rule two owners' plans share is written once)."""
+    script = RestoreScript()
+    holders = ipt_portmap.dnat_holders(state)
+    for owner, mine in owners.items():
+        family = [e for e in mine if e.version == version]
+        conflicts = ipt_portmap.find_conflicts(state, owner, family, holders)
+        if conflicts:
+            raise HostPortConflictError("; ".join(
+                f"host port {port} is already published by {who}" for port, who in conflicts),
+                holders=conflicts)
+        script.merge(ipt_portmap.plan_add_portmappings(state, owner, mine, version, options))
+    return script
+
+
+def _validate_ipt_options(options: PortmapOptions) -> None:
+    validate_options(options)
+    for key, tokens in (("conditionsV4", options.conditions_v4),
+                        ("conditionsV6", options.conditions_v6)):
+        if conditions_backend(tokens) == "nftables":
+            raise ConfigError(f"{key} {list(tokens)} are nft expressions; the iptables backend "
+                              "needs iptables matches")

@@ -1,0 +1,229 @@
+"""The nftables backend: owner-tagged map elements in our own table ``inet cni_bridge``.
+
+Scripts run in-process through libnftables (see nft_exec). Costs per call, in nft runs, none of
+them a process and none reading more when more containers exist:
+- ADD: one batch (constant skeleton + this owner's elements). Only when it fails (a host port
+  or address already held, or the same owner adding again) is our table read and an exact
+  batch sent: that is how a host port held by another container is reported by name.
+- DEL with addresses/mappings (from prevResult, the container or our record): one batch. Our
+  table is read only when the batch fails (another owner holds a key, or no table). Without our
+  record, the reference plugins' nftables tables are listed first (one table each; listing a
+  single table does not fetch ours) and their owner's rules go in the batch, and iptables is
+  asked (a process) whether an earlier iptables backend left the owner's chains.
+- CHECK: the table's skeleton without elements, then this owner's elements by key, both read
+  from the kernel over netlink (nft_netlink; libnftables would fetch every element first).
+- Removal by owner tag (nothing names the entries) and GC read our table.
+
+``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
+backend, the last ADD's conditions win); iptables-only options are rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from cni_bridge.cni.errors import ConfigError
+from cni_bridge.diag import logger
+from cni_bridge.firewall import names
+from cni_bridge.firewall.commands import CommandRunner
+from cni_bridge.firewall.model import (
+    IPInterface,
+    MasqEntry,
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    conditions_backend,
+    publishes_localhost,
+    validate_mappings,
+    validate_options,
+)
+from cni_bridge.firewall.nft import reference as reference_nft
+from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.nft.plan import (
+    Planned,
+    check_elements,
+    check_skeleton,
+    conflict_error,
+    delete_line,
+    describe_owner,
+    gc_elements,
+    hairpin_subnets,
+    masq_elements,
+    plan_add,
+    portmap_elements,
+    resolve_add,
+    unused_subnet_chains,
+)
+from cni_bridge.firewall.nft.remove import (
+    HOSTPORT_MAPS,
+    HOSTPORTS,
+    MASQ_MAPS,
+    MASQUERADE,
+    OUR_TABLE,
+    hostport_keys,
+    masq_keys,
+    remove_owner,
+)
+from cni_bridge.firewall.nft.schema import (
+    TABLE_REF,
+    ChainSpec,
+    hostport_skeleton,
+    masq_skeleton,
+    render_table,
+)
+from cni_bridge.firewall.nft.state import Element, Listing
+from cni_bridge.firewall.skeleton import nft_masq_chains, nft_portmap_chains
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cni_bridge.firewall.iptables.backend import IptablesBackend
+
+log = logger(__name__)
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def __init__(self, runner: CommandRunner, binary: str = "nft",
+                 iptables_leftovers: bool = True, reference_layouts: bool = True) -> None:
+        """`iptables_leftovers` / `reference_layouts` off: removals look only at our table
+        (the caller knows from its records that the owner's state is there alone)."""
+        self._runner = runner
+        self._nft = Nft(runner, binary)
+        self._check_iptables = iptables_leftovers
+        self._reference_layouts = reference_layouts
+
+    def available(self) -> bool:
+        return self._nft.usable(render_table())
+
+    # --- masquerade ------------------------------------------------------------------------
+
+    def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
+        if entries:
+            planned = [p for e in entries for p in masq_elements(e)]
+            self._add(masq_skeleton(entries), planned, "masquerade")
+
+    def _iptables(self) -> IptablesBackend:
+        """For leftovers of an iptables-era ADD only: its modules are imported when needed."""
+        from cni_bridge.firewall.iptables.backend import IptablesBackend
+
+        return IptablesBackend(self._runner)
+
+    def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
+        if addresses is not None and not addresses:
+            return
+        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses),
+                     self._reference_layouts)
+        versions: set[int] = {4, 6} if addresses is None else {a.version for a in addresses}
+        chain = names.masq_chain_name(owner.network, owner.container_id)
+        if self._iptables_leftovers(chain, versions):
+            self._iptables().remove_masquerade(owner, addresses)
+
+    def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
+        if not entries:
+            return []
+        planned = [p for e in entries for p in masq_elements(e)]
+        return self._check(nft_masq_chains(entries), MASQ_MAPS, planned)
+
+    def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        listing = self._ours() or Listing()
+        doomed = gc_elements(listing, network, valid_owners, MASQ_MAPS)
+        lines = [delete_line(el) for el in doomed] + unused_subnet_chains(listing, doomed)
+        ref_lines, ref_removed = reference_nft.plan_gc_masq(
+            self._nft.table(*reference_nft.REF_MASQ) or Listing(), network, valid_owners)
+        self._nft.apply_checked(lines + ref_lines, f"cannot garbage-collect masquerade of "
+                                                   f"network {network}")
+        return [_describe(el) for el in doomed] + ref_removed
+
+    # --- port mappings ---------------------------------------------------------------------
+
+    def add_portmappings(self, entries: Sequence[PortMapping], options: PortmapOptions) -> None:
+        _validate_nft_options(options)
+        validate_mappings(entries)
+        if not entries:
+            return
+        localnet = any(publishes_localhost(e, options) for e in entries)
+        skeleton = hostport_skeleton(options.conditions_v4, options.conditions_v6, localnet,
+                                     hairpin_subnets(entries, options))
+        self._add(skeleton, portmap_elements(entries, options), "port mappings")
+
+    def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
+                            options: PortmapOptions | None = None) -> None:
+        if entries is not None and not entries:
+            return
+        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries),
+                     self._reference_layouts)
+        versions: set[int] = {4, 6} if entries is None else {e.version for e in entries}
+        chain = names.dnat_chain_name(owner.network, owner.container_id)
+        if self._iptables_leftovers(chain, versions):
+            self._iptables().remove_portmappings(owner, entries, options)
+
+    def check_portmappings(self, entries: Sequence[PortMapping],
+                           options: PortmapOptions) -> list[str]:
+        if not entries:
+            return []
+        return self._check(nft_portmap_chains(entries, options), HOSTPORT_MAPS,
+                           portmap_elements(entries, options))
+
+    def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        listing = self._ours() or Listing()
+        doomed = gc_elements(listing, network, valid_owners, HOSTPORT_MAPS)
+        lines = [delete_line(el) for el in doomed] + unused_subnet_chains(listing, doomed)
+        self._nft.apply_checked(lines, f"cannot garbage-collect host ports of network {network}")
+        return [_describe(el) for el in doomed]
+
+    # --- shared ----------------------------------------------------------------------------
+
+    def _ours(self) -> Listing | None:
+        return self._nft.table(*OUR_TABLE)
+
+    def _add(self, skeleton: list[str], planned: list[Planned], what: str) -> None:
+        if self._nft.apply(skeleton + plan_add(planned)).ok:
+            return
+        # Something is already there (ours from an earlier ADD, or another owner's): look.
+        lines, conflicts, replaced = resolve_add(self._ours() or Listing(), planned)
+        if conflicts:
+            raise conflict_error(conflicts)
+        for el in replaced:
+            log.warning("replacing stale %s held by %s", _describe(el),
+                        describe_owner(el.comment))
+        self._nft.apply_checked(skeleton + lines, f"cannot add {what} to nft table {TABLE_REF}")
+
+    def _iptables_leftovers(self, chain: str, versions: set[int]) -> bool:
+        """Whether iptables still holds `chain` (left by an earlier iptables backend, ours or the
+        reference's): one ``iptables -S <chain>`` per family concerned. A plugin can turn this
+        off (``iptables_leftovers=False``) once a node has no iptables state left."""
+        if not self._check_iptables:
+            return False
+        tools = [("iptables", "ip6tables")[v == 6] for v in sorted(versions)]
+        return any(self._runner([tool, "-w", "5", "-t", "nat", "-S", chain]).ok
+                   for tool in tools)
+
+    def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
+               planned: list[Planned]) -> list[str]:
+        """The skeleton without elements, then this owner's elements by key (netlink reads that
+        cost the same whatever the node holds). Only when an element is missing is the whole
+        table read, to say exactly what is wrong."""
+        skeleton = self._nft.skeleton(*OUR_TABLE)
+        if skeleton is None:
+            return [f"nft table {TABLE_REF} is missing"]
+        found = self._nft.lookup(list({(p.element.map, p.element.key): p.element
+                                       for p in planned}.values()))
+        if found is None:
+            found = self._ours() or Listing()
+        return check_skeleton(skeleton, chains, sorted(maps)) + check_elements(found, planned)
+
+
+def _describe(el: Element) -> str:
+    return f"nft element {' . '.join(el.key)} in {el.map} of {describe_owner(el.comment)}"
+
+
+def _validate_nft_options(options: PortmapOptions) -> None:
+    validate_options(options)
+    if options.external_set_mark_chain is not None:
+        raise ConfigError("externalSetMarkChain is only supported by the iptables backend")
+    for key, tokens in (("conditionsV4", options.conditions_v4),
+                        ("conditionsV6", options.conditions_v6)):
+        if conditions_backend(tokens) == "iptables":
+            raise ConfigError(f"{key} {list(tokens)} are iptables matches; the nftables backend "
+                              "needs nft expressions")

@@ -1,0 +1,240 @@
+"""Putting every recorded rule back after a firewall reload, in a few transactions.
+
+The entries of all records are gathered per backend (`needs_of`), one owner per key: two
+records claiming one address or host port (a record left behind by a lost DEL, whose address
+was given out again) would put two values under one map key in one transaction, which the
+kernel refuses ("File exists") and so fails the whole transaction. The newer record wins; the
+other's entry is named in the report and left out.
+
+Then `restore` adds them in chunks of `CHUNK` entries (one transaction each, about 1,000 to
+2,000 map elements), every add idempotent; an element some other owner holds with another
+value is replaced by the backend (a host port held by someone else is reported). A chunk that
+still fails is split in halves, and so on, to find the entries it cannot take: at most
+`ISOLATION_BUDGET` more transactions per restore, after which what is left is reported as a
+whole. A restore never goes record by record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from cni_bridge.firewall import skeleton
+from cni_bridge.firewall.commands import CommandRunner
+from cni_bridge.firewall.detect import make_backend
+from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft.schema import ChainSpec
+from cni_bridge.firewall.recorded import SpoofEntry
+from cni_bridge.node import records
+
+DEFAULT_BACKEND = "nftables"
+NFTABLES = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
+CHUNK = 500
+SPOOF_CHUNK = 50  # attachments: each is two chains and up to 14 rules
+ISOLATION_BUDGET = 64
+Entry = TypeVar("Entry", MasqEntry, PortMapping, SpoofEntry, str)
+
+
+def backend_of(rec: records.Record) -> str:
+    return str(rec.data.get("backend") or DEFAULT_BACKEND)
+
+
+def concerns(rec: records.Record, name: str) -> bool:
+    """Whether backend `name` holds rules of `rec`: its own, or nftables for a spoof check or
+    isolation."""
+    return backend_of(rec) == name or (name == NFTABLES and rec.plugin == "bridge" and bool(
+        rec.data.get("spoofcheck") or rec.data.get("isolate")))
+
+
+def record_name(rec: records.Record) -> str:
+    return f"record {rec.network}/{rec.container_id}.{rec.ifname}.{rec.plugin}"
+
+
+@dataclass
+class Needs:
+    """What the records of one backend need: their entries, one owner per key."""
+
+    masq: list[MasqEntry] = field(default_factory=list)
+    ports: dict[PortmapOptions, list[PortMapping]] = field(default_factory=dict)
+    spoof: list[SpoofEntry] = field(default_factory=list)
+    isolate: list[str] = field(default_factory=list)  # bridges (and VLAN gateways)
+    damaged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    def uses_our_table(self) -> bool:
+        return bool(self.masq or self.ports or self.isolate)
+
+    def nft_chains(self) -> list[ChainSpec]:
+        from cni_bridge.firewall.nft.isolation import forward_chain
+
+        chains = skeleton.nft_masq_chains(self.masq) if self.masq else []
+        for options, entries in self.ports.items():
+            chains += skeleton.nft_portmap_chains(entries, options)
+        return chains + ([forward_chain()] if self.isolate else [])
+
+    def nft_maps(self) -> set[str]:
+        from cni_bridge.firewall.nft.remove import HOSTPORT_MAPS, MASQ_MAPS
+
+        return set(MASQ_MAPS if self.masq else ()) | set(HOSTPORT_MAPS if self.ports else ())
+
+
+class Claims:
+    """Who holds which key (an address, a host port), first come first served."""
+
+    def __init__(self) -> None:
+        self.holders: dict[tuple[str, ...], tuple[Owner, str]] = {}
+
+    def take(self, owner: Owner, keys: Sequence[tuple[str, ...]], who: str) -> str | None:
+        """Claim `keys` for `owner`; the holder's name instead when another owner has one."""
+        for key in keys:
+            held = self.holders.get(key)
+            if held is not None and held[0] != owner:
+                return held[1]
+        for key in keys:
+            self.holders.setdefault(key, (owner, who))
+        return None
+
+
+def describe(entry: MasqEntry | PortMapping | SpoofEntry | str) -> str:
+    if isinstance(entry, str):
+        return f"isolation of bridge {entry}"
+    o = entry.owner
+    if isinstance(entry, MasqEntry):
+        what = f"masquerade of {entry.address.ip}"
+    elif isinstance(entry, SpoofEntry):
+        what = f"spoof check of {entry.host_veth}"
+    else:
+        host = f"[{entry.host_ip}]" if entry.host_ip and entry.version == 6 else entry.host_ip
+        what = (f"host port {host or '*'}:{entry.host_port}/{entry.protocol} -> "
+                f"{entry.container_ip.ip}:{entry.container_port}")
+    return f"{what} of container {o.container_id} ({o.network}/{o.ifname})"
+
+
+def masq_keys(entry: MasqEntry) -> list[tuple[str, ...]]:
+    return [("masq", str(entry.address.ip))]
+
+
+def port_keys(entry: PortMapping) -> list[tuple[str, ...]]:
+    host = ("port", str(entry.version), str(entry.host_ip or "*"), entry.protocol,
+            str(entry.host_port))
+    return [host, ("container", str(entry.container_ip.ip))]
+
+
+def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[str, Needs]:
+    """Per backend name, the entries of its records. With `root`, records are taken newest
+    first (a key claimed twice goes to the newer record); a damaged record is named, not
+    fatal."""
+    ordered = list(recs)
+    if root is not None:
+        ordered.sort(key=lambda r: records.record_mtime_ns(root, r), reverse=True)
+    out: dict[str, Needs] = {}
+    claims: dict[str, Claims] = {}
+    for rec in ordered:
+        name = backend_of(rec)
+        needs = out.setdefault(name, Needs())
+        try:
+            _gather(needs, claims.setdefault(name, Claims()), rec)
+            if rec.plugin == "bridge":
+                _gather_nft_only(out, claims.setdefault(NFTABLES, Claims()), rec)
+        except Exception as exc:
+            needs.damaged.append(f"{record_name(rec)}: {exc}")
+    return out
+
+
+def _gather_nft_only(out: dict[str, Needs], claims: Claims, rec: records.Record) -> None:
+    """Spoof check and isolation: a host veth name can be given out again, so a stale
+    record's spoof check must not land on another container's veth: the newer record wins."""
+    from cni_bridge.firewall.recorded import isolated_bridges, spoof_entry
+
+    spoof, bridges = spoof_entry(rec), isolated_bridges(rec)
+    if spoof is None and not bridges:
+        return
+    needs = out.setdefault(NFTABLES, Needs())
+    if spoof is not None:
+        holder = claims.take(spoof.owner, [("veth", spoof.host_veth)], record_name(rec))
+        _keep(needs, needs.spoof, spoof, holder, record_name(rec))
+    needs.isolate += [b for b in bridges if b not in needs.isolate]
+
+
+def _gather(needs: Needs, claims: Claims, rec: records.Record) -> None:
+    from cni_bridge.firewall.recorded import masq_entries, port_entries
+
+    who = record_name(rec)
+    if rec.plugin == "bridge":
+        for e in masq_entries(rec):
+            holder = claims.take(e.owner, masq_keys(e), who)
+            _keep(needs, needs.masq, e, holder, who)
+    elif rec.plugin == "portmap":
+        mappings, options = port_entries(rec)
+        for m in mappings:
+            holder = claims.take(m.owner, port_keys(m), who)
+            _keep(needs, needs.ports.setdefault(options, []), m, holder, who)
+        if not needs.ports.get(options):
+            needs.ports.pop(options, None)
+
+
+def _keep(needs: Needs, into: list[Entry], entry: Entry, holder: str | None, who: str) -> None:
+    if holder is None:
+        into.append(entry)
+    else:
+        needs.conflicts.append(f"{describe(entry)} ({who}) not restored: the newer {holder} "
+                               "claims the same key")
+
+
+@dataclass
+class Outcome:
+    transactions: int = 0
+    failures: list[str] = field(default_factory=list)
+    budget: int = ISOLATION_BUDGET  # transactions left for isolating bad entries
+
+
+def chunks(entries: Sequence[Entry], size: int) -> list[Sequence[Entry]]:
+    return [entries[i:i + size] for i in range(0, len(entries), size)]
+
+
+def restore(name: str, needs: Needs, runner: CommandRunner, size: int | None = None) -> Outcome:
+    """Every entry of `needs` in chunks of `size` (`CHUNK`), one transaction each."""
+    size = size or CHUNK
+    backend = make_backend(name, runner)
+    out = Outcome()
+    for part in chunks(needs.masq, size):
+        _apply(backend.add_masquerade, part, out)
+    for options, entries in needs.ports.items():
+        def add(es: Sequence[PortMapping], o: PortmapOptions = options) -> None:
+            backend.add_portmappings(es, o)
+
+        for ports in chunks(entries, size):
+            _apply(add, ports, out)
+    restore_nft_only(needs, runner, out)
+    return out
+
+
+def restore_nft_only(needs: Needs, runner: CommandRunner, out: Outcome) -> None:
+    from cni_bridge.firewall.nft.isolation import ensure_isolated
+    from cni_bridge.firewall.recorded import add_spoofchecks
+
+    if needs.isolate:
+        _apply(lambda bridges: ensure_isolated(runner, bridges), needs.isolate, out)
+    for part in chunks(needs.spoof, SPOOF_CHUNK):
+        _apply(lambda entries: add_spoofchecks(runner, entries), part, out)
+
+
+def _apply(add: Callable[[Sequence[Entry]], None], entries: Sequence[Entry],
+           out: Outcome) -> None:
+    out.transactions += 1
+    try:
+        add(entries)
+        return
+    except Exception as exc:  # any backend failure: isolate it, report it
+        error = exc
+    if len(entries) > 1 and out.budget >= 2:
+        out.budget -= 2
+        half = len(entries) // 2
+        _apply(add, entries[:half], out)
+        _apply(add, entries[half:], out)
+        return
+    what = describe(entries[0]) if len(entries) == 1 else \
+        f"{len(entries)} entries from {describe(entries[0])} on"
+    out.failures.append(f"cannot restore {what}: {error}")
