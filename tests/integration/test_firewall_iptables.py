@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.firewall import ipt_portmap
 from cni_bridge.firewall import names as n
 from cni_bridge.firewall.errors import HostPortConflictError
+from cni_bridge.firewall.iptables import portmap as ipt_portmap
 from cni_bridge.firewall.iptables.backend import IptablesBackend
 from cni_bridge.firewall.iptables.portmap import config_mappings
 from cni_bridge.firewall.model import MasqEntry, PortmapOptions, PortMapping

@@ -16,11 +16,14 @@ from collections.abc import Callable
 
 import pytest
 
-from cni_bridge.firewall import ipt_masq, ipt_portmap, nft_plan, nft_schema
 from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.iptables import masq as ipt_masq
+from cni_bridge.firewall.iptables import portmap as ipt_portmap
 from cni_bridge.firewall.iptables.backend import IptablesBackend
 from cni_bridge.firewall.iptables.save import NatState
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft import plan as nft_plan
+from cni_bridge.firewall.nft import schema as nft_schema
 from cni_bridge.firewall.nft.backend import NftablesBackend
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
