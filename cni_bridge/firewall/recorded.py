@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.model import MasqEntry, Owner, Pin, PortmapOptions, PortMapping, SpoofEntry
 from cni_bridge.node import records
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the portmap plugin reads records too: it never loads the spoof check
     from cni_bridge.firewall.commands import CommandRunner
-    from cni_bridge.firewall.nft.spoofcheck import Pin
+
+UNNAMED_BACKEND = "nftables"  # the backend of a record that names none
+
+
+def backend_of(rec: records.Record) -> str:
+    return str(rec.data.get("backend") or UNNAMED_BACKEND)
 
 
 def record_owner(rec: records.Record) -> Owner:
@@ -59,16 +63,6 @@ def port_entries(rec: records.Record) -> tuple[list[PortMapping], PortmapOptions
     return mappings, options
 
 
-@dataclass(frozen=True)
-class SpoofEntry:
-    """One attachment's spoof check as recorded: enough to write it again."""
-
-    owner: Owner
-    host_veth: str
-    mac: str
-    pin: Pin | None  # None: the MAC alone (macspoofchk)
-
-
 def spoof_record_data(host_veth: str, mac: str, pin: Pin | None) -> dict[str, Any]:
     data: dict[str, Any] = {"hostVeth": host_veth, "mac": mac}
     if pin is not None:
@@ -78,8 +72,6 @@ def spoof_record_data(host_veth: str, mac: str, pin: Pin | None) -> dict[str, An
 
 
 def spoof_entry(rec: records.Record) -> SpoofEntry | None:
-    from cni_bridge.firewall.nft.spoofcheck import Pin
-
     data = rec.data.get("spoofcheck")
     if not data:
         return None
@@ -92,6 +84,12 @@ def spoof_entry(rec: records.Record) -> SpoofEntry | None:
 
 def isolated_bridges(rec: records.Record) -> list[str]:
     return [str(name) for name in rec.data.get("isolate") or ()]
+
+
+def add_isolation(runner: CommandRunner, bridges: Sequence[str]) -> None:
+    from cni_bridge.firewall.nft.isolation import ensure_isolated
+
+    ensure_isolated(runner, bridges)
 
 
 def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:

@@ -16,11 +16,14 @@ from collections.abc import Callable
 
 import pytest
 
-from cni_bridge.firewall import ipt_masq, ipt_portmap, nft_plan, nft_schema
 from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.iptables import masq as ipt_masq
+from cni_bridge.firewall.iptables import portmap as ipt_portmap
 from cni_bridge.firewall.iptables.backend import IptablesBackend
 from cni_bridge.firewall.iptables.save import NatState
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.nft import plan as nft_plan
+from cni_bridge.firewall.nft import schema as nft_schema
 from cni_bridge.firewall.nft.backend import NftablesBackend
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
@@ -44,9 +47,9 @@ def population(count: int) -> tuple[list[MasqEntry], list[PortMapping]]:
 
 def populate_nft(ns: Netns, count: int) -> None:
     entries, mappings = population(count)
-    lines = nft_schema.masq_skeleton(entries) + nft_plan.plan_add(
+    lines = nft_schema.masq_table_lines(entries) + nft_plan.plan_add(
         [p for e in entries for p in nft_plan.masq_elements(e)])
-    lines += nft_schema.hostport_skeleton((), (), True, nft_plan.hairpin_subnets(
+    lines += nft_schema.hostport_table_lines((), (), True, nft_plan.hairpin_subnets(
         mappings, OPTS)) + nft_plan.plan_add(nft_plan.portmap_elements(mappings, OPTS))
     ns.run("nft", "-f", "-", input="\n".join(lines) + "\n", timeout=300)
 

@@ -1,7 +1,7 @@
 """The thin layer that talks to nftables: reads return parsed data, writes are one batch.
 
 Scripts run through an `NftExecutor` (in-process libnftables in production; see executor).
-Keyed reads (the skeleton of a table, elements by key) go straight to the kernel over netlink
+Keyed reads (the outline of a table, elements by key) go straight to the kernel over netlink
 where nftables runs in this process (nft_netlink): libnftables would first fetch every element
 of every set. Through a command runner (tests) they are ``nft`` scripts.
 """
@@ -79,7 +79,7 @@ class Nft:
                 log.debug("netlink read of %s failed (%s): asking nft", what, exc)
         return via_nft()
 
-    def skeleton(self, family: str, name: str) -> Listing | None:
+    def outline(self, family: str, name: str) -> Listing | None:
         """One table's maps, and chains with their rule counts, without map elements: the same
         cost with 1 or 5,000 containers. None when the table does not exist."""
         def via_nft() -> Listing | None:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cni_bridge.firewall.commands import CommandRunner, check
+from cni_bridge.firewall.model import Pin as Pin  # the bridge plugin makes its pins here
+from cni_bridge.firewall.model import SpoofEntry
 from cni_bridge.firewall.nft.client import Nft
 
 TABLE = "nat"  # bridge family table; name shared with the reference: must never change
@@ -43,15 +44,6 @@ ROUTER = "router advertisement and redirect"
 ETHERTYPE = "other ethertypes"
 IP_LABELS = (DHCP, UNSPECIFIED6, SOURCE4, ARP_MAC, ARP_IP, SOURCE6, ND_TARGET, ND_SLLA, ND_TLLA,
              ROUTER, ETHERTYPE)
-
-
-@dataclass(frozen=True)
-class Pin:
-    """What a container may claim: its MAC and its addresses (IPv6 link-locals included)."""
-
-    mac: str
-    ipv4: tuple[ipaddress.IPv4Address, ...]
-    ipv6: tuple[ipaddress.IPv6Address, ...]
 
 
 def link_local_of(mac: str) -> ipaddress.IPv6Address:
@@ -170,6 +162,14 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
     if len(mac) != 2:
         missing.append(f"chain {chain}-mac has {len(mac)} rules, not 2")
     return missing
+
+
+def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
+    """The jumps of `entries` gone from the base chain (one read, whatever their number)."""
+    present = {r.comment for r in nft.chain_rules("bridge", TABLE, BASE_CHAIN) or ()}
+    gone = [e for e in entries if jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+    return [f"nft chain bridge {TABLE} {BASE_CHAIN} lacks the spoof check of {len(gone)} "
+            "attachment(s)"] if gone else []
 
 
 def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> None:
