@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.errors import ConfigError
 from cni_bridge.firewall import names
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -178,13 +178,6 @@ def group_by_owner(entries: Iterable[_E]) -> dict[Owner, list[_E]]:
     for e in entries:
         out.setdefault(e.owner, []).append(e)
     return out
-
-
-def require_one_owner(entries: Sequence[MasqEntry] | Sequence[PortMapping]) -> Owner:
-    owners = {e.owner for e in entries}
-    if len(owners) != 1:
-        raise CniError(f"expected entries of one owner, got {len(owners)}")
-    return owners.pop()
 
 
 @dataclass(frozen=True)
