@@ -18,11 +18,9 @@ from collections.abc import Collection, Sequence
 
 from cni_bridge.firewall import names
 from cni_bridge.firewall.backend import Removal
-from cni_bridge.firewall.commands import CommandRunner
+from cni_bridge.firewall.commands import XTABLES_LOCK_WAIT, CommandRunner
 from cni_bridge.firewall.model import IPInterface, Owner, PortmapOptions, PortMapping
 from cni_bridge.firewall.nft.backend import NftablesBackend
-
-LOCK_WAIT = "5"  # seconds, for ``iptables -w``
 
 
 class IptablesLeftovers:
@@ -44,7 +42,7 @@ class IptablesLeftovers:
 
     def _holds(self, chain: str, versions: Collection[int]) -> bool:
         tools = [("iptables", "ip6tables")[v == 6] for v in sorted(versions)]
-        return any(self._runner([tool, "-w", LOCK_WAIT, "-t", "nat", "-S", chain]).ok
+        return any(self._runner([tool, "-w", str(XTABLES_LOCK_WAIT), "-t", "nat", "-S", chain]).ok
                    for tool in tools)
 
     def _backend(self) -> Removal:

@@ -44,12 +44,13 @@ def _opt(options: Mapping[str, Any], camel: str, snake: str, default: Any) -> An
 
 
 def port_entries(rec: records.Record) -> tuple[list[PortMapping], PortmapOptions]:
-    o = rec.data.get("options") or {}
+    o, d = rec.data.get("options") or {}, PortmapOptions()  # d: the defaults
     options = PortmapOptions(
-        snat=bool(_opt(o, "snat", "snat", True)),
-        masq_all=bool(_opt(o, "masqAll", "masq_all", False)),
-        mark_masq_bit=int(_opt(o, "markMasqBit", "mark_masq_bit", 13)),
-        external_set_mark_chain=_opt(o, "externalSetMarkChain", "external_set_mark_chain", None),
+        snat=bool(_opt(o, "snat", "snat", d.snat)),
+        masq_all=bool(_opt(o, "masqAll", "masq_all", d.masq_all)),
+        mark_masq_bit=int(_opt(o, "markMasqBit", "mark_masq_bit", d.mark_masq_bit)),
+        external_set_mark_chain=_opt(o, "externalSetMarkChain", "external_set_mark_chain",
+                                     d.external_set_mark_chain),
         conditions_v4=tuple(_opt(o, "conditionsV4", "conditions_v4", ()) or ()),
         conditions_v6=tuple(_opt(o, "conditionsV6", "conditions_v6", ()) or ()),
     )

@@ -25,7 +25,7 @@ from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.diag import logger
 from cni_bridge.firewall import names
 from cni_bridge.firewall.backend import Removal
-from cni_bridge.firewall.commands import CommandResult, CommandRunner, check
+from cni_bridge.firewall.commands import XTABLES_LOCK_WAIT, CommandResult, CommandRunner, check
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.iptables import exact as ipt_exact
 from cni_bridge.firewall.iptables import masq as ipt_masq
@@ -46,7 +46,6 @@ from cni_bridge.firewall.model import (
 )
 
 log = logger(__name__)
-LOCK_WAIT_SECONDS = 5
 Planner = Callable[[NatState], RestoreScript]
 
 
@@ -84,7 +83,7 @@ class Tables:
 class IptablesBackend:
     name = "iptables"
 
-    def __init__(self, runner: CommandRunner, lock_wait: int = LOCK_WAIT_SECONDS,
+    def __init__(self, runner: CommandRunner, lock_wait: int = XTABLES_LOCK_WAIT,
                  tools: dict[int, IptablesTools] | None = None, recorded: bool = False,
                  leftovers: Removal | None = None) -> None:
         """`recorded`: removals work from our own ADD's record, which proves the owner's state

@@ -40,6 +40,7 @@ from cni_bridge.firewall.model import (
 )
 from cni_bridge.firewall.nft import reference as reference_nft
 from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.nft.executor import NFT
 from cni_bridge.firewall.nft.plan import (
     Planned,
     check_elements,
@@ -84,7 +85,7 @@ log = logger(__name__)
 class NftablesBackend:
     name = "nftables"
 
-    def __init__(self, runner: CommandRunner, binary: str = "nft",
+    def __init__(self, runner: CommandRunner, binary: str = NFT,
                  reference_layouts: bool = True, leftovers: Removal | None = None) -> None:
         """`reference_layouts` off and no `leftovers`: removals look only at our table (the
         caller knows from its records that the owner's state is there alone)."""
