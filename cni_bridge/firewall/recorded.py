@@ -94,22 +94,9 @@ def add_isolation(runner: CommandRunner, bridges: Sequence[str]) -> None:
 
 
 def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
-    """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
-    jump is there is left alone: writing it again would add a second jump)."""
-    from cni_bridge.firewall.commands import check
-    from cni_bridge.firewall.nft import spoofcheck
-    from cni_bridge.firewall.nft.client import Nft
+    from cni_bridge.firewall.nft.spoofcheck import restore_jumpless
 
-    nft = Nft(runner)
-    present = {r.comment for r in nft.chain_rules("bridge", spoofcheck.TABLE,
-                                                   spoofcheck.BASE_CHAIN) or ()}
-    script = "".join(spoofcheck.plan_add(e.owner.container_id, e.owner.ifname, e.host_veth,
-                                         e.mac, e.pin) for e in entries
-                     if spoofcheck.jump_comment(e.owner.container_id, e.owner.ifname)
-                     not in present)
-    if script:
-        check(nft.run(script), f"cannot restore the spoof check of {len(entries)} "
-                               "attachment(s)")
+    restore_jumpless(runner, entries)
 
 
 def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:

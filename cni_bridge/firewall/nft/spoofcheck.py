@@ -164,12 +164,26 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
     return missing
 
 
-def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
-    """The jumps of `entries` gone from the base chain (one read, whatever their number)."""
+def _jumpless(nft: Nft, entries: Sequence[SpoofEntry]) -> list[SpoofEntry]:
+    """The entries whose jump is gone from the base chain (one read, whatever their number)."""
     present = {r.comment for r in nft.chain_rules("bridge", TABLE, BASE_CHAIN) or ()}
-    gone = [e for e in entries if jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+    return [e for e in entries if jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+
+
+def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
+    gone = _jumpless(nft, entries)
     return [f"nft chain bridge {TABLE} {BASE_CHAIN} lacks the spoof check of {len(gone)} "
             "attachment(s)"] if gone else []
+
+
+def restore_jumpless(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
+    """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
+    jump is there is left alone: writing it again would add a second jump)."""
+    nft = Nft(runner)
+    script = "".join(plan_add(e.owner.container_id, e.owner.ifname, e.host_veth, e.mac, e.pin)
+                     for e in _jumpless(nft, entries))
+    if script:
+        check(nft.run(script), f"cannot restore the spoof check of {len(entries)} attachment(s)")
 
 
 def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> None:
