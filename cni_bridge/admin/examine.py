@@ -33,6 +33,7 @@ from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import SubprocessRunner
 from cni_bridge.firewall.detect import detect_backend, make_backend
 from cni_bridge.firewall.recorded import (
+    backend_of,
     masq_entries,
     missing_extras,
     port_entries,
@@ -198,7 +199,7 @@ def describe_mapping(m: Mapping[str, Any]) -> str:
 
 
 def record_backend(rec: records.Record) -> Backend:
-    return make_backend(str(rec.data.get("backend") or "nftables"), SubprocessRunner())
+    return make_backend(backend_of(rec), SubprocessRunner())
 
 
 def missing_rules(rec: records.Record) -> list[str]:
@@ -249,7 +250,7 @@ def reconcile(root: Path, network: str | None = None) -> list[ReconcileItem]:
     items = []
     for rec in records.list_records(root, network):
         item = ReconcileItem(rec.network, rec.container_id, rec.ifname, rec.plugin,
-                             str(rec.data.get("backend") or "nftables"))
+                             backend_of(rec))
         try:
             item.missing_before = missing_rules(rec)
             if item.missing_before:

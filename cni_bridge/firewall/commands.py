@@ -20,6 +20,7 @@ log = logger(__name__)
 
 # iptables' exit status for "resource problem": what a lock wait that timed out reports.
 XTABLES_RESOURCE_PROBLEM = 4
+XTABLES_LOCK_WAIT = 5  # seconds an iptables tool waits for the xtables lock (``-w``)
 TOOL_TIMEOUT = 30.0
 NOT_FOUND = 127
 

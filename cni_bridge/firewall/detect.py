@@ -17,7 +17,7 @@ We prefer **nftables** wherever ``nft`` works, and fall back to iptables only wh
 
 Choose iptables explicitly to share state with the reference plugins (an operator can swap
 binaries on a live node in both directions) or on hosts without nftables support. Each backend's
-removals also clean the reference plugins' nftables tables.
+removals also clean the other layout and the reference plugins' nftables tables (leftovers).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import CommandRunner
+from cni_bridge.firewall.leftovers import IptablesLeftovers, nftables_leftovers
 from cni_bridge.firewall.nft.backend import NftablesBackend
 from cni_bridge.firewall.noop import NoopBackend
 from cni_bridge.node import records
@@ -41,7 +42,7 @@ BACKEND_NAMES: tuple[BackendName, ...] = ("nftables", "iptables", "none")
 def make_backend(name: str, runner: CommandRunner) -> Backend:
     """The backend called `name` (config values ``nftables``, ``iptables``, ``none``)."""
     if name == "nftables":
-        return NftablesBackend(runner)
+        return NftablesBackend(runner, leftovers=IptablesLeftovers(runner))
     if name == "iptables":
         return iptables_backend(runner)
     if name == "none":
@@ -55,7 +56,8 @@ def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
     nftables path a few ms of imports otherwise)."""
     from cni_bridge.firewall.iptables.backend import IptablesBackend
 
-    return IptablesBackend(runner, recorded=recorded)
+    return IptablesBackend(runner, recorded=recorded,
+                           leftovers=None if recorded else nftables_leftovers(runner))
 
 
 def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
@@ -65,7 +67,7 @@ def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
     not a firewall backend or that backend is no longer usable: then clean everywhere."""
     backend: Backend
     if name == "nftables":
-        backend = NftablesBackend(runner, iptables_leftovers=False, reference_layouts=False)
+        backend = NftablesBackend(runner, reference_layouts=False)
     elif name == "iptables":
         backend = iptables_backend(runner, recorded=True)
     else:
@@ -101,8 +103,8 @@ def detect_backend(runner: CommandRunner, requested: str | None = None) -> Backe
         if not is_usable(backend):
             raise CniError(f"firewall backend {requested} was requested but is not usable")
         return backend
-    for make in (NftablesBackend, iptables_backend):
-        candidate = make(runner)
+    for name in ("nftables", "iptables"):
+        candidate = make_backend(name, runner)
         if is_usable(candidate):
             log.debug("firewall backend: %s", candidate.name)
             return candidate

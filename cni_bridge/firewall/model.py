@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from cni_bridge.cni.errors import CniError, ConfigError
+from cni_bridge.cni.errors import ConfigError
 from cni_bridge.firewall import names
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -180,8 +180,32 @@ def group_by_owner(entries: Iterable[_E]) -> dict[Owner, list[_E]]:
     return out
 
 
-def require_one_owner(entries: Sequence[MasqEntry] | Sequence[PortMapping]) -> Owner:
-    owners = {e.owner for e in entries}
-    if len(owners) != 1:
-        raise CniError(f"expected entries of one owner, got {len(owners)}")
-    return owners.pop()
+@dataclass(frozen=True)
+class Pin:
+    """What a container may claim: its MAC and its addresses (IPv6 link-locals included)."""
+
+    mac: str
+    ipv4: tuple[ipaddress.IPv4Address, ...]
+    ipv6: tuple[ipaddress.IPv6Address, ...]
+
+
+@dataclass(frozen=True)
+class SpoofEntry:
+    """One attachment's spoof check as recorded: enough to write it again."""
+
+    owner: Owner
+    host_veth: str
+    mac: str
+    pin: Pin | None  # None: the MAC alone (macspoofchk)
+
+
+@dataclass
+class RuleSet:
+    """The entries of many attachments that one backend holds: what the resident server's
+    health check looks for and its restore puts back. Spoof checks and isolated bridges are
+    nftables rules whatever the backend: only the nftables set has them."""
+
+    masq: list[MasqEntry] = field(default_factory=list)
+    ports: dict[PortmapOptions, list[PortMapping]] = field(default_factory=dict)
+    spoof: list[SpoofEntry] = field(default_factory=list)
+    isolate: list[str] = field(default_factory=list)  # bridges (and VLAN gateways)

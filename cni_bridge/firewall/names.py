@@ -26,7 +26,6 @@ else:
 
 # --- iptables (reference layout, nat table) ----------------------------------------------------
 
-IPT_TABLE = "nat"
 CHAIN_PREFIX = "CNI-"
 MAX_CHAIN_LEN = 28  # every per-container chain name is exactly this long
 DNAT_CHAIN_PREFIX = "DN-"
@@ -34,7 +33,6 @@ OLD_SNAT_CHAIN_PREFIX = "SN-"  # created by portmap before 2017; still torn down
 HOSTPORT_DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
 HOSTPORT_SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"
 HOSTPORT_MASQ_CHAIN = "CNI-HOSTPORT-MASQ"
-OLD_HOSTPORT_SNAT_CHAIN = "CNI-HOSTPORT-SNAT"
 SETMARK_COMMENT = "CNI portfwd masquerade mark"
 MASQ_JUMP_COMMENT = "CNI portfwd requiring masquerade"
 MAX_IPT_COMMENT = 255

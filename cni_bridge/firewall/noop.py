@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from cni_bridge.firewall.model import IPInterface, MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.model import (
+    IPInterface,
+    MasqEntry,
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    RuleSet,
+)
 
 
 class NoopBackend:
@@ -37,4 +44,7 @@ class NoopBackend:
         return []
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
+        return []
+
+    def missing_skeleton(self, rules: RuleSet) -> list[str]:
         return []

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
+from cni_bridge.firewall.model import MasqEntry, Owner, Pin, PortmapOptions, PortMapping, SpoofEntry
 from cni_bridge.node import records
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the portmap plugin reads records too: it never loads the spoof check
     from cni_bridge.firewall.commands import CommandRunner
-    from cni_bridge.firewall.nft.spoofcheck import Pin
+
+UNNAMED_BACKEND = "nftables"  # the backend of a record that names none
+
+
+def backend_of(rec: records.Record) -> str:
+    return str(rec.data.get("backend") or UNNAMED_BACKEND)
 
 
 def record_owner(rec: records.Record) -> Owner:
@@ -40,12 +44,13 @@ def _opt(options: Mapping[str, Any], camel: str, snake: str, default: Any) -> An
 
 
 def port_entries(rec: records.Record) -> tuple[list[PortMapping], PortmapOptions]:
-    o = rec.data.get("options") or {}
+    o, d = rec.data.get("options") or {}, PortmapOptions()  # d: the defaults
     options = PortmapOptions(
-        snat=bool(_opt(o, "snat", "snat", True)),
-        masq_all=bool(_opt(o, "masqAll", "masq_all", False)),
-        mark_masq_bit=int(_opt(o, "markMasqBit", "mark_masq_bit", 13)),
-        external_set_mark_chain=_opt(o, "externalSetMarkChain", "external_set_mark_chain", None),
+        snat=bool(_opt(o, "snat", "snat", d.snat)),
+        masq_all=bool(_opt(o, "masqAll", "masq_all", d.masq_all)),
+        mark_masq_bit=int(_opt(o, "markMasqBit", "mark_masq_bit", d.mark_masq_bit)),
+        external_set_mark_chain=_opt(o, "externalSetMarkChain", "external_set_mark_chain",
+                                     d.external_set_mark_chain),
         conditions_v4=tuple(_opt(o, "conditionsV4", "conditions_v4", ()) or ()),
         conditions_v6=tuple(_opt(o, "conditionsV6", "conditions_v6", ()) or ()),
     )
@@ -59,16 +64,6 @@ def port_entries(rec: records.Record) -> tuple[list[PortMapping], PortmapOptions
     return mappings, options
 
 
-@dataclass(frozen=True)
-class SpoofEntry:
-    """One attachment's spoof check as recorded: enough to write it again."""
-
-    owner: Owner
-    host_veth: str
-    mac: str
-    pin: Pin | None  # None: the MAC alone (macspoofchk)
-
-
 def spoof_record_data(host_veth: str, mac: str, pin: Pin | None) -> dict[str, Any]:
     data: dict[str, Any] = {"hostVeth": host_veth, "mac": mac}
     if pin is not None:
@@ -78,8 +73,6 @@ def spoof_record_data(host_veth: str, mac: str, pin: Pin | None) -> dict[str, An
 
 
 def spoof_entry(rec: records.Record) -> SpoofEntry | None:
-    from cni_bridge.firewall.nft.spoofcheck import Pin
-
     data = rec.data.get("spoofcheck")
     if not data:
         return None
@@ -94,23 +87,16 @@ def isolated_bridges(rec: records.Record) -> list[str]:
     return [str(name) for name in rec.data.get("isolate") or ()]
 
 
-def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
-    """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
-    jump is there is left alone: writing it again would add a second jump)."""
-    from cni_bridge.firewall.commands import check
-    from cni_bridge.firewall.nft import spoofcheck
-    from cni_bridge.firewall.nft.client import Nft
+def add_isolation(runner: CommandRunner, bridges: Sequence[str]) -> None:
+    from cni_bridge.firewall.nft.isolation import ensure_isolated
 
-    nft = Nft(runner)
-    present = {r.comment for r in nft.chain_rules("bridge", spoofcheck.TABLE,
-                                                   spoofcheck.BASE_CHAIN) or ()}
-    script = "".join(spoofcheck.plan_add(e.owner.container_id, e.owner.ifname, e.host_veth,
-                                         e.mac, e.pin) for e in entries
-                     if spoofcheck.jump_comment(e.owner.container_id, e.owner.ifname)
-                     not in present)
-    if script:
-        check(nft.run(script), f"cannot restore the spoof check of {len(entries)} "
-                               "attachment(s)")
+    ensure_isolated(runner, bridges)
+
+
+def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
+    from cni_bridge.firewall.nft.spoofcheck import restore_jumpless
+
+    restore_jumpless(runner, entries)
 
 
 def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:

@@ -140,7 +140,6 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
     from cni_bridge.bridge import plugin as bridge_plugin
     from cni_bridge.firewall.commands import CommandResult, SubprocessRunner
     from cni_bridge.firewall.nft import client as nft_io
-    from cni_bridge.firewall.nft import executor as nft_exec
     from cni_bridge.ipam import facade
     from cni_bridge.ipam.host_local import plugin as hl_plugin
     from cni_bridge.ipam.host_local.config import StoreLocation
@@ -180,8 +179,7 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
     # nftables is reached in-process (libnftables, netlink reads) only by the production runner:
     # here it goes through that runner too, and finds no nft.
-    for module in (nft_exec, nft_io):
-        mp.setattr(module, "runs_here", lambda runner, binary="nft": False)
+    mp.setattr(nft_io, "runs_here", lambda runner, binary="nft": False)
 
     # A delegated IPAM plugin answers with an error instead of being executed.
     def ipam_runner(argv: Any, stdin: bytes, env: Any) -> facade.Completed:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cni_bridge.firewall import names as n
+from cni_bridge.firewall.detect import make_backend
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.iptables import portmap as ipt_portmap
 from cni_bridge.firewall.iptables.backend import IptablesBackend
@@ -72,8 +73,8 @@ def test_round_trip_both_families(host_ns: Netns, ipt: IptablesBackend) -> None:
     ipt.remove_portmappings(a, None)
 
 
-def test_removal_cleans_our_nft_state_of_an_earlier_backend(host_ns: Netns,
-                                                            ipt: IptablesBackend) -> None:
+def test_removal_cleans_our_nft_state_of_an_earlier_backend(host_ns: Netns) -> None:
+    ipt = make_backend("iptables", NsRunner(host_ns))  # its removals sweep nft leftovers
     a = owner("downgraded")
     entries = masq(a, "10.88.0.2/16")
     pms = [mapping(a, "udp", 8053, "10.88.0.2/16", 53)]

@@ -218,7 +218,7 @@ def test_a_skeleton_read_is_one_generation_of_the_ruleset(host_ns: Netns) -> Non
 
     from cni_bridge.firewall.nft import schema as nft_schema
 
-    skeleton = nft_schema.hostport_skeleton((), (), True, [])
+    skeleton = nft_schema.hostport_table_lines((), (), True, [])
     script = "\n".join(skeleton) + "\n"
     NftCommand(NsRunner(host_ns))(script)
     expected = {n: c.rule_count for n, c in

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cni_bridge.firewall import names as n
+from cni_bridge.firewall.detect import make_backend
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.iptables.backend import IptablesBackend
 from cni_bridge.firewall.model import PortmapOptions
@@ -252,7 +253,8 @@ def test_removal_cleans_iptables_state_of_an_earlier_backend(host_ns: Netns,
                                                             nft: tuple[NftablesBackend,
                                                                        NsRunner]) -> None:
     """A node moved from the (reference) iptables backend: DEL via nftables leaks nothing."""
-    backend, runner = nft
+    _, runner = nft
+    backend = make_backend("nftables", runner)  # its removals sweep iptables leftovers
     a = owner("upgraded")
     entries = masq(a, "10.88.0.2/16", "fd00::2/64")
     pms = [mapping(a, "tcp", 8080, "10.88.0.2/16", 80)]

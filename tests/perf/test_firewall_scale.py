@@ -13,18 +13,18 @@ import ipaddress
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
 from cni_bridge.firewall.backend import Backend
+from cni_bridge.firewall.detect import make_backend
 from cni_bridge.firewall.iptables import masq as ipt_masq
 from cni_bridge.firewall.iptables import portmap as ipt_portmap
-from cni_bridge.firewall.iptables.backend import IptablesBackend
 from cni_bridge.firewall.iptables.save import NatState
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
 from cni_bridge.firewall.nft import plan as nft_plan
 from cni_bridge.firewall.nft import schema as nft_schema
-from cni_bridge.firewall.nft.backend import NftablesBackend
 from tests.integration.test_firewall_common import NsRunner, mapping, masq, owner
 from tests.netns import Netns
 
@@ -47,9 +47,9 @@ def population(count: int) -> tuple[list[MasqEntry], list[PortMapping]]:
 
 def populate_nft(ns: Netns, count: int) -> None:
     entries, mappings = population(count)
-    lines = nft_schema.masq_skeleton(entries) + nft_plan.plan_add(
+    lines = nft_schema.masq_table_lines(entries) + nft_plan.plan_add(
         [p for e in entries for p in nft_plan.masq_elements(e)])
-    lines += nft_schema.hostport_skeleton((), (), True, nft_plan.hairpin_subnets(
+    lines += nft_schema.hostport_table_lines((), (), True, nft_plan.hairpin_subnets(
         mappings, OPTS)) + nft_plan.plan_add(nft_plan.portmap_elements(mappings, OPTS))
     ns.run("nft", "-f", "-", input="\n".join(lines) + "\n", timeout=300)
 
@@ -62,15 +62,15 @@ def populate_iptables(ns: Netns, count: int) -> None:
         by_owner.setdefault(m.owner, []).append(m)
     state = NatState()
     for o, mine in by_owner.items():
-        part = ipt_portmap.plan_add_portmappings(state, o, mine, 4, OPTS)
-        script.declare += part.declare
-        script.extend(part.lines)
+        script.merge(ipt_portmap.plan_add_portmappings(state, o, mine, 4, OPTS))
         if not state.chains:  # after the first owner, the shared chains and jumps exist
             shared: dict[str, list[str]] = {}
             for chain, rule, _ in ipt_portmap.desired_rules(o, mine, 4, OPTS):
                 if not chain.startswith("CNI-DN-"):
                     shared.setdefault(chain, []).append(rule)
             state = NatState({c: tuple(r) for c, r in shared.items()})
+    for chain in script.shared:  # made outside the restore, as the backend does
+        ns.run("iptables", "-t", "nat", "-N", chain)
     ns.run("iptables-restore", "--noflush", input=script.render(), timeout=600)
 
 
@@ -95,8 +95,8 @@ Populate = Callable[[Netns, int], None]
 
 
 @pytest.mark.parametrize(("name", "make", "populate"), [
-    ("nftables", NftablesBackend, populate_nft),
-    ("iptables", IptablesBackend, populate_iptables),
+    ("nftables", partial(make_backend, "nftables"), populate_nft),  # as the plugins make them:
+    ("iptables", partial(make_backend, "iptables"), populate_iptables),  # leftovers swept too
 ])
 def test_cost_with_and_without_existing_containers(
         name: str, make: Callable[[NsRunner], Backend], populate: Populate,

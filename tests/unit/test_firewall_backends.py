@@ -71,7 +71,7 @@ def test_nft_remove_without_our_table_is_quiet() -> None:
     runner.on(["nft", "-f", "-"], rc=1, stderr="No such file or directory")
     runner.on(["iptables"], rc=1, stderr="No chain/target/match by that name.")
     runner.on(["ip6tables"], rc=1, stderr="No chain/target/match by that name.")
-    NftablesBackend(runner).remove_masquerade(A, [V4])  # nothing to remove: no error
+    make_backend("nftables", runner).remove_masquerade(A, [V4])  # nothing to remove: no error
     assert runner.argvs()[-2:] == [
         ("nft", "-j", "list", "table", "inet", "cni_bridge"),
         ("iptables", "-w", "5", "-t", "nat", "-S", "CNI-70a29d9dc18bc4d652ea5d59")]
@@ -212,11 +212,23 @@ def test_nft_remove_cleans_iptables_leftovers_of_an_earlier_backend() -> None:
     runner.on(["iptables-save"], stdout=EMPTY_NAT.replace(
         "COMMIT", ":CNI-70a29d9dc18bc4d652ea5d59 - [0:0]\nCOMMIT"))
     runner.on(["ip6tables-save"], stdout=EMPTY_NAT)
-    NftablesBackend(runner).remove_masquerade(A, [V4])
+    make_backend("nftables", runner).remove_masquerade(A, [V4])
     restores = [c for c in runner.calls if c[0][0] == "iptables-restore"]
     assert len(restores) == 1 and "-X CNI-70a29d9dc18bc4d652ea5d59" in (restores[0][1] or "")
-    quiet = NftablesBackend(Scripted(), iptables_leftovers=False)
-    assert quiet._iptables_leftovers("X", {4, 6}) is False
+    quiet = Scripted()
+    quiet.on(["nft"], rc=1)
+    NftablesBackend(quiet).remove_masquerade(A, [V4])  # no leftovers layout: nft alone
+    assert {argv[0] for argv in quiet.argvs()} == {"nft"}
+
+
+def test_iptables_remove_cleans_nft_leftovers_of_an_earlier_backend() -> None:
+    runner = Scripted()
+    runner.on(["nft", "-j"], rc=1, stderr="No such file or directory")
+    runner.on(["iptables-save"], stdout=EMPTY_NAT)
+    runner.on(["ip6tables-save"], stdout=EMPTY_NAT)
+    make_backend("iptables", runner).remove_masquerade(A, [V4])
+    assert runner.argvs()[-1] == ("nft", "-f", "-")
+    assert "delete element inet cni_bridge" in (runner.calls[-1][1] or "")
 
 
 def test_nft_rejects_iptables_only_options() -> None:

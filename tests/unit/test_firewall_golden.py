@@ -83,11 +83,11 @@ def render_nft_add(masq: list[MasqEntry], mappings: list[PortMapping],
     batches = []
     if masq:
         planned = [p for e in masq for p in nft_plan.masq_elements(e)]
-        skeleton = nft_schema.masq_skeleton(masq)
+        skeleton = nft_schema.masq_table_lines(masq)
         batches.append(skeleton + nft_plan.plan_add(planned))
     if mappings:
         localnet = any(publishes_localhost(e, options) for e in mappings)
-        skeleton = nft_schema.hostport_skeleton(options.conditions_v4, options.conditions_v6,
+        skeleton = nft_schema.hostport_table_lines(options.conditions_v4, options.conditions_v6,
                                                 localnet,
                                                 nft_plan.hairpin_subnets(mappings, options))
         batches.append(skeleton + nft_plan.plan_add(nft_plan.portmap_elements(mappings, options)))

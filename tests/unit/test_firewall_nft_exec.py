@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import pytest
 
 from cni_bridge.firewall.commands import CommandResult, SubprocessRunner
-from cni_bridge.firewall.nft.executor import NftCommand, nft_command, nft_executor
+from cni_bridge.firewall.nft.client import nft_executor
+from cni_bridge.firewall.nft.executor import NftCommand, nft_command
 from cni_bridge.firewall.nft.libnft import InProcessNft
 
 

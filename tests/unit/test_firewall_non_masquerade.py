@@ -54,7 +54,7 @@ def test_nft_without_the_field_is_unchanged() -> None:
 
 def test_nft_skeleton_writes_the_chain_before_the_element_jumping_to_it() -> None:
     entry = MasqEntry.of(A, POD4, CLUSTER[:1])
-    lines = nft_schema.masq_skeleton([entry]) + nft_plan.plan_add(nft_plan.masq_elements(entry))
+    lines = nft_schema.masq_table_lines([entry]) + nft_plan.plan_add(nft_plan.masq_elements(entry))
     rule = "add rule inet cni_bridge masq_net4_10.244.1.0/24 ip daddr 10.244.0.0/16 return"
     via = next(i for i, ln in enumerate(lines) if "masq_via4" in ln and "element" in ln)
     assert lines.index(rule) < via
@@ -66,7 +66,7 @@ def test_nft_check_counts_the_exclusion_rules() -> None:
     name = "masq_net4_10.244.1.0/24"
     listing = Listing(chains={name: Chain(name, None, 1)})
     chains = [nft_schema.entry_masq_chain(MasqEntry.of(A, POD4, CLUSTER[:1]))]
-    assert nft_plan.check_skeleton(listing, chains, []) == [
+    assert nft_plan.check_outline(listing, chains, []) == [
         "nft chain inet cni_bridge masq_net4_10.244.1.0/24 has 1 rules, expected 2"]
 
 

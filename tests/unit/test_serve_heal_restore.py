@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cni_bridge.firewall.commands import CommandResult
+from cni_bridge.firewall.nft.backend import skeleton_of
 from cni_bridge.node import records
 from cni_bridge.serve.server import heal, restore
 from cni_bridge.serve.server.backoff import MAX_DELAY, Backoff
@@ -63,10 +64,10 @@ class Nft:
 
     def skeleton(self) -> str:
         needs = restore.needs_of(records.list_records(self.root))["nftables"]
-        chains = needs.nft_chains()
+        chains = skeleton_of(needs)[0]
         rules = [{"rule": {"family": "inet", "table": "cni_bridge", "chain": c.name,
                            "handle": i}} for c in chains for i, _ in enumerate(c.rules)]
-        return json.dumps({"nftables": [{"map": {"name": m}} for m in needs.nft_maps()]
+        return json.dumps({"nftables": [{"map": {"name": m}} for m in skeleton_of(needs)[1]]
                            + [{"chain": {"name": c.name}} for c in chains] + rules})
 
     def batches(self) -> list[str]:

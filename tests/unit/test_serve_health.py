@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.firewall import skeleton
 from cni_bridge.firewall.commands import CommandResult
+from cni_bridge.firewall.iptables.backend import shared_missing as ipt_missing
 from cni_bridge.firewall.iptables.save import parse_save
+from cni_bridge.firewall.nft.backend import shared_missing as nft_missing
+from cni_bridge.firewall.nft.backend import skeleton_of
 from cni_bridge.firewall.nft.state import Chain, Listing
 from cni_bridge.node import records
 from cni_bridge.serve.server import heal, restore, watch
@@ -75,15 +77,15 @@ def test_nft_skeleton() -> None:
     from cni_bridge.firewall.nft.schema import masq_chain
 
     spec = masq_chain()
-    assert skeleton.nft_missing(None, [spec], []) == ["nft table inet cni_bridge is missing"]
+    assert nft_missing(None, [spec], []) == ["nft table inet cni_bridge is missing"]
     whole = Listing(maps=frozenset({"masq_owner4"}),
                     chains={spec.name: Chain(spec.name, "postrouting", len(spec.rules))})
-    assert skeleton.nft_missing(whole, [spec], ["masq_owner4"]) == []
+    assert nft_missing(whole, [spec], ["masq_owner4"]) == []
     other_conditions = Listing(maps=whole.maps,
                                chains={spec.name: Chain(spec.name, "postrouting", 99)})
-    assert skeleton.nft_missing(other_conditions, [spec], ["masq_owner4"]) == []
+    assert nft_missing(other_conditions, [spec], ["masq_owner4"]) == []
     flushed = Listing(chains={spec.name: Chain(spec.name, "postrouting", 0)})
-    assert skeleton.nft_missing(flushed, [spec], ["masq_owner4"]) == [
+    assert nft_missing(flushed, [spec], ["masq_owner4"]) == [
         "nft map inet cni_bridge masq_owner4 is missing",
         f"nft chain inet cni_bridge {spec.name} has no rules"]
 
@@ -104,12 +106,12 @@ COMMIT
 
 
 def test_ipt_skeleton() -> None:
-    assert skeleton.ipt_missing(parse_save(NAT_WHOLE), 4, True, True, True) == []
+    assert ipt_missing(parse_save(NAT_WHOLE), 4, True, True, True) == []
     flushed = "\n".join(line for line in NAT_WHOLE.splitlines() if not line.startswith("-A"))
-    missing = skeleton.ipt_missing(parse_save(flushed), 4, True, True, True)
+    missing = ipt_missing(parse_save(flushed), 4, True, True, True)
     assert len(missing) == 4
     assert missing[0] == "IPv4 nat POSTROUTING jumps to no masquerade chain"
-    assert skeleton.ipt_missing(parse_save(flushed), 4, False, False, False) == []
+    assert ipt_missing(parse_save(flushed), 4, False, False, False) == []
 
 
 # --- check and restore -------------------------------------------------------------------------
@@ -140,10 +142,11 @@ class FakeNft:
 
     def listing(self) -> str:
         needs = restore.needs_of(records.list_records(self.root))["nftables"]
-        chains = [{"chain": {"name": c.name}} for c in needs.nft_chains()]
+        specs, names = skeleton_of(needs)
+        chains = [{"chain": {"name": c.name}} for c in specs]
         rules = [{"rule": {"family": "inet", "table": "cni_bridge", "chain": c.name,
-                           "handle": i}} for c in needs.nft_chains() for i, _ in enumerate(c.rules)]
-        maps = [{"map": {"name": m}} for m in needs.nft_maps()]
+                           "handle": i}} for c in specs for i, _ in enumerate(c.rules)]
+        maps = [{"map": {"name": m}} for m in names]
         return json.dumps({"nftables": maps + chains + rules})
 
     root: Path = Path()

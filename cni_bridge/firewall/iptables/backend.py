@@ -7,11 +7,12 @@ once. A lock wait that runs out is a `TryAgainError` (code 11). Dual-stack work 
 transaction per family: iptables has no cross-family transaction. Processes per call (IPv4,
 steady state): ADD 2 (the read covers the raw table too when 127.0.0.1 is published, and the
 restore writes its drop rule when missing), CHECK 1, DEL 1 when our record names what to
-delete (an exact restore; see ipt_exact), else 2. Shared chains are created with
+delete (an exact restore; see iptables/exact), else 2. Shared chains are created with
 ``iptables -N`` outside the restore, once per node.
 
-Removals also delete the owner's nftables state (our table's elements, the reference's nft
-rules), so a node that ran an nftables backend before does not leak when switched to this one.
+Removals then hand the owner to the `leftovers` layout (firewall.leftovers: our nftables table
+and the reference's nft rules), so a node that ran an nftables backend before does not leak
+when switched to this one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from functools import partial
 
 from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.diag import logger
-from cni_bridge.firewall.commands import CommandResult, CommandRunner, check
+from cni_bridge.firewall import names
+from cni_bridge.firewall.backend import Removal
+from cni_bridge.firewall.commands import XTABLES_LOCK_WAIT, CommandResult, CommandRunner, check
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.iptables import exact as ipt_exact
 from cni_bridge.firewall.iptables import masq as ipt_masq
@@ -34,23 +37,15 @@ from cni_bridge.firewall.model import (
     Owner,
     PortmapOptions,
     PortMapping,
+    RuleSet,
     conditions_backend,
     group_by_owner,
     needs_route_localnet,
     validate_mappings,
     validate_options,
 )
-from cni_bridge.firewall.nft.client import Nft
-from cni_bridge.firewall.nft.remove import (
-    HOSTPORTS,
-    MASQUERADE,
-    hostport_keys,
-    masq_keys,
-    remove_owner,
-)
 
 log = logger(__name__)
-LOCK_WAIT_SECONDS = 5
 Planner = Callable[[NatState], RestoreScript]
 
 
@@ -88,17 +83,17 @@ class Tables:
 class IptablesBackend:
     name = "iptables"
 
-    def __init__(self, runner: CommandRunner, lock_wait: int = LOCK_WAIT_SECONDS,
-                 tools: dict[int, IptablesTools] | None = None, nft_binary: str = "nft",
-                 recorded: bool = False) -> None:
+    def __init__(self, runner: CommandRunner, lock_wait: int = XTABLES_LOCK_WAIT,
+                 tools: dict[int, IptablesTools] | None = None, recorded: bool = False,
+                 leftovers: Removal | None = None) -> None:
         """`recorded`: removals work from our own ADD's record, which proves the owner's state
-        is in this layout alone and as our ADD wrote it: no nftables leftovers to look for,
-        and the rules can be deleted by their exact text before anything is read."""
+        is in this layout alone and as our ADD wrote it: the rules can be deleted by their
+        exact text before anything is read (and there are no `leftovers` to look for)."""
         self._run = runner
         self._recorded = recorded
         self._lock_wait = lock_wait
         self._tools = tools or TOOLS
-        self._nft = Nft(runner, nft_binary)
+        self._leftovers = leftovers
 
     def available(self) -> bool:
         return self._run([self._tools[4].save, "-t", "nat"]).ok
@@ -195,8 +190,8 @@ class IptablesBackend:
             versions = [v for v in versions if not self._exactly(
                 v, ipt_exact.masq_removal(owner, family(v) or []))]
         self._each_family(versions, plan, f"remove masquerade rules of {owner}")
-        if not self._recorded:
-            remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses))
+        if self._leftovers is not None:
+            self._leftovers.remove_masquerade(owner, addresses)
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
         missing: list[str] = []
@@ -240,8 +235,8 @@ class IptablesBackend:
             versions = [v for v in versions if not self._exactly(
                 v, ipt_exact.portmap_removal(owner, entries, v, options or PortmapOptions()))]
         self._each_family(versions, lambda _version: plan, f"remove port mappings of {owner}")
-        if not self._recorded:
-            remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries))
+        if self._leftovers is not None:
+            self._leftovers.remove_portmappings(owner, entries, options)
 
     def check_portmappings(self, entries: Sequence[PortMapping],
                            options: PortmapOptions) -> list[str]:
@@ -260,6 +255,20 @@ class IptablesBackend:
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         return self._gc(lambda s: ipt_portmap.plan_gc_portmappings(s, network, valid_owners),
                         f"host ports of network {network}")
+
+    # --- the healer's question ---------------------------------------------------------------
+
+    def missing_skeleton(self, rules: RuleSet) -> list[str]:
+        """The nat table's jumps that `rules` need: one ``iptables-save -t nat`` per family."""
+        missing = []
+        for version in (4, 6):
+            masq = any(e.version == version for e in rules.masq)
+            family = [(o, e) for o, entries in rules.ports.items() for e in entries
+                      if e.version == version]
+            if masq or family:
+                snat = any(o.snat and o.external_set_mark_chain is None for o, _ in family)
+                missing += shared_missing(self.state(version), version, masq, bool(family), snat)
+        return missing
 
     # --- shared ----------------------------------------------------------------------------
 
@@ -296,6 +305,27 @@ def _plan_add_portmappings(state: NatState, owners: dict[Owner, list[PortMapping
                 holders=conflicts)
         script.merge(ipt_portmap.plan_add_portmappings(state, owner, mine, version, options))
     return script
+
+
+def shared_missing(state: NatState, version: int, masquerade: bool, ports: bool,
+                   snat: bool) -> list[str]:
+    """The nat table's jumps that our attachments of one family need: ``POSTROUTING`` to some
+    per-container masquerade chain (`masquerade`), ``PREROUTING`` and ``OUTPUT`` to
+    ``CNI-HOSTPORT-DNAT`` (`ports`), ``POSTROUTING`` to ``CNI-HOSTPORT-MASQ`` (`snat`)."""
+    missing = []
+    if masquerade and not any(ipt_masq.MASQ_CHAIN_RE.match(chain)
+                              for chain in state.chains if state.jumps_to(chain)):
+        missing.append(f"IPv{version} nat POSTROUTING jumps to no masquerade chain")
+    needed = []
+    if ports:
+        needed += [(chain, ipt_portmap.TOP_LEVEL_JUMP) for chain in ("PREROUTING", "OUTPUT")]
+    if snat:
+        needed.append(("POSTROUTING", ipt_portmap.MASQ_JUMP))
+    missing += [f"IPv{version} nat rule '-A {chain} {rule}' is missing"
+                for chain, rule in needed if not state.has_rule(chain, rule)]
+    if (ports or snat) and not state.has_chain(names.HOSTPORT_DNAT_CHAIN):
+        missing.append(f"IPv{version} nat chain {names.HOSTPORT_DNAT_CHAIN} is missing")
+    return missing
 
 
 def _validate_ipt_options(options: PortmapOptions) -> None:

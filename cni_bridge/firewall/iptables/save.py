@@ -14,7 +14,6 @@ from functools import cached_property, lru_cache
 
 from cni_bridge.cni.errors import CniError
 
-BUILTIN_NAT_CHAINS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 _ALIASES = {"--source": "-s", "--destination": "-d", "--protocol": "-p", "--jump": "-j",
             "--match": "-m", "--destination-ports": "--dports", "--dst": "-d", "--src": "-s",
             "--in-interface": "-i", "--out-interface": "-o", "--source-ports": "--sports",

@@ -1,17 +1,17 @@
 """The nftables backend: owner-tagged map elements in our own table ``inet cni_bridge``.
 
-Scripts run in-process through libnftables (see nft_exec). Costs per call, in nft runs, none of
-them a process and none reading more when more containers exist:
-- ADD: one batch (constant skeleton + this owner's elements). Only when it fails (a host port
-  or address already held, or the same owner adding again) is our table read and an exact
-  batch sent: that is how a host port held by another container is reported by name.
+Scripts run in-process through libnftables (see nft/executor). Costs per call, in nft runs,
+none of them a process and none reading more when more containers exist:
+- ADD: one batch (the table's constant lines + this owner's elements). Only when it fails (a
+  host port or address already held, or the same owner adding again) is our table read and an
+  exact batch sent: that is how a host port held by another container is reported by name.
 - DEL with addresses/mappings (from prevResult, the container or our record): one batch. Our
   table is read only when the batch fails (another owner holds a key, or no table). Without our
   record, the reference plugins' nftables tables are listed first (one table each; listing a
-  single table does not fetch ours) and their owner's rules go in the batch, and iptables is
-  asked (a process) whether an earlier iptables backend left the owner's chains.
-- CHECK: the table's skeleton without elements, then this owner's elements by key, both read
-  from the kernel over netlink (nft_netlink; libnftables would fetch every element first).
+  single table does not fetch ours) and their owner's rules go in the batch; then the
+  `leftovers` layout (firewall.leftovers: iptables) removes what an earlier backend left.
+- CHECK: the table's outline (no elements), then this owner's elements by key, both read
+  from the kernel over netlink (nft/netlink; libnftables would fetch every element first).
 - Removal by owner tag (nothing names the entries) and GC read our table.
 
 ``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 
 from cni_bridge.cni.errors import ConfigError
 from cni_bridge.diag import logger
-from cni_bridge.firewall import names
+from cni_bridge.firewall.backend import Removal
 from cni_bridge.firewall.commands import CommandRunner
 from cni_bridge.firewall.model import (
     IPInterface,
@@ -32,6 +32,7 @@ from cni_bridge.firewall.model import (
     Owner,
     PortmapOptions,
     PortMapping,
+    RuleSet,
     conditions_backend,
     publishes_localhost,
     validate_mappings,
@@ -39,10 +40,11 @@ from cni_bridge.firewall.model import (
 )
 from cni_bridge.firewall.nft import reference as reference_nft
 from cni_bridge.firewall.nft.client import Nft
+from cni_bridge.firewall.nft.executor import NFT
 from cni_bridge.firewall.nft.plan import (
     Planned,
     check_elements,
-    check_skeleton,
+    check_outline,
     conflict_error,
     delete_line,
     describe_owner,
@@ -67,16 +69,15 @@ from cni_bridge.firewall.nft.remove import (
 from cni_bridge.firewall.nft.schema import (
     TABLE_REF,
     ChainSpec,
-    hostport_skeleton,
-    masq_skeleton,
+    entry_masq_chain,
+    hostport_chains,
+    hostport_net_chain,
+    hostport_table_lines,
+    masq_chain,
+    masq_table_lines,
     render_table,
 )
 from cni_bridge.firewall.nft.state import Element, Listing
-from cni_bridge.firewall.skeleton import nft_masq_chains, nft_portmap_chains
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from cni_bridge.firewall.iptables.backend import IptablesBackend
 
 log = logger(__name__)
 
@@ -84,14 +85,14 @@ log = logger(__name__)
 class NftablesBackend:
     name = "nftables"
 
-    def __init__(self, runner: CommandRunner, binary: str = "nft",
-                 iptables_leftovers: bool = True, reference_layouts: bool = True) -> None:
-        """`iptables_leftovers` / `reference_layouts` off: removals look only at our table
-        (the caller knows from its records that the owner's state is there alone)."""
+    def __init__(self, runner: CommandRunner, binary: str = NFT,
+                 reference_layouts: bool = True, leftovers: Removal | None = None) -> None:
+        """`reference_layouts` off and no `leftovers`: removals look only at our table (the
+        caller knows from its records that the owner's state is there alone)."""
         self._runner = runner
         self._nft = Nft(runner, binary)
-        self._check_iptables = iptables_leftovers
         self._reference_layouts = reference_layouts
+        self._leftovers = leftovers
 
     def available(self) -> bool:
         return self._nft.usable(render_table())
@@ -101,29 +102,21 @@ class NftablesBackend:
     def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
         if entries:
             planned = [p for e in entries for p in masq_elements(e)]
-            self._add(masq_skeleton(entries), planned, "masquerade")
-
-    def _iptables(self) -> IptablesBackend:
-        """For leftovers of an iptables-era ADD only: its modules are imported when needed."""
-        from cni_bridge.firewall.iptables.backend import IptablesBackend
-
-        return IptablesBackend(self._runner)
+            self._add(masq_table_lines(entries), planned, "masquerade")
 
     def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
         if addresses is not None and not addresses:
             return
         remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses),
                      self._reference_layouts)
-        versions: set[int] = {4, 6} if addresses is None else {a.version for a in addresses}
-        chain = names.masq_chain_name(owner.network, owner.container_id)
-        if self._iptables_leftovers(chain, versions):
-            self._iptables().remove_masquerade(owner, addresses)
+        if self._leftovers is not None:
+            self._leftovers.remove_masquerade(owner, addresses)
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
         if not entries:
             return []
         planned = [p for e in entries for p in masq_elements(e)]
-        return self._check(nft_masq_chains(entries), MASQ_MAPS, planned)
+        return self._check(masq_chains(entries), MASQ_MAPS, planned)
 
     def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()
@@ -143,9 +136,9 @@ class NftablesBackend:
         if not entries:
             return
         localnet = any(publishes_localhost(e, options) for e in entries)
-        skeleton = hostport_skeleton(options.conditions_v4, options.conditions_v6, localnet,
+        table = hostport_table_lines(options.conditions_v4, options.conditions_v6, localnet,
                                      hairpin_subnets(entries, options))
-        self._add(skeleton, portmap_elements(entries, options), "port mappings")
+        self._add(table, portmap_elements(entries, options), "port mappings")
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
                             options: PortmapOptions | None = None) -> None:
@@ -153,16 +146,14 @@ class NftablesBackend:
             return
         remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries),
                      self._reference_layouts)
-        versions: set[int] = {4, 6} if entries is None else {e.version for e in entries}
-        chain = names.dnat_chain_name(owner.network, owner.container_id)
-        if self._iptables_leftovers(chain, versions):
-            self._iptables().remove_portmappings(owner, entries, options)
+        if self._leftovers is not None:
+            self._leftovers.remove_portmappings(owner, entries, options)
 
     def check_portmappings(self, entries: Sequence[PortMapping],
                            options: PortmapOptions) -> list[str]:
         if not entries:
             return []
-        return self._check(nft_portmap_chains(entries, options), HOSTPORT_MAPS,
+        return self._check(portmap_chains(entries, options), HOSTPORT_MAPS,
                            portmap_elements(entries, options))
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
@@ -177,8 +168,8 @@ class NftablesBackend:
     def _ours(self) -> Listing | None:
         return self._nft.table(*OUR_TABLE)
 
-    def _add(self, skeleton: list[str], planned: list[Planned], what: str) -> None:
-        if self._nft.apply(skeleton + plan_add(planned)).ok:
+    def _add(self, table: list[str], planned: list[Planned], what: str) -> None:
+        if self._nft.apply(table + plan_add(planned)).ok:
             return
         # Something is already there (ours from an earlier ADD, or another owner's): look.
         lines, conflicts, replaced = resolve_add(self._ours() or Listing(), planned)
@@ -187,31 +178,79 @@ class NftablesBackend:
         for el in replaced:
             log.warning("replacing stale %s held by %s", _describe(el),
                         describe_owner(el.comment))
-        self._nft.apply_checked(skeleton + lines, f"cannot add {what} to nft table {TABLE_REF}")
-
-    def _iptables_leftovers(self, chain: str, versions: set[int]) -> bool:
-        """Whether iptables still holds `chain` (left by an earlier iptables backend, ours or the
-        reference's): one ``iptables -S <chain>`` per family concerned. A plugin can turn this
-        off (``iptables_leftovers=False``) once a node has no iptables state left."""
-        if not self._check_iptables:
-            return False
-        tools = [("iptables", "ip6tables")[v == 6] for v in sorted(versions)]
-        return any(self._runner([tool, "-w", "5", "-t", "nat", "-S", chain]).ok
-                   for tool in tools)
+        self._nft.apply_checked(table + lines, f"cannot add {what} to nft table {TABLE_REF}")
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
                planned: list[Planned]) -> list[str]:
-        """The skeleton without elements, then this owner's elements by key (netlink reads that
-        cost the same whatever the node holds). Only when an element is missing is the whole
-        table read, to say exactly what is wrong."""
-        skeleton = self._nft.skeleton(*OUR_TABLE)
-        if skeleton is None:
+        """The table's outline, then this owner's elements by key (netlink reads that cost the
+        same whatever the node holds). Only when an element is missing is the whole table
+        read, to say exactly what is wrong."""
+        outline = self._nft.outline(*OUR_TABLE)
+        if outline is None:
             return [f"nft table {TABLE_REF} is missing"]
         found = self._nft.lookup(list({(p.element.map, p.element.key): p.element
                                        for p in planned}.values()))
         if found is None:
             found = self._ours() or Listing()
-        return check_skeleton(skeleton, chains, sorted(maps)) + check_elements(found, planned)
+        return check_outline(outline, chains, sorted(maps)) + check_elements(found, planned)
+
+    # --- the healer's question ---------------------------------------------------------------
+
+    def missing_skeleton(self, rules: RuleSet) -> list[str]:
+        """Our table's maps and chains that `rules` go through (one outline read), and the
+        spoof checks' jumps (one chain read)."""
+        missing = []
+        if rules.masq or rules.ports or rules.isolate:
+            chains, maps = skeleton_of(rules)
+            missing += shared_missing(self._nft.outline(*OUR_TABLE), chains, maps)
+        if rules.spoof:
+            from cni_bridge.firewall.nft.spoofcheck import missing_jumps
+
+            missing += missing_jumps(self._nft, rules.spoof)
+        return missing
+
+
+def skeleton_of(rules: RuleSet) -> tuple[list[ChainSpec], set[str]]:
+    """The chains and maps of our table that `rules` go through."""
+    chains = masq_chains(rules.masq) if rules.masq else []
+    for options, entries in rules.ports.items():
+        chains += portmap_chains(entries, options)
+    if rules.isolate:
+        from cni_bridge.firewall.nft.isolation import forward_chain
+
+        chains.append(forward_chain())
+    return chains, set(MASQ_MAPS if rules.masq else ()) | set(HOSTPORT_MAPS if rules.ports else ())
+
+
+def masq_chains(entries: Sequence[MasqEntry]) -> list[ChainSpec]:
+    """The chains of our table that masquerading `entries` goes through."""
+    return [masq_chain(), *(entry_masq_chain(e) for e in entries)]
+
+
+def portmap_chains(entries: Sequence[PortMapping], options: PortmapOptions) -> list[ChainSpec]:
+    """The chains of our table that publishing `entries` with `options` goes through."""
+    localnet = any(publishes_localhost(e, options) for e in entries)
+    return [*hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
+            *(hostport_net_chain(s) for s in hairpin_subnets(entries, options))]
+
+
+def shared_missing(outline: Listing | None, chains: Sequence[ChainSpec],
+                   maps: Collection[str]) -> list[str]:
+    """What of the shared part is gone: the table, a map, a chain, or every rule of a chain.
+
+    A chain whose rule count merely differs is not reported: the shared chains carry the last
+    ADD's ``conditionsV4/V6``, which may differ between networks."""
+    if outline is None:
+        return [f"nft table {TABLE_REF} is missing"]
+    missing = [f"nft map {TABLE_REF} {m} is missing" for m in sorted(set(maps))
+               if m not in outline.maps]
+    for spec in {c.name: c for c in chains}.values():
+        chain = outline.chains.get(spec.name)
+        if chain is None:
+            missing.append(f"nft chain {TABLE_REF} {spec.name} is missing")
+        elif spec.rules and chain.rule_count == 0:
+            missing.append(f"nft chain {TABLE_REF} {spec.name} has no rules")
+    return missing
 
 
 def _describe(el: Element) -> str:

@@ -1,7 +1,7 @@
 """The thin layer that talks to nftables: reads return parsed data, writes are one batch.
 
-Scripts run through an `NftExecutor` (in-process libnftables in production; see nft_exec).
-Keyed reads (the skeleton of a table, elements by key) go straight to the kernel over netlink
+Scripts run through an `NftExecutor` (in-process libnftables in production; see executor).
+Keyed reads (the outline of a table, elements by key) go straight to the kernel over netlink
 where nftables runs in this process (nft_netlink): libnftables would first fetch every element
 of every set. Through a command runner (tests) they are ``nft`` scripts.
 """
@@ -13,9 +13,9 @@ from typing import TypeVar
 
 from cni_bridge.diag import logger
 from cni_bridge.firewall import names
-from cni_bridge.firewall.commands import CommandResult, CommandRunner, check
+from cni_bridge.firewall.commands import CommandResult, CommandRunner, SubprocessRunner, check
 from cni_bridge.firewall.nft import netlink as nft_netlink
-from cni_bridge.firewall.nft.executor import NFT, nft_executor, runs_here
+from cni_bridge.firewall.nft.executor import NFT, NftCommand, NftExecutor
 from cni_bridge.firewall.nft.plan import get_line
 from cni_bridge.firewall.nft.state import (
     Element,
@@ -28,6 +28,23 @@ from cni_bridge.firewall.nft.state import (
 
 log = logger(__name__)
 T = TypeVar("T")
+
+
+def runs_here(runner: CommandRunner, binary: str = NFT) -> bool:
+    """Whether nftables is reached from this process, in its own namespace: the production
+    runner. Any other runner (tests) gets commands, run wherever it runs them."""
+    return isinstance(runner, SubprocessRunner) and binary == NFT
+
+
+def nft_executor(runner: CommandRunner, binary: str = NFT) -> NftExecutor:
+    """How scripts reach nftables: in-process for the production runner (falling back to the
+    command where libnftables cannot be loaded), through `runner` otherwise."""
+    command = NftCommand(runner, binary)
+    if runs_here(runner, binary):
+        from cni_bridge.firewall.nft.libnft import InProcessNft
+
+        return InProcessNft(command)
+    return command
 
 
 class Nft:
@@ -62,7 +79,7 @@ class Nft:
                 log.debug("netlink read of %s failed (%s): asking nft", what, exc)
         return via_nft()
 
-    def skeleton(self, family: str, name: str) -> Listing | None:
+    def outline(self, family: str, name: str) -> Listing | None:
         """One table's maps, and chains with their rule counts, without map elements: the same
         cost with 1 or 5,000 containers. None when the table does not exist."""
         def via_nft() -> Listing | None:

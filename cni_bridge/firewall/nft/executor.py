@@ -1,9 +1,9 @@
 """Running an nft script: in-process through libnftables, or with the ``nft`` command.
 
 Everything the firewall layer sends to nftables is nft script text (batches, ``list``, ``get
-element``), run by an `NftExecutor`. Two implementations, chosen in `nft_executor` alone:
+element``), run by an `NftExecutor`. Two implementations, chosen in `client.nft_executor` alone:
 
-- `nft_lib.InProcessNft` for the production runner (`SubprocessRunner`): the script goes to
+- `libnft.InProcessNft` for the production runner (`SubprocessRunner`): the script goes to
   libnftables in this process, so a plugin call starts no ``nft`` process; when the library
   cannot be loaded here it falls back to the command;
 - `NftCommand` for any other runner (tests that record commands or run them in a namespace):
@@ -12,7 +12,7 @@ element``), run by an `NftExecutor`. Two implementations, chosen in `nft_executo
 
 Both return a `CommandResult` shaped like the command's (its argv, exit status 1 on failure,
 nft's error text), so callers and error messages do not depend on which one ran. Where nftables
-runs here, keyed reads go straight to the kernel (nft_netlink; see nft_io).
+runs here, keyed reads go straight to the kernel (see client).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cni_bridge.firewall.commands import CommandResult, CommandRunner, SubprocessRunner
+from cni_bridge.firewall.commands import CommandResult, CommandRunner
 
 NFT = "nft"
 
@@ -60,20 +60,3 @@ class NftCommand:
                  dry_run: bool = False) -> CommandResult:
         argv, stdin = nft_command(self.binary, script, json=json, terse=terse, dry_run=dry_run)
         return self.runner(argv, input=stdin)
-
-
-def runs_here(runner: CommandRunner, binary: str = NFT) -> bool:
-    """Whether nftables is reached from this process, in its own namespace: the production
-    runner. Any other runner (tests) gets commands, run wherever it runs them."""
-    return isinstance(runner, SubprocessRunner) and binary == NFT
-
-
-def nft_executor(runner: CommandRunner, binary: str = NFT) -> NftExecutor:
-    """How scripts reach nftables: in-process for the production runner (falling back to the
-    command where libnftables cannot be loaded), through `runner` otherwise."""
-    command = NftCommand(runner, binary)
-    if runs_here(runner, binary):
-        from cni_bridge.firewall.nft.libnft import InProcessNft
-
-        return InProcessNft(command)
-    return command

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from cni_bridge.diag import logger
 from cni_bridge.firewall.commands import CommandResult
-from cni_bridge.firewall.nft.executor import NftExecutor, nft_command
+from cni_bridge.firewall.nft.executor import NFT, NftExecutor, nft_command
 from cni_bridge.rawnetlink import NETLINK_NETFILTER
 
 log = logger(__name__)
@@ -166,7 +166,7 @@ class InProcessNft:
 
     def __call__(self, script: str, *, json: bool = False, terse: bool = False,
                  dry_run: bool = False) -> CommandResult:
-        argv, _ = nft_command("nft", script, json=json, terse=terse, dry_run=dry_run)
+        argv, _ = nft_command(NFT, script, json=json, terse=terse, dry_run=dry_run)
         started = time.monotonic()
         with _lock:
             lib = _library()

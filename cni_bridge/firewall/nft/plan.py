@@ -1,6 +1,6 @@
 """Planning element changes in our nftables table (pure: data in, nft batch text out).
 
-Fast paths need no read: an ADD is the constant skeleton plus ``add``/``create element`` lines;
+Fast paths need no read: an ADD is the table's constant lines plus ``add``/``create element`` lines;
 a removal re-adds each element with its owner id and deletes it, which succeeds whether or not the
 element was there, and fails (aborting the whole batch) when another owner holds the key. Only
 then, and for remove-by-owner, GC and CHECK, is the table read and the exact change computed here.
@@ -228,7 +228,7 @@ def check_elements(listing: Listing, planned: Sequence[Planned]) -> list[str]:
     return missing
 
 
-def check_skeleton(listing: Listing, chains: Sequence[ChainSpec], maps: Iterable[str]) -> list[str]:
+def check_outline(listing: Listing, chains: Sequence[ChainSpec], maps: Iterable[str]) -> list[str]:
     missing = [f"nft map {TABLE_REF} {m} is missing" for m in maps if m not in listing.maps]
     for spec in {c.name: c for c in chains}.values():
         chain = listing.chains.get(spec.name)

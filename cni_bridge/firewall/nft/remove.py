@@ -1,8 +1,7 @@
 """Removing one owner's nftables state: our table's elements and the reference's rules.
 
-Shared by both backends: the nftables backend removes its own state this way, and the iptables
-backend removes whatever an earlier nftables setup (ours or the reference's) left for the owner,
-so a node can change backend without leaking.
+The nftables backend's removals; through it, also what an iptables backend's removals sweep from
+an earlier nftables setup, ours or the reference's (firewall/leftovers).
 """
 
 from __future__ import annotations

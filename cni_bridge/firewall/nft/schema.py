@@ -181,14 +181,14 @@ def _subnet_chains(chains: Iterable[ChainSpec]) -> list[str]:
     return [line for c in unique.values() for line in c.render()]
 
 
-def masq_skeleton(entries: Iterable[MasqEntry] = ()) -> list[str]:
+def masq_table_lines(entries: Iterable[MasqEntry] = ()) -> list[str]:
     """Table, maps, base chain, and the subnet chain of each of `entries` (before any element
     that jumps to it)."""
     return [render_table(), *(m.render() for v in (4, 6) for m in masq_maps(v)),
             *masq_chain().render(), *_subnet_chains(entry_masq_chain(e) for e in entries)]
 
 
-def hostport_skeleton(conditions_v4: tuple[str, ...], conditions_v6: tuple[str, ...],
+def hostport_table_lines(conditions_v4: tuple[str, ...], conditions_v6: tuple[str, ...],
                       localnet: bool, subnets: Iterable[IPNetwork] = ()) -> list[str]:
     lines = [render_table(), *(m.render() for v in (4, 6) for m in hostport_maps(v))]
     lines += _subnet_chains(hostport_net_chain(s) for s in subnets)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cni_bridge.firewall.commands import CommandRunner, check
+from cni_bridge.firewall.model import Pin as Pin  # the bridge plugin makes its pins here
+from cni_bridge.firewall.model import SpoofEntry
 from cni_bridge.firewall.nft.client import Nft
 
 TABLE = "nat"  # bridge family table; name shared with the reference: must never change
@@ -43,15 +44,6 @@ ROUTER = "router advertisement and redirect"
 ETHERTYPE = "other ethertypes"
 IP_LABELS = (DHCP, UNSPECIFIED6, SOURCE4, ARP_MAC, ARP_IP, SOURCE6, ND_TARGET, ND_SLLA, ND_TLLA,
              ROUTER, ETHERTYPE)
-
-
-@dataclass(frozen=True)
-class Pin:
-    """What a container may claim: its MAC and its addresses (IPv6 link-locals included)."""
-
-    mac: str
-    ipv4: tuple[ipaddress.IPv4Address, ...]
-    ipv6: tuple[ipaddress.IPv6Address, ...]
 
 
 def link_local_of(mac: str) -> ipaddress.IPv6Address:
@@ -170,6 +162,28 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
     if len(mac) != 2:
         missing.append(f"chain {chain}-mac has {len(mac)} rules, not 2")
     return missing
+
+
+def _jumpless(nft: Nft, entries: Sequence[SpoofEntry]) -> list[SpoofEntry]:
+    """The entries whose jump is gone from the base chain (one read, whatever their number)."""
+    present = {r.comment for r in nft.chain_rules("bridge", TABLE, BASE_CHAIN) or ()}
+    return [e for e in entries if jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+
+
+def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
+    gone = _jumpless(nft, entries)
+    return [f"nft chain bridge {TABLE} {BASE_CHAIN} lacks the spoof check of {len(gone)} "
+            "attachment(s)"] if gone else []
+
+
+def restore_jumpless(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
+    """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
+    jump is there is left alone: writing it again would add a second jump)."""
+    nft = Nft(runner)
+    script = "".join(plan_add(e.owner.container_id, e.owner.ifname, e.host_veth, e.mac, e.pin)
+                     for e in _jumpless(nft, entries))
+    if script:
+        check(nft.run(script), f"cannot restore the spoof check of {len(entries)} attachment(s)")
 
 
 def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> None:

@@ -21,15 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from cni_bridge.firewall import skeleton
+from cni_bridge.firewall import recorded
 from cni_bridge.firewall.commands import CommandRunner
 from cni_bridge.firewall.detect import make_backend
-from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
-from cni_bridge.firewall.nft.schema import ChainSpec
-from cni_bridge.firewall.recorded import SpoofEntry
+from cni_bridge.firewall.model import (
+    MasqEntry,
+    Owner,
+    PortmapOptions,
+    PortMapping,
+    RuleSet,
+    SpoofEntry,
+)
 from cni_bridge.node import records
 
-DEFAULT_BACKEND = "nftables"
 NFTABLES = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
 CHUNK = 500
 SPOOF_CHUNK = 50  # attachments: each is two chains and up to 14 rules
@@ -37,15 +41,12 @@ ISOLATION_BUDGET = 64
 Entry = TypeVar("Entry", MasqEntry, PortMapping, SpoofEntry, str)
 
 
-def backend_of(rec: records.Record) -> str:
-    return str(rec.data.get("backend") or DEFAULT_BACKEND)
-
-
 def concerns(rec: records.Record, name: str) -> bool:
     """Whether backend `name` holds rules of `rec`: its own, or nftables for a spoof check or
     isolation."""
-    return backend_of(rec) == name or (name == NFTABLES and rec.plugin == "bridge" and bool(
-        rec.data.get("spoofcheck") or rec.data.get("isolate")))
+    return recorded.backend_of(rec) == name or (name == NFTABLES and rec.plugin == "bridge"
+                                                and bool(rec.data.get("spoofcheck")
+                                                         or rec.data.get("isolate")))
 
 
 def record_name(rec: records.Record) -> str:
@@ -53,31 +54,11 @@ def record_name(rec: records.Record) -> str:
 
 
 @dataclass
-class Needs:
+class Needs(RuleSet):
     """What the records of one backend need: their entries, one owner per key."""
 
-    masq: list[MasqEntry] = field(default_factory=list)
-    ports: dict[PortmapOptions, list[PortMapping]] = field(default_factory=dict)
-    spoof: list[SpoofEntry] = field(default_factory=list)
-    isolate: list[str] = field(default_factory=list)  # bridges (and VLAN gateways)
     damaged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
-
-    def uses_our_table(self) -> bool:
-        return bool(self.masq or self.ports or self.isolate)
-
-    def nft_chains(self) -> list[ChainSpec]:
-        from cni_bridge.firewall.nft.isolation import forward_chain
-
-        chains = skeleton.nft_masq_chains(self.masq) if self.masq else []
-        for options, entries in self.ports.items():
-            chains += skeleton.nft_portmap_chains(entries, options)
-        return chains + ([forward_chain()] if self.isolate else [])
-
-    def nft_maps(self) -> set[str]:
-        from cni_bridge.firewall.nft.remove import HOSTPORT_MAPS, MASQ_MAPS
-
-        return set(MASQ_MAPS if self.masq else ()) | set(HOSTPORT_MAPS if self.ports else ())
 
 
 class Claims:
@@ -132,7 +113,7 @@ def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[s
     out: dict[str, Needs] = {}
     claims: dict[str, Claims] = {}
     for rec in ordered:
-        name = backend_of(rec)
+        name = recorded.backend_of(rec)
         needs = out.setdefault(name, Needs())
         try:
             _gather(needs, claims.setdefault(name, Claims()), rec)
@@ -146,9 +127,7 @@ def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[s
 def _gather_nft_only(out: dict[str, Needs], claims: Claims, rec: records.Record) -> None:
     """Spoof check and isolation: a host veth name can be given out again, so a stale
     record's spoof check must not land on another container's veth: the newer record wins."""
-    from cni_bridge.firewall.recorded import isolated_bridges, spoof_entry
-
-    spoof, bridges = spoof_entry(rec), isolated_bridges(rec)
+    spoof, bridges = recorded.spoof_entry(rec), recorded.isolated_bridges(rec)
     if spoof is None and not bridges:
         return
     needs = out.setdefault(NFTABLES, Needs())
@@ -159,15 +138,13 @@ def _gather_nft_only(out: dict[str, Needs], claims: Claims, rec: records.Record)
 
 
 def _gather(needs: Needs, claims: Claims, rec: records.Record) -> None:
-    from cni_bridge.firewall.recorded import masq_entries, port_entries
-
     who = record_name(rec)
     if rec.plugin == "bridge":
-        for e in masq_entries(rec):
+        for e in recorded.masq_entries(rec):
             holder = claims.take(e.owner, masq_keys(e), who)
             _keep(needs, needs.masq, e, holder, who)
     elif rec.plugin == "portmap":
-        mappings, options = port_entries(rec)
+        mappings, options = recorded.port_entries(rec)
         for m in mappings:
             holder = claims.take(m.owner, port_keys(m), who)
             _keep(needs, needs.ports.setdefault(options, []), m, holder, who)
@@ -212,13 +189,10 @@ def restore(name: str, needs: Needs, runner: CommandRunner, size: int | None = N
 
 
 def restore_nft_only(needs: Needs, runner: CommandRunner, out: Outcome) -> None:
-    from cni_bridge.firewall.nft.isolation import ensure_isolated
-    from cni_bridge.firewall.recorded import add_spoofchecks
-
     if needs.isolate:
-        _apply(lambda bridges: ensure_isolated(runner, bridges), needs.isolate, out)
+        _apply(lambda bridges: recorded.add_isolation(runner, bridges), needs.isolate, out)
     for part in chunks(needs.spoof, SPOOF_CHUNK):
-        _apply(lambda entries: add_spoofchecks(runner, entries), part, out)
+        _apply(lambda entries: recorded.add_spoofchecks(runner, entries), part, out)
 
 
 def _apply(add: Callable[[Sequence[Entry]], None], entries: Sequence[Entry],
