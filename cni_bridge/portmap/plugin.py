@@ -64,4 +64,4 @@ class PortmapPlugin:
         self._ops().gc(req, load_config(req))
 
     def status(self, req: Request) -> None:
-        self._ops().status(load_config(req))
+        self._ops().status(req, load_config(req))
