@@ -1,4 +1,4 @@
-"""The bridge's view of the firewall layer: masquerade, spoof check and network isolation."""
+"""The bridge's masquerade (``ipMasq``), under the shared firewall policy (``firewall.policy``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import IPConfig, IPInterface
 from cni_bridge.firewall.commands import SubprocessRunner
 from cni_bridge.firewall.model import MasqEntry
-from cni_bridge.firewall.nft import isolation, spoofcheck
 from cni_bridge.firewall.policy import Policy
 from cni_bridge.firewall.recorded import masq_entries
 
@@ -69,40 +68,3 @@ def gc_masquerade(req: Request, cfg: BridgeConfig) -> None:
 def status(req: Request, cfg: BridgeConfig) -> None:
     if cfg.ip_masq:
         policy(req, cfg).require_backend("masquerading is configured but ")
-
-
-def record_extras(req: Request, extras: dict[str, Any]) -> None:
-    """Add the spoof check and isolation an ADD installed (``firewall.recorded``) to this
-    attachment's record, once the ADD is done (an ADD that fails records nothing of them)."""
-    p = policy(req)
-    old = p.record()
-    p.save_record({**(old.data if old is not None else {}), **extras})
-
-
-def add_spoofcheck(req: Request, host_veth: str, mac: str,
-                   pin: spoofcheck.Pin | None = None) -> None:
-    spoofcheck.add_spoofcheck(SubprocessRunner(), req.env.container_id, req.env.ifname,
-                              host_veth, mac, pin)
-
-
-def remove_spoofcheck(req: Request) -> None:
-    spoofcheck.remove_spoofcheck(SubprocessRunner(), req.env.container_id, req.env.ifname)
-
-
-def check_spoofcheck(req: Request, cfg: BridgeConfig) -> None:
-    missing = spoofcheck.check_spoofcheck(SubprocessRunner(), req.env.container_id,
-                                          req.env.ifname, cfg.ipspoofchk)
-    if missing:
-        raise CniError(f"spoof check rules of container {req.env.container_id} are missing",
-                       "; ".join(missing))
-
-
-def isolate_network(interfaces: Sequence[str]) -> None:
-    isolation.ensure_isolated(SubprocessRunner(), interfaces)
-
-
-def check_isolation(interfaces: Sequence[str]) -> None:
-    problems = isolation.check_isolated(SubprocessRunner(), interfaces)
-    if problems:
-        raise CniError(f"network isolation of {', '.join(interfaces)} is incomplete",
-                       "; ".join(problems))

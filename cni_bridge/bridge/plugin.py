@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Any
 
-from cni_bridge.bridge import masq
+from cni_bridge.bridge import filtering, masq
 from cni_bridge.bridge.addressing import (
     configure_container,
     ensure_gateway_addresses,
@@ -124,13 +124,13 @@ class BridgePlugin:
             with req.timer.phase("isolation"):
                 gateway = [l3.vlan_gateway.name] if l3.vlan_gateway is not None else []
                 extras["isolate"] = [br.name, *gateway]
-                masq.isolate_network(extras["isolate"])
+                filtering.isolate_network(extras["isolate"])
         host_veth = pair.host
         if not cfg.disable_container_interface:
             with req.timer.phase("port-up"):
                 host_veth = links.wait_link_oper_up(host, pair.host.index, PORT_UP_TIMEOUT)
         if extras:
-            masq.record_extras(req, extras)
+            filtering.record_extras(req, extras)
         br = links.get_link(host, br.index)  # report the MACs as they are now
         interfaces = [
             Interface(name=br.name, mac=br.mac or ""),
@@ -150,8 +150,8 @@ class BridgePlugin:
         """Install the spoof check; what its record holds."""
         mac = pair.container.mac or ""
         with at.req.timer.phase("spoofcheck"):
-            at.undo.push("remove spoof check", lambda: masq.remove_spoofcheck(at.req))
-            masq.add_spoofcheck(at.req, pair.host.name, mac, pin)
+            at.undo.push("remove spoof check", lambda: filtering.remove_spoofcheck(at.req))
+            filtering.add_spoofcheck(at.req, pair.host.name, mac, pin)
         return spoof_record_data(pair.host.name, mac, pin)
 
     def _allocate(self, at: Attach) -> Result:
@@ -199,9 +199,9 @@ class BridgePlugin:
         if cfg.ip_masq and cfg.l3:
             masq.check_masquerade(req, cfg, req.prev_result.ips)
         if cfg.macspoofchk:
-            masq.check_spoofcheck(req, cfg)
+            filtering.check_spoofcheck(req, cfg)
         if cfg.isolate_networks:
-            masq.check_isolation([cfg.bridge])
+            filtering.check_isolation([cfg.bridge])
 
     # ------------------------------------------------------------------ GC / STATUS
     def gc(self, req: Request) -> None:
