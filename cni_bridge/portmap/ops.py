@@ -30,7 +30,6 @@ from cni_bridge.firewall.model import (
     validate_mappings,
 )
 from cni_bridge.firewall.policy import Policy, owner_of
-from cni_bridge.firewall.recorded import port_entries
 from cni_bridge.node import records
 from cni_bridge.portmap.config import PortmapConfig, container_ips
 from cni_bridge.portmap.localnet import (
@@ -126,6 +125,8 @@ class PortmapOps:
         if req.prev_result is not None:
             entries = self.entries(req, cfg, req.prev_result) or None
         if entries is None and recorded is not None:
+            from cni_bridge.firewall.recorded import port_entries  # only here: ADD needs none
+
             entries = port_entries(recorded)[0] or None
         # The conditions are part of the rules' text: iptables' exact removal needs them.
         options = to_options(cfg.options)

@@ -415,10 +415,3 @@ def test_route_interface_without_a_route(monkeypatch: pytest.MonkeyPatch,
                                          kernel: FakeRouteSocket) -> None:
     monkeypatch.setattr(localnet, "RawNetlink", kernel)
     assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == ""
-
-
-def test_route_localnet_path_is_validated() -> None:
-    for bad in ("", "..", "a/b"):
-        with pytest.raises(CniError):
-            localnet.read_route_localnet(bad)
-    assert localnet.read_route_localnet("no-such-interface-x") is None
