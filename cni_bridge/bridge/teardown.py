@@ -23,12 +23,12 @@ from cni_bridge.ipam.facade import Ipam
 from cni_bridge.net import links
 from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.errors import NetnsNotFound
+from cni_bridge.net.model import RT_SCOPE_UNIVERSE
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import open_netns, refuse_host_netns
 
 log = logger(__name__)
 T = TypeVar("T")
-RT_SCOPE_UNIVERSE = 0
 
 
 def delete_attachment(req: Request, cfg: BridgeConfig, ipam: Callable[[], Ipam]) -> None:
