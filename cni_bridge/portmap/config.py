@@ -54,7 +54,7 @@ class MappingSpec:
 
 @dataclass(frozen=True)
 class Options:
-    """The firewall options; `cni_bridge.portmap.plan.to_options` turns them into the
+    """The firewall options; `cni_bridge.portmap.ops.to_options` turns them into the
     firewall layer's ``PortmapOptions``."""
 
     snat: bool = True

@@ -24,6 +24,7 @@ from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import CommandRunner, SubprocessRunner
 from cni_bridge.firewall.conntrack import flush_udp_conntrack
 from cni_bridge.firewall.model import (
+    Owner,
     PortmapOptions,
     PortMapping,
     publishes_localhost,
@@ -31,17 +32,43 @@ from cni_bridge.firewall.model import (
 )
 from cni_bridge.firewall.policy import Policy, owner_of
 from cni_bridge.node import records
-from cni_bridge.portmap.config import PortmapConfig, container_ips
+from cni_bridge.portmap.config import (
+    ContainerIPs,
+    MappingSpec,
+    Options,
+    PortmapConfig,
+    container_ips,
+)
 from cni_bridge.portmap.localnet import (
     ensure_route_localnet,
     read_route_localnet,
     route_interface,
     sysctl_key,
 )
-from cni_bridge.portmap.plan import plan_entries, to_options
 
 log = logger(__name__)
 RECORD_PLUGIN = "portmap"
+
+
+def to_options(options: Options) -> PortmapOptions:
+    return PortmapOptions(**vars(options))  # the same fields (a unit test checks)
+
+
+def plan_entries(owner: Owner, mappings: Sequence[MappingSpec],
+                 ips: ContainerIPs) -> list[PortMapping]:
+    """One entry per (mapping, container family it applies to), in config order.
+
+    For each mapping its IPv4 entry comes before its IPv6 entry: the iptables backend builds
+    its multiport lists from this order, byte-identical to the reference's. A mapping with a
+    host IP only applies to that family ("0.0.0.0" and "::" included).
+    """
+    entries: list[PortMapping] = []
+    for m in mappings:
+        for ip in ips:
+            if m.matches_family(ip.version):
+                entries.append(PortMapping(owner, m.protocol, m.host_port, ip,
+                                           m.container_port, m.host_ip))
+    return entries
 
 
 def record_data(entries: Sequence[PortMapping], options: PortmapOptions,
