@@ -92,37 +92,38 @@ class Policy:
         backends = [found] if found is not None else self.usable_backends()
         if not backends:
             log.warning("no usable firewall backend: no %s of %s to remove", what, self.owner)
-        errors: list[tuple[str, CniError]] = []
-        for backend in backends:
-            try:
-                remove(backend)
-            except CniError as exc:
-                errors.append((backend.name, exc))
+        errors = _each(backends, remove)
         if errors:
             raise CniError(f"cannot remove {what} of {self.owner}",
-                           "; ".join(f"{name}: {_text(exc)}" for name, exc in errors),
+                           "; ".join(f"{name}: {exc}" for name, exc in errors),
                            code=errors[0][1].code)
-        owner = self.owner
-        records.remove_record(records.state_root(), owner.network, owner.container_id,
-                              owner.ifname, self.plugin)
+        records.remove_record(records.state_root(), self.req.network_name,
+                              self.req.env.container_id, self.req.env.ifname, self.plugin)
 
     def gc(self, collect: Callable[[Backend, list[Owner]], list[str]], what: str) -> None:
         network, keep = self.req.network_name, self.req.valid_attachments()
         valid = [Owner(network, cid, ifname) for cid, ifname in keep]
-        errors: list[str] = []
-        for backend in self.usable_backends():
-            try:
-                for removed in collect(backend, valid):
-                    log.info("GC %s: removed %s", backend.name, removed)
-            except CniError as exc:
-                errors.append(f"{backend.name}: {exc}")
+
+        def sweep(backend: Backend) -> None:
+            for removed in collect(backend, valid):
+                log.info("GC %s: removed %s", backend.name, removed)
+
+        errors = _each(self.usable_backends(), sweep)
         root = records.state_root()
         for rec in records.list_records(root, network):
             if rec.plugin == self.plugin and (rec.container_id, rec.ifname) not in keep:
                 records.remove_record(root, rec.network, rec.container_id, rec.ifname, rec.plugin)
         if errors:
-            raise CniError(f"GC of the {what} of network {network} failed", "; ".join(errors))
+            raise CniError(f"GC of the {what} of network {network} failed",
+                           "; ".join(f"{name}: {exc}" for name, exc in errors))
 
 
-def _text(exc: CniError) -> str:
-    return f"{exc.msg} ({exc.details})" if exc.details else exc.msg
+def _each(backends: list[Backend], step: Callable[[Backend], None]) -> list[tuple[str, CniError]]:
+    """Run `step` on every backend; one failing stops no other. The failures, by backend."""
+    errors = []
+    for backend in backends:
+        try:
+            step(backend)
+        except CniError as exc:
+            errors.append((backend.name, exc))
+    return errors

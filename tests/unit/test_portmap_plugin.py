@@ -327,7 +327,7 @@ def test_del_failure_is_reported(world: World) -> None:
     world.backends["iptables"].fail_remove = CniError("cannot remove iptables rules")
     rc, out = world.call("DEL", conf(MAPPINGS))
     assert rc == 1 and out["msg"] == "cannot remove port mappings of container c1 (net/eth0)"
-    assert out["details"] == ("nftables: cannot remove nftables entries (boom); "
+    assert out["details"] == ("nftables: cannot remove nftables entries: boom; "
                               "iptables: cannot remove iptables rules")
 
 
