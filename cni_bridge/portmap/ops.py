@@ -104,12 +104,9 @@ class PortmapOps:
         policy = self.policy(req, cfg)
         with req.timer.phase("firewall"):
             backend = policy.backend()
-            try:
-                backend.add_portmappings(entries, options)
-            except BaseException:
-                self._rollback(backend, entries)
-                raise
         try:
+            with req.timer.phase("firewall"):
+                backend.add_portmappings(entries, options)
             with req.timer.phase("route_localnet"):
                 for name in self._localnet_interfaces(entries, options):
                     ensure_route_localnet(name)
