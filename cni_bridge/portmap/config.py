@@ -35,6 +35,7 @@ DEFAULT_MARK_MASQ_BIT = 13
 BackendName = Literal["iptables", "nftables"]
 BACKENDS: tuple[BackendName, ...] = ("iptables", "nftables")
 MAX_PORT = 65535
+RECORD_PLUGIN = "portmap"  # names this plugin's attachment records
 DEFAULT_PROTOCOL: Protocol = "tcp"
 
 

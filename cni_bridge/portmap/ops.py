@@ -33,6 +33,7 @@ from cni_bridge.firewall.model import (
 from cni_bridge.firewall.policy import Policy, owner_of
 from cni_bridge.node import records
 from cni_bridge.portmap.config import (
+    RECORD_PLUGIN,
     ContainerIPs,
     MappingSpec,
     Options,
@@ -47,7 +48,6 @@ from cni_bridge.portmap.localnet import (
 )
 
 log = logger(__name__)
-RECORD_PLUGIN = "portmap"
 
 
 def to_options(options: Options) -> PortmapOptions:
