@@ -7,7 +7,7 @@ import contextlib
 
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.bridge.plan import L3Plan
-from cni_bridge.bridge.vlan_gateway import ensure_vlan_gateway
+from cni_bridge.bridge.wiring import ensure_vlan_gateway
 from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.cni.result import IPAddress, IPInterface
 from cni_bridge.diag import logger

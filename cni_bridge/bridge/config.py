@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_bridge.cni.args import parse_cni_args
+from cni_bridge.cni.env import IFNAMSIZ
 from cni_bridge.cni.errors import ConfigError
 from cni_bridge.cni.fields import get_bool, get_int, get_list, get_obj, get_str
 from cni_bridge.cni.request import Request
@@ -21,7 +22,7 @@ BRIDGE_ARGS = frozenset({"MAC"})
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 # What the kernel accepts (dev_valid_name): 1-15 bytes, no "/", ":", whitespace or NUL.
 _IFNAME_RE = re.compile(r"[^/:\s\x00]{1,15}")
-IFNAME_MAX_BYTES = 15
+IFNAME_MAX_BYTES = IFNAMSIZ - 1
 NON_MASQUERADE_KEY = "nonMasqueradeCIDRs"
 
 

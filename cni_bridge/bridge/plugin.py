@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv6Address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cni_bridge.bridge import masq
+from cni_bridge.bridge import filtering, masq
 from cni_bridge.bridge.addressing import (
     configure_container,
     ensure_gateway_addresses,
@@ -27,14 +26,14 @@ from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import DNS, Interface, Result
 from cni_bridge.diag import logger
-from cni_bridge.firewall.nft.spoofcheck import Pin, make_pin
-from cni_bridge.firewall.recorded import spoof_record_data
 from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
-from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.model import LinkInfo, VethPair
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
+
+if TYPE_CHECKING:
+    from cni_bridge.firewall.nft.spoofcheck import Pin
 
 log = logger(__name__)
 
@@ -53,13 +52,6 @@ def sockets(ns: NetnsHandle) -> Iterator[tuple[Netlink, Netlink]]:
         host = stack.enter_context(Netlink.for_current())
         cont = stack.enter_context(Netlink.for_netns(ns))
         yield host, cont
-
-
-def address_pin(cont: Netlink, container: LinkInfo, plan: L3Plan) -> Pin:
-    """The container's MAC and addresses, with the IPv6 link-locals it holds now."""
-    held = [a.address for a in list_addresses(cont, container.index, version=6)]
-    return make_pin(container.mac or "", [ip.address.ip for ip in plan.ips],
-                    [a for a in held if isinstance(a, IPv6Address) and a.is_link_local])
 
 
 @dataclass(frozen=True)
@@ -118,19 +110,19 @@ class BridgePlugin:
         elif not cfg.disable_container_interface:
             links.set_link_up(at.cont, pair.container.index)
         if cfg.ipspoofchk:  # pins the addresses: after L3 (the config guarantees IPAM)
-            pin = address_pin(at.cont, pair.container, l3.plan)
+            pin = filtering.address_pin(at.cont, pair.container, l3.plan)
             extras["spoofcheck"] = self._spoofcheck(at, pair, pin)
         if cfg.isolate_networks:
             with req.timer.phase("isolation"):
                 gateway = [l3.vlan_gateway.name] if l3.vlan_gateway is not None else []
                 extras["isolate"] = [br.name, *gateway]
-                masq.isolate_network(extras["isolate"])
+                filtering.isolate_network(extras["isolate"])
         host_veth = pair.host
         if not cfg.disable_container_interface:
             with req.timer.phase("port-up"):
                 host_veth = links.wait_link_oper_up(host, pair.host.index, PORT_UP_TIMEOUT)
         if extras:
-            masq.record_extras(req, extras)
+            filtering.record_extras(req, extras)
         br = links.get_link(host, br.index)  # report the MACs as they are now
         interfaces = [
             Interface(name=br.name, mac=br.mac or ""),
@@ -147,12 +139,9 @@ class BridgePlugin:
         )
 
     def _spoofcheck(self, at: Attach, pair: VethPair, pin: Pin | None) -> dict[str, Any]:
-        """Install the spoof check; what its record holds."""
-        mac = pair.container.mac or ""
         with at.req.timer.phase("spoofcheck"):
-            at.undo.push("remove spoof check", lambda: masq.remove_spoofcheck(at.req))
-            masq.add_spoofcheck(at.req, pair.host.name, mac, pin)
-        return spoof_record_data(pair.host.name, mac, pin)
+            at.undo.push("remove spoof check", lambda: filtering.remove_spoofcheck(at.req))
+            return filtering.add_spoofcheck(at.req, pair.host.name, pair.container.mac or "", pin)
 
     def _allocate(self, at: Attach) -> Result:
         ipam = self._ipam(at.req)
@@ -199,9 +188,9 @@ class BridgePlugin:
         if cfg.ip_masq and cfg.l3:
             masq.check_masquerade(req, cfg, req.prev_result.ips)
         if cfg.macspoofchk:
-            masq.check_spoofcheck(req, cfg)
+            filtering.check_spoofcheck(req, cfg)
         if cfg.isolate_networks:
-            masq.check_isolation([cfg.bridge])
+            filtering.check_isolation([cfg.bridge])
 
     # ------------------------------------------------------------------ GC / STATUS
     def gc(self, req: Request) -> None:

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
-from cni_bridge.bridge import masq
+from cni_bridge.bridge import filtering, masq
 from cni_bridge.bridge.config import BridgeConfig
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.request import Request
@@ -23,12 +23,12 @@ from cni_bridge.ipam.facade import Ipam
 from cni_bridge.net import links
 from cni_bridge.net.addresses import list_addresses
 from cni_bridge.net.errors import NetnsNotFound
+from cni_bridge.net.model import RT_SCOPE_UNIVERSE
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import open_netns, refuse_host_netns
 
 log = logger(__name__)
 T = TypeVar("T")
-RT_SCOPE_UNIVERSE = 0
 
 
 def delete_attachment(req: Request, cfg: BridgeConfig, ipam: Callable[[], Ipam]) -> None:
@@ -48,7 +48,7 @@ def delete_attachment(req: Request, cfg: BridgeConfig, ipam: Callable[[], Ipam])
         unique = tuple(dict.fromkeys(addresses))
         _step(errors, "masquerade", lambda: masq.remove_masquerade(req, cfg, unique))
         if cfg.macspoofchk:
-            _step(errors, "MAC spoof check", lambda: masq.remove_spoofcheck(req))
+            _step(errors, "MAC spoof check", lambda: filtering.remove_spoofcheck(req))
     if errors:
         # The first failure's code (e.g. IPAM's "try again later") tells the runtime what to do.
         raise CniError(f"DEL of container {req.env.container_id} was incomplete",

@@ -24,6 +24,3 @@ class Undo:
                 step()
             except Exception as exc:  # rollback must continue past any single failure
                 log.warning("rollback: could not %s: %s", what, exc)
-
-    def clear(self) -> None:
-        self._steps.clear()

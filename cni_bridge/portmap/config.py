@@ -35,6 +35,7 @@ DEFAULT_MARK_MASQ_BIT = 13
 BackendName = Literal["iptables", "nftables"]
 BACKENDS: tuple[BackendName, ...] = ("iptables", "nftables")
 MAX_PORT = 65535
+RECORD_PLUGIN = "portmap"  # names this plugin's attachment records
 DEFAULT_PROTOCOL: Protocol = "tcp"
 
 
@@ -54,7 +55,7 @@ class MappingSpec:
 
 @dataclass(frozen=True)
 class Options:
-    """The firewall options; `cni_bridge.portmap.plan.to_options` turns them into the
+    """The firewall options; `cni_bridge.portmap.ops.to_options` turns them into the
     firewall layer's ``PortmapOptions``."""
 
     snat: bool = True

@@ -18,7 +18,7 @@ from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import Result
 from cni_bridge.node import records
-from cni_bridge.portmap.config import load_config
+from cni_bridge.portmap.config import RECORD_PLUGIN, load_config
 
 if TYPE_CHECKING:
     from cni_bridge.firewall.commands import CommandRunner
@@ -49,7 +49,7 @@ class PortmapPlugin:
         (a runtime that does not repeat the mappings on DEL must not leak rules)."""
         cfg = load_config(req)
         recorded = records.find_record(records.state_root(), req.network_name,
-                                       req.env.container_id, req.env.ifname, "portmap")
+                                       req.env.container_id, req.env.ifname, RECORD_PLUGIN)
         if cfg.mappings or recorded is not None:
             self._ops().delete(req, cfg, recorded)
 
@@ -64,4 +64,4 @@ class PortmapPlugin:
         self._ops().gc(req, load_config(req))
 
     def status(self, req: Request) -> None:
-        self._ops().status(load_config(req))
+        self._ops().status(req, load_config(req))

@@ -204,7 +204,7 @@ def test_undo_runs_in_reverse_and_past_failures() -> None:
 
 
 def test_vlan_gateway_name_must_fit() -> None:
-    from cni_bridge.bridge.vlan_gateway import gateway_link_name
+    from cni_bridge.bridge.wiring import gateway_link_name
 
     assert gateway_link_name(parse({"bridge": "br0", "vlan": 100})) == "br0.100"
     with pytest.raises(ConfigError, match="longer than 15 bytes"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from cni_bridge.firewall import model as fw_model
 from cni_bridge.firewall import names as fw_names
 from cni_bridge.firewall.model import Owner
 from cni_bridge.portmap import config as pm
-from cni_bridge.portmap.plan import plan_entries, to_options
+from cni_bridge.portmap.ops import plan_entries, to_options
 
 
 def parse(config: dict[str, Any], mappings: list[Any] | None = None) -> pm.PortmapConfig:
@@ -31,6 +32,8 @@ def test_constants_match_the_firewall_layer() -> None:
     """Duplicated so that calls without mappings never import the firewall package."""
     assert pm.PROTOCOLS == fw_model.PROTOCOLS
     assert pm.DEFAULT_MARK_MASQ_BIT == fw_names.DEFAULT_MARK_MASQ_BIT
+    # to_options hands the parsed options over field by field.
+    assert [f.name for f in fields(pm.Options)] == [f.name for f in fields(fw_model.PortmapOptions)]
 
 
 def test_defaults_are_the_reference_ones() -> None:

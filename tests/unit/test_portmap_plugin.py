@@ -18,6 +18,7 @@ import pytest
 from cni_bridge import rawnetlink
 from cni_bridge.cni.dispatch import dispatch
 from cni_bridge.cni.errors import CniError
+from cni_bridge.firewall import policy
 from cni_bridge.firewall.commands import CommandResult
 from cni_bridge.firewall.errors import HostPortConflictError
 from cni_bridge.firewall.model import IPInterface, MasqEntry, Owner, PortmapOptions, PortMapping
@@ -133,8 +134,13 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
             raise CniError(f"firewall backend {requested} was requested but is not usable")
         return backend
 
-    monkeypatch.setattr(ops, "detect_backend", detect)
-    monkeypatch.setattr(ops, "make_backend", lambda name, runner: w.backends[name])
+    def recorded(name: object, runner: Any) -> FakeBackend | None:
+        backend = w.backends.get(str(name))
+        return backend if backend is not None and backend.usable else None
+
+    monkeypatch.setattr(policy, "detect_backend", detect)
+    monkeypatch.setattr(policy, "make_backend", lambda name, runner: w.backends[name])
+    monkeypatch.setattr(policy, "recorded_backend", recorded)
 
     def ensure(ifname: str) -> bool:
         changed = w.localnet.get(ifname) != "1"
@@ -266,8 +272,9 @@ def test_unusable_backend_fails_add(world: World) -> None:
     assert rc == 1 and "not usable" in out["msg"]
 
 
-def test_del_removes_with_the_configured_backend(world: World) -> None:
-    """One removal: each backend also cleans the other backend's layout itself."""
+def test_del_without_a_record_cleans_every_usable_backend(world: World) -> None:
+    """No record proves where the owner's state is (an ADD by the reference, a config
+    changed since ADD): every usable backend removes it, the configured one first."""
     conditions = ["-s", "192.0.2.0/24"]
     assert world.call("DEL", conf(MAPPINGS, backend="iptables", conditionsV4=conditions))[0] == 0
     ipt, nft = world.backends["iptables"], world.backends["nftables"]
@@ -276,8 +283,15 @@ def test_del_removes_with_the_configured_backend(world: World) -> None:
     # The conditions are in the rules' text: iptables' exact removal needs them.
     [options] = ipt.removed_options
     assert options is not None and list(options.conditions_v4) == conditions
-    assert nft.removed == []
+    assert nft.removed == ipt.removed
     assert world.runner.calls == []  # no conntrack, no route lookup on DEL
+
+
+def test_del_with_a_record_removes_with_the_recorded_backend_only(world: World) -> None:
+    assert world.call("ADD", conf(MAPPINGS, backend="iptables"))[0] == 0
+    assert world.call("DEL", conf(MAPPINGS))[0] == 0
+    assert len(world.backends["iptables"].removed) == 1
+    assert world.backends["nftables"].removed == []
 
 
 def test_del_falls_back_to_a_usable_backend(world: World) -> None:
@@ -310,8 +324,11 @@ def test_del_without_prev_result_or_mappings_removes_what_the_record_names(
 
 def test_del_failure_is_reported(world: World) -> None:
     world.backends["nftables"].fail_remove = CniError("cannot remove nftables entries", "boom")
+    world.backends["iptables"].fail_remove = CniError("cannot remove iptables rules")
     rc, out = world.call("DEL", conf(MAPPINGS))
-    assert rc == 1 and out["msg"] == "cannot remove nftables entries" and out["details"] == "boom"
+    assert rc == 1 and out["msg"] == "cannot remove port mappings of container c1 (net/eth0)"
+    assert out["details"] == ("nftables: cannot remove nftables entries: boom; "
+                              "iptables: cannot remove iptables rules")
 
 
 def test_check_lists_what_is_missing(world: World) -> None:
@@ -398,10 +415,3 @@ def test_route_interface_without_a_route(monkeypatch: pytest.MonkeyPatch,
                                          kernel: FakeRouteSocket) -> None:
     monkeypatch.setattr(localnet, "RawNetlink", kernel)
     assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == ""
-
-
-def test_route_localnet_path_is_validated() -> None:
-    for bad in ("", "..", "a/b"):
-        with pytest.raises(CniError):
-            localnet.read_route_localnet(bad)
-    assert localnet.read_route_localnet("no-such-interface-x") is None
