@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import selectors
 import signal
@@ -28,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cni_bridge.diag import logger
 from cni_bridge.serve.server.backoff import Backoff
 from cni_bridge.serve.server.view import ServerView
 
-log = logging.getLogger("cni_bridge.serve")
+log = logger(__name__)
 DEBOUNCE = 0.05  # notifications of one flush come in a burst: check once, just after it
 CHECK_TIMEOUT = 120.0
 CHILD_DEADLINE = CHECK_TIMEOUT + 10  # the child's own, should the server not kill it in time

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import selectors
 import signal
@@ -25,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cni_bridge.diag import emit, logger
 from cni_bridge.node.state import sweep_logged
 from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener, spare
@@ -32,7 +32,7 @@ from cni_bridge.serve.server.health import SIGNAL_TRIGGER, Health
 from cni_bridge.serve.server.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
 from cni_bridge.serve.server.view import InFlight, ServerView
 
-log = logging.getLogger("cni_bridge.serve")
+log = logger(__name__)
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
 SPARE_DELAY = 0.003  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
@@ -221,11 +221,11 @@ class Server:
             self._fork_worker(p, hello)
 
     def _refuse(self, p: Pending, reason: str, detail: str = "",
-                level: int = logging.INFO) -> None:
+                level: str = "INFO") -> None:
         """Reply REFUSE (the caller runs the call itself), counted under `reason`."""
         message = f"{reason}: {detail}" if detail else reason
         self.view.refused[reason] += 1
-        log.log(level, "refused pid %d (it runs the call itself): %s", p.peer.pid, message)
+        emit(level, "refused pid %d (it runs the call itself): %s", (p.peer.pid, message))
         _reply(p.conn, (wire.REFUSE, message))
         p.close()
 
@@ -283,7 +283,7 @@ class Server:
         try:
             pid = os.fork()
         except OSError as exc:  # out of processes or memory: the caller runs the call itself
-            self._refuse(p, "cannot fork a worker", str(exc), logging.WARNING)
+            self._refuse(p, "cannot fork a worker", str(exc), "WARNING")
             return
         if pid == 0:
             code = 70

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
+from cni_bridge import diag
 from cni_bridge.admin.serve_cmd import ServeError
 from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener
 from cni_bridge.serve.server.loop import Options, Server
 
-log = logging.getLogger("cni_bridge.serve")
-
-
-def setup_logging() -> None:
-    """The server's own log: stderr (the journal under systemd)."""
-    from cni_bridge.diag import LEVEL_ENV
-
-    level = os.environ.get(LEVEL_ENV, "INFO").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="cni-bridge serve %(levelname)s: %(message)s")
+log = diag.logger(__name__)
+LOG_PREFIX = "cni-bridge serve"  # the server's lines, on its stderr (the journal under systemd)
 
 
 def serve(opts: Options) -> int:
@@ -33,7 +25,7 @@ def serve(opts: Options) -> int:
     if digest is None:
         raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "
                          "hands its call only to a server of its own build")
-    setup_logging()
+    diag.configure(os.environ, "INFO", LOG_PREFIX)
     try:  # first, so that nothing started below inherits systemd's LISTEN_* variables
         activated = listener.take_activated(opts.socket)
     except listener.ListenerError as exc:

@@ -17,7 +17,6 @@ killed standalone plugin, which DEL and the stores are built to clean up after.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import signal
 import socket
@@ -27,9 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cni_bridge.diag import logger
 from cni_bridge.serve import wire
 from cni_bridge.serve.server.peer import Call
 
+log = logger(__name__)
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 # How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
@@ -86,17 +87,11 @@ def enter_caller(fds: Sequence[int], setns: Callable[[int, int], None]) -> None:
 
 
 def forget_server() -> None:
-    """Drop what this process has of the server's that a call must not see: its environment
-    and its logging handlers. The call writes its diagnostics through ``diag`` (configured by
-    the call, to the caller's stderr); nothing it may log through the logging module goes out
-    in the server's format and level. Idempotent, and a spare does it while it waits (~0.4 ms
-    of first writes to memory shared with the server)."""
+    """Drop the server's environment, which a call must not see (the call sets its own log
+    level and prefix from its own, in execute_call). Idempotent; a spare does it while it
+    waits (~0.4 ms of first writes to memory shared with the server)."""
     os.environ.clear()
     signal.signal(signal.SIGIO, signal.SIG_DFL)  # see end_with_caller
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
 
 
 def adopt(request: CallRequest) -> None:
@@ -128,7 +123,7 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
     try:
         enter_caller(fds, setns)
     except OSError as exc:
-        logging.getLogger(__name__).warning("cannot enter the caller's namespaces: %s", exc)
+        log.warning("cannot enter the caller's namespaces: %s", exc)
         wire.send_quietly(conn, (wire.REFUSE, f"cannot enter the caller's namespaces: {exc}"))
         return EXIT_REFUSED
     finally:
