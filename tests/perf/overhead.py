@@ -39,7 +39,7 @@ MODES = ["spares0", "spares2"]
 # (an ADD's bridge and portmap) come back to back, but whose operations are apart.
 PAUSE = 0.03
 # (name, from, to): the steps of a served call, in order (the timeline's keys: server.py,
-# spare.py, worker.py, calllog.py).
+# spare.py, worker.py, call.py).
 STEPS = (("exec, connect, server wakes", "spawn", "accept"),
          ("HELLO read", "accept", "hello"),
          ("checks, to the worker (spare or fork)", "hello", "worker"),
