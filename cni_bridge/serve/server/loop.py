@@ -40,10 +40,10 @@ _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
 @dataclass(frozen=True)
 class Options:
-    socket: str = wire.DEFAULT_SOCKET
-    max_workers: int = 32
-    spare_workers: int = 2  # forked in advance, while no call runs (0: fork at each call)
-    check_interval: float = 30.0
+    socket: str  # the defaults are the command line's (admin.serve_cmd)
+    max_workers: int
+    spare_workers: int  # forked in advance, while no call runs (0: fork at each call)
+    check_interval: float
     executable: str | None = None  # as started: when it changes (an upgrade), the server stops
 
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from cni_bridge import diag
-from cni_bridge.admin.serve_cmd import ServeError
 from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener
+from cni_bridge.serve.server.listener import ServeError
 from cni_bridge.serve.server.loop import Options, Server
 
 log = diag.logger(__name__)
@@ -26,10 +26,8 @@ def serve(opts: Options) -> int:
         raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "
                          "hands its call only to a server of its own build")
     diag.configure(os.environ, "INFO", LOG_PREFIX)
-    try:  # first, so that nothing started below inherits systemd's LISTEN_* variables
-        activated = listener.take_activated(opts.socket)
-    except listener.ListenerError as exc:
-        raise ServeError(str(exc)) from None
+    # First, so that nothing started below inherits systemd's LISTEN_* variables.
+    activated = listener.take_activated(opts.socket)
     from cni_bridge.net.netns import load_setns
     from cni_bridge.node import owner as nodeowner
     from cni_bridge.node import records
@@ -51,7 +49,7 @@ def serve(opts: Options) -> int:
     except OSError as exc:
         log.warning("no nftables notifications (%s): the firewall is checked every %gs only",
                     exc, opts.check_interval)
-    sock, inode = (activated, None) if activated is not None else _bind(opts.socket)
+    sock, inode = (activated, None) if activated is not None else listener.bind(opts.socket)
     gc.collect()
     gc.freeze()  # what is loaded now stays: forked workers share it
     log.info("serving on %s%s: pid %d, build %s, network namespace %d (cookie %s), records "
@@ -61,13 +59,6 @@ def serve(opts: Options) -> int:
     notify_ready()
     opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
-
-
-def _bind(path: str) -> tuple[socket.socket, listener.Identity]:
-    try:
-        return listener.bind(path)
-    except listener.ListenerError as exc:
-        raise ServeError(str(exc)) from None
 
 
 def notify_ready() -> None:
