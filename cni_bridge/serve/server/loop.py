@@ -30,7 +30,7 @@ from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener, spare
 from cni_bridge.serve.server.health import SIGNAL_TRIGGER, Health
 from cni_bridge.serve.server.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
-from cni_bridge.serve.server.view import InFlight, ServerView
+from cni_bridge.serve.server.view import EXIT_FAILED, EXIT_SERVED, InFlight, ServerView
 
 log = logger(__name__)
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
@@ -255,20 +255,20 @@ class Server:
         spare.prefault()
         handed = spare.receive(ctl)
         if handed is None:
-            return spare.EXIT_UNUSED
+            return EXIT_SERVED  # the server closed the pair before handing a call over
         return self._work(*handed)
 
     def _work(self, conn: socket.socket, fds: list[int], call: Call,
               timeline: dict[str, float]) -> int:
-        """In a worker: serve the call; its exit status (70: an exception, logged; the caller
-        then gets code 11)."""
+        """In a worker: serve the call; its exit status (the caller gets code 11 on
+        EXIT_FAILED)."""
         from cni_bridge.serve.server import worker
 
         try:
             return worker.run(conn, fds, call, self.setns, timeline)
         except BaseException:
             log.exception("worker for %s %s failed", call.role, call.verb)
-            return 70
+            return EXIT_FAILED
 
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
@@ -286,7 +286,7 @@ class Server:
             self._refuse(p, "cannot fork a worker", str(exc), "WARNING")
             return
         if pid == 0:
-            code = 70
+            code = EXIT_FAILED
             try:
                 self._become_child(keep=p.conn)
                 timeline["worker"] = time.time()

@@ -24,12 +24,12 @@ from typing import Any
 
 from cni_bridge.serve import wire
 from cni_bridge.serve.server.peer import Call
+from cni_bridge.serve.server.view import EXIT_FAILED
 
 _FDS = len(wire.CALL_FDS) + 1  # the connection, then the caller's descriptors
 _MADV_POPULATE_WRITE = 23
 PREFAULT_LIMIT = 64 << 20  # at most this much of a spare's memory is made its own in advance
 _MAX_MESSAGE = 1024
-EXIT_UNUSED = 0  # the server closed the pair before handing a call over
 
 
 class Spare:
@@ -64,7 +64,7 @@ def fork(become_child: Callable[[], None], serve: Callable[[socket.socket], int]
         theirs.close()
         raise
     if pid == 0:
-        code = 70
+        code = EXIT_FAILED
         try:
             ours.close()
             become_child()

@@ -27,18 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_bridge.diag import logger
+from cni_bridge.net.netns import CLONE_NEWNET
 from cni_bridge.serve import wire
+from cni_bridge.serve.server import view
 from cni_bridge.serve.server.peer import Call
 
 log = logger(__name__)
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-# How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
-# its caller went away mid-call. Anything else: the worker died, the caller got code 11.
-EXIT_SERVED = 0  # the result was sent
-EXIT_REFUSED = 3  # refused before accepting: the caller ran the call itself
-EXIT_NO_REQUEST = 4  # accepted, but no request came (the caller went away): nothing ran
-EXIT_UNDELIVERED = 5  # the call ran; its caller was gone when the result was ready
 
 
 @dataclass(frozen=True)
@@ -116,7 +111,7 @@ def end_with_caller(conn: socket.socket, on: bool) -> None:
 
 def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[int, int], None],
         timeline: dict[str, float] | None = None) -> int:
-    """Serve one call on `conn`; returns the worker's exit status (EXIT_*). `timeline`: when
+    """Serve one call on `conn`; returns its exit status (view.EXIT_*). `timeline`: when
     the server accepted the connection, had the HELLO and forked (the call log's timeline)."""
     timeline = {} if timeline is None else timeline
     conn.setblocking(True)
@@ -125,7 +120,7 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
     except OSError as exc:
         log.warning("cannot enter the caller's namespaces: %s", exc)
         wire.send_quietly(conn, (wire.REFUSE, f"cannot enter the caller's namespaces: {exc}"))
-        return EXIT_REFUSED
+        return view.EXIT_REFUSED
     finally:
         for fd in fds:
             os.close(fd)
@@ -134,7 +129,7 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
         wire.send(conn, (wire.ACCEPT,))
         request = CallRequest.parse(wire.recv(conn))
     except (OSError, EOFError, wire.ProtocolError):
-        return EXIT_NO_REQUEST
+        return view.EXIT_NO_REQUEST
     timeline["request"] = time.time()
     forget_server()
     end_with_caller(conn, True)
@@ -149,6 +144,6 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
         end_with_caller(conn, False)
         wire.send(conn, (wire.RESULT, out.exit_code, out.stdout))
     except OSError:
-        return EXIT_UNDELIVERED
-    return EXIT_SERVED
+        return view.EXIT_UNDELIVERED
+    return view.EXIT_SERVED
 
