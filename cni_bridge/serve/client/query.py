@@ -11,14 +11,25 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cni_bridge.serve import wire
 
-if TYPE_CHECKING:
-    from cni_bridge.admin.examine import NetworkStatus
+
+class Attachment(Protocol):
+    """What `apply` needs of an attachment the status command found (admin.examine's)."""
+
+    rules: str
+
+    @property
+    def sources(self) -> Sequence[str]: ...
+
+
+class Network(Protocol):
+    @property
+    def attachments(self) -> Sequence[Attachment]: ...
 
 
 def ask(path: str, timeout: float = wire.HELLO_TIMEOUT) -> dict[str, Any] | None:
@@ -84,7 +95,7 @@ def rules_from_health(answer: Mapping[str, Any]) -> str:
     return "present"
 
 
-def apply(statuses: Iterable[NetworkStatus], answer: Mapping[str, Any]) -> None:
+def apply(statuses: Iterable[Network], answer: Mapping[str, Any]) -> None:
     """Recorded attachments take their rules state from the server."""
     rules = rules_from_health(answer)
     for st in statuses:
