@@ -172,14 +172,14 @@ def test_isolation_stops_at_its_budget_and_reports_the_rest_whole(
 
 def test_backoff_doubles_to_its_ceiling_and_resets_after_success() -> None:
     b = Backoff()
-    assert b.ready(0.0) and not b.active
+    assert b.when(0.0) == 0.0 and not b.active
     waits = [b.failed(t) for t in (10.0, 20.0, 30.0, 40.0)]
     assert waits == [1.0, 2.0, 4.0, 8.0]
-    assert not b.ready(47.9) and b.ready(48.0) and b.when(41.0) == 48.0
+    assert b.when(47.9) == 48.0 and b.when(48.0) == 48.0 and b.when(41.0) == 48.0
     for _ in range(20):
         b.failed(100.0)
     assert b.delay == MAX_DELAY and b.when(100.0) == 100.0 + MAX_DELAY
-    assert b.succeeded() == 24 and b.ready(100.0) and b.when(100.0) == 100.0
+    assert b.succeeded() == 24 and b.when(100.0) == 100.0
     assert b.failed(200.0) == 1.0
 
 
