@@ -32,10 +32,14 @@ class Network(Protocol):
     def attachments(self) -> Sequence[Attachment]: ...
 
 
-def ask(path: str, timeout: float = wire.HELLO_TIMEOUT) -> dict[str, Any] | None:
-    """The server's status answer, or None when nobody answers on `path`."""
+def ask_socket(path: str | None) -> dict[str, Any] | None:
+    """The status answer of the server at `path` or where the plugins look (CNI_BRIDGE_SOCKET,
+    default); None when nobody answers."""
+    path = path or wire.socket_path(os.environ)
+    if not path:
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock.settimeout(wire.HELLO_TIMEOUT)
     try:
         sock.connect(path)
         wire.send(sock, (wire.HELLO, wire.PROTOCOL, wire.STATUS))
@@ -51,12 +55,6 @@ def ask(path: str, timeout: float = wire.HELLO_TIMEOUT) -> dict[str, Any] | None
     except (TypeError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def ask_socket(path: str | None) -> dict[str, Any] | None:
-    """`ask` the server at `path`, or where the plugins look (CNI_BRIDGE_SOCKET, default)."""
-    path = path or wire.socket_path(os.environ)
-    return ask(path) if path else None
 
 
 def print_server(path: str | None, as_json: bool) -> int:

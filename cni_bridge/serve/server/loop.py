@@ -1,15 +1,12 @@
-"""``cni-bridge serve``: the resident server's main process.
+"""The resident server's main process: one thread, one event loop.
 
-One thread and one event loop (``selectors``) over the listening socket, connections whose HELLO
-is not in yet, a self-pipe for signals, the nftables notifications and the health child's report.
-Every accepted call gets a worker forked for it (``worker``), which owns the connection from then
-on; the main process only decides, forks, reaps and counts, so it stays small and never holds a
-netlink or firewall handle of any namespace but the notification socket of its own.
-
-At most ``max_workers`` calls run at once: beyond that the listening socket is not read, calls wait
-in its backlog, and a caller whose HELLO is not answered in time runs the call itself. SIGTERM or
-SIGINT: stop accepting, remove the socket, end the health check and exit; running workers
-finish their calls.
+It selects over the listening socket, connections whose HELLO is not in yet, a self-pipe for
+signals, the nftables notifications and the health child's report. Every accepted call gets a
+worker (``worker``, or a ``spare``) that owns the connection from then on: the main process only
+decides, forks, reaps and counts, and holds no netlink or firewall handle but its notification
+socket. At most ``max_workers`` calls run at once; beyond that calls wait in the backlog, and a
+caller whose HELLO is not answered in time runs the call itself. SIGTERM or SIGINT: stop
+accepting, remove the socket, end the health check, exit; running workers finish their calls.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from dataclasses import dataclass, field
 from cni_bridge.diag import emit, logger
 from cni_bridge.node.state import sweep_logged
 from cni_bridge.serve import wire
-from cni_bridge.serve.server import listener, spare
+from cni_bridge.serve.server import listener, spare, worker
 from cni_bridge.serve.server.health import SIGNAL_TRIGGER, Health
 from cni_bridge.serve.server.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
 from cni_bridge.serve.server.view import EXIT_FAILED, EXIT_SERVED, InFlight, ServerView
@@ -83,8 +80,6 @@ class Server:
         self.installed = _file_identity(opts.executable)
         self.spares: list[spare.Spare] = []  # the next calls' workers, forked in advance
         self.spares_after = 0.0  # monotonic time before which no spare is forked
-
-    # --- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
         for s in (self.wake_r, self.wake_w):
@@ -148,8 +143,6 @@ class Server:
         if signal.SIGTERM in received or signal.SIGINT in received:
             self.hurry = self.stopping
             self.stopping = True
-
-    # --- connections -----------------------------------------------------------------------
 
     def _accept(self, _: object) -> None:
         while len(self.view.in_flight) + len(self.pending) < self.opts.max_workers:
@@ -249,8 +242,6 @@ class Server:
 
     def _serve_handed(self, ctl: socket.socket) -> int:
         """In a spare: forget the server's environment, wait for a call, be its worker."""
-        from cni_bridge.serve.server import worker
-
         worker.forget_server()
         spare.prefault()
         handed = spare.receive(ctl)
@@ -262,8 +253,6 @@ class Server:
               timeline: dict[str, float]) -> int:
         """In a worker: serve the call; its exit status (the caller gets code 11 on
         EXIT_FAILED)."""
-        from cni_bridge.serve.server import worker
-
         try:
             return worker.run(conn, fds, call, self.setns, timeline)
         except BaseException:
@@ -276,23 +265,21 @@ class Server:
         self.spares_after = time.monotonic() + SPARE_DELAY
         ready = self.spares.pop(0) if self.spares else None
         if ready is not None and ready.hand(p.conn, p.fds, call, timeline):
-            self.view.in_flight[ready.pid] = InFlight(p.peer.pid, call.role, call.verb,
-                                                      time.time())
-            p.close()
-            return
-        try:
-            pid = os.fork()
-        except OSError as exc:  # out of processes or memory: the caller runs the call itself
-            self._refuse(p, "cannot fork a worker", str(exc), "WARNING")
-            return
-        if pid == 0:
-            code = EXIT_FAILED
+            pid = ready.pid
+        else:
             try:
-                self._become_child(keep=p.conn)
-                timeline["worker"] = time.time()
-                code = self._work(p.conn, p.fds, call, timeline)
-            finally:
-                os._exit(code)
+                pid = os.fork()
+            except OSError as exc:  # out of processes or memory: the caller runs it itself
+                self._refuse(p, "cannot fork a worker", str(exc), "WARNING")
+                return
+            if pid == 0:
+                code = EXIT_FAILED
+                try:
+                    self._become_child(keep=p.conn)
+                    timeline["worker"] = time.time()
+                    code = self._work(p.conn, p.fds, call, timeline)
+                finally:
+                    os._exit(code)
         self.view.in_flight[pid] = InFlight(p.peer.pid, call.role, call.verb, time.time())
         p.close()
 
@@ -333,8 +320,6 @@ class Server:
                             "mid-call (the caller got code 11)", lost.role, lost.verb,
                             lost.caller_pid, pid, code)
         self._resume()
-
-    # --- the end ---------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """No new call (the socket is gone: plugins run calls themselves), then wait a while

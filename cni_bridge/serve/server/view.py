@@ -1,10 +1,8 @@
-"""What the server keeps in memory and ``cni-bridge status`` reads from it.
-
-- The records of the server's namespace (``/run/cni-bridge/netns-<inode>/<network>/``), per
-  network, read again only when the network's directory changed (its mtime: a record written or
-  removed is a rename or an unlink in it). That covers calls the server did not run too.
-- The health watcher's last report, and the last one that restored something.
-- Counters of served, refused, lost and abandoned calls, and the calls in flight.
+"""What the server keeps in memory and ``cni-bridge status`` reads from it: the records of its
+namespace per network, read again only when the network's directory changed (its mtime: a record
+written or removed is a rename or an unlink in it, whoever ran the call); the health watcher's
+last report and last restore; counters of served, refused, lost and abandoned calls; the calls
+in flight.
 """
 
 from __future__ import annotations
@@ -49,10 +47,9 @@ class Attachment(NamedTuple):
                    sys.intern(str(rec.data.get("backend") or "nftables")),
                    bool(rec.data.get("spoofcheck") or rec.data.get("isolate")))
 
-    def shown(self) -> dict[str, str]:
+    def shown(self) -> dict[str, Any]:
         """What status shows of it (which firewalls concern it is the watcher's business)."""
-        return {"container": self.container, "ifname": self.ifname, "plugin": self.plugin,
-                "backend": self.backend}
+        return {k: v for k, v in self._asdict().items() if k != "nft_rules"}
 
 
 @dataclass

@@ -1,17 +1,13 @@
 """One served call, in a child forked for it: the caller's namespaces, environment and stdio.
 
-The worker enters the caller's mount namespace, then its network namespace, takes its root and
-cwd, and writes warnings to its stderr; so every path (CNI_NETNS, /run/netns, /var/lib/cni, /proc,
-/sys) and every relative path means exactly what it means to the caller, and the file store and
-its locks are the ones a standalone call would use. Only then does it accept the call: a failure
-to get there is a refusal, and the caller runs the call itself.
-
-The worker owns the connection until the result is sent: a server whose main process dies
-meanwhile does not lose the call; a worker killed meanwhile leaves the caller an EOF (code 11).
-The other way round, a caller that dies (a runtime's timeout kills the plugin) takes its call
-with it, as it would without a server: the kernel signals the worker (SIGIO, whose default
-action ends the process) when the connection closes, and the call stops where it is, like a
-killed standalone plugin, which DEL and the stores are built to clean up after.
+The worker enters the caller's mount, then network namespace, takes its root, cwd and stderr:
+every path (CNI_NETNS, /run/netns, /var/lib/cni, /proc, /sys, relative ones) means what it means
+to the caller, and the file store and its locks are a standalone call's. Only then does it
+accept the call (a failure before is a refusal: the caller runs the call itself). It owns the
+connection until the result is sent: the server's main process may die meanwhile; a killed
+worker leaves the caller an EOF (code 11). A caller that dies (a runtime's timeout) takes its
+call with it, as without a server: the closed connection signals the worker (SIGIO, whose
+default action ends it), which stops like a killed plugin, which DEL and the stores clean up.
 """
 
 from __future__ import annotations
