@@ -1,12 +1,7 @@
-"""Executing one plugin call: environment and stdin in, output and exit code out; and the
-operator's opt-in call log.
-
-Shared by the executable (`cni_bridge.entry`, real stdio) and the resident server's worker
-(bytes from the caller). Nothing here touches argv or the process's exit. The call log is a file
-of JSON lines chosen by env ``CNI_BRIDGE_LOG`` or the config key ``logFile`` (env wins), one line
-per call: role, verb, container, network, outcome, per-phase durations in milliseconds, the
-number of modules the call loaded and whether the resident server ran it (warnings go to stderr
-through ``diag``).
+"""Executing one plugin call (environment and stdin in, output and exit code out) for the
+executable (`cni_bridge.entry`, real stdio) and the resident server's worker (bytes from the
+caller); nothing here touches argv or the process's exit. And the operator's opt-in call log:
+one JSON line per call, in the file named by env ``CNI_BRIDGE_LOG`` or config key ``logFile``.
 """
 
 from __future__ import annotations

@@ -26,8 +26,7 @@ ACTIVATION_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
 class ServeError(Exception):
-    """The server cannot start (its socket cannot be set up...); the message says why and what
-    to do."""
+    """The server cannot start; the message says why and what to do."""
 
 
 def answers(path: str, timeout: float = 1.0) -> bool:
