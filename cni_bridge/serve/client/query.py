@@ -82,7 +82,7 @@ def watches(answer: Mapping[str, Any], root: Path) -> bool:
 
 def rules_from_health(answer: Mapping[str, Any]) -> str:
     """The RULES column for recorded attachments, from the server's last check of the
-    firewall skeleton (vocabulary of ``inspect.rules_state``)."""
+    firewall skeleton (vocabulary of ``admin.examine.rules_state``)."""
     health = answer.get("health")
     if not health:
         return "unknown: the server has not checked the firewall yet"

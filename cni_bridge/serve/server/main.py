@@ -1,4 +1,4 @@
-"""``cni-bridge serve``: start the resident server (see ``server``)."""
+"""``cni-bridge serve``: start the resident server (see ``loop``)."""
 
 from __future__ import annotations
 
