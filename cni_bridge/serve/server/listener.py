@@ -58,7 +58,7 @@ def bind(path: str) -> tuple[socket.socket, Identity]:
             raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
         if answers(path):
             raise ServeError(f"a server already answers on {path}; stop it first "
-                                "(cni-bridge status --server shows it)")
+                             "(cni-bridge status --server shows it)")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -84,7 +84,7 @@ def activation(environ: dict[str, str], pid: int) -> int | None:
     count = environ.get("LISTEN_FDS", "")
     if count != "1":
         raise ServeError(f"socket activation passed LISTEN_FDS={count!r}: the server takes "
-                            "exactly one socket (ListenStream= once in cni-bridge.socket)")
+                         "exactly one socket (ListenStream= once in cni-bridge.socket)")
     return LISTEN_FDS_START
 
 
@@ -94,8 +94,7 @@ def inherited(fd: int, path: str) -> socket.socket:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise ServeError(f"socket activation: descriptor {fd} is not a socket ({exc})") \
-            from None
+        raise ServeError(f"socket activation: descriptor {fd} is not a socket ({exc})") from None
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
         bound = sock.getsockname()
@@ -104,11 +103,11 @@ def inherited(fd: int, path: str) -> socket.socket:
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()
         raise ServeError(f"socket activation: descriptor {fd} is not a listening unix "
-                            "stream socket (cni-bridge.socket needs ListenStream=PATH)")
+                         "stream socket (cni-bridge.socket needs ListenStream=PATH)")
     if bound != path:
         sock.detach()
         raise ServeError(f"socket activation: the socket systemd passed is {bound!r}, not "
-                            f"{path} (--socket); make them agree: plugins look at {path}")
+                         f"{path} (--socket); make them agree: plugins look at {path}")
     sock.setblocking(False)
     os.set_inheritable(fd, False)
     return sock
