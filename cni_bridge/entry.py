@@ -41,8 +41,8 @@ def install_startup_cache() -> None:
 def answer_version_quickly(environ: Mapping[str, str]) -> bool:
     """VERSION needs no config, no validation and no call log unless one is asked for: answer
     it with the version constants alone (the dispatcher gives the same bytes)."""
-    # "CNI_BRIDGE_LOG" is calllog.LOG_ENV, spelt out: importing calllog would cost VERSION
-    # json and the dispatcher (tests/unit/test_import_budget.py).
+    # "CNI_BRIDGE_LOG" is call.LOG_ENV, spelt out: VERSION imports nothing more
+    # (tests/unit/test_import_budget.py).
     if environ.get("CNI_COMMAND") != "VERSION" or environ.get("CNI_BRIDGE_LOG"):
         return False
     from cni_bridge.cni.supported import version_answer

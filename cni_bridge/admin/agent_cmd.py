@@ -59,7 +59,7 @@ def cmd_node_agent(opts: argparse.Namespace) -> int:
                          "from the downward API, spec.nodeName)")
     if opts.resync_interval <= 0:
         raise AgentError("--resync-interval must be positive")
-    diag.configure({diag.LEVEL_ENV: os.environ.get(diag.LEVEL_ENV, "INFO")})
+    diag.configure(os.environ, "INFO")
     agent_opts = AgentOptions(opts.node_name, opts.conf_dir, tuple(opts.cluster_cidr),
                               opts.cni_version, opts.ready_file, opts.resync_interval)
     try:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cni_bridge.serve.server.listener import ServeError as ServeError  # raised here too
 from cni_bridge.serve.wire import DEFAULT_SOCKET
-
-
-class ServeError(Exception):
-    """The server cannot start; the message says why."""
 
 
 def add_serve_parser(sub: Any) -> None:

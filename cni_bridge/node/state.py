@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import re
 import shutil
@@ -35,9 +34,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from cni_bridge.diag import logger
 from cni_bridge.node import owner as nodeowner
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 STALE_PREFIX = ".stale-"  # moved aside, being removed
 NEW_PREFIX = ".new-"  # being made: renamed into place with its owner file in it

@@ -25,7 +25,6 @@ from cni_bridge.node_agent.route_exec import apply_changes, local_networks, main
 from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
 from cni_bridge.node_agent.watcher import Changed, Fatal, Message, RoutesGone, Synced, Watcher
 
-log = diag.logger(__name__)
 RETRY_FIRST = 0.5  # seconds to the next look when something is settling or was refused
 
 
@@ -40,7 +39,7 @@ class AgentOptions:
 
 
 def say(level: str, text: str) -> None:
-    getattr(log, level.lower())("node-agent: %s", text)
+    diag.emit(level, "node-agent: %s", (text,))
 
 
 class Agent:

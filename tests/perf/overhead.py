@@ -38,8 +38,8 @@ MODES = ["spares0", "spares2"]
 # Between two calls: each call here stands for one operation of a runtime, whose plugin calls
 # (an ADD's bridge and portmap) come back to back, but whose operations are apart.
 PAUSE = 0.03
-# (name, from, to): the steps of a served call, in order (the timeline's keys: server.py,
-# spare.py, worker.py, calllog.py).
+# (name, from, to): the steps of a served call, in order (the timeline's keys: loop.py,
+# spare.py, worker.py, call.py).
 STEPS = (("exec, connect, server wakes", "spawn", "accept"),
          ("HELLO read", "accept", "hello"),
          ("checks, to the worker (spare or fork)", "hello", "worker"),

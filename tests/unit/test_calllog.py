@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import calllog
+from cni_bridge import call as calllog
 from cni_bridge.cni.dispatch import Outcome, dispatch
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.request import Request

@@ -56,3 +56,29 @@ def test_a_closed_stderr_never_fails_the_call(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(sys, "stderr", Closed())
     diag.logger("x").warning("lost")
+
+
+def test_the_server_sets_its_prefix_and_a_default_of_info(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    diag.configure({}, "INFO", "cni-bridge serve")
+    log = diag.logger("x")
+    log.debug("hidden")
+    log.info("serving on %s", "/tmp/s.sock")
+    diag.configure({diag.LEVEL_ENV: "nonsense"}, "INFO", "cni-bridge serve")
+    log.info("still shown")
+    diag.configure({})  # a call's own settings: the plugin prefix, WARNING
+    log.info("hidden again")
+    log.warning("a call's warning")
+    assert capsys.readouterr().err == ("cni-bridge serve INFO: serving on /tmp/s.sock\n"
+                                       "cni-bridge serve INFO: still shown\n"
+                                       "cni-bridge WARNING: a call's warning\n")
+
+
+def test_exception_logs_an_error_with_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        raise KeyError("gone")
+    except KeyError:
+        diag.logger("x").exception("worker for %s failed", "bridge ADD")
+    err = capsys.readouterr().err
+    assert err.startswith("cni-bridge ERROR: worker for bridge ADD failed\nTraceback")
+    assert "KeyError: 'gone'" in err

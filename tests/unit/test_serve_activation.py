@@ -27,7 +27,7 @@ def test_activation_is_for_the_process_systemd_named() -> None:
 
 @pytest.mark.parametrize("count", ["0", "2", "", "x"])
 def test_activation_takes_exactly_one_socket(count: str) -> None:
-    with pytest.raises(listener.ListenerError, match="exactly one socket"):
+    with pytest.raises(listener.ServeError, match="exactly one socket"):
         listener.activation({"LISTEN_PID": "42", "LISTEN_FDS": count}, 42)
 
 
@@ -58,7 +58,7 @@ def test_the_inherited_socket_is_taken_non_blocking_and_close_on_exec(
 def test_an_inherited_socket_bound_elsewhere_is_refused_and_left_open(
         listening: tuple[int, str]) -> None:
     fd, path = listening
-    with pytest.raises(listener.ListenerError, match="not /elsewhere.sock"):
+    with pytest.raises(listener.ServeError, match="not /elsewhere.sock"):
         listener.inherited(fd, "/elsewhere.sock")
     os.fstat(fd)  # not closed: the descriptor is systemd's
     os.close(fd)
@@ -70,10 +70,10 @@ def test_what_is_not_a_listening_unix_stream_socket_is_refused(tmp_path: Path) -
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as datagram:
         bound_only.bind(path)
         for sock in (bound_only, datagram):
-            with pytest.raises(listener.ListenerError, match="not a listening unix stream"):
+            with pytest.raises(listener.ServeError, match="not a listening unix stream"):
                 listener.inherited(os.dup(sock.fileno()), path)
     r, w = os.pipe()
-    with pytest.raises(listener.ListenerError, match="not a socket"):
+    with pytest.raises(listener.ServeError, match="not a socket"):
         listener.inherited(r, path)
     os.close(r)
     os.close(w)

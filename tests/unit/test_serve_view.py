@@ -12,8 +12,7 @@ from typing import Any
 from cni_bridge.admin import examine as inspect
 from cni_bridge.node import records
 from cni_bridge.serve.client import query
-from cni_bridge.serve.server import worker
-from cni_bridge.serve.server.view import RACY_NS, InFlight, RecordsView, ServerView
+from cni_bridge.serve.server.view import EXIT_SERVED, RACY_NS, InFlight, RecordsView, ServerView
 
 
 def save(root: Path, network: str, cid: str, plugin: str = "bridge",
@@ -54,12 +53,12 @@ def test_counters_and_snapshot(tmp_path: Path) -> None:
                       RecordsView(tmp_path), pid=77, started=1000.0)
     for pid, verb in ((10, "ADD"), (11, "ADD"), (12, "DEL"), (13, "CHECK")):
         view.in_flight[pid] = InFlight(500 + pid, "bridge", verb, 1001.0)
-    view.finished(10, worker.EXIT_SERVED)
-    view.finished(11, worker.EXIT_SERVED)
+    view.finished(10, EXIT_SERVED)
+    view.finished(11, EXIT_SERVED)
     view.finished(12, -signal.SIGKILL)  # the worker died
     view.in_flight[14] = InFlight(514, "portmap", "ADD", 1001.0)
     view.finished(14, -signal.SIGIO)  # its caller went away
-    view.finished(99, worker.EXIT_SERVED)  # not a worker of ours: ignored
+    view.finished(99, EXIT_SERVED)  # not a worker of ours: ignored
     view.refused["caller runs in another PID namespace"] += 1
     view.checked({"time": 1002.0, "trigger": "start", "missing": [], "restored": 0})
     view.checked({"time": 1003.0, "trigger": "change: nftables", "restored": 1,

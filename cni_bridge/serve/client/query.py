@@ -11,20 +11,35 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cni_bridge.serve import wire
 
-if TYPE_CHECKING:
-    from cni_bridge.admin.examine import NetworkStatus
+
+class Attachment(Protocol):
+    """What `apply` needs of an attachment the status command found (admin.examine's)."""
+
+    rules: str
+
+    @property
+    def sources(self) -> Sequence[str]: ...
 
 
-def ask(path: str, timeout: float = wire.HELLO_TIMEOUT) -> dict[str, Any] | None:
-    """The server's status answer, or None when nobody answers on `path`."""
+class Network(Protocol):
+    @property
+    def attachments(self) -> Sequence[Attachment]: ...
+
+
+def ask_socket(path: str | None) -> dict[str, Any] | None:
+    """The status answer of the server at `path` or where the plugins look (CNI_BRIDGE_SOCKET,
+    default); None when nobody answers."""
+    path = path or wire.socket_path(os.environ)
+    if not path:
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock.settimeout(wire.HELLO_TIMEOUT)
     try:
         sock.connect(path)
         wire.send(sock, (wire.HELLO, wire.PROTOCOL, wire.STATUS))
@@ -40,12 +55,6 @@ def ask(path: str, timeout: float = wire.HELLO_TIMEOUT) -> dict[str, Any] | None
     except (TypeError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def ask_socket(path: str | None) -> dict[str, Any] | None:
-    """`ask` the server at `path`, or where the plugins look (CNI_BRIDGE_SOCKET, default)."""
-    path = path or wire.socket_path(os.environ)
-    return ask(path) if path else None
 
 
 def print_server(path: str | None, as_json: bool) -> int:
@@ -73,7 +82,7 @@ def watches(answer: Mapping[str, Any], root: Path) -> bool:
 
 def rules_from_health(answer: Mapping[str, Any]) -> str:
     """The RULES column for recorded attachments, from the server's last check of the
-    firewall skeleton (vocabulary of ``inspect.rules_state``)."""
+    firewall skeleton (vocabulary of ``admin.examine.rules_state``)."""
     health = answer.get("health")
     if not health:
         return "unknown: the server has not checked the firewall yet"
@@ -84,7 +93,7 @@ def rules_from_health(answer: Mapping[str, Any]) -> str:
     return "present"
 
 
-def apply(statuses: Iterable[NetworkStatus], answer: Mapping[str, Any]) -> None:
+def apply(statuses: Iterable[Network], answer: Mapping[str, Any]) -> None:
     """Recorded attachments take their rules state from the server."""
     rules = rules_from_health(answer)
     for st in statuses:

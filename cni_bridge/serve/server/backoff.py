@@ -1,13 +1,12 @@
 """When the healer may try a failed restore again (pure timing: the caller passes the clock).
 
-A restore that failed is tried again after 1 s, then 2, 4, ... up to 5 min, never sooner
-because of a notification: a restore that cannot succeed must not run on every firewall change
-(each run costs a fork and a firewall read, and a big one seconds of CPU and the firewall's
-commit lock, which calls wait for). Every wait is also at least `BUSY_RATIO` times as long as
-the failed restore took, so a failing restore occupies at most a tenth of the time whatever
-the number of records. Success resets it; so does a change of the records (a DEL may have
-removed the culprit), but then the next try still waits for the first step after the last
-failure, so a node busy with ADDs retries at most once per first step.
+A failed restore is tried again after 1 s, then 2, 4, ... up to 5 min, never sooner because of
+a notification: each run costs a fork, a firewall read and, for a big one, seconds of CPU and
+the firewall's commit lock, which calls wait for. Every wait is also at least `BUSY_RATIO` times
+as long as the failed restore took, so it occupies at most a tenth of the time. Success resets
+it; so does a change of the records (a DEL may have removed the culprit), but the next try still
+waits for the first step after the last failure: a node busy with ADDs retries at most once per
+first step.
 """
 
 from __future__ import annotations
@@ -21,21 +20,15 @@ BUSY_RATIO = 10.0
 
 @dataclass
 class Backoff:
-    first: float = FIRST_DELAY
-    ceiling: float = MAX_DELAY
-    ratio: float = BUSY_RATIO
     delay: float = 0.0  # the last wait given; 0: not backing off
     not_before: float = 0.0
     last_failure: float | None = None
     failures: int = 0  # in a row
-    floor: float = 0.0  # the first step after the last failure (it took that long, times ratio)
+    floor: float = 0.0  # the first step after the last failure (what it took, times the ratio)
 
     @property
     def active(self) -> bool:
         return self.failures > 0
-
-    def ready(self, now: float) -> bool:
-        return now >= self.not_before
 
     def when(self, wanted: float) -> float:
         """The earliest time a restore wanted at `wanted` may run."""
@@ -43,9 +36,9 @@ class Backoff:
 
     def failed(self, now: float, took: float = 0.0) -> float:
         """A restore that took `took` seconds failed at `now`: the wait before the next one."""
-        self.floor = min(max(self.first, took * self.ratio), self.ceiling)
+        self.floor = min(max(FIRST_DELAY, took * BUSY_RATIO), MAX_DELAY)
         step = self.floor if self.delay == 0 else self.delay * 2
-        self.delay = min(max(step, self.floor), self.ceiling)
+        self.delay = min(max(step, self.floor), MAX_DELAY)
         self.failures += 1
         self.last_failure = now
         self.not_before = now + self.delay

@@ -1,24 +1,18 @@
-"""The health watcher's timing, in the server's main process: when to check the firewall.
+"""When to check the firewall (the health watcher, in the server's main process).
 
 A check runs in a forked child (``heal.check``: the main process holds no firewall handle) and
-reports back through a pipe. It runs at start, every ``check_interval`` seconds, on SIGHUP, and
-just after nftables notifications say that a table our records depend on lost something; one
-at a time, with one more if something changed while it ran. After a failed restore the next
-check waits (``backoff``: 1 s doubling to 5 min, and at least ten times as long as the
-failed check took; SIGHUP does not wait), and each error is logged once, until a check no
-longer reports it.
-
-The child never outlives the server: the kernel kills it when the server dies
-(``PR_SET_PDEATHSIG``), it ends itself after ``CHILD_DEADLINE``, the server kills it after
-``CHECK_TIMEOUT`` and, when stopping, ends and reaps it. It runs at a lower priority (nice 10):
-calls come first.
+reports through a pipe: at start, every ``check_interval`` seconds, on SIGHUP, and just after
+nftables notifications say that a table our records depend on lost something; one at a time,
+with one more if something changed meanwhile. After a failed restore the next check waits
+(``backoff``; SIGHUP does not), and each error is logged once, until a check no longer reports
+it. The child never outlives the server (PR_SET_PDEATHSIG, its own deadline, the server's
+timeout, a stop ends and reaps it) and runs at nice 10: calls come first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import selectors
 import signal
@@ -28,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cni_bridge.serve.server.backoff import Backoff
+from cni_bridge.diag import logger
+from cni_bridge.serve.server.backoff import MAX_DELAY, Backoff
 from cni_bridge.serve.server.view import ServerView
 
-log = logging.getLogger("cni_bridge.serve")
+log = logger(__name__)
 DEBOUNCE = 0.05  # notifications of one flush come in a burst: check once, just after it
 CHECK_TIMEOUT = 120.0
 CHILD_DEADLINE = CHECK_TIMEOUT + 10  # the child's own, should the server not kill it in time
@@ -201,7 +196,6 @@ class Health:
             self.rerun = False
             self.schedule("change during the last check", time.monotonic())
 
-
     def _judge(self, report: dict[str, Any], now: float, took: float = 0.0) -> None:
         """Back off after a failed restore (that took `took` s), reset after a good one; log
         what is new."""
@@ -214,7 +208,7 @@ class Health:
             self.schedule("retry after a failed restore", self.backoff.not_before)
             if new:
                 log_report(report, new, f"; trying again in {delay:g} s, then less and less "
-                                        f"often (up to every {self.backoff.ceiling:g} s); the "
+                                        f"often (up to every {MAX_DELAY:g} s); the "
                                         "same errors are not logged again")
             return
         ended = self.backoff.succeeded()

@@ -25,8 +25,8 @@ LISTEN_FDS_START = 3
 ACTIVATION_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
-class ListenerError(Exception):
-    """The socket cannot be set up; the message says why and what to do."""
+class ServeError(Exception):
+    """The server cannot start; the message says why and what to do."""
 
 
 def answers(path: str, timeout: float = 1.0) -> bool:
@@ -55,10 +55,10 @@ def bind(path: str) -> tuple[socket.socket, Identity]:
         pass
     else:
         if not stat.S_ISSOCK(st.st_mode):
-            raise ListenerError(f"{path} exists and is not a socket; remove it or pass --socket")
+            raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
         if answers(path):
-            raise ListenerError(f"a server already answers on {path}; stop it first "
-                                "(cni-bridge status --server shows it)")
+            raise ServeError(f"a server already answers on {path}; stop it first "
+                             "(cni-bridge status --server shows it)")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -67,7 +67,7 @@ def bind(path: str) -> tuple[socket.socket, Identity]:
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise ListenerError(f"cannot bind {path}: {exc}") from None
+        raise ServeError(f"cannot bind {path}: {exc}") from None
     finally:
         os.umask(old)
     sock.listen(BACKLOG)
@@ -83,8 +83,8 @@ def activation(environ: dict[str, str], pid: int) -> int | None:
         return None  # meant for another process (the one that exec'd us): not ours to take
     count = environ.get("LISTEN_FDS", "")
     if count != "1":
-        raise ListenerError(f"socket activation passed LISTEN_FDS={count!r}: the server takes "
-                            "exactly one socket (ListenStream= once in cni-bridge.socket)")
+        raise ServeError(f"socket activation passed LISTEN_FDS={count!r}: the server takes "
+                         "exactly one socket (ListenStream= once in cni-bridge.socket)")
     return LISTEN_FDS_START
 
 
@@ -94,8 +94,7 @@ def inherited(fd: int, path: str) -> socket.socket:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise ListenerError(f"socket activation: descriptor {fd} is not a socket ({exc})") \
-            from None
+        raise ServeError(f"socket activation: descriptor {fd} is not a socket ({exc})") from None
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
         bound = sock.getsockname()
@@ -103,12 +102,12 @@ def inherited(fd: int, path: str) -> socket.socket:
         listening, bound = 0, f"unreadable ({exc})"
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()
-        raise ListenerError(f"socket activation: descriptor {fd} is not a listening unix "
-                            "stream socket (cni-bridge.socket needs ListenStream=PATH)")
+        raise ServeError(f"socket activation: descriptor {fd} is not a listening unix "
+                         "stream socket (cni-bridge.socket needs ListenStream=PATH)")
     if bound != path:
         sock.detach()
-        raise ListenerError(f"socket activation: the socket systemd passed is {bound!r}, not "
-                            f"{path} (--socket); make them agree: plugins look at {path}")
+        raise ServeError(f"socket activation: the socket systemd passed is {bound!r}, not "
+                         f"{path} (--socket); make them agree: plugins look at {path}")
     sock.setblocking(False)
     os.set_inheritable(fd, False)
     return sock

@@ -1,22 +1,18 @@
-"""``cni-bridge serve``: the resident server's main process.
+"""The resident server's main process: one thread, one event loop.
 
-One thread and one event loop (``selectors``) over the listening socket, connections whose HELLO
-is not in yet, a self-pipe for signals, the nftables notifications and the health child's report.
-Every accepted call gets a worker forked for it (``worker``), which owns the connection from then
-on; the main process only decides, forks, reaps and counts, so it stays small and never holds a
-netlink or firewall handle of any namespace but the notification socket of its own.
-
-At most ``max_workers`` calls run at once: beyond that the listening socket is not read, calls wait
-in its backlog, and a caller whose HELLO is not answered in time runs the call itself. SIGTERM or
-SIGINT: stop accepting, remove the socket, end the health check and exit; running workers
-finish their calls.
+It selects over the listening socket, connections whose HELLO is not in yet, a self-pipe for
+signals, the nftables notifications and the health child's report. Every accepted call gets a
+worker (``worker``, or a ``spare``) that owns the connection from then on: the main process only
+decides, forks, reaps and counts, and holds no netlink or firewall handle but its notification
+socket. At most ``max_workers`` calls run at once; beyond that calls wait in the backlog, and a
+caller whose HELLO is not answered in time runs the call itself. SIGTERM or SIGINT: stop
+accepting, remove the socket, end the health check, exit; running workers finish their calls.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import selectors
 import signal
@@ -25,14 +21,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cni_bridge.diag import emit, logger
 from cni_bridge.node.state import sweep_logged
 from cni_bridge.serve import wire
-from cni_bridge.serve.server import listener, spare
+from cni_bridge.serve.server import listener, spare, worker
 from cni_bridge.serve.server.health import SIGNAL_TRIGGER, Health
 from cni_bridge.serve.server.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
-from cni_bridge.serve.server.view import InFlight, ServerView
+from cni_bridge.serve.server.view import EXIT_FAILED, EXIT_SERVED, InFlight, ServerView
 
-log = logging.getLogger("cni_bridge.serve")
+log = logger(__name__)
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
 SPARE_DELAY = 0.003  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
@@ -40,10 +37,10 @@ _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
 
 @dataclass(frozen=True)
 class Options:
-    socket: str = wire.DEFAULT_SOCKET
-    max_workers: int = 32
-    spare_workers: int = 2  # forked in advance, while no call runs (0: fork at each call)
-    check_interval: float = 30.0
+    socket: str  # the defaults are the command line's (admin.serve_cmd)
+    max_workers: int
+    spare_workers: int  # forked in advance, while no call runs (0: fork at each call)
+    check_interval: float
     executable: str | None = None  # as started: when it changes (an upgrade), the server stops
 
 
@@ -83,8 +80,6 @@ class Server:
         self.installed = _file_identity(opts.executable)
         self.spares: list[spare.Spare] = []  # the next calls' workers, forked in advance
         self.spares_after = 0.0  # monotonic time before which no spare is forked
-
-    # --- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
         for s in (self.wake_r, self.wake_w):
@@ -148,8 +143,6 @@ class Server:
         if signal.SIGTERM in received or signal.SIGINT in received:
             self.hurry = self.stopping
             self.stopping = True
-
-    # --- connections -----------------------------------------------------------------------
 
     def _accept(self, _: object) -> None:
         while len(self.view.in_flight) + len(self.pending) < self.opts.max_workers:
@@ -221,11 +214,11 @@ class Server:
             self._fork_worker(p, hello)
 
     def _refuse(self, p: Pending, reason: str, detail: str = "",
-                level: int = logging.INFO) -> None:
+                level: str = "INFO") -> None:
         """Reply REFUSE (the caller runs the call itself), counted under `reason`."""
         message = f"{reason}: {detail}" if detail else reason
         self.view.refused[reason] += 1
-        log.log(level, "refused pid %d (it runs the call itself): %s", p.peer.pid, message)
+        emit(level, "refused pid %d (it runs the call itself): %s", (p.peer.pid, message))
         _reply(p.conn, (wire.REFUSE, message))
         p.close()
 
@@ -249,26 +242,22 @@ class Server:
 
     def _serve_handed(self, ctl: socket.socket) -> int:
         """In a spare: forget the server's environment, wait for a call, be its worker."""
-        from cni_bridge.serve.server import worker
-
         worker.forget_server()
         spare.prefault()
         handed = spare.receive(ctl)
         if handed is None:
-            return spare.EXIT_UNUSED
+            return EXIT_SERVED  # the server closed the pair before handing a call over
         return self._work(*handed)
 
     def _work(self, conn: socket.socket, fds: list[int], call: Call,
               timeline: dict[str, float]) -> int:
-        """In a worker: serve the call; its exit status (70: an exception, logged; the caller
-        then gets code 11)."""
-        from cni_bridge.serve.server import worker
-
+        """In a worker: serve the call; its exit status (the caller gets code 11 on
+        EXIT_FAILED)."""
         try:
             return worker.run(conn, fds, call, self.setns, timeline)
         except BaseException:
             log.exception("worker for %s %s failed", call.role, call.verb)
-            return 70
+            return EXIT_FAILED
 
     def _fork_worker(self, p: Pending, hello: object) -> None:
         call = call_of(hello)
@@ -276,23 +265,21 @@ class Server:
         self.spares_after = time.monotonic() + SPARE_DELAY
         ready = self.spares.pop(0) if self.spares else None
         if ready is not None and ready.hand(p.conn, p.fds, call, timeline):
-            self.view.in_flight[ready.pid] = InFlight(p.peer.pid, call.role, call.verb,
-                                                      time.time())
-            p.close()
-            return
-        try:
-            pid = os.fork()
-        except OSError as exc:  # out of processes or memory: the caller runs the call itself
-            self._refuse(p, "cannot fork a worker", str(exc), logging.WARNING)
-            return
-        if pid == 0:
-            code = 70
+            pid = ready.pid
+        else:
             try:
-                self._become_child(keep=p.conn)
-                timeline["worker"] = time.time()
-                code = self._work(p.conn, p.fds, call, timeline)
-            finally:
-                os._exit(code)
+                pid = os.fork()
+            except OSError as exc:  # out of processes or memory: the caller runs it itself
+                self._refuse(p, "cannot fork a worker", str(exc), "WARNING")
+                return
+            if pid == 0:
+                code = EXIT_FAILED
+                try:
+                    self._become_child(keep=p.conn)
+                    timeline["worker"] = time.time()
+                    code = self._work(p.conn, p.fds, call, timeline)
+                finally:
+                    os._exit(code)
         self.view.in_flight[pid] = InFlight(p.peer.pid, call.role, call.verb, time.time())
         p.close()
 
@@ -333,8 +320,6 @@ class Server:
                             "mid-call (the caller got code 11)", lost.role, lost.verb,
                             lost.caller_pid, pid, code)
         self._resume()
-
-    # --- the end ---------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """No new call (the socket is gone: plugins run calls themselves), then wait a while

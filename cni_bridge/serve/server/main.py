@@ -1,30 +1,22 @@
-"""``cni-bridge serve``: start the resident server (see ``server``)."""
+"""``cni-bridge serve``: start the resident server (see ``loop``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
-import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
-from cni_bridge.admin.serve_cmd import ServeError
+from cni_bridge import diag
 from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener
+from cni_bridge.serve.server.listener import ServeError
 from cni_bridge.serve.server.loop import Options, Server
 
-log = logging.getLogger("cni_bridge.serve")
-
-
-def setup_logging() -> None:
-    """The server's own log: stderr (the journal under systemd)."""
-    from cni_bridge.diag import LEVEL_ENV
-
-    level = os.environ.get(LEVEL_ENV, "INFO").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="cni-bridge serve %(levelname)s: %(message)s")
+log = diag.logger(__name__)
+LOG_PREFIX = "cni-bridge serve"  # the server's lines, on its stderr (the journal under systemd)
 
 
 def serve(opts: Options) -> int:
@@ -33,11 +25,9 @@ def serve(opts: Options) -> int:
     if digest is None:
         raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "
                          "hands its call only to a server of its own build")
-    setup_logging()
-    try:  # first, so that nothing started below inherits systemd's LISTEN_* variables
-        activated = listener.take_activated(opts.socket)
-    except listener.ListenerError as exc:
-        raise ServeError(str(exc)) from None
+    diag.configure(os.environ, "INFO", LOG_PREFIX)
+    # First, so that nothing started below inherits systemd's LISTEN_* variables.
+    activated = listener.take_activated(opts.socket)
     from cni_bridge.net.netns import load_setns
     from cni_bridge.node import owner as nodeowner
     from cni_bridge.node import records
@@ -59,7 +49,7 @@ def serve(opts: Options) -> int:
     except OSError as exc:
         log.warning("no nftables notifications (%s): the firewall is checked every %gs only",
                     exc, opts.check_interval)
-    sock, inode = (activated, None) if activated is not None else _bind(opts.socket)
+    sock, inode = (activated, None) if activated is not None else listener.bind(opts.socket)
     gc.collect()
     gc.freeze()  # what is loaded now stays: forked workers share it
     log.info("serving on %s%s: pid %d, build %s, network namespace %d (cookie %s), records "
@@ -69,13 +59,6 @@ def serve(opts: Options) -> int:
     notify_ready()
     opts = dataclasses.replace(opts, executable=opts.executable or sys.argv[0])
     return Server(opts, sock, inode, view, own_identity(), watcher, setns).run()
-
-
-def _bind(path: str) -> tuple[socket.socket, listener.Identity]:
-    try:
-        return listener.bind(path)
-    except listener.ListenerError as exc:
-        raise ServeError(str(exc)) from None
 
 
 def notify_ready() -> None:

@@ -1,15 +1,12 @@
 """A worker forked before its call: the fork (~1.5 ms for the server's image) is paid between
 calls instead of during one.
 
-The server keeps spare children (two by default: an ADD's bridge and portmap calls come one
-right after the other), each blocked on its end of a socket pair. An accepted call is handed to
-one in a single message: its role and verb, when the server accepted it and read its HELLO, and
-the connection with the caller's descriptors (SCM_RIGHTS). The spare then is that call's worker
-(``worker.run``), exactly as a worker forked for the call would be. New spares are forked once
-no call has run for a few milliseconds (server.SPARE_DELAY): not during a call, whose CPU the
-fork would take, nor between the calls of one operation. A spare whose server closes the pair (a
-stop, a crash) exits without having run anything; a hand-over that fails (the spare died) leaves
-the call to a worker forked for it, as before.
+Each spare waits on its end of a socket pair. An accepted call is handed over in one message:
+role, verb, the timeline so far, and the connection with the caller's descriptors (SCM_RIGHTS);
+the spare then is that call's worker (``worker.run``), exactly as one forked for it. The loop
+forks spares once no call has run for ``loop.SPARE_DELAY``. A spare whose server closes the pair
+exits having run nothing; a failed hand-over (the spare died) leaves the call to a worker forked
+for it.
 """
 
 from __future__ import annotations
@@ -24,12 +21,12 @@ from typing import Any
 
 from cni_bridge.serve import wire
 from cni_bridge.serve.server.peer import Call
+from cni_bridge.serve.server.view import EXIT_FAILED
 
 _FDS = len(wire.CALL_FDS) + 1  # the connection, then the caller's descriptors
 _MADV_POPULATE_WRITE = 23
 PREFAULT_LIMIT = 64 << 20  # at most this much of a spare's memory is made its own in advance
 _MAX_MESSAGE = 1024
-EXIT_UNUSED = 0  # the server closed the pair before handing a call over
 
 
 class Spare:
@@ -64,7 +61,7 @@ def fork(become_child: Callable[[], None], serve: Callable[[socket.socket], int]
         theirs.close()
         raise
     if pid == 0:
-        code = 70
+        code = EXIT_FAILED
         try:
             ours.close()
             become_child()

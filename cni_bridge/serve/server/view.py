@@ -1,10 +1,8 @@
-"""What the server keeps in memory and ``cni-bridge status`` reads from it.
-
-- The records of the server's namespace (``/run/cni-bridge/netns-<inode>/<network>/``), per
-  network, read again only when the network's directory changed (its mtime: a record written or
-  removed is a rename or an unlink in it). That covers calls the server did not run too.
-- The health watcher's last report, and the last one that restored something.
-- Counters of served, refused, lost and abandoned calls, and the calls in flight.
+"""What the server keeps in memory and ``cni-bridge status`` reads from it: the records of its
+namespace per network, read again only when the network's directory changed (its mtime: a record
+written or removed is a rename or an unlink in it, whoever ran the call); the health watcher's
+last report and last restore; counters of served, refused, lost and abandoned calls; the calls
+in flight.
 """
 
 from __future__ import annotations
@@ -21,6 +19,13 @@ from typing import Any, NamedTuple
 
 from cni_bridge.node import records
 
+# How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
+# its caller went away mid-call. Anything else: the worker died, the caller got code 11.
+EXIT_SERVED = 0  # the result was sent (or, for a spare, none was handed to it)
+EXIT_REFUSED = 3  # refused before accepting: the caller ran the call itself
+EXIT_NO_REQUEST = 4  # accepted, but no request came (the caller went away): nothing ran
+EXIT_UNDELIVERED = 5  # the call ran; its caller was gone when the result was ready
+EXIT_FAILED = 70  # an exception, logged by the worker
 # A directory changed this recently may change again within the same mtime tick unseen: such a
 # listing is read again next time (git's "racily clean" index entries).
 RACY_NS = 50_000_000
@@ -42,10 +47,9 @@ class Attachment(NamedTuple):
                    sys.intern(str(rec.data.get("backend") or "nftables")),
                    bool(rec.data.get("spoofcheck") or rec.data.get("isolate")))
 
-    def shown(self) -> dict[str, str]:
+    def shown(self) -> dict[str, Any]:
         """What status shows of it (which firewalls concern it is the watcher's business)."""
-        return {"container": self.container, "ifname": self.ifname, "plugin": self.plugin,
-                "backend": self.backend}
+        return {k: v for k, v in self._asdict().items() if k != "nft_rules"}
 
 
 @dataclass
@@ -124,18 +128,16 @@ class ServerView:
     checks: int = 0
 
     def finished(self, worker_pid: int, exit_code: int) -> InFlight | None:
-        """A worker was reaped (`exit_code`: worker.EXIT_*, or minus the signal that ended
-        it). Returns its call when it was lost: the worker died, the caller got code 11."""
-        from cni_bridge.serve.server import worker
-
+        """A worker was reaped (`exit_code`: EXIT_*, or minus the signal that ended it).
+        Returns its call when it was lost: the worker died, the caller got code 11."""
         call = self.in_flight.pop(worker_pid, None)
         if call is None:
             return None
-        if exit_code == worker.EXIT_SERVED:
+        if exit_code == EXIT_SERVED:
             self.served[call.verb] += 1
-        elif exit_code == worker.EXIT_REFUSED:
+        elif exit_code == EXIT_REFUSED:
             self.refused["cannot enter the caller's namespaces"] += 1
-        elif exit_code in (worker.EXIT_NO_REQUEST, worker.EXIT_UNDELIVERED, -signal.SIGIO):
+        elif exit_code in (EXIT_NO_REQUEST, EXIT_UNDELIVERED, -signal.SIGIO):
             self.abandoned += 1
         else:
             self.lost += 1

@@ -1,23 +1,18 @@
 """One served call, in a child forked for it: the caller's namespaces, environment and stdio.
 
-The worker enters the caller's mount namespace, then its network namespace, takes its root and
-cwd, and writes warnings to its stderr; so every path (CNI_NETNS, /run/netns, /var/lib/cni, /proc,
-/sys) and every relative path means exactly what it means to the caller, and the file store and
-its locks are the ones a standalone call would use. Only then does it accept the call: a failure
-to get there is a refusal, and the caller runs the call itself.
-
-The worker owns the connection until the result is sent: a server whose main process dies
-meanwhile does not lose the call; a worker killed meanwhile leaves the caller an EOF (code 11).
-The other way round, a caller that dies (a runtime's timeout kills the plugin) takes its call
-with it, as it would without a server: the kernel signals the worker (SIGIO, whose default
-action ends the process) when the connection closes, and the call stops where it is, like a
-killed standalone plugin, which DEL and the stores are built to clean up after.
+The worker enters the caller's mount, then network namespace, takes its root, cwd and stderr:
+every path (CNI_NETNS, /run/netns, /var/lib/cni, /proc, /sys, relative ones) means what it means
+to the caller, and the file store and its locks are a standalone call's. Only then does it
+accept the call (a failure before is a refusal: the caller runs the call itself). It owns the
+connection until the result is sent: the server's main process may die meanwhile; a killed
+worker leaves the caller an EOF (code 11). A caller that dies (a runtime's timeout) takes its
+call with it, as without a server: the closed connection signals the worker (SIGIO, whose
+default action ends it), which stops like a killed plugin, which DEL and the stores clean up.
 """
 
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import signal
 import socket
@@ -27,17 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cni_bridge.diag import logger
+from cni_bridge.net.netns import CLONE_NEWNET
 from cni_bridge.serve import wire
+from cni_bridge.serve.server import view
 from cni_bridge.serve.server.peer import Call
 
+log = logger(__name__)
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-# How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
-# its caller went away mid-call. Anything else: the worker died, the caller got code 11.
-EXIT_SERVED = 0  # the result was sent
-EXIT_REFUSED = 3  # refused before accepting: the caller ran the call itself
-EXIT_NO_REQUEST = 4  # accepted, but no request came (the caller went away): nothing ran
-EXIT_UNDELIVERED = 5  # the call ran; its caller was gone when the result was ready
 
 
 @dataclass(frozen=True)
@@ -86,17 +78,11 @@ def enter_caller(fds: Sequence[int], setns: Callable[[int, int], None]) -> None:
 
 
 def forget_server() -> None:
-    """Drop what this process has of the server's that a call must not see: its environment
-    and its logging handlers. The call writes its diagnostics through ``diag`` (configured by
-    the call, to the caller's stderr); nothing it may log through the logging module goes out
-    in the server's format and level. Idempotent, and a spare does it while it waits (~0.4 ms
-    of first writes to memory shared with the server)."""
+    """Drop the server's environment, which a call must not see (the call sets its own log
+    level and prefix from its own, in execute_call). Idempotent; a spare does it while it
+    waits (~0.4 ms of first writes to memory shared with the server)."""
     os.environ.clear()
     signal.signal(signal.SIGIO, signal.SIG_DFL)  # see end_with_caller
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
 
 
 def adopt(request: CallRequest) -> None:
@@ -121,16 +107,16 @@ def end_with_caller(conn: socket.socket, on: bool) -> None:
 
 def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[int, int], None],
         timeline: dict[str, float] | None = None) -> int:
-    """Serve one call on `conn`; returns the worker's exit status (EXIT_*). `timeline`: when
+    """Serve one call on `conn`; returns its exit status (view.EXIT_*). `timeline`: when
     the server accepted the connection, had the HELLO and forked (the call log's timeline)."""
     timeline = {} if timeline is None else timeline
     conn.setblocking(True)
     try:
         enter_caller(fds, setns)
     except OSError as exc:
-        logging.getLogger(__name__).warning("cannot enter the caller's namespaces: %s", exc)
+        log.warning("cannot enter the caller's namespaces: %s", exc)
         wire.send_quietly(conn, (wire.REFUSE, f"cannot enter the caller's namespaces: {exc}"))
-        return EXIT_REFUSED
+        return view.EXIT_REFUSED
     finally:
         for fd in fds:
             os.close(fd)
@@ -139,7 +125,7 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
         wire.send(conn, (wire.ACCEPT,))
         request = CallRequest.parse(wire.recv(conn))
     except (OSError, EOFError, wire.ProtocolError):
-        return EXIT_NO_REQUEST
+        return view.EXIT_NO_REQUEST
     timeline["request"] = time.time()
     forget_server()
     end_with_caller(conn, True)
@@ -154,6 +140,6 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
         end_with_caller(conn, False)
         wire.send(conn, (wire.RESULT, out.exit_code, out.stdout))
     except OSError:
-        return EXIT_UNDELIVERED
-    return EXIT_SERVED
+        return view.EXIT_UNDELIVERED
+    return view.EXIT_SERVED
 
