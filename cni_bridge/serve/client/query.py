@@ -27,17 +27,17 @@ def ask(path: str, timeout: float = wire.HELLO_TIMEOUT) -> dict[str, Any] | None
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        wire.send(sock, (wire.HELLO, wire.PROTOCOL, wire.STATUS))
+        wire.send(sock, wire.STATUS)
         answer = wire.recv(sock)
     except (OSError, EOFError, wire.ProtocolError):
         return None
     finally:
         sock.close()
-    if not (isinstance(answer, tuple) and len(answer) == 2 and answer[0] == wire.STATUS):
+    if answer.kind != wire.STATUS or len(answer.fields) != 1:
         return None
     try:
-        doc = json.loads(answer[1])
-    except (TypeError, ValueError):
+        doc = json.loads(answer.fields[0])
+    except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
 
