@@ -57,9 +57,9 @@ class CallRequest:
             name, equals, value = frame.text(i).partition("=")
             if equals and name:
                 environ.setdefault(name, value)
-        error = frame.text(2) or None
-        stdin = None if error else frame.field(3)
-        return cls(frame.text(0), environ, stdin, error, frame.number(1) & 0o777)
+        error, stdin = frame.text(2) or None, frame.field(3)
+        return cls(frame.text(0), environ, None if error else stdin, error,
+                   frame.number(1) & 0o777)
 
     def read_stdin(self) -> bytes:
         """What the dispatcher reads: the caller's stdin, or the error reading it raised."""
