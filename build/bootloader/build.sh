@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# PyInstaller's bootloader with cni-bridge's native hand-off (cni_handoff.c) compiled in.
+# PyInstaller's bootloader with cni-bridge's native hand-off (cni_handoff.c, and its protocol's
+# constants generated from cni_bridge/serve/wire.py by wire_header.py) compiled in.
 #
 # Usage: build/bootloader/build.sh OUT_DIR      prints the path of the bootloader (`run`)
 #
@@ -20,7 +21,9 @@ fi
 
 version=$("$PYTHON" -c 'import PyInstaller; print(PyInstaller.__version__)')
 platform=$("$PYTHON" -c 'from PyInstaller import PLATFORM; print(PLATFORM)')
-key=$(cat "$HERE/cni_handoff.c" "$HERE/build.sh" | sha256sum | cut -c1-16)
+# The protocol's constants for the C side, generated from cni_bridge/serve/wire.py.
+wire_header=$("$PYTHON" "$HERE/wire_header.py")
+key=$( (cat "$HERE/cni_handoff.c" "$HERE/build.sh"; echo "$wire_header") | sha256sum | cut -c1-16)
 target="$OUT_DIR/$version-$platform-$key/run"
 if [[ -x $target ]]; then
     echo "$target"
@@ -50,6 +53,7 @@ EOF
 tar -xzf "$scratch/pyinstaller.tar.gz" -C "$scratch"
 src="$scratch/pyinstaller-$version/bootloader"
 cp "$HERE/cni_handoff.c" "$src/src/"
+echo "$wire_header" >"$src/src/cni_handoff_wire.h"
 # The one change to PyInstaller's code: the hand-off before pyi_main() on POSIX.
 "$PYTHON" - "$src/src/main.c" <<'EOF'
 import sys

@@ -19,9 +19,9 @@
  *   - from the first byte of the request on, the call belongs to the server: this process
  *     prints its result and exits with its status, or prints one CNI error (code 11) and exits 1.
  *
- * Frames are a 4-byte big-endian length and a value in Python's marshal format (version 4),
- * of which this file writes and reads only what the protocol uses: tuples, dicts, str, bytes,
- * int and None.
+ * Frames are those of cni_bridge/serve/wire.py (its docstring describes them): a length, the
+ * version, the kind, length-prefixed fields. The constants come from wire.py too, through
+ * cni_handoff_wire.h, which build/bootloader/wire_header.py generates at each build.
  */
 
 #define _GNU_SOURCE
@@ -42,20 +42,10 @@
 
 extern char **environ;
 
-/* The protocol's constants: each is wire.py's (PLUGIN_ROLES, SERVED_VERBS, HELLO_TIMEOUT for
- * HELLO_TIMEOUT_S, the rest by name); tests/unit/test_serve_wire.py holds them equal. */
-#define PROTOCOL 1
-#define DEFAULT_SOCKET "/run/cni-bridge/serve.sock"
-#define DIGEST_FILE "_internal/cni_bridge_build_digest"
-#define MAX_STDIN (16 * 1024 * 1024)
-#define MAX_HELLO 4096
-#define MAX_FRAME (MAX_STDIN + (4 << 20))
-#define HELLO_TIMEOUT_S 2
-#define SOCKET_ENV "CNI_BRIDGE_SOCKET"
-#define RUN_HERE_ENV "CNI_BRIDGE_RUN_HERE"
+#include "cni_handoff_wire.h"
 
-static const char *const ROLES[] = {"bridge", "host-local", "portmap", "loopback", NULL};
-static const char *const VERBS[] = {"ADD", "DEL", "CHECK", "GC", "STATUS", NULL};
+static const char *const ROLES[] = ROLES_INIT;
+static const char *const VERBS[] = VERBS_INIT;
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -107,7 +97,7 @@ static int valid_utf8(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* ------------------------------------------------------------------ marshal writer */
+/* ------------------------------------------------------------------ frames (serve/wire.py) */
 
 struct buf {
     unsigned char *data;
@@ -137,195 +127,79 @@ static void put(struct buf *b, const void *src, size_t n)
     b->len += n;
 }
 
-static void put_byte(struct buf *b, unsigned char c)
+static void put_u32(struct buf *b, uint32_t u)
 {
-    put(b, &c, 1);
+    unsigned char be[4] = {(unsigned char)(u >> 24), (unsigned char)(u >> 16),
+                           (unsigned char)(u >> 8), (unsigned char)u};
+    put(b, be, 4);
 }
 
-static void put_i32(struct buf *b, int32_t v)  /* marshal's ints are little-endian */
+static uint32_t get_u32(const unsigned char *p)
 {
-    uint32_t u = (uint32_t)v;
-    unsigned char le[4] = {u & 0xFF, (u >> 8) & 0xFF, (u >> 16) & 0xFF, (u >> 24) & 0xFF};
-    put(b, le, 4);
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-static void put_str(struct buf *b, const char *s, size_t n)
+static void put_field(struct buf *b, const void *data, size_t n)
 {
-    put_byte(b, 'u');
-    put_i32(b, (int32_t)n);
-    put(b, s, n);
+    put_u32(b, (uint32_t)n);
+    put(b, data, n);
 }
 
-static void put_cstr(struct buf *b, const char *s)
+static void put_text(struct buf *b, const char *s)
 {
-    put_str(b, s, strlen(s));
+    put_field(b, s, strlen(s));
 }
 
-static void put_bytes(struct buf *b, const unsigned char *s, size_t n)
+static void put_number(struct buf *b, int32_t v)
 {
-    put_byte(b, 's');
-    put_i32(b, (int32_t)n);
-    put(b, s, n);
+    put_u32(b, 4);
+    put_u32(b, (uint32_t)v);
 }
 
-static void put_int(struct buf *b, int32_t v)
+/* A frame of `kind`: its size is filled in by frame_end once the fields are in. */
+static void frame_begin(struct buf *b, char kind)
 {
-    put_byte(b, 'i');
-    put_i32(b, v);
-}
-
-static void put_tuple(struct buf *b, int32_t n)
-{
-    put_byte(b, '(');
-    put_i32(b, n);
-}
-
-/* A frame: the 4-byte big-endian length in front of the value written after `start`. */
-static void frame_begin(struct buf *b)
-{
-    unsigned char zero[4] = {0, 0, 0, 0};
+    unsigned char head[6] = {0, 0, 0, 0, WIRE_VERSION, (unsigned char)kind};
     b->len = 0;
-    put(b, zero, 4);
+    put(b, head, sizeof(head));
 }
 
 static void frame_end(struct buf *b)
 {
-    uint32_t n = (uint32_t)(b->len - 4);
-    if (b->failed) {
-        return;
+    size_t len = b->len;
+    if (!b->failed) {
+        b->len = 0;
+        put_u32(b, (uint32_t)(len - 4));  /* over the 4 bytes reserved: no growth */
+        b->len = len;
     }
-    b->data[0] = n >> 24; b->data[1] = (n >> 16) & 0xFF;
-    b->data[2] = (n >> 8) & 0xFF; b->data[3] = n & 0xFF;
 }
 
-/* ------------------------------------------------------------------ marshal reader */
-
-/* A decoded value: only the shapes the server sends (tuples of str, int and bytes). */
-enum kind { K_NONE, K_STR, K_BYTES, K_INT, K_TUPLE };
-
-struct value {
-    enum kind kind;
-    const unsigned char *ptr;  /* str / bytes: into the frame */
-    size_t len;                /* str / bytes length, tuple size */
-    long num;
-    struct value *items;       /* tuple */
+struct field {
+    const unsigned char *ptr;  /* into the frame */
+    size_t len;
 };
 
-struct reader {
-    const unsigned char *p, *end;
-    struct value refs[32];     /* objects marshal flagged for back-references */
-    int nrefs;
-    int depth;
-};
-
-static int take(struct reader *r, size_t n, const unsigned char **out)
+/* The number of fields of a frame body of our version and `kind` (the first `max` stored in
+ * `out`), or -1: another version or kind, or a field running past the end. */
+static int read_fields(const unsigned char *body, size_t size, char kind, struct field *out,
+                       int max)
 {
-    if ((size_t)(r->end - r->p) < n) {
+    size_t at = 2;
+    int n = 0;
+    if (size < 2 || body[0] != WIRE_VERSION || body[1] != (unsigned char)kind) {
         return -1;
     }
-    *out = r->p;
-    r->p += n;
-    return 0;
-}
-
-static int take_i32(struct reader *r, long *out)
-{
-    const unsigned char *q;
-    if (take(r, 4, &q) < 0) {
-        return -1;
+    while (at < size) {
+        if (size - at < 4 || size - at - 4 < get_u32(body + at)) {
+            return -1;
+        }
+        if (n < max) {
+            out[n] = (struct field){body + at + 4, get_u32(body + at)};
+        }
+        at += 4 + get_u32(body + at);
+        n++;
     }
-    *out = (long)(int32_t)((uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) |
-                           ((uint32_t)q[3] << 24));
-    return 0;
-}
-
-static int read_value(struct reader *r, struct value *v)
-{
-    const unsigned char *q;
-    long n;
-    int slot = -1;
-    if (take(r, 1, &q) < 0 || r->depth > 4) {
-        return -1;
-    }
-    unsigned char code = q[0] & 0x7F;
-    if ((q[0] & 0x80) && r->nrefs < (int)(sizeof(r->refs) / sizeof(r->refs[0]))) {
-        slot = r->nrefs++;  /* reserved before a container's items, as marshal does */
-    } else if (q[0] & 0x80) {
-        return -1;
-    }
-    memset(v, 0, sizeof(*v));
-    switch (code) {
-    case 'N':
-        v->kind = K_NONE;
-        break;
-    case 'i':
-        v->kind = K_INT;
-        if (take_i32(r, &v->num) < 0) {
-            return -1;
-        }
-        break;
-    case 'u': case 't': case 'a': case 'A': case 's':
-        if (take_i32(r, &n) < 0 || n < 0 || take(r, (size_t)n, &v->ptr) < 0) {
-            return -1;
-        }
-        v->kind = code == 's' ? K_BYTES : K_STR;
-        v->len = (size_t)n;
-        break;
-    case 'z': case 'Z':
-        if (take(r, 1, &q) < 0) {
-            return -1;
-        }
-        n = q[0];
-        if (take(r, (size_t)n, &v->ptr) < 0) {
-            return -1;
-        }
-        v->kind = K_STR;
-        v->len = (size_t)n;
-        break;
-    case '(': case ')':
-        if (code == ')') {
-            if (take(r, 1, &q) < 0) {
-                return -1;
-            }
-            n = q[0];
-        } else if (take_i32(r, &n) < 0) {
-            return -1;
-        }
-        if (n < 0 || n > 8) {
-            return -1;
-        }
-        v->kind = K_TUPLE;
-        v->len = (size_t)n;
-        v->items = calloc((size_t)n + 1, sizeof(struct value));
-        if (!v->items) {
-            return -1;
-        }
-        r->depth++;
-        for (long i = 0; i < n; i++) {
-            if (read_value(r, &v->items[i]) < 0) {
-                return -1;
-            }
-        }
-        r->depth--;
-        break;
-    case 'r':
-        if (take_i32(r, &n) < 0 || n < 0 || n >= r->nrefs) {
-            return -1;
-        }
-        *v = r->refs[n];
-        return 0;
-    default:
-        return -1;
-    }
-    if (slot >= 0) {
-        r->refs[slot] = *v;
-    }
-    return 0;
-}
-
-static int is_str(const struct value *v, const char *s)
-{
-    return v->kind == K_STR && v->len == strlen(s) && memcmp(v->ptr, s, v->len) == 0;
+    return n;
 }
 
 /* ------------------------------------------------------------------ socket I/O */
@@ -407,8 +281,7 @@ static unsigned char *recv_frame(int sock, size_t limit, size_t *size, const cha
     if (recv_exact(sock, header, 4, why) < 0) {
         return NULL;
     }
-    *size = ((size_t)header[0] << 24) | ((size_t)header[1] << 16) | ((size_t)header[2] << 8) |
-            header[3];
+    *size = get_u32(header);
     if (*size > limit) {
         *why = "oversized frame";
         return NULL;
@@ -514,7 +387,9 @@ static void close_fds(int *fds, int n)
 }
 
 /* The caller's network and mount namespaces, root, cwd and stderr (wire.CALL_FDS). */
-static int open_call_fds(int fds[5])
+_Static_assert(CALL_FDS == 5, "open_call_fds opens wire.CALL_FDS: net, mnt, root, cwd, stderr");
+
+static int open_call_fds(int fds[CALL_FDS])
 {
     const int dir_flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
     int n = 0;
@@ -548,29 +423,6 @@ static int environment_is_utf8(const char *argv0)
         }
     }
     return 1;
-}
-
-/* dict(os.environ): entries without '=' are skipped, and the first of duplicate names wins. */
-static void put_environ(struct buf *b)
-{
-    put_byte(b, '{');
-    for (char **e = environ; *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (!eq || eq == *e) {
-            continue;
-        }
-        size_t name_len = (size_t)(eq - *e);
-        int seen = 0;
-        for (char **prior = environ; prior < e && !seen; prior++) {
-            seen = strncmp(*prior, *e, name_len + 1) == 0;
-        }
-        if (seen) {
-            continue;
-        }
-        put_str(b, *e, name_len);
-        put_cstr(b, eq + 1);
-    }
-    put_byte(b, '0');  /* marshal's end of dict */
 }
 
 /* Stdin up to one byte over the dispatcher's limit; NULL with `error` set on a read error. */
@@ -624,29 +476,14 @@ static void hand_over(int sock, const char *argv0)
     mask = umask(022);
     umask(mask);
 
-    frame_begin(&b);
-    put_tuple(&b, 2);
-    put_cstr(&b, "request");
-    put_byte(&b, '{');
-    put_cstr(&b, "argv0");
-    put_cstr(&b, argv0);
-    put_cstr(&b, "environ");
-    put_environ(&b);
-    put_cstr(&b, "stdin");
-    if (stdin_data) {
-        put_bytes(&b, stdin_data, stdin_size);
-    } else {
-        put_byte(&b, 'N');
+    frame_begin(&b, KIND_REQUEST);
+    put_text(&b, argv0);
+    put_number(&b, (int32_t)mask);
+    put_text(&b, stdin_data ? "" : stdin_error);
+    put_field(&b, stdin_data ? stdin_data : (unsigned char *)"", stdin_data ? stdin_size : 0);
+    for (char **e = environ; *e; e++) {
+        put_text(&b, *e);  /* NAME=value, as the server reads os.environ's */
     }
-    put_cstr(&b, "stdin_error");
-    if (stdin_data) {
-        put_byte(&b, 'N');
-    } else {
-        put_cstr(&b, stdin_error);
-    }
-    put_cstr(&b, "umask");
-    put_int(&b, (int32_t)mask);
-    put_byte(&b, '0');
     frame_end(&b);
     free(stdin_data);
 
@@ -662,15 +499,12 @@ static void hand_over(int sock, const char *argv0)
     if (!body) {
         went_away(why);
     }
-    struct reader r = {body, body + size, {{0}}, 0, 0};
-    struct value answer;
-    if (read_value(&r, &answer) < 0 || answer.kind != K_TUPLE || answer.len != 3 ||
-        !is_str(&answer.items[0], "result") || answer.items[1].kind != K_INT ||
-        answer.items[2].kind != K_BYTES) {
+    struct field result[2];  /* exit code, stdout */
+    if (read_fields(body, size, KIND_RESULT, result, 2) < 2 || result[0].len != 4) {
         went_away("unexpected answer");
     }
-    write_all_fd(1, answer.items[2].ptr, answer.items[2].len);
-    _exit((int)answer.items[1].num);
+    write_all_fd(1, result[1].ptr, result[1].len);
+    _exit((int)(int32_t)get_u32(result[0].ptr));
 }
 
 /* Decided: the call runs in this process. The bootloader restarts itself (running main() again)
@@ -720,35 +554,28 @@ void cni_bridge_handoff(int argc, char **argv)
         return;
     }
 
-    /* HELLO with the caller's descriptors; nothing of the call itself yet. */
-    int fds[5];
+    /* CALL with the caller's descriptors; nothing of the call itself yet. */
+    int fds[CALL_FDS];
     int accepted = 0;
     if (open_call_fds(fds) == 0) {
         struct buf b = {0};
-        frame_begin(&b);
-        put_tuple(&b, 6);
-        put_cstr(&b, "hello");
-        put_int(&b, PROTOCOL);
-        put_cstr(&b, "call");
-        put_cstr(&b, digest);
-        put_cstr(&b, role);
-        put_cstr(&b, verb);
+        frame_begin(&b, KIND_CALL);
+        put_text(&b, digest);
+        put_text(&b, role);
+        put_text(&b, verb);
         frame_end(&b);
         const char *why;
         size_t size;
         unsigned char *body = NULL;
-        if (send_frame(sock, &b, fds, 5) == 0) {
+        if (send_frame(sock, &b, fds, CALL_FDS) == 0) {
             body = recv_frame(sock, MAX_HELLO, &size, &why);
         }
         if (body) {
-            struct reader r = {body, body + size, {{0}}, 0, 0};
-            struct value answer;
-            accepted = read_value(&r, &answer) == 0 && answer.kind == K_TUPLE &&
-                       answer.len == 1 && is_str(&answer.items[0], "accept");
+            accepted = read_fields(body, size, KIND_ACCEPT, NULL, 0) >= 0;
             free(body);
         }
         free(b.data);
-        close_fds(fds, 5);
+        close_fds(fds, CALL_FDS);
     }
     if (accepted) {
         hand_over(sock, argv0);

@@ -3,7 +3,7 @@
 Runs right after ``pyi_rth_cni_bridge_env`` (so the environment handed over is the one the
 runtime gave us) and before the start-up cache hook, whose work a handed-over call never needs.
 When the bootloader's own hand-off (build/bootloader/cni_handoff.c) has decided, it returns at
-once. Otherwise it imports only builtin modules (``_socket``, ``os``, ``sys``, ``marshal``) and
+once. Otherwise it imports only builtin modules (``_socket``, ``os``, ``sys``) and
 our small ``cni_bridge.serve.client.handoff`` and ``serve.wire``, which say when a call is handed
 over and what happens if the server goes away. It returns when the call is to run here, as
 without a server;

@@ -1,27 +1,28 @@
-"""The resident server's protocol, shared by the hand-off client and the server.
+"""The resident server's protocol: the hand-off client (here, and in C in build/bootloader/
+cni_handoff.c, whose constants build/bootloader/wire_header.py generates from this module) and
+the server. Builtin modules only: the client runs this at the very top of a plugin's start-up.
 
-Builtin modules only (``_socket``, ``marshal``, ``os``, ``sys``): the client runs this at the very
-top of a plugin's start-up, before anything else is imported.
+A frame, integers big-endian::
 
-A frame is a 4-byte big-endian length and a ``marshal``-ed value (client and server of one build
-digest run the same interpreter). A plugin call::
+    u32 size of the rest | u8 VERSION | u8 kind | field ...      field: u32 size | bytes
 
-    client -> HELLO ("hello", PROTOCOL, "call", digest, role, verb), with SCM_RIGHTS descriptors
-              of the caller's network namespace, mount namespace, root, cwd and stderr
-    server -> ACCEPT, or REFUSE (reason)   refusal, EOF or timeout: the client runs the call itself
-    client -> REQUEST {argv0, environ, stdin, stdin_error, umask}
-    server -> RESULT (exit code, stdout)   EOF instead: the call's fate is unknown (code 11)
+Text is UTF-8 (surrogateescape: an environment's undecodable bytes travel as they are), a number
+is 4 bytes, signed. A connection's first frame (its HELLO) is a CALL or a STATUS. A frame of
+another VERSION is not read further: the server refuses the caller, a client takes the answer
+for a refusal, and the call runs in the plugin's own process. A plugin call::
 
-``cni-bridge status``::
+    client -> CALL digest role verb, its first bytes carrying SCM_RIGHTS descriptors of the
+              caller's network namespace, mount namespace, root, cwd and stderr (CALL_FDS)
+    server -> ACCEPT, or REFUSE reason   refusal, EOF or timeout: the client runs the call itself
+    client -> REQUEST argv0 umask stdin_error stdin NAME=value ...   stdin_error empty: stdin read
+    server -> RESULT exit_code stdout    EOF instead: the call's fate is unknown (code 11)
 
-    client -> HELLO ("hello", PROTOCOL, "status", netns inode, state root)
-    server -> STATUS (JSON text), or REFUSE (reason)
+``cni-bridge status``: client -> STATUS; server -> STATUS json, or REFUSE reason.
 """
 
 from __future__ import annotations
 
 import _socket
-import marshal
 import os
 import sys
 
@@ -29,41 +30,56 @@ TYPE_CHECKING = False  # typing itself is not imported: it costs a plugin's star
 if TYPE_CHECKING:
     from typing import Any
 
-PROTOCOL = 1
+VERSION = 2  # 1: CPython's marshal
+CALL, STATUS, ACCEPT, REFUSE, REQUEST, RESULT = "C", "S", "A", "N", "Q", "R"
 SOCKET_ENV = "CNI_BRIDGE_SOCKET"  # empty: never hand a call over
-# Set by the bootloader's hand-off (build/bootloader/cni_handoff.c) once it has decided that the
-# call runs here (no server, a refusal, not a served call): the run-time hook
-# (build/rthooks/pyi_rth_cni_bridge_handoff.py) then pops it and imports nothing.
+# Set by the bootloader's hand-off once it has decided that the call runs here (no server, a
+# refusal, not a served call): the run-time hook then pops it and imports nothing.
 RUN_HERE_ENV = "CNI_BRIDGE_RUN_HERE"
 DEFAULT_SOCKET = "/run/cni-bridge/serve.sock"
 DIGEST_FILE = "cni_bridge_build_digest"  # in the bundle (sys._MEIPASS), written by the build
-PLUGIN_ROLES = ("bridge", "host-local", "portmap", "loopback")
 SERVED_VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
-MAX_STDIN = 16 * 1024 * 1024  # spec.dispatch.MAX_STDIN (a unit test holds them equal)
+MAX_STDIN = 16 * 1024 * 1024  # cni.dispatch.MAX_STDIN (a unit test holds them equal)
 MAX_FRAME = MAX_STDIN + (4 << 20)  # the stdin plus the environment
 MAX_HELLO = 4096
-HELLO_TIMEOUT = 2.0  # connect and the server's answer; then the call runs locally
-
-HELLO, ACCEPT, REFUSE, REQUEST, RESULT, STATUS = (
-    "hello", "accept", "refuse", "request", "result", "status")
-CALL = "call"
-# The descriptors a call's HELLO carries, in this order.
-CALL_FDS = ("net", "mnt", "root", "cwd", "stderr")
+HELLO_TIMEOUT = 2  # seconds: connect and the server's answer; then the call runs locally
+CALL_FDS = ("net", "mnt", "root", "cwd", "stderr")  # a CALL's descriptors, in this order
 _INT = 4  # SCM_RIGHTS carries native C ints
-_HEADER = 4
+_SIZE = 4
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a frame of this protocol."""
 
 
+class Message:
+    """A received frame: its kind and raw fields. Of another version: kind "", no fields."""
+
+    __slots__ = ("version", "kind", "fields")
+
+    def __init__(self, version: int, kind: str, fields: list[bytes]) -> None:
+        self.version, self.kind, self.fields = version, kind, fields
+
+    def field(self, index: int) -> bytes:
+        if index < len(self.fields):
+            return self.fields[index]
+        raise ProtocolError(f"{self.kind!r} frame without field {index}")
+
+    def text(self, index: int) -> str:
+        return self.field(index).decode("utf-8", "surrogateescape")
+
+    def number(self, index: int) -> int:
+        data = self.field(index)
+        if len(data) != _SIZE:
+            raise ProtocolError(f"{self.kind!r} frame's field {index} is not a number")
+        return int.from_bytes(data, "big", signed=True)
+
+
 def socket_path(environ: Any) -> str | None:
     """The server's socket for this process: env CNI_BRIDGE_SOCKET, the default when unset,
     None when set but empty."""
     value = environ.get(SOCKET_ENV)
-    if value is None:
-        return DEFAULT_SOCKET
-    return value or None
+    return DEFAULT_SOCKET if value is None else value or None
 
 
 def build_digest() -> str | None:
@@ -81,20 +97,32 @@ def build_digest() -> str | None:
         os.close(fd)
 
 
-def encode(value: Any) -> bytes:
-    body = marshal.dumps(value)
-    return len(body).to_bytes(_HEADER, "big") + body
+def _field(value: bytes | str | int) -> bytes:
+    if isinstance(value, int):
+        value = value.to_bytes(_SIZE, "big", signed=True)
+    elif isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return len(value).to_bytes(_SIZE, "big") + value
 
 
-def decode(body: bytes) -> Any:
-    try:
-        return marshal.loads(body)
-    except (EOFError, ValueError, TypeError) as exc:
-        raise ProtocolError(f"undecodable frame: {exc}") from None
+def encode(kind: str, *fields: bytes | str | int) -> bytes:
+    body = b"".join([bytes((VERSION, ord(kind))), *map(_field, fields)])
+    return len(body).to_bytes(_SIZE, "big") + body
 
 
-def pack_fds(fds: Any) -> bytes:
-    return b"".join(fd.to_bytes(_INT, sys.byteorder) for fd in fds)
+def decode(body: bytes) -> Message:
+    if len(body) < 2:
+        raise ProtocolError("frame without version and kind")
+    if body[0] != VERSION:
+        return Message(body[0], "", [])
+    fields, at = [], 2
+    while at < len(body):
+        end = at + _SIZE + int.from_bytes(body[at:at + _SIZE], "big")
+        if end > len(body):
+            raise ProtocolError("a field runs past the end of its frame")
+        fields.append(body[at + _SIZE:end])
+        at = end
+    return Message(VERSION, chr(body[1]), fields)
 
 
 def unpack_fds(ancillary: Any) -> list[int]:
@@ -106,21 +134,22 @@ def unpack_fds(ancillary: Any) -> list[int]:
     return fds
 
 
-def send(sock: Any, value: Any, fds: Any = ()) -> None:
+def send(sock: Any, kind: str, *fields: bytes | str | int, fds: Any = ()) -> None:
     """One frame; `fds` travel with its first bytes."""
-    data = encode(value)
+    data = encode(kind, *fields)
     if fds:
-        sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(fds))])
+        rights = b"".join(fd.to_bytes(_INT, sys.byteorder) for fd in fds)
+        sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
         data = data[sent:]
     if data:
         sock.sendall(data)
 
 
-def send_quietly(sock: Any, value: Any) -> None:
+def send_quietly(sock: Any, kind: str, *fields: bytes | str | int) -> None:
     """`send`, for an answer the peer may have stopped waiting for (it then runs the call
     itself): a failure is not an error."""
     try:  # noqa: SIM105 (contextlib is not imported here)
-        send(sock, value)
+        send(sock, kind, *fields)
     except OSError:
         pass
 
@@ -136,26 +165,21 @@ def recv_exact(sock: Any, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv(sock: Any, limit: int = MAX_FRAME) -> Any:
-    """One frame (blocking, or within the socket's timeout)."""
-    size = int.from_bytes(recv_exact(sock, _HEADER), "big")
+def _size(header: bytes, limit: int) -> int:
+    size = int.from_bytes(header, "big")
     if size > limit:
         raise ProtocolError(f"frame of {size} bytes (at most {limit})")
-    return decode(recv_exact(sock, size))
+    return size
 
 
-def frame_size(buffer: bytes) -> int | None:
-    """The whole frame's size once its header is in `buffer`."""
-    if len(buffer) < _HEADER:
+def recv(sock: Any, limit: int = MAX_FRAME) -> Message:
+    """One frame (blocking, or within the socket's timeout)."""
+    return decode(recv_exact(sock, _size(recv_exact(sock, _SIZE), limit)))
+
+
+def split_frame(buffer: bytes, limit: int) -> tuple[Message, bytes] | None:
+    """(message, rest) when `buffer` holds a whole frame, else None (read more)."""
+    end = _SIZE + _size(buffer[:_SIZE], limit) if len(buffer) >= _SIZE else None
+    if end is None or len(buffer) < end:
         return None
-    return _HEADER + int.from_bytes(buffer[:_HEADER], "big")
-
-
-def split_frame(buffer: bytes, limit: int) -> tuple[Any, bytes] | None:
-    """(value, rest) when `buffer` holds a whole frame, else None (read more)."""
-    size = frame_size(buffer)
-    if size is not None and size - _HEADER > limit:
-        raise ProtocolError(f"frame of {size - _HEADER} bytes (at most {limit})")
-    if size is None or len(buffer) < size:
-        return None
-    return decode(buffer[_HEADER:size]), buffer[size:]
+    return decode(buffer[_SIZE:end]), buffer[end:]

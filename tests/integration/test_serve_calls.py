@@ -17,9 +17,11 @@ from __future__ import annotations
 import copy
 import fcntl
 import json
+import marshal
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from cni_bridge.serve import wire
 from tests.integration.conftest import SOCKET_ENV, STATE_ENV, RunPlugin
 from tests.integration.test_serve_common import Resident, call_log, no_server_env, resident
 from tests.netns import (
@@ -176,6 +179,24 @@ def test_calls_run_standalone_without_a_server_of_this_build_or_from_another_pid
     assert answer["refused"] == {"caller runs in another PID namespace": 1}
     assert [(r["container"], r["served"]) for r in call_log(log)] == [
         ("c-none", False), ("c-other", False), ("c-pidns", False)]
+
+
+def test_a_caller_of_another_protocol_version_is_refused_by_name(
+        resident: Callable[..., Resident]) -> None:
+    """A plugin of an earlier build (protocol 1: CPython's marshal, no version byte) gets a
+    refusal it cannot read, so it runs its call itself; the server says why."""
+    server = resident()
+    hello = marshal.dumps(("hello", 1, "call", "0e068f26f270", "bridge", "ADD"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(server.socket))
+        sock.sendall(len(hello).to_bytes(4, "big") + hello)
+        answer = wire.recv(sock)
+    reason = f"caller speaks another protocol (version byte {hello[0]}, not {wire.VERSION})"
+    assert (answer.kind, answer.text(0)) == (wire.REFUSE, reason)
+    status = server.status()
+    assert status is not None and status["served_total"] == 0
+    assert status["refused"] == {reason: 1}
 
 
 @contextmanager

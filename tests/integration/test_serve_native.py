@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cni_bridge.serve import wire
+from cni_bridge.serve.server.worker import CallRequest
 from tests.netns import Netns
 
 Script = Callable[[socket.socket, dict[str, Any]], None]
@@ -109,9 +110,9 @@ def test_an_accepted_call_leaves_before_python_starts(host_ns: Netns, frozen: Pa
                                                       scripted: Callable[[Script], Scripted]
                                                       ) -> None:
     def script(conn: socket.socket, seen: dict[str, Any]) -> None:
-        wire.send(conn, (wire.ACCEPT,))
+        wire.send(conn, wire.ACCEPT)
         seen["request"] = wire.recv(conn)
-        wire.send(conn, (wire.RESULT, 3, b'{"served": true}'))
+        wire.send(conn, wire.RESULT, 3, b'{"served": true}')
 
     server = scripted(script)
     stdin = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}).encode()
@@ -120,25 +121,26 @@ def test_an_accepted_call_leaves_before_python_starts(host_ns: Netns, frozen: Pa
     [seen] = server.hellos
     assert seen["python_started"] is False
     digest = (frozen / "_internal" / wire.DIGEST_FILE).read_text().strip()
-    assert seen["hello"] == (wire.HELLO, wire.PROTOCOL, wire.CALL, digest, "bridge", "ADD")
+    hello = seen["hello"]
+    assert (hello.version, hello.kind) == (wire.VERSION, wire.CALL)
+    assert hello.fields == [digest.encode(), b"bridge", b"ADD"]
     net, mnt, root, cwd, _stderr = seen["fds"]
     assert net.st_ino == os.stat(host_ns.path).st_ino  # the caller's own network namespace
     assert mnt.st_ino == seen["mnt"]  # ip netns exec gave it a mount namespace of its own
     assert (root.st_ino, cwd.st_ino) == (os.stat("/").st_ino, os.stat(".").st_ino)
-    kind, request = seen["request"]
-    assert kind == wire.REQUEST
-    assert request["argv0"] == str(frozen / "bridge")
-    assert request["stdin"] == stdin and request["stdin_error"] is None
-    assert request["umask"] == 0o027
-    assert request["environ"]["NOTE"] == "café"
-    assert request["environ"]["CNI_COMMAND"] == "ADD"
-    assert "CNI_BRIDGE_RUN_HERE" not in request["environ"]
+    request = CallRequest.parse(seen["request"])
+    assert request.argv0 == str(frozen / "bridge")
+    assert request.read_stdin() == stdin and request.stdin_error is None
+    assert request.umask == 0o027
+    assert request.environ["NOTE"] == "café"
+    assert request.environ["CNI_COMMAND"] == "ADD"
+    assert "CNI_BRIDGE_RUN_HERE" not in request.environ
 
 
 def test_a_server_gone_after_the_request_is_code_11_never_a_local_run(
         host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
     def script(conn: socket.socket, seen: dict[str, Any]) -> None:
-        wire.send(conn, (wire.ACCEPT,))
+        wire.send(conn, wire.ACCEPT)
         seen["request"] = wire.recv(conn)  # then the worker dies: EOF
 
     server = scripted(script)
@@ -152,7 +154,7 @@ def test_a_server_gone_after_the_request_is_code_11_never_a_local_run(
 
 def test_a_refused_call_runs_here_and_python_does_not_ask_again(
         host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
-    server = scripted(lambda conn, seen: wire.send(conn, (wire.REFUSE, "other build")))
+    server = scripted(lambda conn, seen: wire.send(conn, wire.REFUSE, "other build"))
     proc = run(host_ns, frozen, server)
     error = json.loads(proc.stdout)  # the call ran here: {} is no network config
     assert proc.returncode != 0 and error["code"] in (1, 6, 7), proc.stdout
@@ -161,10 +163,21 @@ def test_a_refused_call_runs_here_and_python_does_not_ask_again(
 
 def test_an_environment_that_is_not_utf8_is_left_to_pythons_hook(
         host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
-    server = scripted(lambda conn, seen: wire.send(conn, (wire.REFUSE, "other build")))
+    server = scripted(lambda conn, seen: wire.send(conn, wire.REFUSE, "other build"))
     proc = run(host_ns, frozen, server, extra={b"ODD": b"\xff\xfe"})
     assert proc.returncode != 0 and json.loads(proc.stdout)["code"] in (1, 6, 7)
     assert [seen["python_started"] for seen in server.hellos] == [True]
+
+
+def test_an_answer_of_another_protocol_version_runs_the_call_here(
+        host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
+    def script(conn: socket.socket, seen: dict[str, Any]) -> None:
+        conn.sendall(b"\0\0\0\2" + bytes((wire.VERSION + 1, ord(wire.ACCEPT))))
+
+    server = scripted(script)
+    proc = run(host_ns, frozen, server)
+    assert proc.returncode != 0 and json.loads(proc.stdout)["code"] in (1, 6, 7), proc.stdout
+    assert [seen["python_started"] for seen in server.hellos] == [False]  # decided in C
 
 
 def test_no_answer_within_two_seconds_runs_the_call_here(
@@ -182,12 +195,12 @@ def test_no_answer_within_two_seconds_runs_the_call_here(
 def test_stdin_is_sent_up_to_one_byte_over_the_limit(
         host_ns: Netns, frozen: Path, scripted: Callable[[Script], Scripted]) -> None:
     def script(conn: socket.socket, seen: dict[str, Any]) -> None:
-        wire.send(conn, (wire.ACCEPT,))
+        wire.send(conn, wire.ACCEPT)
         seen["request"] = wire.recv(conn)
-        wire.send(conn, (wire.RESULT, 0, b"{}"))
+        wire.send(conn, wire.RESULT, 0, b"{}")
 
     server = scripted(script)
     proc = run(host_ns, frozen, server, b" " * (wire.MAX_STDIN + 4096))
     assert proc.returncode == 0
-    _kind, request = server.hellos[0]["request"]
-    assert len(request["stdin"]) == wire.MAX_STDIN + 1  # the dispatcher refuses it
+    request = CallRequest.parse(server.hellos[0]["request"])
+    assert len(request.read_stdin()) == wire.MAX_STDIN + 1  # the dispatcher refuses it

@@ -1,4 +1,5 @@
-"""Who is served (the HELLO decision) and how a worker takes on its caller's process state."""
+"""Who is served (the decision on a first frame) and how a worker takes on its caller's process
+state."""
 
 from __future__ import annotations
 
@@ -17,8 +18,17 @@ HOME = Identity(pid=100, uid=0, user_ns=4026531837, pid_ns=4026531836)
 DIGEST = "0e068f26f270"
 
 
-def hello(digest: str = DIGEST, role: str = "bridge", verb: str = "ADD") -> tuple[Any, ...]:
-    return (wire.HELLO, wire.PROTOCOL, wire.CALL, digest, role, verb)
+def frame(kind: str, *fields: bytes | str | int, version: int = wire.VERSION) -> wire.Message:
+    """A frame as the server receives it."""
+    data = bytearray(wire.encode(kind, *fields))
+    data[4] = version
+    received = wire.split_frame(bytes(data), wire.MAX_FRAME)
+    assert received is not None
+    return received[0]
+
+
+def hello(digest: str = DIGEST, role: str = "bridge", verb: str = "ADD") -> wire.Message:
+    return frame(wire.CALL, digest, role, verb)
 
 
 def caller(**changes: Any) -> Identity:
@@ -35,13 +45,14 @@ def caller(**changes: Any) -> Identity:
     (hello(digest="aaaaaaaaaaaa"), caller(), "build aaaaaaaaaaaa is not the server's"),
     (hello(verb="VERSION"), caller(), "bridge VERSION is not a served call"),
     (hello(role="cni-bridge"), caller(), "is not a served call"),
-    ((wire.HELLO, wire.PROTOCOL + 1, wire.CALL, DIGEST, "bridge", "ADD"), caller(), "protocol"),
-    ((wire.HELLO, wire.PROTOCOL, wire.CALL, DIGEST), caller(), "malformed"),
-    ("garbage", caller(), "not a hello"),
-    ((wire.HELLO, wire.PROTOCOL, wire.STATUS), caller(pid_ns=1), None),  # status: root only
-    ((wire.HELLO, wire.PROTOCOL, wire.STATUS), caller(uid=5), "not root"),
+    (frame(wire.CALL, DIGEST, "bridge", "ADD", version=1), caller(),
+     "caller speaks another protocol (version byte 1, not 2)"),
+    (frame(wire.CALL, DIGEST, "bridge"), caller(), "malformed"),
+    (frame(wire.RESULT, 0, b""), caller(), "not a call or status"),
+    (frame(wire.STATUS), caller(pid_ns=1), None),  # status: root only
+    (frame(wire.STATUS), caller(uid=5), "not root"),
 ])
-def test_refusal(message: Any, who: Identity, reason: str | None) -> None:
+def test_refusal(message: wire.Message, who: Identity, reason: str | None) -> None:
     got = peer.refusal(message, who, HOME, DIGEST)
     if reason is None:
         assert got is None
@@ -62,25 +73,31 @@ def test_peer_identity_of_a_connected_process() -> None:
                                                             me.user_ns, me.pid_ns)
 
 
-REQUEST = {"argv0": "/opt/cni/bin/portmap", "environ": {"CNI_COMMAND": "DEL", "PATH": "/bin"},
-           "stdin": b"{}", "stdin_error": None, "umask": 0o27}
+ENVIRON = {"CNI_COMMAND": "DEL", "PATH": "/bin"}
+REQUEST = ("/opt/cni/bin/portmap", 0o27, "", b"{}", "CNI_COMMAND=DEL", "PATH=/bin")
 
 
-def test_request_parse_checks_every_field() -> None:
-    req = worker.CallRequest.parse((wire.REQUEST, REQUEST))
+def test_request_parse_reads_every_field() -> None:
+    req = worker.CallRequest.parse(frame(wire.REQUEST, *REQUEST))
     assert (req.argv0, req.umask, req.read_stdin()) == ("/opt/cni/bin/portmap", 0o27, b"{}")
-    for broken in ({**REQUEST, "environ": {"A": 1}}, {**REQUEST, "umask": "022"},
-                   {**REQUEST, "stdin": "text"}, {k: v for k, v in REQUEST.items()
-                                                  if k != "argv0"}):
+    assert req.environ == ENVIRON
+    for broken in (REQUEST[:3], (REQUEST[0], "022", *REQUEST[2:])):  # a field short, not a number
         with pytest.raises(wire.ProtocolError):
-            worker.CallRequest.parse((wire.REQUEST, broken))
+            worker.CallRequest.parse(frame(wire.REQUEST, *broken))
     with pytest.raises(wire.ProtocolError):
-        worker.CallRequest.parse((wire.RESULT, REQUEST))
+        worker.CallRequest.parse(frame(wire.RESULT, *REQUEST))
+
+
+def test_request_environ_reads_as_os_environ_would() -> None:
+    """The first of a name wins; entries without a name or "=" are skipped; other bytes kept."""
+    req = worker.CallRequest.parse(frame(wire.REQUEST, *REQUEST[:4], "A=1", "A=2", "B=x=y",
+                                         "NOEQUALS", "=empty", b"C=\xff"))
+    assert req.environ == {"A": "1", "B": "x=y", "C": "\udcff"}
 
 
 def test_unreadable_stdin_reaches_the_dispatcher_as_an_os_error() -> None:
-    req = worker.CallRequest.parse((wire.REQUEST, {**REQUEST, "stdin": None,
-                                                   "stdin_error": "[Errno 9] Bad file"}))
+    req = worker.CallRequest.parse(frame(wire.REQUEST, REQUEST[0], 0o22, "[Errno 9] Bad file",
+                                         b""))
     with pytest.raises(OSError, match="Bad file"):
         req.read_stdin()
 
@@ -92,8 +109,8 @@ def test_adopt_takes_the_callers_environment_umask_and_argv0(
     try:
         worker.forget_server()  # a spare does it before its call, a forked worker at it
         assert dict(os.environ) == {}
-        worker.adopt(worker.CallRequest.parse((wire.REQUEST, REQUEST)))
-        assert dict(os.environ) == REQUEST["environ"]
+        worker.adopt(worker.CallRequest.parse(frame(wire.REQUEST, *REQUEST)))
+        assert dict(os.environ) == ENVIRON
         assert os.umask(0o022) == 0o27
         assert sys.argv[0] == "/opt/cni/bin/portmap"
     finally:

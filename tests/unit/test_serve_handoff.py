@@ -16,6 +16,7 @@ import pytest
 
 from cni_bridge.serve import wire
 from cni_bridge.serve.client import handoff
+from cni_bridge.serve.server.worker import CallRequest
 
 DIGEST = "0e068f26f270"
 Script = Callable[[socket.socket, list[Any]], None]
@@ -46,10 +47,10 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     monkeypatch.setattr(sys, "argv", ["/opt/cni/bin/bridge"])
     monkeypatch.setenv("CNI_COMMAND", "ADD")
     monkeypatch.setenv("CNI_BRIDGE_SOCKET", str(tmp_path / "serve.sock"))
-    monkeypatch.setattr(handoff, "build_digest", lambda: DIGEST)
+    monkeypatch.setattr(wire, "build_digest", lambda: DIGEST)
     monkeypatch.setattr(handoff, "read_stdin", read_stdin)
     monkeypatch.setattr(handoff, "write_all", write_all)
-    monkeypatch.setattr(handoff, "HELLO_TIMEOUT", 0.5)
+    monkeypatch.setattr(wire, "HELLO_TIMEOUT", 0.5)
     monkeypatch.setattr(os, "_exit", exit_)
     out["socket"] = str(tmp_path / "serve.sock")
     yield out
@@ -103,12 +104,24 @@ def test_no_server_runs_the_call_here(client: dict[str, Any]) -> None:
 
 def test_a_refusal_runs_the_call_here_with_stdin_untouched(client: dict[str, Any]) -> None:
     thread, seen = serve_once(client["socket"],
-                              lambda conn, seen: wire.send(conn, (wire.REFUSE, "other build")))
+                              lambda conn, seen: wire.send(conn, wire.REFUSE, "other build"))
     assert handoff.main() is None
     thread.join()
     (hello, _rest), fds = seen[0]
-    assert hello == (wire.HELLO, wire.PROTOCOL, wire.CALL, DIGEST, "bridge", "ADD")
+    assert (hello.version, hello.kind) == (wire.VERSION, wire.CALL)
+    assert hello.fields == [DIGEST.encode(), b"bridge", b"ADD"]
     assert fds == len(wire.CALL_FDS)
+    assert client["stdin_reads"] == 0
+
+
+def test_an_answer_of_another_protocol_version_runs_the_call_here(
+        client: dict[str, Any]) -> None:
+    def script(conn: socket.socket, seen: list[Any]) -> None:
+        conn.sendall(b"\0\0\0\2" + bytes((wire.VERSION + 1, ord(wire.ACCEPT))))
+
+    thread, _seen = serve_once(client["socket"], script)
+    assert handoff.main() is None
+    thread.join()
     assert client["stdin_reads"] == 0
 
 
@@ -124,9 +137,9 @@ def test_no_answer_in_time_runs_the_call_here(client: dict[str, Any]) -> None:
 def test_an_accepted_call_prints_the_servers_result_and_exits_with_its_status(
         client: dict[str, Any]) -> None:
     def script(conn: socket.socket, seen: list[Any]) -> None:
-        wire.send(conn, (wire.ACCEPT,))
+        wire.send(conn, wire.ACCEPT)
         seen.append(wire.recv(conn))
-        wire.send(conn, (wire.RESULT, 7, b'{"code": 7}'))
+        wire.send(conn, wire.RESULT, 7, b'{"code": 7}')
 
     thread, seen = serve_once(client["socket"], script)
     with pytest.raises(Exited) as exited:
@@ -134,18 +147,17 @@ def test_an_accepted_call_prints_the_servers_result_and_exits_with_its_status(
     thread.join()
     assert exited.value.code == 7
     assert client["stdout"] == b'{"code": 7}'
-    kind, request = seen[1]
-    assert kind == wire.REQUEST
-    assert request["stdin"] == b'{"cniVersion":"1.0.0","name":"n"}'
-    assert request["environ"]["CNI_COMMAND"] == "ADD"
-    assert request["argv0"] == "/opt/cni/bin/bridge"
-    assert request["umask"] == handoff.current_umask()
+    request = CallRequest.parse(seen[1])
+    assert request.read_stdin() == b'{"cniVersion":"1.0.0","name":"n"}'
+    assert request.environ == os.environ
+    assert request.argv0 == "/opt/cni/bin/bridge"
+    assert request.umask == handoff.current_umask()
 
 
 def test_a_server_gone_after_the_request_is_code_11_never_a_local_run(
         client: dict[str, Any]) -> None:
     def script(conn: socket.socket, seen: list[Any]) -> None:
-        wire.send(conn, (wire.ACCEPT,))
+        wire.send(conn, wire.ACCEPT)
         seen.append(wire.recv(conn))  # then the worker dies: EOF
 
     thread, _seen = serve_once(client["socket"], script)

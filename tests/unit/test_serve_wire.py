@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import re
 import socket
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cni_bridge import PLUGIN_ROLES
 from cni_bridge.cni.dispatch import MAX_STDIN
 from cni_bridge.cni.env import VERBS
 from cni_bridge.serve import wire
@@ -31,44 +34,70 @@ def test_socket_path(environ: dict[str, str], expected: str | None) -> None:
 
 
 def test_frames_round_trip_and_split() -> None:
-    value = ("request", {"environ": {"A": "b\udcff"}, "stdin": b"\0" * 10, "umask": 0o22})
-    data = wire.encode(value) + wire.encode(("result", 0, b"{}"))
+    data = wire.encode(wire.REQUEST, "/bin/bridge", -0o22, "", b"\0" * 10, "A=b\udcff")
+    data += wire.encode(wire.RESULT, 0, b"{}")
     assert wire.split_frame(data[:3], 1 << 20) is None  # header incomplete
     assert wire.split_frame(data[:10], 1 << 20) is None  # body incomplete
     first = wire.split_frame(data, 1 << 20)
-    assert first is not None and first[0] == value
+    assert first is not None
+    request = first[0]
+    assert (request.version, request.kind, len(request.fields)) == (wire.VERSION, wire.REQUEST, 5)
+    assert (request.text(0), request.number(1), request.text(4)) == (
+        "/bin/bridge", -0o22, "A=b\udcff")
+    assert request.fields[4] == b"A=b\xff"  # undecodable bytes travel as they are
     second = wire.split_frame(first[1], 1 << 20)
-    assert second == (("result", 0, b"{}"), b"")
+    assert second is not None and second[1] == b""
+    assert (second[0].kind, second[0].number(0), second[0].field(1)) == (wire.RESULT, 0, b"{}")
+
+
+def test_the_frame_layout_is_the_documented_one() -> None:
+    assert wire.encode(wire.RESULT, 3, b"ok") == (
+        b"\0\0\0\x10" + bytes((wire.VERSION,)) + b"R" + b"\0\0\0\4\0\0\0\3" + b"\0\0\0\2ok")
+
+
+def test_another_version_is_not_read_further() -> None:
+    message = wire.decode(bytes((wire.VERSION + 1,)) + b"C\xff\xff")  # its fields: not ours
+    assert (message.version, message.kind, message.fields) == (wire.VERSION + 1, "", [])
+    old = wire.decode(b"\xa9\x06")  # version 1 was marshal: a tuple's first byte
+    assert old.version != wire.VERSION
 
 
 def test_oversized_and_garbage_frames_are_protocol_errors() -> None:
     with pytest.raises(wire.ProtocolError, match="at most 16"):
-        wire.split_frame(wire.encode(b"x" * 100), 16)
-    with pytest.raises(wire.ProtocolError, match="undecodable"):
-        wire.split_frame(b"\0\0\0\3\xff\xfe\xfd", 100)
+        wire.split_frame(wire.encode(wire.RESULT, b"x" * 100), 16)
+    with pytest.raises(wire.ProtocolError, match="runs past"):
+        wire.split_frame(b"\0\0\0\7" + bytes((wire.VERSION,)) + b"R\0\0\0\x09x", 100)
+    with pytest.raises(wire.ProtocolError, match="without version"):
+        wire.decode(b"")
+    short = wire.decode(wire.encode(wire.RESULT, b"ab")[4:])
+    with pytest.raises(wire.ProtocolError, match="not a number"):
+        short.number(0)
+    with pytest.raises(wire.ProtocolError, match="without field 1"):
+        short.field(1)
 
 
 def test_send_and_recv_with_descriptors_over_a_socket_pair() -> None:
     a, b = socket.socketpair()
     r, w = os.pipe()
     try:
-        wire.send(a, ("hello", 1), [r, w])
+        wire.send(a, wire.CALL, "digest", fds=[r, w])
         data, ancillary, _flags, _ = b.recvmsg(4096, socket.CMSG_SPACE(4 * 8))
         fds = wire.unpack_fds(ancillary)
         assert len(fds) == 2
-        assert wire.split_frame(data, 4096) == (("hello", 1), b"")
+        hello = wire.split_frame(data, 4096)
+        assert hello is not None and hello[0].fields == [b"digest"] and hello[1] == b""
         os.write(fds[1], b"ping")  # the received descriptors are the pipe's ends
         assert os.read(r, 4) == b"ping"
         for fd in fds:
             os.close(fd)
-        big = ("result", 0, os.urandom(3 << 20))  # larger than the socket buffer: sendall
+        big = os.urandom(3 << 20)  # larger than the socket buffer: sendall
         a.settimeout(5)
         b.settimeout(5)
         import threading
 
-        sender = threading.Thread(target=wire.send, args=(a, big))
+        sender = threading.Thread(target=wire.send, args=(a, wire.RESULT, 0, big))
         sender.start()
-        assert wire.recv(b) == big
+        assert wire.recv(b).field(1) == big
         sender.join()
         a.close()
         with pytest.raises(EOFError):
@@ -89,34 +118,44 @@ def test_build_digest_only_in_a_frozen_bundle(tmp_path: Path,
     assert wire.build_digest() == "0e068f26f270"
 
 
-C_HANDOFF = Path(__file__).resolve().parents[2] / "build" / "bootloader" / "cni_handoff.c"
+BOOTLOADER = Path(__file__).resolve().parents[2] / "build" / "bootloader"
 
 
-def c_constants() -> dict[str, object]:
-    """The #defines and string arrays of the bootloader's hand-off, evaluated."""
-    text = C_HANDOFF.read_text()
+def generated_header() -> dict[str, object]:
+    """The #defines build/bootloader/wire_header.py writes for the C side, evaluated."""
+    spec = importlib.util.spec_from_file_location("wire_header", BOOTLOADER / "wire_header.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     found: dict[str, object] = {}
-    for name, value in re.findall(r"^#define ([A-Z_]+) (.+?)\s*$", text, re.MULTILINE):
-        if value.startswith('"'):
-            found[name] = value.strip('"')
-        elif re.fullmatch(r"[\d\s()*+<A-Z_]+", value):
-            found[name] = eval(value, {}, dict(found))  # noqa: S307 (integer arithmetic)
-    for name, items in re.findall(r"const char \*const ([A-Z]+)\[\] = \{(.*?)\};", text):
-        found[name] = tuple(re.findall(r'"([^"]*)"', items))
+    for name, value in re.findall(r"^#define (\w+) (.+)$", module.header(), re.MULTILINE):
+        if value.startswith("{"):
+            found[name] = tuple(re.findall(r'"([^"]*)"', value))
+        else:
+            found[name] = ast.literal_eval(value)
     return found
 
 
-def test_the_bootloaders_hand_off_speaks_this_protocol() -> None:
-    c = c_constants()
-    assert c["PROTOCOL"] == wire.PROTOCOL
+def test_the_bootloaders_constants_are_generated_from_this_module() -> None:
+    c = generated_header()
+    assert c["WIRE_VERSION"] == wire.VERSION
+    assert (c["KIND_CALL"], c["KIND_ACCEPT"], c["KIND_REQUEST"], c["KIND_RESULT"]) == (
+        wire.CALL, wire.ACCEPT, wire.REQUEST, wire.RESULT)
     assert c["DEFAULT_SOCKET"] == wire.DEFAULT_SOCKET
     assert c["DIGEST_FILE"] == f"_internal/{wire.DIGEST_FILE}"
     assert (c["MAX_STDIN"], c["MAX_HELLO"], c["MAX_FRAME"]) == (
         wire.MAX_STDIN, wire.MAX_HELLO, wire.MAX_FRAME)
     assert c["HELLO_TIMEOUT_S"] == wire.HELLO_TIMEOUT
     assert (c["SOCKET_ENV"], c["RUN_HERE_ENV"]) == (wire.SOCKET_ENV, wire.RUN_HERE_ENV)
-    assert c["ROLES"] == wire.PLUGIN_ROLES
-    assert c["VERBS"] == wire.SERVED_VERBS
-    text = C_HANDOFF.read_text()
-    for word in (wire.HELLO, wire.CALL, wire.ACCEPT, wire.REQUEST, wire.RESULT):
-        assert f'"{word}"' in text
+    assert c["CALL_FDS"] == len(wire.CALL_FDS)
+    assert c["ROLES_INIT"] == PLUGIN_ROLES
+    assert c["VERBS_INIT"] == wire.SERVED_VERBS
+
+
+def test_the_c_side_defines_no_protocol_constant_of_its_own() -> None:
+    text = (BOOTLOADER / "cni_handoff.c").read_text()
+    assert '#include "cni_handoff_wire.h"' in text
+    assert re.findall(r"^#define (\w+)", text, re.MULTILINE) == ["_GNU_SOURCE"]
+    for literal in (wire.DEFAULT_SOCKET, wire.SOCKET_ENV, wire.RUN_HERE_ENV, wire.DIGEST_FILE,
+                    *PLUGIN_ROLES):
+        assert f'"{literal}' not in text

@@ -1,21 +1,14 @@
 """The hand-off: a plugin call given to a running ``cni-bridge serve`` instead of run here.
 
 The run-time hook ``build/rthooks/pyi_rth_cni_bridge_handoff.py`` calls `main` before anything
-else is imported; builtin modules only, until the call is over. The bootloader of our build does
-the same earlier, in C, before the interpreter starts (``build/bootloader/cni_handoff.c``, same
-protocol and rules); this one serves builds with PyInstaller's own bootloader and environments
-the C side leaves alone (not UTF-8). Rules:
-
-- Only a frozen build (it has a build digest), a plugin role, a verb that does work (ADD, DEL,
-  CHECK, GC, STATUS; VERSION and anything else run here) and a socket (CNI_BRIDGE_SOCKET,
-  default /run/cni-bridge/serve.sock; empty: never).
-- `main` returns, and the call runs here as if there were no server, only while nothing of the
-  call has been sent: no socket, no answer in time, a refusal (other build, other user or PID
-  namespace), an error before the server accepted.
-- From the first byte of the request on, the call belongs to the server. Whatever happens then
-  (the server's worker killed, a reset), this process prints one CNI error (code 11) and exits
-  non-zero: a call is never run twice.
-"""
+else is imported; builtin modules only, until the call is over. Our bootloader does the same in
+C before the interpreter starts (``build/bootloader/cni_handoff.c``, same protocol and rules);
+this one serves builds with PyInstaller's own bootloader and environments the C side leaves
+alone (not UTF-8). Rules (README, Resident mode): only a frozen build (a build digest), a plugin
+role, a served verb and a socket; `main` returns, and the call runs here, only while nothing of
+the call has been sent; from the first byte of the request on, the call is the server's: if no
+result comes, this process prints one CNI error (code 11) and exits non-zero, never running the
+call twice."""
 
 from __future__ import annotations
 
@@ -23,23 +16,8 @@ import _socket
 import os
 import sys
 
-from cni_bridge.serve.wire import (
-    ACCEPT,
-    CALL,
-    HELLO,
-    HELLO_TIMEOUT,
-    MAX_HELLO,
-    MAX_STDIN,
-    PLUGIN_ROLES,
-    PROTOCOL,
-    REQUEST,
-    RESULT,
-    SERVED_VERBS,
-    build_digest,
-    recv,
-    send,
-    socket_path,
-)
+from cni_bridge import PLUGIN_ROLES
+from cni_bridge.serve import wire
 
 TYPE_CHECKING = False  # typing itself is not imported: it costs a plugin's start-up
 if TYPE_CHECKING:
@@ -50,11 +28,10 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 def target(argv0: str, environ: Any, digest: str | None) -> str | None:
     """The socket to try for this call, or None: run it here."""
-    if digest is None or os.path.basename(argv0) not in PLUGIN_ROLES:
+    if digest is None or os.path.basename(argv0) not in PLUGIN_ROLES or \
+            environ.get("CNI_COMMAND") not in wire.SERVED_VERBS:
         return None
-    if environ.get("CNI_COMMAND") not in SERVED_VERBS:
-        return None
-    return socket_path(environ)
+    return wire.socket_path(environ)
 
 
 def open_call_fds() -> list[int] | None:
@@ -87,7 +64,7 @@ def close_all(fds: list[int]) -> None:
 def connect(path: str) -> Any:
     """A connection to the server, or None (no server: the usual case costs one syscall)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(HELLO_TIMEOUT)
+    sock.settimeout(wire.HELLO_TIMEOUT)
     try:
         sock.connect(path)
     except OSError:
@@ -96,26 +73,26 @@ def connect(path: str) -> Any:
     return sock
 
 
-def introduce(sock: Any, hello: tuple[Any, ...]) -> bool:
-    """Send the HELLO with this process's descriptors; whether the server accepted the call.
+def introduce(sock: Any, digest: str, role: str, verb: str) -> bool:
+    """Send the CALL with this process's descriptors; whether the server accepted the call.
     Nothing of the call itself is sent yet: on False the call runs here."""
     fds = open_call_fds()
     if fds is None:
         return False
     try:
-        send(sock, hello, fds)
-        answer = recv(sock, MAX_HELLO)
+        wire.send(sock, wire.CALL, digest, role, verb, fds=fds)
+        answer = wire.recv(sock, wire.MAX_HELLO)
     except Exception:  # a dead server, a slow one, garbage: run the call here
         return False
     finally:
         close_all(fds)
-    return bool(answer == (ACCEPT,))
+    return answer.kind == wire.ACCEPT
 
 
 def read_stdin() -> tuple[bytes | None, str | None]:
     """Stdin up to one byte over the dispatcher's limit (it refuses more), or the error."""
     chunks: list[bytes] = []
-    left = MAX_STDIN + 1
+    left = wire.MAX_STDIN + 1
     try:
         while left > 0:
             chunk = os.read(0, min(left, 1 << 20))
@@ -156,14 +133,15 @@ def went_away(why: str) -> NoReturn:
 def hand_over(sock: Any) -> NoReturn:
     """Send the call, wait for its result, print it and exit with its status."""
     stdin, stdin_error = read_stdin()
-    request = {"argv0": sys.argv[0], "environ": dict(os.environ), "stdin": stdin,
-               "stdin_error": stdin_error, "umask": current_umask()}
+    environ = [f"{name}={value}" for name, value in os.environ.items()]
     try:
         sock.settimeout(None)
-        send(sock, (REQUEST, request))
-        kind, code, stdout = recv(sock)
-        if kind != RESULT or type(code) is not int or type(stdout) is not bytes:
-            raise ValueError(f"unexpected answer {kind!r}")
+        wire.send(sock, wire.REQUEST, sys.argv[0], current_umask(), stdin_error or "",
+                  stdin or b"", *environ)
+        answer = wire.recv(sock)
+        if answer.kind != wire.RESULT:
+            raise ValueError(f"unexpected answer {answer.kind!r}")
+        code, stdout = answer.number(0), answer.field(1)
     except Exception as exc:
         went_away(f"{type(exc).__name__}: {exc}")
     try:
@@ -176,12 +154,11 @@ def hand_over(sock: Any) -> NoReturn:
 def main() -> None:
     """Hand this process's call over and exit, or return to run it here."""
     argv0 = sys.argv[0] if sys.argv else ""
-    digest = build_digest()
+    digest = wire.build_digest()
     path = target(argv0, os.environ, digest)
     sock = connect(path) if path is not None else None
-    if sock is None:
+    if sock is None or digest is None:
         return
-    hello = (HELLO, PROTOCOL, CALL, digest, os.path.basename(argv0), os.environ["CNI_COMMAND"])
-    if introduce(sock, hello):
+    if introduce(sock, digest, os.path.basename(argv0), os.environ["CNI_COMMAND"]):
         hand_over(sock)
     sock.close()

@@ -42,17 +42,17 @@ def ask_socket(path: str | None) -> dict[str, Any] | None:
     sock.settimeout(wire.HELLO_TIMEOUT)
     try:
         sock.connect(path)
-        wire.send(sock, (wire.HELLO, wire.PROTOCOL, wire.STATUS))
+        wire.send(sock, wire.STATUS)
         answer = wire.recv(sock)
     except (OSError, EOFError, wire.ProtocolError):
         return None
     finally:
         sock.close()
-    if not (isinstance(answer, tuple) and len(answer) == 2 and answer[0] == wire.STATUS):
+    if answer.kind != wire.STATUS or len(answer.fields) != 1:
         return None
     try:
-        doc = json.loads(answer[1])
-    except (TypeError, ValueError):
+        doc = json.loads(answer.fields[0])
+    except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -200,7 +200,7 @@ class Server:
             self._answer(p, frame[0])
         self._resume()
 
-    def _answer(self, p: Pending, hello: object) -> None:
+    def _answer(self, p: Pending, hello: wire.Message) -> None:
         reason = refusal(hello, p.peer, self.home, self.view.digest)
         kind = hello_kind(hello)
         if reason is None and kind == wire.CALL and len(p.fds) != len(wire.CALL_FDS):
@@ -208,7 +208,7 @@ class Server:
         if reason is not None:
             self._refuse(p, reason)
         elif kind == wire.STATUS:
-            _reply(p.conn, (wire.STATUS, json.dumps(self.view.snapshot())))
+            _reply(p.conn, wire.STATUS, json.dumps(self.view.snapshot()))
             p.close()
         else:
             self._fork_worker(p, hello)
@@ -219,7 +219,7 @@ class Server:
         message = f"{reason}: {detail}" if detail else reason
         self.view.refused[reason] += 1
         emit(level, "refused pid %d (it runs the call itself): %s", (p.peer.pid, message))
-        _reply(p.conn, (wire.REFUSE, message))
+        _reply(p.conn, wire.REFUSE, message)
         p.close()
 
     def _spares_due(self) -> float | None:
@@ -259,7 +259,7 @@ class Server:
             log.exception("worker for %s %s failed", call.role, call.verb)
             return EXIT_FAILED
 
-    def _fork_worker(self, p: Pending, hello: object) -> None:
+    def _fork_worker(self, p: Pending, hello: wire.Message) -> None:
         call = call_of(hello)
         timeline = {"accept": p.accepted, "hello": p.hello}
         self.spares_after = time.monotonic() + SPARE_DELAY
@@ -354,6 +354,6 @@ def _wake_only(signum: int, frame: object) -> None:
     """The signal's number reaches the loop through the wakeup fd; nothing to do here."""
 
 
-def _reply(conn: socket.socket, value: object) -> None:
+def _reply(conn: socket.socket, kind: str, text: str) -> None:
     conn.settimeout(wire.HELLO_TIMEOUT)  # a status answer may exceed the socket buffer
-    wire.send_quietly(conn, value)
+    wire.send_quietly(conn, kind, text)

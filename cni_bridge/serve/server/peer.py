@@ -14,9 +14,9 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any
 
-from cni_bridge.serve.wire import CALL, HELLO, PLUGIN_ROLES, PROTOCOL, SERVED_VERBS, STATUS
+from cni_bridge import PLUGIN_ROLES
+from cni_bridge.serve.wire import CALL, SERVED_VERBS, STATUS, VERSION, Message
 
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
@@ -60,26 +60,24 @@ def own_identity() -> Identity:
     return Identity(os.getpid(), os.getuid(), _ns_inode("self", "user"), _ns_inode("self", "pid"))
 
 
-def hello_kind(hello: Any) -> str | None:
-    """CALL or STATUS for a well-formed HELLO of our protocol, else None."""
-    if (isinstance(hello, tuple) and len(hello) >= 3 and hello[0] == HELLO
-            and hello[1] == PROTOCOL and hello[2] in (CALL, STATUS)):
-        return str(hello[2])
-    return None
+def hello_kind(hello: Message) -> str | None:
+    """CALL or STATUS for a well-formed first frame of our protocol, else None."""
+    return hello.kind if hello.version == VERSION and hello.kind in (CALL, STATUS) else None
 
 
-def refusal(hello: Any, peer: Identity, home: Identity, digest: str | None) -> str | None:
-    """Why this HELLO is refused (the caller then runs the call itself), or None."""
-    kind = hello_kind(hello)
-    if kind is None:
-        return f"not a hello of protocol {PROTOCOL}"
+def refusal(hello: Message, peer: Identity, home: Identity, digest: str | None) -> str | None:
+    """Why this first frame is refused (the caller then runs the call itself), or None."""
+    if hello.version != VERSION:
+        return f"caller speaks another protocol (version byte {hello.version}, not {VERSION})"
+    if hello_kind(hello) is None:
+        return f"{hello.kind!r} is not a call or status frame"
     if peer.uid != 0:
         return f"caller uid {peer.uid} is not root"
-    if kind == STATUS:
+    if hello.kind == STATUS:
         return None
-    if len(hello) != 6:
-        return "malformed call hello"
-    _, _, _, their_digest, role, verb = hello
+    if len(hello.fields) != 3:
+        return "malformed call frame"
+    their_digest, role, verb = (hello.text(i) for i in range(3))
     if peer.pid_ns is None or peer.pid_ns != home.pid_ns:
         return "caller runs in another PID namespace"
     if peer.user_ns is None or peer.user_ns != home.user_ns:
@@ -91,6 +89,6 @@ def refusal(hello: Any, peer: Identity, home: Identity, digest: str | None) -> s
     return None
 
 
-def call_of(hello: Any) -> Call:
-    """The role and verb of an accepted call HELLO."""
-    return Call(str(hello[4]), str(hello[5]))
+def call_of(hello: Message) -> Call:
+    """The role and verb of an accepted CALL."""
+    return Call(hello.text(1), hello.text(2))

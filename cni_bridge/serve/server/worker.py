@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cni_bridge.diag import logger
 from cni_bridge.net.netns import CLONE_NEWNET
@@ -41,22 +40,18 @@ class CallRequest:
     umask: int
 
     @classmethod
-    def parse(cls, frame: Any) -> CallRequest:
-        """The REQUEST frame, checked field by field."""
-        if not (isinstance(frame, tuple) and len(frame) == 2 and frame[0] == wire.REQUEST
-                and isinstance(frame[1], dict)):
+    def parse(cls, frame: wire.Message) -> CallRequest:
+        """The REQUEST frame: argv0 umask stdin_error stdin NAME=value ... (serve/wire.py)."""
+        if frame.kind != wire.REQUEST:
             raise wire.ProtocolError("not a request")
-        body = frame[1]
-        environ = body.get("environ")
-        if not isinstance(environ, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in environ.items()):
-            raise wire.ProtocolError("request environ is not a dict of strings")
-        argv0, stdin, error, umask = (body.get(k) for k in ("argv0", "stdin", "stdin_error",
-                                                             "umask"))
-        if not (isinstance(argv0, str) and isinstance(stdin, bytes | None)
-                and isinstance(error, str | None) and type(umask) is int):
-            raise wire.ProtocolError("request fields have the wrong types")
-        return cls(argv0, environ, stdin, error, umask & 0o777)
+        environ: dict[str, str] = {}
+        for i in range(4, len(frame.fields)):  # as os.environ: the first of a name wins
+            name, equals, value = frame.text(i).partition("=")
+            if equals and name:
+                environ.setdefault(name, value)
+        error, stdin = frame.text(2) or None, frame.field(3)
+        return cls(frame.text(0), environ, None if error else stdin, error,
+                   frame.number(1) & 0o777)
 
     def read_stdin(self) -> bytes:
         """What the dispatcher reads: the caller's stdin, or the error reading it raised."""
@@ -115,14 +110,14 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
         enter_caller(fds, setns)
     except OSError as exc:
         log.warning("cannot enter the caller's namespaces: %s", exc)
-        wire.send_quietly(conn, (wire.REFUSE, f"cannot enter the caller's namespaces: {exc}"))
+        wire.send_quietly(conn, wire.REFUSE, f"cannot enter the caller's namespaces: {exc}")
         return view.EXIT_REFUSED
     finally:
         for fd in fds:
             os.close(fd)
     timeline["entered"] = time.time()
     try:
-        wire.send(conn, (wire.ACCEPT,))
+        wire.send(conn, wire.ACCEPT)
         request = CallRequest.parse(wire.recv(conn))
     except (OSError, EOFError, wire.ProtocolError):
         return view.EXIT_NO_REQUEST
@@ -138,7 +133,7 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
     sys.stderr.flush()
     try:
         end_with_caller(conn, False)
-        wire.send(conn, (wire.RESULT, out.exit_code, out.stdout))
+        wire.send(conn, wire.RESULT, out.exit_code, out.stdout)
     except OSError:
         return view.EXIT_UNDELIVERED
     return view.EXIT_SERVED
