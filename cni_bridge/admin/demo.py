@@ -26,13 +26,8 @@ from types import FrameType
 from typing import Any
 
 from cni_bridge.admin.demo_world import H_UPLINK, O_ADDRESS, World, WorldError
-from cni_bridge.admin.runtime import (
-    Attachment,
-    ConflistError,
-    PluginError,
-    Runtime,
-    parse_network_list,
-)
+from cni_bridge.admin.runtime import Attachment, PluginError, Runtime
+from cni_bridge.deploy.confdir import ConflistError, parse_network_list
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from cni_bridge.deploy.install import default_plugin_dir
 from cni_bridge.ipam.host_local.index import INDEX_DIR

@@ -21,13 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cni_bridge.admin.runtime import (
-    Attachment,
-    ConflistError,
-    NetworkList,
-    Runtime,
-    parse_network_list,
-)
+from cni_bridge.admin.runtime import Attachment, Runtime
+from cni_bridge.deploy.confdir import NetworkConf
 from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import SubprocessRunner
@@ -42,70 +37,6 @@ from cni_bridge.node import records
 from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
 
 log = logger(__name__)
-
-CONF_SUFFIXES = (".conflist", ".conf", ".json")
-DEFAULT_DATA_DIR = "/var/lib/cni/networks"
-DEFAULT_BRIDGE = "cni0"
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetworkConf:
-    net: NetworkList
-    path: Path | None
-    bridge: str | None  # None: the list has no bridge plugin
-    data_dir: str | None  # None: IPAM is not host-local
-    backend: str | None  # the configured firewall backend, if any
-    subnets: tuple[str, ...]
-
-    @classmethod
-    def of(cls, net: NetworkList, path: Path | None = None) -> NetworkConf:
-        bridge = next((p for p in net.plugins if p.get("type") == "bridge"), None)
-        portmap = next((p for p in net.plugins if p.get("type") == "portmap"), {})
-        ipam = (bridge or {}).get("ipam") or {}
-        host_local = ipam.get("type") == "host-local"
-        subnets = [r.get("subnet", "") for rs in ipam.get("ranges") or [] for r in rs]
-        if ipam.get("subnet"):
-            subnets.append(ipam["subnet"])
-        return cls(
-            net=net, path=path,
-            bridge=(bridge.get("bridge") or DEFAULT_BRIDGE) if bridge is not None else None,
-            data_dir=(ipam.get("dataDir") or DEFAULT_DATA_DIR) if host_local else None,
-            backend=(bridge or {}).get("ipMasqBackend") or portmap.get("backend"),
-            subnets=tuple(s for s in subnets if s),
-        )
-
-
-def load_conf_dir(conf_dir: Path) -> tuple[list[NetworkConf], list[str]]:
-    """Every network in `conf_dir`, in the order a runtime reads them, and the files skipped."""
-    confs, problems = [], []
-    files = sorted(conf_dir.iterdir()) if conf_dir.is_dir() else []
-    for path in files:
-        if path.suffix not in CONF_SUFFIXES or not path.is_file():
-            continue
-        try:
-            confs.append(NetworkConf.of(parse_network_list(path.read_bytes()), path))
-        except (OSError, ConflistError) as exc:
-            problems.append(f"{path}: {exc}")
-    return confs, problems
-
-
-def find_network(conf_dir: Path, name: str) -> NetworkConf:
-    """The network called `name` in `conf_dir`, or the conflist file `name`."""
-    as_path = Path(name)
-    if ("/" in name or as_path.suffix in CONF_SUFFIXES) and as_path.is_file():
-        return NetworkConf.of(parse_network_list(as_path.read_bytes()), as_path)
-    confs, problems = load_conf_dir(conf_dir)
-    for conf in confs:
-        if conf.net.name == name:
-            return conf
-    known = ", ".join(c.net.name for c in confs) or "none"
-    hint = f" (unreadable: {'; '.join(problems)})" if problems else ""
-    raise ConflistError(f"no network named {name!r} in {conf_dir} (found: {known}){hint}; "
-                        "pass --conf-dir DIR or the path of a conflist file")
-
 
 # --- attachments -------------------------------------------------------------------------------
 

@@ -202,7 +202,8 @@ def _attachment(opts: argparse.Namespace) -> Attachment:
 
 
 def cmd_attach(opts: argparse.Namespace) -> int:
-    from cni_bridge.admin.examine import NetworkConf, find_network, host_veth
+    from cni_bridge.admin.examine import host_veth
+    from cni_bridge.deploy.confdir import NetworkConf, find_network
 
     conf: NetworkConf = find_network(opts.conf_dir, opts.network)
     runtime, att = make_runtime(opts), _attachment(opts)
@@ -238,8 +239,9 @@ def cmd_attach(opts: argparse.Namespace) -> int:
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
-    from cni_bridge.admin.examine import find_network, load_conf_dir, network_status
+    from cni_bridge.admin.examine import network_status
     from cni_bridge.admin.report import format_node_state, format_status
+    from cni_bridge.deploy.confdir import find_network, load_conf_dir
     from cni_bridge.node import records
     from cni_bridge.node import state as nodestate
     from cni_bridge.serve.client import query
@@ -292,7 +294,8 @@ def describe_removal(att: AttachmentState) -> str:
 def cmd_gc(opts: argparse.Namespace) -> int:
     if opts.network is None:
         return 0 if gc_node_state(opts.dry_run) else 1
-    from cni_bridge.admin.examine import find_network, gc_candidates
+    from cni_bridge.admin.examine import gc_candidates
+    from cni_bridge.deploy.confdir import find_network
     from cni_bridge.node import records
 
     if not opts.valid and not opts.none_valid:
@@ -420,8 +423,9 @@ def main(args: list[str]) -> int:
     if opts.command is None:
         parser.print_help()
         return 0
-    from cni_bridge.admin.runtime import ConflistError, PluginError
+    from cni_bridge.admin.runtime import PluginError
     from cni_bridge.cni.errors import CniError
+    from cni_bridge.deploy.confdir import ConflistError
     from cni_bridge.deploy.install import InstallError
 
     try:

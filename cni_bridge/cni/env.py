@@ -30,6 +30,11 @@ IFNAMSIZ = 16
 MAX_ID_LENGTH = 255
 
 
+def valid_name(name: str) -> bool:
+    """A container ID or network name as libcni allows them (length aside)."""
+    return _ID_RE.fullmatch(name) is not None
+
+
 @dataclass(frozen=True)
 class CniEnv:
     command: str

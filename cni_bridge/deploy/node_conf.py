@@ -119,7 +119,7 @@ def find_overlaps(node: NodeNetwork, taken: Iterable[tuple[str, IPNetwork]]) -> 
 
 def networks_in_conf_dir(conf_dir: Path, skip: Path) -> list[tuple[str, IPNetwork]]:
     """The subnets of every other network configured in `conf_dir`."""
-    from cni_bridge.admin.examine import load_conf_dir
+    from cni_bridge.deploy.confdir import load_conf_dir
 
     found: list[tuple[str, IPNetwork]] = []
     for conf in load_conf_dir(conf_dir)[0]:
