@@ -22,12 +22,12 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import stat
 import time
 from collections.abc import Container, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from cni_bridge.cni.env import valid_name
 from cni_bridge.cni.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
 from cni_bridge.cni.result import IPAddress
 from cni_bridge.ipam.host_local import index
@@ -50,7 +50,6 @@ from cni_bridge.ipam.host_local.store import (
 
 LOCK_TIMEOUT = 10.0  # seconds
 MAX_FILE = 4096  # a reservation or cursor file is a few dozen bytes; bound what we read
-_NETWORK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -93,7 +92,7 @@ class FileStore:
     ) -> FileStore | None:
         """Open (with `create`: make) the network's directory; None if it is absent."""
         network = location.network
-        if not _NETWORK_RE.match(network):
+        if not valid_name(network):
             raise ConfigError("invalid network name for the IPAM store", repr(network))
         data_dir = location.data_dir
         path = os.path.join(data_dir, network)
