@@ -30,9 +30,9 @@ from typing import Any
 from cni_bridge.cni.env import valid_name
 from cni_bridge.cni.versions import at_least
 from cni_bridge.deploy.confdir import ConflistError, NetworkList
+from cni_bridge.deploy.defaults import DEFAULT_CACHE_DIR
 
 CACHE_KIND = "cniCacheV1"
-DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
 PLUGIN_TIMEOUT = 60.0
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")

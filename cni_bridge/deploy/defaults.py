@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# Where `cni-bridge add` caches ADD results (a libcni runtime keeps its own, same format).
+DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
 DEFAULT_CONFLIST: dict[str, Any] = {
     "cniVersion": "1.1.0",
     "name": "cni-bridge",

@@ -74,11 +74,11 @@ def test_a_hand_over_without_every_descriptor_is_dropped(call_fds: list[int]) ->
 
 
 def test_serve_takes_a_count_of_spares_and_refuses_a_negative_one() -> None:
-    from cni_bridge.admin import main as operator
+    from cni_bridge.admin.parser import build_parser
     from cni_bridge.admin.serve_cmd import ServeError, cmd_serve
     from cni_bridge.serve.server.loop import Options
 
-    parser = operator.build_parser()
+    parser = build_parser()
     assert parser.parse_args(["serve"]).spare_workers == Options().spare_workers == 2
     with pytest.raises(ServeError, match="--spare-workers at least 0"):
         cmd_serve(parser.parse_args(["serve", "--spare-workers", "-1"]))
