@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cni_bridge.admin.runtime import Attachment, Runtime
+from cni_bridge.admin.runtime import Runtime
 from cni_bridge.deploy.confdir import NetworkConf
-from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import SubprocessRunner
 from cni_bridge.firewall.detect import detect_backend, make_backend
@@ -35,8 +34,6 @@ from cni_bridge.firewall.recorded import (
 )
 from cni_bridge.node import records
 from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
-
-log = logger(__name__)
 
 # --- attachments -------------------------------------------------------------------------------
 
@@ -284,7 +281,3 @@ def gc_candidates(conf: NetworkConf, runtime: Runtime, root: Path,
     return [a for a in collect_attachments(conf, runtime, root, check_rules=False)
             if a.key not in keep and not (a.ifname == "?" and any(k[0] == a.container_id
                                                                   for k in keep))]
-
-
-def attachment_of(state: AttachmentState) -> Attachment:
-    return Attachment(state.container_id, state.ifname, state.netns)

@@ -36,7 +36,6 @@ from cni_bridge.diag import logger
 log = logger(__name__)
 
 MAX_STDIN = 16 * 1024 * 1024  # far above any real config; bounds memory on hostile input
-ATTACHMENT_VERBS = ("ADD", "DEL", "CHECK")
 
 
 class Plugin(Protocol):

@@ -22,9 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 # Error codes from the CNI spec (SPEC.md "Error codes") plus libcni's conventions.
-UNKNOWN = 0
 INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
 UNKNOWN_CONTAINER = 3
 INVALID_ENV = 4
 IO_FAILURE = 5
@@ -33,7 +31,6 @@ INVALID_NETWORK_CONFIG = 7
 INVALID_NETNS = 8
 TRY_AGAIN_LATER = 11
 PLUGIN_NOT_AVAILABLE = 50
-LIMITED_CONNECTIVITY = 51
 INTERNAL = 999
 
 

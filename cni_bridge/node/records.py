@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
     Root = str | os.PathLike[str]
 
-PLUGINS = ("bridge", "portmap")
-
-
 @dataclass(frozen=True)
 class Record:
     network: str

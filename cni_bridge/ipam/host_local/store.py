@@ -1,5 +1,5 @@
 """The reservation store: its on-disk layout, who holds an address, and the small interface the
-allocation code talks to (implemented by ``FileStore`` on disk and ``MemoryStore`` for tests).
+allocation code talks to (implemented by ``FileStore``; the tests add an in-memory one).
 
 On-disk layout -- shared with the reference host-local, so these names and formats must never
 change (an operator can switch a live node between the two implementations in either direction):
@@ -20,7 +20,7 @@ an address because it takes the address from the file name.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from ipaddress import ip_address
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -79,7 +79,7 @@ def reservation_ip(name: str) -> IPAddress | None:
     return ip if str(ip) == name else None
 
 
-# What reservations are keyed by: addresses (MemoryStore) or file names (FileStore).
+# What reservations are keyed by: addresses (an in-memory store) or file names (FileStore).
 Key = TypeVar("Key")
 
 
@@ -163,70 +163,3 @@ class Store(Protocol):
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         """The addresses (container ID, ifname) holds; takes the lock itself."""
         ...
-
-
-class MemoryStore:
-    """An in-memory Store for unit tests; same semantics as the file store."""
-
-    def __init__(self) -> None:
-        self.files: dict[IPAddress, Owner] = {}
-        self.cursors: dict[int, IPAddress] = {}
-        self.depth = 0
-        self.lock_count = 0
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        if self.depth == 0:
-            self.lock_count += 1
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-
-    def locked(self) -> AbstractContextManager[None]:
-        return self._locked()
-
-    def _require_lock(self) -> None:
-        if not self.depth:
-            raise AssertionError("store used without holding its lock")
-
-    def reservations(self) -> dict[IPAddress, Owner]:
-        self._require_lock()
-        return dict(self.files)
-
-    def holder(self, ip: IPAddress) -> Owner | None:
-        self._require_lock()
-        return self.files.get(ip)
-
-    def taken(self) -> Container[IPAddress]:
-        self._require_lock()
-        return self.files.keys()
-
-    def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        self._require_lock()
-        return sort_ips(owned_by(self.files.items(), container_id, ifname))
-
-    def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        self._require_lock()
-        return sort_ips(owned_or_legacy(self.files.items(), container_id, ifname))
-
-    def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
-        self._require_lock()
-        if ip in self.files:
-            return False
-        self.files[ip] = owner
-        self.cursors[set_index] = ip
-        return True
-
-    def release(self, ip: IPAddress) -> None:
-        self._require_lock()
-        self.files.pop(ip, None)
-
-    def last_reserved(self, set_index: int) -> IPAddress | None:
-        self._require_lock()
-        return self.cursors.get(set_index)
-
-    def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        with self.locked():
-            return self.held(container_id, ifname)
