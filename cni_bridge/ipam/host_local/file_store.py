@@ -11,9 +11,8 @@ Better than the reference where it does not change what is on disk:
   network name, container ID or planted symlink can make the store write outside
   ``<dataDir>/<network>/``; a dataDir (or network directory) that is a symlink is refused;
 - waiting for the lock is bounded; past the limit the call fails with code 11 (try again);
-- who holds what is read from an index (``index.py``) kept outside the store while the directory
-  is exactly as we left it, so ADD, DEL and CHECK do not read every reservation file; anything
-  else (the reference plugin changed it, no index yet) means one full scan, as the reference does.
+- who holds what is read from an index (``index.py``) while the directory is as we left it, so
+  ADD, DEL and CHECK read no reservation file; otherwise one full scan, as the reference does.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import os
 import stat
 import time
 from collections.abc import Container, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 
 from cni_bridge.cni.env import valid_name
 from cni_bridge.cni.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
@@ -40,6 +39,8 @@ from cni_bridge.ipam.host_local.store import (
     LOCK_MODE,
     TEMP_PREFIX,
     Owner,
+    TakenNames,
+    addresses_named,
     decode_owner,
     encode_owner,
     owned_by,
@@ -84,7 +85,6 @@ class FileStore:
         self._cache: dict[str, Owner] | None = None
         self._index_current = False  # the index already says what _cache says
 
-    # ------------------------------------------------------------------ opening
 
     @classmethod
     def open(
@@ -137,13 +137,9 @@ class FileStore:
         with self.locked():
             pass  # the lock file can be created and locked
 
-    # ------------------------------------------------------------------ locking
-
-    def locked(self) -> AbstractContextManager[None]:
-        return self._locked()
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
         if self._depth:  # re-entrant: flock would block on a second descriptor of ours
             self._depth += 1
             try:
@@ -212,16 +208,10 @@ class FileStore:
             with translate_os_errors(f"cannot sync {self.path}"):
                 os.fsync(self._fd)
 
-    # ------------------------------------------------------------------ Store interface
 
     def reservations(self) -> dict[IPAddress, Owner]:
-        held = self._held()
-        out = {}
-        for name, owner in held.items():
-            ip = reservation_ip(name)
-            if ip is not None:
-                out[ip] = owner
-        return out
+        return {ip: owner for name, owner in self._held().items()
+                if (ip := reservation_ip(name)) is not None}
 
     def holder(self, ip: IPAddress) -> Owner | None:
         return self._held().get(str(ip))
@@ -230,10 +220,11 @@ class FileStore:
         return TakenNames(self._held())
 
     def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        return sort_ips(_addresses(owned_by(self._held().items(), container_id, ifname)))
+        return sort_ips(addresses_named(owned_by(self._held().items(), container_id, ifname)))
 
     def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        return sort_ips(_addresses(owned_or_legacy(self._held().items(), container_id, ifname)))
+        held = owned_or_legacy(self._held().items(), container_id, ifname)
+        return sort_ips(addresses_named(held))
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         self._require_lock()
@@ -262,9 +253,7 @@ class FileStore:
     def last_reserved(self, set_index: int) -> IPAddress | None:
         self._require_lock()
         data = self._read(f"{LAST_RESERVED_PREFIX}{set_index}")
-        if data is None:
-            return None
-        return reservation_ip(data.strip().decode("ascii", "replace"))
+        return None if data is None else reservation_ip(data.strip().decode("ascii", "replace"))
 
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         with self.locked():
@@ -277,7 +266,6 @@ class FileStore:
             self._cache = self._scan()
         return self._cache
 
-    # ------------------------------------------------------------------ file primitives
 
     def _require_lock(self) -> None:
         if not self._depth:
@@ -285,11 +273,8 @@ class FileStore:
 
     def _scan(self) -> dict[str, Owner]:
         out: dict[str, Owner] = {}
-        for name in self._names():
-            if reservation_ip(name) is None:
-                continue
-            data = self._read(name)
-            if data is not None:
+        for name in filter(reservation_ip, self._names()):
+            if (data := self._read(name)) is not None:
                 out[name] = decode_owner(data)
         return out
 
@@ -371,23 +356,6 @@ class FileStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self._fd)
             self._dirty = True
-
-
-class TakenNames:
-    """The reserved addresses as a container, answered from file names (no address objects
-    are built for the thousands not asked about)."""
-
-    __slots__ = ("_names",)
-
-    def __init__(self, names: Container[str]) -> None:
-        self._names = names
-
-    def __contains__(self, ip: object) -> bool:
-        return str(ip) in self._names
-
-
-def _addresses(names: list[str]) -> list[IPAddress]:
-    return [ip for ip in map(reservation_ip, names) if ip is not None]
 
 
 def _write_all(fd: int, data: bytes) -> None:

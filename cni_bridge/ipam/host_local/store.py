@@ -79,6 +79,24 @@ def reservation_ip(name: str) -> IPAddress | None:
     return ip if str(ip) == name else None
 
 
+class TakenNames:
+    """The reserved addresses as a container, answered from file names (no address objects
+    are built for the thousands not asked about)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: Container[str]) -> None:
+        self._names = names
+
+    def __contains__(self, ip: object) -> bool:
+        return str(ip) in self._names
+
+
+def addresses_named(names: list[str]) -> list[IPAddress]:
+    """The reservations among `names` (cursors, lock and temporaries are not)."""
+    return [ip for ip in map(reservation_ip, names) if ip is not None]
+
+
 # What reservations are keyed by: addresses (an in-memory store) or file names (FileStore).
 Key = TypeVar("Key")
 
