@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cni_bridge.net.netns import CLONE_NEWNET
 from cni_bridge.serve import wire
 from cni_bridge.serve.server.peer import Call
 
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
 # How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
 # its caller went away mid-call. Anything else: the worker died, the caller got code 11.
 EXIT_SERVED = 0  # the result was sent
