@@ -66,6 +66,3 @@ class Request:
                 if isinstance(item, Mapping):
                     keep.add((str(item.get("containerID", "")), str(item.get("ifname", ""))))
         return frozenset(keep)
-
-    def has_valid_attachments(self) -> bool:
-        return any(isinstance(self.config.get(k), list) for k in VALID_ATTACHMENTS_KEYS)

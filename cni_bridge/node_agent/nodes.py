@@ -24,9 +24,6 @@ class NodeInfo:
     pod_cidrs: tuple[IPNetwork, ...] = ()
     internal_ips: tuple[IPAddress, ...] = ()
 
-    def pod_cidr(self, version: int) -> IPNetwork | None:
-        return next((c for c in self.pod_cidrs if c.version == version), None)
-
     def internal_ip(self, version: int) -> IPAddress | None:
         return next((a for a in self.internal_ips if a.version == version), None)
 

@@ -50,11 +50,6 @@ class EventDecoder:
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         return [decode_line(line) for line in lines if line.strip()]
 
-    @property
-    def leftover(self) -> bytes:
-        """What is buffered but not yet an event (at the end of a stream: a cut-off event)."""
-        return self._buffer.strip()
-
 
 def decode_line(line: bytes) -> WatchEvent:
     try:

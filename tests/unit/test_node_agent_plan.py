@@ -56,7 +56,6 @@ def test_parse_node_reads_pod_cidrs_and_internal_ips_of_both_families() -> None:
                                ["192.0.2.11", "2001:db8::11"]))
     assert node == info("n1", "10.244.1.0/24,fd00:10:244:1::/64", "192.0.2.11,2001:db8::11")
     assert node.internal_ip(6) == ip("2001:db8::11")
-    assert node.pod_cidr(4) == net("10.244.1.0/24")
 
 
 def test_parse_node_falls_back_to_the_single_pod_cidr_and_ignores_hostname() -> None:
