@@ -13,7 +13,7 @@ so a reader never sees half a record. The layout is a stable interface: do not c
 The kernel reuses namespace inode numbers, so a directory is bound to its namespace's life by
 an owner file, ``netns-<inode>/.owner``: the namespace's cookie (``SO_NETNS_COOKIE``, never
 reused in a boot) and the boot id. ``state_root`` and ``proven_root`` are the only ways to the
-directory, and both check the owner (``nodeowner`` says who owns it; ``nodestate`` handles a
+directory, and both check the owner (``node.owner`` says who owns it; ``node.state`` handles a
 directory that fails the check).
 """
 
@@ -62,7 +62,7 @@ def namespace_dir(environ: Mapping[str, str] | None = None) -> str:
 def state_root(environ: Mapping[str, str] | None = None) -> str:
     """This network namespace's records directory, proven its own: made with our owner file
     when missing; one left by a dead namespace of the same inode is moved aside and removed
-    first (``nodestate.claim``). Costs one stat, one socket and two small reads per process."""
+    first (``node.state.claim``). Costs one stat, one socket and two small reads per process."""
     global _proven
     root = namespace_dir(environ)
     if _proven != root:

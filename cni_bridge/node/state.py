@@ -1,7 +1,7 @@
 """Whose is a namespace's state directory, and removing the state of namespaces that are gone.
 
 Each network namespace's directory, ``<state root>/netns-<inode>/``, holds an owner file
-(``nodeowner.OWNER_FILE``): the namespace's cookie and the boot id. The kernel hands a dead
+(``node.owner.OWNER_FILE``): the namespace's cookie and the boot id. The kernel hands a dead
 namespace's inode number to the next namespace it makes; the cookie it never reuses in a boot.
 What counts as proof that a directory's owner is dead:
 
