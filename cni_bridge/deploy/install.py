@@ -37,7 +37,7 @@ ROLES = ("bridge", "host-local", "portmap", "loopback")
 EXECUTABLE = "cni-bridge"
 BUNDLE_PREFIX = ".cni-bridge-"
 DEFAULT_CONF_NAME = "10-cni-bridge.conflist"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree holding cni_bridge/
 
 LAUNCHER = """#!{python}
 # cni-bridge from source: the role comes from this file's name.

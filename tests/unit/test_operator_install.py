@@ -136,6 +136,8 @@ def test_install_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_launchers_run_this_source_tree(tmp_path: Path) -> None:
+    # The venv may have the package installed: the launchers' own path must hold it too.
+    assert (install.REPO_ROOT / "cni_bridge" / "entry.py").is_file()
     install.write_launchers(tmp_path)
     proc = subprocess.run([str(tmp_path / "cni-bridge"), "version"], capture_output=True,
                           text=True, check=True)
