@@ -30,10 +30,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cni_bridge import __version__
+from cni_bridge import PLUGIN_ROLES, __version__
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 
-ROLES = ("bridge", "host-local", "portmap", "loopback")
 EXECUTABLE = "cni-bridge"
 BUNDLE_PREFIX = ".cni-bridge-"
 DEFAULT_CONF_NAME = "10-cni-bridge.conflist"
@@ -67,7 +66,7 @@ def self_command() -> list[str]:
 
 def write_launchers(directory: Path) -> None:
     """Executables named after the roles that run this source tree."""
-    for role in (*ROLES, EXECUTABLE):
+    for role in (*PLUGIN_ROLES, EXECUTABLE):
         path = directory / role
         path.write_text(LAUNCHER.format(python=sys.executable, root=str(REPO_ROOT)))
         path.chmod(0o755)
@@ -212,7 +211,7 @@ def install(source: Path, bin_dir: Path, version: str = __version__) -> InstallR
     bin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     name = f"{BUNDLE_PREFIX}{version}-{bundle_digest(source)}"
     bundle = bin_dir / name
-    previous = _bundle_of(bin_dir / ROLES[0])
+    previous = _bundle_of(bin_dir / PLUGIN_ROLES[0])
     report = InstallReport(bundle, reused=bundle.is_dir())
     if not report.reused:
         tmp = bin_dir / f"{name}.tmp-{os.getpid()}"
@@ -224,7 +223,7 @@ def install(source: Path, bin_dir: Path, version: str = __version__) -> InstallR
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(bin_dir)
-    for role in (*ROLES, EXECUTABLE):
+    for role in (*PLUGIN_ROLES, EXECUTABLE):
         if switch_link(bin_dir, role, f"{name}/{EXECUTABLE}"):
             report.replaced.append(role)
         report.linked.append(role)
