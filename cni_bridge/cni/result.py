@@ -95,8 +95,6 @@ class UnconvertedResult(Result):
     shape at every version: no ``ip4``/``ip6``, no ``version`` in ``ips[]``."""
 
 
-# ---------------------------------------------------------------- parsing (any version in)
-
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -253,8 +251,6 @@ def parse_result(obj: Mapping[str, Any], version: str) -> Result:
         dns=parse_dns(obj.get("dns")),
     )
 
-
-# ---------------------------------------------------------------- rendering (one version out)
 
 def _dns_dict(dns: DNS) -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -1,18 +1,10 @@
 """The on-disk Store, byte-compatible with the reference host-local (layout in ``store.py``).
 
-Better than the reference where it does not change what is on disk:
-
-- a reservation file is never visible empty or half-written: the content goes to a temporary
-  file in the same directory, is fsynced, then hard-linked to the address's name (``link`` fails
-  if the name exists, exactly like ``O_CREAT|O_EXCL``) and the temporary name is removed; the
-  directory is fsynced before the lock is released. Temporaries left by a killed run are removed
-  the next time the lock is taken;
-- every path is resolved relative to a directory descriptor opened with ``O_NOFOLLOW``, so no
-  network name, container ID or planted symlink can make the store write outside
-  ``<dataDir>/<network>/``; a dataDir (or network directory) that is a symlink is refused;
-- waiting for the lock is bounded; past the limit the call fails with code 11 (try again);
-- who holds what is read from an index (``index.py``) while the directory is as we left it, so
-  ADD, DEL and CHECK read no reservation file; otherwise one full scan, as the reference does.
+Better than the reference without changing what is on disk: a reservation is written to an
+fsynced temporary and hard-linked to its name (fails if it exists, like ``O_EXCL``), so it is
+never seen empty or partial; every path is opened below an ``O_NOFOLLOW`` directory descriptor
+(no name or planted symlink escapes ``<dataDir>/<network>/``); the lock wait is bounded (code
+11); who holds what comes from ``index.py`` while the directory is as we left it.
 """
 
 from __future__ import annotations
@@ -54,8 +46,7 @@ MAX_FILE = 4096  # a reservation or cursor file is a few dozen bytes; bound what
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Filesystems without hard links answer link() with one of these; we then fall back to the
-# reference's O_EXCL create-then-write.
+# link() errors of filesystems without hard links: fall back to the reference's O_EXCL create.
 _NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
 
@@ -80,11 +71,9 @@ class FileStore:
         self.lock_timeout = lock_timeout
         self._depth = 0
         self._dirty = False
-        # What the directory holds, from the index or scanned once per lock session, and kept
-        # current by our own reserve/release (nobody else changes it while we hold the lock).
+        # From the index or one scan per lock session; only we change it while we hold the lock.
         self._cache: dict[str, Owner] | None = None
         self._index_current = False  # the index already says what _cache says
-
 
     @classmethod
     def open(
@@ -136,7 +125,6 @@ class FileStore:
             raise CniError(f"IPAM store {self.path} is not writable", code=IO_FAILURE)
         with self.locked():
             pass  # the lock file can be created and locked
-
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -208,7 +196,6 @@ class FileStore:
             with translate_os_errors(f"cannot sync {self.path}"):
                 os.fsync(self._fd)
 
-
     def reservations(self) -> dict[IPAddress, Owner]:
         return {ip: owner for name, owner in self._held().items()
                 if (ip := reservation_ip(name)) is not None}
@@ -265,7 +252,6 @@ class FileStore:
         if self._cache is None:
             self._cache = self._scan()
         return self._cache
-
 
     def _require_lock(self) -> None:
         if not self._depth:
