@@ -1,8 +1,5 @@
-"""Who owns a namespace's state directory: the few primitives every plugin call needs (the
-state root, the namespace's cookie, the boot id, the owner file's text), with no import beyond
-the standard library's C modules. ``records`` finds the directory with them, ``node.state``
-judges and removes the state of namespaces that are gone; neither is imported here.
-"""
+"""Who owns a namespace's state directory: the primitives every plugin call needs, importing
+only the standard library's C modules (``records`` and ``node.state`` use them)."""
 
 from __future__ import annotations
 
