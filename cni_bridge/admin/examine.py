@@ -1,16 +1,6 @@
-"""What the operator commands read and repair: ``status``, ``gc`` (its dry run) and ``reconcile``.
-
-The state of a network is put together from four places, none of which alone is complete:
-
-- the conflist (conf dir): bridge name, IPAM data dir, configured firewall backend;
-- the host-local store (``<dataDir>/<network>/<ip>`` files): who holds which address;
-- the runtime's result cache: the netns and the host-side veth of each attachment added through
-  ``cni-bridge add`` (a container runtime keeps its own cache);
-- the plugins' records (``/run/cni-bridge/netns-<inode>/<network>/``): the masquerade entries
-  and port mappings each attachment installed, with the backend that installed them.
-
-Nothing here writes, except ``reconcile`` (re-adding recorded rules; every backend add is
-idempotent) and the runtime GC the operator starts.
+"""What ``status``, ``gc`` (its dry run) and ``reconcile`` read and repair. A network's state is
+put together from the conflist, the host-local store, the runtime's result cache (attachments
+added by ``cni-bridge add``) and the plugins' records; only ``reconcile`` writes (idempotently).
 """
 
 from __future__ import annotations
@@ -34,8 +24,6 @@ from cni_bridge.firewall.recorded import (
 )
 from cni_bridge.node import records
 from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
-
-# --- attachments -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -186,9 +174,6 @@ def reconcile(root: Path, network: str | None = None) -> list[ReconcileItem]:
             item.error = str(exc)
         items.append(item)
     return items
-
-
-# --- network status ----------------------------------------------------------------------------
 
 
 @dataclass

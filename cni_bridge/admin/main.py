@@ -1,10 +1,5 @@
 """``cni-bridge``: the command-line tool for people (the plugins run under their own names).
-
-Commands: ``demo``, ``install``, ``add``/``check``/``del`` (a cnitool that runs a conflist as a
-runtime does), ``status``, ``gc``, ``reconcile``, ``serve`` (resident mode), ``node-agent``
-(Kubernetes), ``version``. Output
-is for people; ``--json`` where a program may want to read it. Exit status: 0 success, 1
-failure, 2 usage error.
+Output is for people, ``--json`` for programs. Exit status: 0 success, 1 failure, 2 usage error.
 """
 
 from __future__ import annotations
@@ -50,9 +45,6 @@ def netns_path(name: str) -> str:
 
 def default_container_id(netns: str) -> str:
     return "cni-bridge-" + hashlib.sha512(netns.encode()).hexdigest()[:20]
-
-
-# --- commands ----------------------------------------------------------------------------------
 
 
 def make_runtime(opts: argparse.Namespace) -> Runtime:
@@ -207,8 +199,7 @@ def cmd_gc(opts: argparse.Namespace) -> int:
 
 
 def gc_node_state(dry_run: bool) -> bool:
-    """Remove (or with `dry_run` name) the state of dead network namespaces; False when some
-    of it could not be removed."""
+    """Remove (`dry_run`: name) dead namespaces' state; False when some could not be removed."""
     from cni_bridge.admin.report import format_node_state
     from cni_bridge.node import records
     from cni_bridge.node import state as nodestate
@@ -216,19 +207,15 @@ def gc_node_state(dry_run: bool) -> bool:
     base = records.state_base()
     print(f"gc of the state of network namespaces that are gone, under {base}"
           + (" (dry run: nothing is changed)" if dry_run else ""))
-    if dry_run:
-        report = nodestate.survey(base)
-        for found in report.dead:
-            print(f"  would remove {found.path}: its namespace is gone ({found.why})")
-        if not report.dead:
-            print("  nothing is stale")
-        return True
-    report = nodestate.sweep(base)
-    for found in report.dead:
-        if found.path in report.removed:
-            print(f"  removed {found.path}: its namespace is gone ({found.why})")
-    if not report.removed:
+    report = nodestate.survey(base) if dry_run else nodestate.sweep(base)
+    gone = [f for f in report.dead if dry_run or f.path in report.removed]
+    for found in gone:
+        print(f"  {'would remove' if dry_run else 'removed'} {found.path}: its namespace is gone "
+              f"({found.why})")
+    if not gone:
         print("  nothing is stale")
+    if dry_run:
+        return True
     left = nodestate.survey(base)
     print(format_node_state(left), end="")
     return not left.dead

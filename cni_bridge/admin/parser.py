@@ -15,9 +15,6 @@ from cni_bridge.deploy.defaults import DEFAULT_CACHE_DIR
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-# --- argument types ----------------------------------------------------------------------------
-
-
 def parse_port(text: str) -> dict[str, Any]:
     """``[HOSTIP:]HOST:CONTAINER[/PROTO]`` -> a portMappings entry (HOSTIP may be ``[v6]``)."""
     usage = f"invalid port {text!r}: expected [HOSTIP:]HOST:CONTAINER[/PROTO], e.g. 8080:80/tcp"

@@ -1,17 +1,8 @@
-"""Running a network configuration list as libcni (and so every container runtime) does.
-
-- each plugin gets ``name`` and ``cniVersion`` injected, and ``runtimeConfig`` with only the
-  capabilities it declares *and* the caller supplied; ADD chains ``prevResult``;
-- the final ADD result is cached per (network, container ID, ifname) in
-  ``<cache>/results/<network>-<containerID>-<ifname>`` (libcni's ``cniCacheV1`` format);
-- CHECK (>= 0.4.0, unless ``disableCheck``) and DEL get it as ``prevResult``; DEL runs in reverse;
-- GC (unless ``disableGC``) DELs each cached attachment not in the valid list, then (>= 1.1.0)
-  sends GC with ``cni.dev/valid-attachments``; errors are collected; STATUS stops at the first.
-
-Plugins get the caller's environment plus the six ``CNI_*`` variables, and run inside the named
-namespace ``netns`` when given (``ip netns exec``). As the runtimes built on libcni do, a failed
-ADD is undone with a DEL of the whole list; CHECK and DEL without capability args use those
-cached at ADD.
+"""Running a network configuration list as libcni (and so every container runtime) does:
+``name``, ``cniVersion`` and the declared-and-supplied ``runtimeConfig`` injected, ADD chaining
+``prevResult``, the result cached in libcni's ``cniCacheV1`` format and given to CHECK and DEL
+(in reverse), GC with ``cni.dev/valid-attachments``, a failed ADD undone by a DEL of the list.
+Plugins get the caller's environment plus the ``CNI_*`` variables, in ``netns`` when given.
 """
 
 from __future__ import annotations
