@@ -54,11 +54,8 @@ class Agent:
         self.wanted: set[RouteKey] = set()  # (destination, gateway) of the last plan's routes
         self.again = False  # the last reconcile asks for another look soon
 
-    # --- what the API says ------------------------------------------------------------------
-
     def take(self, message: Message) -> bool:
-        """Learn from one message; True if the node needs a look (a node changed what the
-        agent uses, a full list, or None: routes or addresses changed, or the timer)."""
+        """Learn from one message; True if the node needs a look."""
         if isinstance(message, Fatal):
             raise message.error
         if isinstance(message, Synced):
@@ -83,8 +80,7 @@ class Agent:
         self.synced = True
 
     def change(self, kind: str, obj: dict[str, object]) -> bool:
-        """Apply one watch event; False when it changed nothing the agent uses (most
-        MODIFIED events are status heartbeats)."""
+        """False when nothing the agent uses changed (most MODIFIED events are heartbeats)."""
         node = self._read(obj)
         if node is None:
             return False
@@ -102,12 +98,9 @@ class Agent:
             say("WARNING", f"ignored: {exc}")
             return None
 
-    # --- making the node match --------------------------------------------------------------
-
     def reconcile(self) -> bool:
-        """Conflist and routes; True when the conflist is in place (the node is ready).
-        Sets `again` when another look soon may find more to do (a route the kernel refused,
-        an address still tentative), since nothing may notify that moment."""
+        """True when the conflist is in place. Sets `again` when a look soon may find more
+        to do (a refused route, a tentative address): nothing may notify that moment."""
         conflicts = find_conflicts(self.nodes.values())
         ready = self._conflist(conflicts)
         local, settling = local_networks(self.nl)
@@ -149,8 +142,7 @@ class Agent:
             self.said.add(current)
 
     def note(self, notes: Iterable[tuple[str, str]]) -> None:
-        """Say each (level, text) once while it holds; one that stops holding may be said
-        again."""
+        """Say each (level, text) once while it holds."""
         current = dict((text, level) for level, text in notes)
         for text in sorted(current.keys() - self.said):
             say(current[text], text)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 
 class Backoff:
-    """Delays of `first`, doubling up to `cap`, each shortened by up to `jitter` of itself so
-    that the agents of a whole cluster do not retry in step; `reset` after a success."""
+    """Doubling delays, each shortened by up to `jitter` of itself so that the agents of a
+    cluster do not retry in step."""
 
     def __init__(self, first: float = 0.2, cap: float = 30.0, jitter: float = 0.2,
                  rng: Callable[[], float] = random.random) -> None:

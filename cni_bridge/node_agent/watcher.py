@@ -1,7 +1,6 @@
-"""The list-and-watch loop of the Node objects, on a thread of its own; it hands what it learns
-to the agent through a queue. It survives the API going away: it keeps what the agent has,
-retries with backoff, resumes a broken watch from its resourceVersion and lists again on 410.
-"""
+"""The list-and-watch loop of the Node objects, on its own thread, feeding the agent's queue.
+Survives the API going away: keeps what it has, retries with backoff, resumes from the last
+resourceVersion, lists again on 410."""
 
 from __future__ import annotations
 
@@ -95,8 +94,7 @@ class Watcher:
                 return
 
     def _watch(self, version: str) -> None:
-        """Stream events until the server ends the watch, keeping the last resourceVersion
-        (a broken watch resumes from it)."""
+        """Keeps the last resourceVersion: a broken watch resumes from it."""
         events = self.client.watch_nodes(version, WATCH_TIMEOUT)
         self._reached()
         for event in events:

@@ -1,5 +1,5 @@
-"""The watch stream: JSON events ``{"type": ..., "object": ...}`` back to back (the API server
-ends each with a newline; a chunk boundary may fall anywhere). Pure: bytes in, events out."""
+"""The watch stream: one JSON event a line (Go's json.Encoder), split anywhere by chunking.
+Pure: bytes in, events out."""
 
 from __future__ import annotations
 
@@ -25,10 +25,6 @@ class WatchEvent:
         code = self.object.get("code")
         return code if isinstance(code, int) else None
 
-    @property
-    def message(self) -> str:
-        return str(self.object.get("message", ""))
-
 
 def parse_event(doc: Any) -> WatchEvent:
     if not isinstance(doc, dict) or doc.get("type") not in EVENT_TYPES \
@@ -38,10 +34,7 @@ def parse_event(doc: Any) -> WatchEvent:
 
 
 class EventDecoder:
-    """Feed bytes as they arrive; get back the events of the lines they complete.
-
-    The API server writes each event as one line (Go's json.Encoder ends every document with a
-    newline); a line is buffered until its newline arrives, whatever the chunking."""
+    """Feed bytes as they arrive; get back the events of the lines they complete."""
 
     def __init__(self) -> None:
         self._buffer = b""

@@ -57,7 +57,7 @@ def test_error_event_carries_the_status_code() -> None:
     line = json.dumps({"type": "ERROR", "object": {"kind": "Status", "code": 410,
                                                    "reason": "Expired", "message": "too old"}})
     (event,) = EventDecoder().feed(line.encode() + b"\n")
-    assert event.status_code == 410 and event.message == "too old"
+    assert event.status_code == 410 and event.object["message"] == "too old"
 
 
 @pytest.mark.parametrize("line", [b"not json", b'{"type": "SOMETHING", "object": {}}',
