@@ -1,7 +1,5 @@
-"""The default network: what `cni-bridge demo` wires and `conf/10-cni-bridge.conflist` documents.
-
-A unit test keeps the two identical, so the file an operator reads is the one the demo runs.
-"""
+"""The default network: what `cni-bridge demo` wires and `conf/10-cni-bridge.conflist` documents
+(a unit test keeps the two identical)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,10 @@
 """Where the plugins are, and ``cni-bridge install``: putting them into a CNI bin directory.
 
-The frozen build is one directory (``dist/cni/``): the executable ``cni-bridge``, its
-``_internal/`` directory, and ``bridge``, ``host-local``, ``portmap`` symlinks to it (the role
-comes from the name it is run as). Copying such a tree over a live ``/opt/cni/bin`` file by file
-would let a runtime start a plugin whose executable is new and whose libraries are half old, so
-the install is two atomic steps:
-
-1. the whole bundle is copied (every file fsynced) to a temporary directory in the bin dir, which
-   is then renamed to ``<bin-dir>/.cni-bridge-<version>-<digest>/``: it appears complete or not at
-   all. An identical bundle already there is reused;
-2. each name (``bridge``, ``host-local``, ``portmap``, ``cni-bridge``) becomes a symlink into it,
-   created under a temporary name and renamed over the old entry (``rename(2)`` replaces it
-   atomically). A runtime executing a plugin meanwhile runs either the old or the new version.
-
-The previous bundle is kept (a plugin started just before the switch may still be loading its
-libraries from it); older ones are removed. The bootloader follows the symlink to its bundle.
+Copying the frozen bundle over a live ``/opt/cni/bin`` file by file would let a runtime start a
+new executable with half-old libraries, so the install is two atomic steps: the whole bundle,
+fsynced, renamed into ``<bin-dir>/.cni-bridge-<version>-<digest>/`` (an identical one is
+reused); then each role's symlink into it renamed over the old entry. The previous bundle is
+kept (a plugin started just before may still load from it); older ones are removed.
 """
 
 from __future__ import annotations
@@ -89,9 +79,6 @@ def default_plugin_dir() -> Path:
     return _launcher_dir
 
 
-# --- install -----------------------------------------------------------------------------------
-
-
 @dataclass
 class InstallReport:
     bundle: Path
@@ -99,8 +86,6 @@ class InstallReport:
     linked: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # entries that were not our symlinks
     removed: list[Path] = field(default_factory=list)  # old bundles
-    conf_written: Path | None = None
-    conf_kept: Path | None = None
 
 
 def bundle_entries(source: Path) -> list[Path]:
@@ -146,8 +131,8 @@ def fsync_dir(path: Path) -> None:
 
 
 def check_writable(directory: Path) -> None:
-    """Fail before anything is written when `directory` (or, if missing, the ancestor it would
-    be created in) refuses a new file: a read-only mount, permissions, a file in the way."""
+    """Fail before anything is written when `directory` (or the ancestor it would be created
+    in) refuses a new file."""
     probe = directory
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent

@@ -1,14 +1,8 @@
 """``cni-bridge install --serve``: the systemd units of resident mode, written and enabled.
 
-The socket unit makes systemd listen where the plugins look; the first plugin call starts the
-service, whose ``cni-bridge serve`` takes that socket (``listener.take_activated``). The texts
-are rendered here for the bin dir being installed; ``conf/deploy/systemd/`` holds them as
-rendered for ``/opt/cni/bin`` (a unit test holds them equal).
-
-Where PID 1 is systemd (``/run/systemd/system`` exists, sd_booted(3)): both files are written to
-``/etc/systemd/system`` (each atomically, both before either replaces anything), then
-``systemctl daemon-reload`` and ``systemctl enable --now cni-bridge.socket``. Elsewhere nothing
-is written unless a directory is given, and the report says how to enable them.
+The texts are rendered for the bin dir being installed; ``conf/deploy/systemd/`` holds them for
+``/opt/cni/bin`` (a unit test holds them equal). Enabled only where PID 1 is systemd and the units
+go to ``/etc/systemd/system``; elsewhere the report says how.
 """
 
 from __future__ import annotations
@@ -130,8 +124,7 @@ def plan(unit_dir: Path | None, runtime: Path = SYSTEMD_RUNTIME) -> tuple[Path, 
 
 
 def write_units(unit_dir: Path, texts: dict[str, str]) -> dict[Path, str]:
-    """Every file synced under a temporary name first, then each renamed into place: no unit
-    is ever half-written, and none is replaced unless all could be written."""
+    """All staged (synced temporaries) before any is renamed into place."""
     from cni_bridge.deploy.install import fsync_dir, synced_temp_file
 
     unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
