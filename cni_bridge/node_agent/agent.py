@@ -17,13 +17,20 @@ from cni_bridge import diag
 from cni_bridge.cni.result import IPNetwork
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.node_agent.api import ApiClient, NodeList
-from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.conflist import ConflistWriter, plan_conflist
 from cni_bridge.node_agent.nodes import NodeFormatError, NodeInfo, find_conflicts, parse_node
 from cni_bridge.node_agent.route_events import RouteKey, watch_route_events
 from cni_bridge.node_agent.route_exec import apply_changes, local_networks, main_table
 from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
-from cni_bridge.node_agent.watcher import Changed, Fatal, Message, RoutesGone, Synced, Watcher
+from cni_bridge.node_agent.watcher import (
+    Backoff,
+    Changed,
+    Fatal,
+    Message,
+    RoutesGone,
+    Synced,
+    Watcher,
+)
 
 log = diag.logger(__name__)
 RETRY_FIRST = 0.5  # seconds to the next look when something is settling or was refused

@@ -18,19 +18,20 @@ from cni_bridge.node_agent.api import (
     ApiDenied,
     ApiError,
     ApiUnavailable,
+    EventDecoder,
     NodeList,
+    WatchEvent,
     WatchExpired,
+    WatchFormatError,
     raise_for_status,
 )
-from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.kubeconfig import (
     ConfigError,
     in_cluster,
     load_kubeconfig,
     resolve_access,
 )
-from cni_bridge.node_agent.watcher import Changed, Fatal, Message, Synced, Watcher
-from cni_bridge.node_agent.watchstream import EventDecoder, WatchEvent, WatchFormatError
+from cni_bridge.node_agent.watcher import Backoff, Changed, Fatal, Message, Synced, Watcher
 
 # --- watch stream ------------------------------------------------------------------------------
 

@@ -209,9 +209,8 @@ def test_diff_never_shadows_a_route_we_did_not_make() -> None:
 
 def test_only_changes_the_agent_uses_ask_for_a_reconcile(tmp_path: Any) -> None:
     from cni_bridge.node_agent.agent import Agent, AgentOptions
-    from cni_bridge.node_agent.api import NodeList
+    from cni_bridge.node_agent.api import NodeList, WatchEvent
     from cni_bridge.node_agent.watcher import Changed, Synced
-    from cni_bridge.node_agent.watchstream import WatchEvent
 
     agent = Agent(AgentOptions("a", tmp_path), nl=None)  # type: ignore[arg-type]
     b = node_obj("b", ["10.244.1.0/24"], ["192.0.2.11"])
