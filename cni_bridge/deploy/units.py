@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cni_bridge.deploy.install import InstallError, fsync_dir, synced_temp_file
 from cni_bridge.serve.wire import DEFAULT_SOCKET
 
 SOCKET_UNIT = "cni-bridge.socket"
@@ -89,7 +90,7 @@ WantedBy=multi-user.target
 """
 
 
-class UnitsError(Exception):
+class UnitsError(InstallError):
     """The units cannot be written or enabled; the message says what to do."""
 
 
@@ -125,8 +126,6 @@ def plan(unit_dir: Path | None, runtime: Path = SYSTEMD_RUNTIME) -> tuple[Path, 
 
 def write_units(unit_dir: Path, texts: dict[str, str]) -> dict[Path, str]:
     """All staged (synced temporaries) before any is renamed into place."""
-    from cni_bridge.deploy.install import fsync_dir, synced_temp_file
-
     unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     staged: dict[Path, str] = {}
     outcome: dict[Path, str] = {}
