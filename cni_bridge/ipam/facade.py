@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cni_bridge.cni.dispatch import Plugin
 from cni_bridge.cni.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CniError, ConfigError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import IPInterface, Result, parse_result
@@ -20,13 +21,7 @@ from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
 HOST_LOCAL = "host-local"
 
 
-class Ipam(Protocol):
-    def add(self, req: Request) -> Result: ...
-    def delete(self, req: Request) -> None: ...
-    def check(self, req: Request) -> None: ...
-    def gc(self, req: Request) -> None: ...
-    def status(self, req: Request) -> None: ...
-
+class Ipam(Plugin, Protocol):
     def addresses_held(self, req: Request) -> tuple[IPInterface, ...]: ...
 
 
