@@ -5,7 +5,6 @@ added by ``cni-bridge add``) and the plugins' records; only ``reconcile`` writes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,17 +239,15 @@ def backend_state(conf: NetworkConf, atts: Sequence[AttachmentState], root: Path
         return f"none usable: {exc}"
 
 
-def network_status(conf: NetworkConf, runtime: Runtime | None, root: Path,
+def network_status(conf: NetworkConf, runtime: Runtime, root: Path,
                    check_rules: bool = True) -> NetworkStatus:
     state, addrs = bridge_state(conf.bridge)
-    atts = collect_attachments(conf, runtime or Runtime([], os.devnull), root, check_rules)
-    ready = "not checked"
-    if runtime is not None:
-        try:
-            runtime.status(conf.net)
-            ready = "yes"
-        except Exception as exc:
-            ready = f"no: {exc}"
+    atts = collect_attachments(conf, runtime, root, check_rules)
+    try:
+        runtime.status(conf.net)
+        ready = "yes"
+    except Exception as exc:
+        ready = f"no: {exc}"
     return NetworkStatus(
         name=conf.net.name, path=str(conf.path or ""), cni_version=conf.net.cni_version,
         bridge=conf.bridge or "", bridge_state=state, bridge_addresses=addrs,
