@@ -109,13 +109,9 @@ def render(executable: str, socket: str = DEFAULT_SOCKET) -> dict[str, str]:
                                               socket_option=option)}
 
 
-def systemd_runs(runtime: Path = SYSTEMD_RUNTIME) -> bool:
-    return runtime.is_dir()
-
-
 def plan(unit_dir: Path | None, runtime: Path = SYSTEMD_RUNTIME) -> tuple[Path, bool]:
     """Where to write and whether to enable, decided before anything is written."""
-    running = systemd_runs(runtime)
+    running = runtime.is_dir()
     if unit_dir is None and not running:
         raise UnitsError(f"--serve: systemd is not running here ({runtime} is missing), so "
                          "nothing was installed; run `cni-bridge serve` under your init system "

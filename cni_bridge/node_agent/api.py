@@ -63,13 +63,6 @@ class WatchEvent:
         return code if isinstance(code, int) else None
 
 
-def parse_event(doc: Any) -> WatchEvent:
-    if not isinstance(doc, dict) or doc.get("type") not in EVENT_TYPES \
-            or not isinstance(doc.get("object"), dict):
-        raise WatchFormatError(f"not a watch event: {json.dumps(doc)[:200]}")
-    return WatchEvent(doc["type"], doc["object"])
-
-
 class EventDecoder:
     """Feed bytes as they arrive; get back the events of the lines they complete (one JSON
     event a line, as Go's json.Encoder writes them; chunks split anywhere)."""
@@ -87,7 +80,10 @@ def decode_line(line: bytes) -> WatchEvent:
         doc = json.loads(line)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise WatchFormatError(f"watch stream: not JSON ({exc}): {line[:200]!r}") from None
-    return parse_event(doc)
+    if not isinstance(doc, dict) or doc.get("type") not in EVENT_TYPES \
+            or not isinstance(doc.get("object"), dict):
+        raise WatchFormatError(f"not a watch event: {json.dumps(doc)[:200]}")
+    return WatchEvent(doc["type"], doc["object"])
 
 
 def _status_message(body: bytes) -> str:
