@@ -1,10 +1,5 @@
 """``cni-bridge demo``: the default network acted out in throwaway namespaces, proved with bytes.
-
-Creates H (the "node", where the plugins run), containers C1 and C2, and O ("the outside"),
-ADDs both containers through the runtime with the default conflist (C1 publishes 8080->80/tcp),
-shows what was built, moves real bytes (C1<->C2, H->C1, C1->O masqueraded, O->H:8080 forwarded
-to C1), DELs both and shows nothing is left. Every namespace and temp dir is removed on exit,
-Ctrl-C or failure. Exit status 0 only when every proof passed.
+Exit status 0 only when every proof passed; every namespace and temp dir goes on any exit.
 """
 
 from __future__ import annotations
@@ -26,13 +21,8 @@ from types import FrameType
 from typing import Any
 
 from cni_bridge.admin.demo_world import H_UPLINK, O_ADDRESS, World, WorldError
-from cni_bridge.admin.runtime import (
-    Attachment,
-    ConflistError,
-    PluginError,
-    Runtime,
-    parse_network_list,
-)
+from cni_bridge.admin.runtime import Attachment, PluginError, Runtime
+from cni_bridge.deploy.confdir import ConflistError, parse_network_list
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from cni_bridge.deploy.install import default_plugin_dir
 from cni_bridge.ipam.host_local.index import INDEX_DIR
@@ -50,8 +40,7 @@ def say(text: str = "", indent: int = 0) -> None:
 
 @dataclass(frozen=True)
 class Exchange:
-    """`client` connects to `to`:`to_port`; the server in `server` (port `port`) must see
-    `expected` as the peer, which `meaning` explains."""
+    """The server in `server` must see `expected` (explained by `meaning`) as the peer."""
 
     what: str
     client: str
@@ -107,8 +96,6 @@ class Demo:
         say(detail, 8)
         if not ok:
             self.failures.append(what)
-
-    # --- steps -------------------------------------------------------------------------------
 
     def build_world(self) -> None:
         self.world.create()
@@ -257,30 +244,20 @@ def firewall_entries(world: World) -> list[str]:
     return found
 
 
-@contextmanager
-def interrupts_as_exceptions() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP end the demo with the cleanup (even if SIGINT was ignored)."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextmanager
-def uninterruptible() -> Iterator[None]:
-    old = {s: signal.signal(s, signal.SIG_IGN)
-           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+def signals_handled(handler: Any) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP: interrupt the demo into its cleanup (even where SIGINT was
+    ignored), or (SIG_IGN) not interrupt the cleanup itself."""
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        for s, previous in old.items():
+            signal.signal(s, previous)
 
 
 def preflight() -> str | None:
@@ -304,7 +281,7 @@ def main(plugin_dir: Path | None = None) -> int:
     demo = Demo(World(), workdir, plugin_dir or default_plugin_dir())
     status = 1
     try:
-        with interrupts_as_exceptions():
+        with signals_handled(interrupt):
             demo.build_world()
             demo.add()
             demo.show()
@@ -321,7 +298,7 @@ def main(plugin_dir: Path | None = None) -> int:
         if isinstance(exc, PluginError) and exc.stderr.strip():
             print(f"  plugin stderr: {exc.stderr.strip()}", file=sys.stderr)
     finally:
-        with uninterruptible():
+        with signals_handled(signal.SIG_IGN):
             left = demo.world.destroy()
             shutil.rmtree(workdir, ignore_errors=True)
     if left:

@@ -1,14 +1,7 @@
-"""``cni-bridge _echo``: a one-shot TCP echo server and probe, run inside namespaces by the demo.
+"""``cni-bridge _echo``: a one-shot TCP echo server and probe, run in namespaces by the demo.
 
-    _echo serve --port P [--timeout S]   binds [::]:P (dual stack), prints "ready", serves one
-                                         connection: prints "peer <ip>", echoes the line back
-                                         followed by a reply naming this host, exits 0
-    _echo probe --to IP --port P [--timeout S]
-                                         sends a random line, requires it echoed back, prints
-                                         "local <ip>" and "reply <text>"; exit 1 on failure
-
-Part of the executable (the frozen build has no python3 to run a script with). The peer address
-the server prints is how the demo shows masquerading and port forwarding at work.
+The server prints "ready", then the peer it saw: how the demo shows masquerading and port
+forwarding. Part of the executable because the frozen build has no python3.
 """
 
 from __future__ import annotations

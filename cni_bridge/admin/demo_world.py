@@ -1,9 +1,6 @@
-"""The demo's throwaway world: network namespaces named ``cnidemo-<pid>-<role>``.
-
-``H`` stands for the node (the plugins run there), ``C1``/``C2`` are containers, ``O`` is "the
-outside", linked to H over 198.51.100.0/24 (RFC 5737 documentation addresses). O has no default
-route, so nothing can leave the world. Every command names its namespace (``ip -n`` or
-``ip netns exec``): nothing runs in, or changes, the namespace the demo was started from.
+"""The demo's throwaway world: namespaces ``cnidemo-<pid>-<role>``: H (the node), C1, C2 and O
+(the outside, linked to H over RFC 5737 addresses, no default route: nothing leaves). Every
+command names its namespace: nothing runs in the one the demo was started from.
 """
 
 from __future__ import annotations
@@ -16,12 +13,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cni_bridge.admin.runtime import SBIN_PATH
 from cni_bridge.deploy.install import self_command
 
 H_UPLINK, O_ADDRESS = "198.51.100.1", "198.51.100.2"
 PREFIX_LEN = 24
 COMMAND_TIMEOUT = 20.0
-TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class WorldError(Exception):
@@ -30,7 +27,7 @@ class WorldError(Exception):
 
 def run(*argv: str, check: bool = True, timeout: float = COMMAND_TIMEOUT
         ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": os.environ.get("PATH") or TOOL_PATH, "LC_ALL": "C"}
+    env = {**os.environ, "PATH": os.environ.get("PATH") or SBIN_PATH, "LC_ALL": "C"}
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
                           check=False)
     if check and proc.returncode != 0:
@@ -109,8 +106,6 @@ class World:
 
     def ip(self, role: str, *argv: str) -> str:
         return run("ip", "-n", self.name(role), *argv).stdout
-
-    # --- moving bytes ------------------------------------------------------------------------
 
     def serve(self, role: str, port: int, ready_timeout: float = 5.0) -> Server:
         argv = ["ip", "netns", "exec", self.name(role), *self_command(), "_echo", "serve",

@@ -1,34 +1,17 @@
-"""What the operator commands read and repair: ``status``, ``gc`` (its dry run) and ``reconcile``.
-
-The state of a network is put together from four places, none of which alone is complete:
-
-- the conflist (conf dir): bridge name, IPAM data dir, configured firewall backend;
-- the host-local store (``<dataDir>/<network>/<ip>`` files): who holds which address;
-- the runtime's result cache: the netns and the host-side veth of each attachment added through
-  ``cni-bridge add`` (a container runtime keeps its own cache);
-- the plugins' records (``/run/cni-bridge/netns-<inode>/<network>/``): the masquerade entries
-  and port mappings each attachment installed, with the backend that installed them.
-
-Nothing here writes, except ``reconcile`` (re-adding recorded rules; every backend add is
-idempotent) and the runtime GC the operator starts.
+"""What ``status``, ``gc`` (its dry run) and ``reconcile`` read and repair. A network's state is
+put together from the conflist, the host-local store, the runtime's result cache (attachments
+added by ``cni-bridge add``) and the plugins' records; only ``reconcile`` writes (idempotently).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cni_bridge.admin.runtime import (
-    Attachment,
-    ConflistError,
-    NetworkList,
-    Runtime,
-    parse_network_list,
-)
-from cni_bridge.diag import logger
+from cni_bridge.admin.runtime import Runtime
+from cni_bridge.deploy.confdir import NetworkConf
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import SubprocessRunner
 from cni_bridge.firewall.detect import detect_backend, make_backend
@@ -41,74 +24,6 @@ from cni_bridge.firewall.recorded import (
 )
 from cni_bridge.node import records
 from cni_bridge.portmap.config import MAPPING_KEYS, go_field_names
-
-log = logger(__name__)
-
-CONF_SUFFIXES = (".conflist", ".conf", ".json")
-DEFAULT_DATA_DIR = "/var/lib/cni/networks"
-DEFAULT_BRIDGE = "cni0"
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetworkConf:
-    net: NetworkList
-    path: Path | None
-    bridge: str | None  # None: the list has no bridge plugin
-    data_dir: str | None  # None: IPAM is not host-local
-    backend: str | None  # the configured firewall backend, if any
-    subnets: tuple[str, ...]
-
-    @classmethod
-    def of(cls, net: NetworkList, path: Path | None = None) -> NetworkConf:
-        bridge = next((p for p in net.plugins if p.get("type") == "bridge"), None)
-        portmap = next((p for p in net.plugins if p.get("type") == "portmap"), {})
-        ipam = (bridge or {}).get("ipam") or {}
-        host_local = ipam.get("type") == "host-local"
-        subnets = [r.get("subnet", "") for rs in ipam.get("ranges") or [] for r in rs]
-        if ipam.get("subnet"):
-            subnets.append(ipam["subnet"])
-        return cls(
-            net=net, path=path,
-            bridge=(bridge.get("bridge") or DEFAULT_BRIDGE) if bridge is not None else None,
-            data_dir=(ipam.get("dataDir") or DEFAULT_DATA_DIR) if host_local else None,
-            backend=(bridge or {}).get("ipMasqBackend") or portmap.get("backend"),
-            subnets=tuple(s for s in subnets if s),
-        )
-
-
-def load_conf_dir(conf_dir: Path) -> tuple[list[NetworkConf], list[str]]:
-    """Every network in `conf_dir`, in the order a runtime reads them, and the files skipped."""
-    confs, problems = [], []
-    files = sorted(conf_dir.iterdir()) if conf_dir.is_dir() else []
-    for path in files:
-        if path.suffix not in CONF_SUFFIXES or not path.is_file():
-            continue
-        try:
-            confs.append(NetworkConf.of(parse_network_list(path.read_bytes()), path))
-        except (OSError, ConflistError) as exc:
-            problems.append(f"{path}: {exc}")
-    return confs, problems
-
-
-def find_network(conf_dir: Path, name: str) -> NetworkConf:
-    """The network called `name` in `conf_dir`, or the conflist file `name`."""
-    as_path = Path(name)
-    if ("/" in name or as_path.suffix in CONF_SUFFIXES) and as_path.is_file():
-        return NetworkConf.of(parse_network_list(as_path.read_bytes()), as_path)
-    confs, problems = load_conf_dir(conf_dir)
-    for conf in confs:
-        if conf.net.name == name:
-            return conf
-    known = ", ".join(c.net.name for c in confs) or "none"
-    hint = f" (unreadable: {'; '.join(problems)})" if problems else ""
-    raise ConflistError(f"no network named {name!r} in {conf_dir} (found: {known}){hint}; "
-                        "pass --conf-dir DIR or the path of a conflist file")
-
-
-# --- attachments -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -261,9 +176,6 @@ def reconcile(root: Path, network: str | None = None) -> list[ReconcileItem]:
     return items
 
 
-# --- network status ----------------------------------------------------------------------------
-
-
 @dataclass
 class NetworkStatus:
     name: str
@@ -328,17 +240,15 @@ def backend_state(conf: NetworkConf, atts: Sequence[AttachmentState], root: Path
         return f"none usable: {exc}"
 
 
-def network_status(conf: NetworkConf, runtime: Runtime | None, root: Path,
+def network_status(conf: NetworkConf, runtime: Runtime, root: Path,
                    check_rules: bool = True) -> NetworkStatus:
     state, addrs = bridge_state(conf.bridge)
-    atts = collect_attachments(conf, runtime or Runtime([], os.devnull), root, check_rules)
-    ready = "not checked"
-    if runtime is not None:
-        try:
-            runtime.status(conf.net)
-            ready = "yes"
-        except Exception as exc:
-            ready = f"no: {exc}"
+    atts = collect_attachments(conf, runtime, root, check_rules)
+    try:
+        runtime.status(conf.net)
+        ready = "yes"
+    except Exception as exc:
+        ready = f"no: {exc}"
     return NetworkStatus(
         name=conf.net.name, path=str(conf.path or ""), cni_version=conf.net.cni_version,
         bridge=conf.bridge or "", bridge_state=state, bridge_addresses=addrs,
@@ -354,7 +264,3 @@ def gc_candidates(conf: NetworkConf, runtime: Runtime, root: Path,
     return [a for a in collect_attachments(conf, runtime, root, check_rules=False)
             if a.key not in keep and not (a.ifname == "?" and any(k[0] == a.container_id
                                                                   for k in keep))]
-
-
-def attachment_of(state: AttachmentState) -> Attachment:
-    return Attachment(state.container_id, state.ifname, state.netns)

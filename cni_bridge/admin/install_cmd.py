@@ -104,10 +104,7 @@ def _plan_serve(opts: argparse.Namespace) -> tuple[Path, bool]:
 
     if not opts.serve:
         raise install.InstallError("--systemd-dir is for --serve")
-    try:
-        unit_dir, running = units.plan(opts.systemd_dir)
-    except units.UnitsError as exc:
-        raise install.InstallError(str(exc)) from None
+    unit_dir, running = units.plan(opts.systemd_dir)  # UnitsError is an InstallError
     install.check_writable(unit_dir)
     return unit_dir, running
 
@@ -115,11 +112,7 @@ def _plan_serve(opts: argparse.Namespace) -> tuple[Path, bool]:
 def _install_serve(bin_dir: Path, unit_dir: Path, running: bool) -> None:
     from cni_bridge.deploy import install, units
 
-    executable = str(bin_dir.resolve() / install.EXECUTABLE)
-    try:
-        report = units.install_units(executable, unit_dir, running)
-    except units.UnitsError as exc:
-        raise install.InstallError(str(exc)) from None
+    report = units.install_units(str(bin_dir.resolve() / install.EXECUTABLE), unit_dir, running)
     for path, how in report.written.items():
         print(f"unit        {path} ({how})")
     if report.enabled:

@@ -1,38 +1,31 @@
 """``cni-bridge``: the command-line tool for people (the plugins run under their own names).
-
-Commands: ``demo``, ``install``, ``add``/``check``/``del`` (a cnitool that runs a conflist as a
-runtime does), ``status``, ``gc``, ``reconcile``, ``serve`` (resident mode), ``node-agent``
-(Kubernetes), ``version``. Output
-is for people; ``--json`` where a program may want to read it. Exit status: 0 success, 1
-failure, 2 usage error.
+Output is for people, ``--json`` for programs. Exit status: 0 success, 1 failure, 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import ipaddress
 import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cni_bridge import __version__
-from cni_bridge.admin.agent_cmd import AgentError, add_node_agent_parser, cmd_node_agent
-from cni_bridge.admin.install_cmd import DEFAULT_CONF_DIR, add_install_parser, cmd_install
-from cni_bridge.admin.serve_cmd import ServeError, add_serve_parser, add_server_options, cmd_serve
+from cni_bridge.admin.agent_cmd import AgentError, cmd_node_agent
+from cni_bridge.admin.install_cmd import cmd_install
+from cni_bridge.admin.parser import build_parser
+from cni_bridge.admin.serve_cmd import ServeError, cmd_serve
 from cni_bridge.cni.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:  # imported where used: `version` and `--help` stay fast
     from cni_bridge.admin.examine import AttachmentState
     from cni_bridge.admin.runtime import Attachment, Runtime
 
-DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
 NO_STATE = "/nonexistent/cni-bridge-state"  # read in place of a directory not proven ours
-PROTOCOLS = ("tcp", "udp", "sctp")
 NEXT_STEP = {
     3: "the container is unknown: check the container ID and --ifname used at ADD",
     7: "fix the network configuration (the message names the field)",
@@ -45,47 +38,6 @@ class UserError(Exception):
     """A failure the user can act on; printed without a traceback."""
 
 
-# --- argument types ----------------------------------------------------------------------------
-
-
-def parse_port(text: str) -> dict[str, Any]:
-    """``[HOSTIP:]HOST:CONTAINER[/PROTO]`` -> a portMappings entry (HOSTIP may be ``[v6]``)."""
-    usage = f"invalid port {text!r}: expected [HOSTIP:]HOST:CONTAINER[/PROTO], e.g. 8080:80/tcp"
-    spec, _, proto = text.partition("/")
-    proto = (proto or "tcp").lower()
-    if proto not in PROTOCOLS:
-        raise argparse.ArgumentTypeError(f"{usage} (protocol one of {', '.join(PROTOCOLS)})")
-    host_ip = ""
-    if spec.startswith("["):
-        host_ip, _, spec = spec[1:].partition("]")
-        if not spec.startswith(":"):
-            raise argparse.ArgumentTypeError(usage)
-        spec = spec[1:]
-    parts = spec.split(":")
-    if len(parts) == 3 and not host_ip:
-        host_ip, parts = parts[0], parts[1:]
-    try:
-        host, container = (int(p) for p in parts)
-        if host_ip:
-            ipaddress.ip_address(host_ip)
-    except ValueError:
-        raise argparse.ArgumentTypeError(usage) from None
-    if not (0 < host < 65536 and 0 < container < 65536):
-        raise argparse.ArgumentTypeError(f"{usage} (ports are 1-65535)")
-    mapping: dict[str, Any] = {"hostPort": host, "containerPort": container, "protocol": proto}
-    if host_ip:
-        mapping["hostIP"] = host_ip
-    return mapping
-
-
-def parse_valid(text: str) -> tuple[str, str]:
-    cid, sep, ifname = text.partition("/")
-    if not sep or not cid or not ifname:
-        raise argparse.ArgumentTypeError(
-            f"invalid attachment {text!r}: expected CONTAINERID/IFNAME")
-    return cid, ifname
-
-
 def netns_path(name: str) -> str:
     """A namespace name (as in 'ip netns') or a path."""
     return name if "/" in name else f"/run/netns/{name}"
@@ -93,89 +45,6 @@ def netns_path(name: str) -> str:
 
 def default_container_id(netns: str) -> str:
     return "cni-bridge-" + hashlib.sha512(netns.encode()).hexdigest()[:20]
-
-
-# --- parser ------------------------------------------------------------------------------------
-
-
-def _common(p: argparse.ArgumentParser, cache: bool = True, plugins: bool = True) -> None:
-    p.add_argument("--conf-dir", default=DEFAULT_CONF_DIR, type=Path,
-                   help=f"where network configurations are (default {DEFAULT_CONF_DIR})")
-    if cache:
-        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, type=Path,
-                       help=f"the ADD result cache (default {DEFAULT_CACHE_DIR}; a "
-                       "libcni runtime keeps its own in /var/lib/cni, same format)")
-    if plugins:
-        p.add_argument("--plugin-dir", metavar="DIR[:DIR]",
-                       help="where the plugins are (default: next to this program)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cni-bridge",
-        description=(
-            "CNI bridge, host-local, portmap and loopback plugins in one executable. Runtimes "
-            "run it under the names 'bridge', 'host-local', 'portmap' and 'loopback'; under its "
-            "own name it is this tool. Start with 'cni-bridge demo'."
-        ),
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("version", help="print the program version and the CNI versions it speaks",
-                   description="Print the program version and the CNI versions it speaks.")
-    p = sub.add_parser("demo", help="act out the default network in throwaway namespaces",
-                       description="Create throwaway network namespaces (a node, two containers,"
-                       " an outside), ADD the containers with the default network, prove that"
-                       " bytes flow, DEL them and show nothing is left. Needs root; never"
-                       " touches this machine's own network.")
-    p.add_argument("--plugin-dir", help=argparse.SUPPRESS)
-    add_install_parser(sub)
-    for verb, what in (("add", "attach a network namespace to a network (runs ADD)"),
-                       ("check", "check an attachment against its ADD result (runs CHECK)"),
-                       ("del", "detach a network namespace from a network (runs DEL)")):
-        p = sub.add_parser(verb, help=what, description=f"{what[0].upper()}{what[1:]}, "
-                           "running the network's plugin list as a container runtime does.")
-        p.add_argument("network", metavar="NETWORK", help="network name or conflist path")
-        p.add_argument("netns", metavar="NETNS", help="namespace name (ip netns) or path")
-        p.add_argument("--id", dest="container_id",
-                       help="container ID (default: derived from NETNS)")
-        p.add_argument("--ifname", default="eth0", help="interface in the container (eth0)")
-        p.add_argument("--args", default="", metavar="K=V;...", help="CNI_ARGS")
-        p.add_argument("--port", action="append", type=parse_port, default=[],
-                       metavar="[HOSTIP:]HOST:CONTAINER[/PROTO]",
-                       help="publish a port (repeatable), e.g. 8080:80/tcp")
-        if verb == "add":
-            p.add_argument("--json", action="store_true", help="print the CNI result as JSON")
-        _common(p)
-    p = sub.add_parser("status", help="show networks, their bridge, firewall and attachments",
-                       description="Per network: readiness (CNI STATUS), bridge, firewall "
-                       "backend, forwarding; per attachment: addresses, host veth, published "
-                       "ports and whether its firewall rules are present.")
-    p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    add_server_options(p)
-    _common(p)
-    p = sub.add_parser("gc", help="remove what belongs to attachments that no longer exist",
-                       description="Remove the state of network namespaces that are gone; "
-                       "with NETWORK, also release addresses, rules and cached results of "
-                       "every attachment of NETWORK not listed with --valid (runs CNI GC).")
-    p.add_argument("network", nargs="?", metavar="NETWORK",
-                   help="network name or conflist path")
-    p.add_argument("--valid", action="append", type=parse_valid, default=[],
-                   metavar="ID/IFNAME", help="an attachment to keep (repeatable)")
-    p.add_argument("--none-valid", action="store_true",
-                   help="keep nothing: every attachment of the network is stale")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    _common(p)
-    p = sub.add_parser("reconcile", help="put back firewall rules lost in a firewall reload",
-                       description="Re-add the masquerade and port-mapping rules of every "
-                       "recorded attachment (idempotent: what is present stays as it is).")
-    p.add_argument("network", nargs="?", metavar="NETWORK", help="only this network")
-    add_serve_parser(sub)
-    add_node_agent_parser(sub)
-    return parser
-
-
-# --- commands ----------------------------------------------------------------------------------
 
 
 def make_runtime(opts: argparse.Namespace) -> Runtime:
@@ -202,7 +71,8 @@ def _attachment(opts: argparse.Namespace) -> Attachment:
 
 
 def cmd_attach(opts: argparse.Namespace) -> int:
-    from cni_bridge.admin.examine import NetworkConf, find_network, host_veth
+    from cni_bridge.admin.examine import host_veth
+    from cni_bridge.deploy.confdir import NetworkConf, find_network
 
     conf: NetworkConf = find_network(opts.conf_dir, opts.network)
     runtime, att = make_runtime(opts), _attachment(opts)
@@ -238,8 +108,9 @@ def cmd_attach(opts: argparse.Namespace) -> int:
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
-    from cni_bridge.admin.examine import find_network, load_conf_dir, network_status
+    from cni_bridge.admin.examine import network_status
     from cni_bridge.admin.report import format_node_state, format_status
+    from cni_bridge.deploy.confdir import find_network, load_conf_dir
     from cni_bridge.node import records
     from cni_bridge.node import state as nodestate
     from cni_bridge.serve.client import query
@@ -292,7 +163,8 @@ def describe_removal(att: AttachmentState) -> str:
 def cmd_gc(opts: argparse.Namespace) -> int:
     if opts.network is None:
         return 0 if gc_node_state(opts.dry_run) else 1
-    from cni_bridge.admin.examine import find_network, gc_candidates
+    from cni_bridge.admin.examine import gc_candidates
+    from cni_bridge.deploy.confdir import find_network
     from cni_bridge.node import records
 
     if not opts.valid and not opts.none_valid:
@@ -327,8 +199,7 @@ def cmd_gc(opts: argparse.Namespace) -> int:
 
 
 def gc_node_state(dry_run: bool) -> bool:
-    """Remove (or with `dry_run` name) the state of dead network namespaces; False when some
-    of it could not be removed."""
+    """Remove (`dry_run`: name) dead namespaces' state; False when some could not be removed."""
     from cni_bridge.admin.report import format_node_state
     from cni_bridge.node import records
     from cni_bridge.node import state as nodestate
@@ -336,19 +207,15 @@ def gc_node_state(dry_run: bool) -> bool:
     base = records.state_base()
     print(f"gc of the state of network namespaces that are gone, under {base}"
           + (" (dry run: nothing is changed)" if dry_run else ""))
-    if dry_run:
-        report = nodestate.survey(base)
-        for found in report.dead:
-            print(f"  would remove {found.path}: its namespace is gone ({found.why})")
-        if not report.dead:
-            print("  nothing is stale")
-        return True
-    report = nodestate.sweep(base)
-    for found in report.dead:
-        if found.path in report.removed:
-            print(f"  removed {found.path}: its namespace is gone ({found.why})")
-    if not report.removed:
+    report = nodestate.survey(base) if dry_run else nodestate.sweep(base)
+    gone = [f for f in report.dead if dry_run or f.path in report.removed]
+    for found in gone:
+        print(f"  {'would remove' if dry_run else 'removed'} {found.path}: its namespace is gone "
+              f"({found.why})")
+    if not gone:
         print("  nothing is stale")
+    if dry_run:
+        return True
     left = nodestate.survey(base)
     print(format_node_state(left), end="")
     return not left.dead
@@ -420,8 +287,9 @@ def main(args: list[str]) -> int:
     if opts.command is None:
         parser.print_help()
         return 0
-    from cni_bridge.admin.runtime import ConflistError, PluginError
+    from cni_bridge.admin.runtime import PluginError
     from cni_bridge.cni.errors import CniError
+    from cni_bridge.deploy.confdir import ConflistError
     from cni_bridge.deploy.install import InstallError
 
     try:

@@ -1,17 +1,8 @@
-"""Running a network configuration list as libcni (and so every container runtime) does.
-
-- each plugin gets ``name`` and ``cniVersion`` injected, and ``runtimeConfig`` with only the
-  capabilities it declares *and* the caller supplied; ADD chains ``prevResult``;
-- the final ADD result is cached per (network, container ID, ifname) in
-  ``<cache>/results/<network>-<containerID>-<ifname>`` (libcni's ``cniCacheV1`` format);
-- CHECK (>= 0.4.0, unless ``disableCheck``) and DEL get it as ``prevResult``; DEL runs in reverse;
-- GC (unless ``disableGC``) DELs each cached attachment not in the valid list, then (>= 1.1.0)
-  sends GC with ``cni.dev/valid-attachments``; errors are collected; STATUS stops at the first.
-
-Plugins get the caller's environment plus the six ``CNI_*`` variables, and run inside the named
-namespace ``netns`` when given (``ip netns exec``). As the runtimes built on libcni do, a failed
-ADD is undone with a DEL of the whole list; CHECK and DEL without capability args use those
-cached at ADD.
+"""Running a network configuration list as libcni (and so every container runtime) does:
+``name``, ``cniVersion`` and the declared-and-supplied ``runtimeConfig`` injected, ADD chaining
+``prevResult``, the result cached in libcni's ``cniCacheV1`` format and given to CHECK and DEL
+(in reverse), GC with ``cni.dev/valid-attachments``, a failed ADD undone by a DEL of the list.
+Plugins get the caller's environment plus the ``CNI_*`` variables, in ``netns`` when given.
 """
 
 from __future__ import annotations
@@ -20,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,19 +18,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cni_bridge.cni.errors import CniError
-from cni_bridge.cni.versions import CURRENT_VERSION, at_least, parse_version
+from cni_bridge.cni.env import valid_name
+from cni_bridge.cni.versions import at_least
+from cni_bridge.deploy.confdir import ConflistError, NetworkList
+from cni_bridge.deploy.defaults import DEFAULT_CACHE_DIR
 
 CACHE_KIND = "cniCacheV1"
-DEFAULT_CACHE_DIR = "/var/lib/cni/cni-bridge-cache"
 PLUGIN_TIMEOUT = 60.0
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
-
-
-class ConflistError(Exception):
-    """A runtime-side failure: bad configuration, plugin not found, verb refused."""
 
 
 class PluginError(Exception):
@@ -54,16 +40,6 @@ class PluginError(Exception):
 
 
 @dataclass(frozen=True)
-class NetworkList:
-    name: str
-    cni_version: str
-    plugins: tuple[dict[str, Any], ...]
-    disable_check: bool = False
-    disable_gc: bool = False
-    raw: bytes = b""  # the list as loaded; cached in base64 like libcni
-
-
-@dataclass(frozen=True)
 class Attachment:
     """One container's attachment to a network (libcni's RuntimeConf)."""
 
@@ -74,56 +50,9 @@ class Attachment:
     capability_args: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _as_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
-        return value is True or str(value).lower() == "true"
-    raise ConflistError(f"{key} must be true or false, not {value!r}")
-
-
-def parse_network_list(data: bytes | str | Mapping[str, Any]) -> NetworkList:
-    if isinstance(data, Mapping):
-        doc, raw = dict(data), json.dumps(data, indent=2).encode()
-    else:
-        raw = data.encode() if isinstance(data, str) else data
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise ConflistError(f"the configuration is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConflistError("the configuration is not a JSON object")
-    if "plugins" not in doc and "type" in doc:  # a single-plugin .conf, as libcni accepts
-        doc = {"cniVersion": doc.get("cniVersion", ""), "name": doc.get("name"), "plugins": [doc]}
-    name, plugins = doc.get("name"), doc.get("plugins")
-    if not isinstance(name, str) or not VALID_NAME.match(name):
-        raise ConflistError(f"invalid or missing network name {name!r}")
-    if not isinstance(plugins, list) or not plugins:
-        raise ConflistError(f"network {name}: 'plugins' must be a non-empty list")
-    for plugin in plugins:
-        kind = plugin.get("type") if isinstance(plugin, dict) else None
-        if not isinstance(kind, str) or not kind or "/" in kind:
-            raise ConflistError(f"network {name}: every plugin needs a 'type' without '/'")
-    # libcni drops `cniVersions` entries it does not speak, adds `cniVersion`, takes the highest.
-    versions = [v for v in doc.get("cniVersions") or [] if _speaks(v)] + [doc.get("cniVersion")]
-    if doc.get("cniVersion") and not _speaks(doc["cniVersion"], any_version=True):
-        raise ConflistError(f"network {name}: invalid cniVersion {doc['cniVersion']!r}")
-    version = max((v for v in versions if v), key=parse_version, default="0.1.0")
-    return NetworkList(name, version, tuple(plugins), raw=raw,
-                       disable_check=_as_bool(doc.get("disableCheck", False), "disableCheck"),
-                       disable_gc=_as_bool(doc.get("disableGC", False), "disableGC"))
-
-
-def _speaks(version: Any, any_version: bool = False) -> bool:
-    """Whether `version` is valid and (unless `any_version`) at most the one we speak."""
-    try:
-        return isinstance(version, str) and bool(parse_version(version)) and (
-            any_version or at_least(CURRENT_VERSION, version))
-    except CniError:
-        return False
-
-
 def validate_attachment(net: NetworkList, att: Attachment) -> None:
     """libcni's checks before ADD (container ID, interface name)."""
-    if not VALID_NAME.match(att.container_id):
+    if not valid_name(att.container_id):
         raise ConflistError(f"invalid container ID {att.container_id!r}: use letters, digits, "
                             "'_', '.', '-' and start with a letter or digit")
     ifname = att.ifname

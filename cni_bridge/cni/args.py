@@ -23,10 +23,7 @@ def split_cni_args(raw: str) -> list[tuple[str, str]]:
 
 
 def parse_cni_args(raw: str, known: set[str] | frozenset[str]) -> dict[str, str]:
-    """Return the known keys; unknown keys are an error unless IgnoreUnknown is true.
-
-    Keys match case-sensitively, like Go struct field names.
-    """
+    """The known keys (case-sensitive, like Go fields); others fail unless IgnoreUnknown."""
     pairs = split_cni_args(raw)
     values = dict(pairs)
     ignore = values.get(IGNORE_UNKNOWN, "")

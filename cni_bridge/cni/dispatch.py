@@ -1,9 +1,8 @@
 """The shared dispatcher: env + stdin in, one JSON document and an exit code out.
 
-Order of checks follows the reference skel (libcni v1.3) so the same bad input gets the same
-code: container ID / ifname of the verb, in env order (4) -> missing env (4) -> VERSION ->
-stdin decoding (6) -> network name (7) -> unknown verb (4) -> verb/version gates (1/6)
--> supported version (1) -> plugin.
+Checks in the reference skel's order (libcni v1.3), so the same bad input gets the same code:
+env of the verb (4), missing env (4), VERSION, stdin (6), network name (7), unknown verb (4),
+verb/version gates (1/6), supported version (1), plugin.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from cni_bridge.diag import logger
 log = logger(__name__)
 
 MAX_STDIN = 16 * 1024 * 1024  # far above any real config; bounds memory on hostile input
-ATTACHMENT_VERBS = ("ADD", "DEL", "CHECK")
+VERB_METHODS = {"DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
 
 
 class Plugin(Protocol):
@@ -122,17 +121,9 @@ def build_request(env: CniEnv, stdin: bytes, timer: PhaseTimer) -> Request:
 
 
 def call_plugin(plugin: Plugin, req: Request) -> str:
-    command = req.env.command
-    if command == "ADD":
+    if req.env.command == "ADD":
         return render_result(plugin.add(req), req.cni_version)
-    if command == "DEL":
-        plugin.delete(req)
-    elif command == "CHECK":
-        plugin.check(req)
-    elif command == "GC":
-        plugin.gc(req)
-    elif command == "STATUS":
-        plugin.status(req)
+    getattr(plugin, VERB_METHODS[req.env.command])(req)
     return ""
 
 

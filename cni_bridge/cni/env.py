@@ -30,6 +30,11 @@ IFNAMSIZ = 16
 MAX_ID_LENGTH = 255
 
 
+def valid_name(name: str) -> bool:
+    """A container ID or network name as libcni allows them (length aside)."""
+    return _ID_RE.fullmatch(name) is not None
+
+
 @dataclass(frozen=True)
 class CniEnv:
     command: str
@@ -93,12 +98,8 @@ def missing_variables(environ: Mapping[str, str]) -> list[str]:
 
 
 def read_env(environ: Mapping[str, str]) -> CniEnv:
-    """Read the CNI variables the way skel does, before stdin is even read.
-
-    Variables are visited in skel's order: one that is set and required by the verb is
-    validated at once (container ID, ifname: code 4, first failure wins); the missing ones
-    are then reported together (code 4).
-    """
+    """As skel does, before stdin is read: in skel's order, a set variable the verb needs is
+    validated at once (first failure wins); then the missing ones are reported together."""
     command = environ.get("CNI_COMMAND", "")
     for name, verbs in REQUIRED_FOR.items():
         value = environ.get(name, "")

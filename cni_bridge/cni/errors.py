@@ -1,17 +1,6 @@
-"""CNI error codes and the one exception type every layer raises.
-
-Hierarchy::
-
-    Exception
-     └── CniError(code, msg, details)      -- anything that must reach the runtime as a CNI error
-          ├── ConfigError  (code 7)        -- invalid network configuration
-          ├── EnvError     (code 4)        -- invalid or missing CNI_* environment
-          ├── VersionError (code 1)        -- incompatible CNI version / verb not allowed
-          ├── DecodeError  (code 6)        -- undecodable stdin, bad version string
-          └── TryAgainError(code 11)       -- transient: lock timeout, busy resource
-
-Third-party exceptions (netlink, OSError, subprocess) are translated into CniError at the
-boundary of the layer that calls them; anything left over becomes code 999 in the dispatcher.
+"""CNI error codes and the one exception type every layer raises (subclasses fix the code).
+Other exceptions are translated into CniError at the boundary of the layer that meets them;
+anything left over becomes code 999 in the dispatcher.
 """
 
 from __future__ import annotations
@@ -22,9 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 # Error codes from the CNI spec (SPEC.md "Error codes") plus libcni's conventions.
-UNKNOWN = 0
 INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
 UNKNOWN_CONTAINER = 3
 INVALID_ENV = 4
 IO_FAILURE = 5
@@ -33,7 +20,6 @@ INVALID_NETWORK_CONFIG = 7
 INVALID_NETNS = 8
 TRY_AGAIN_LATER = 11
 PLUGIN_NOT_AVAILABLE = 50
-LIMITED_CONNECTIVITY = 51
 INTERNAL = 999
 
 
@@ -101,12 +87,8 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def go_json(obj: Any, sort_keys: bool = False) -> str:
-    """JSON text as Go's ``json.MarshalIndent(v, "", "    ")`` writes it.
-
-    Non-ASCII is raw UTF-8; ``<``, ``>``, ``&``, U+2028 and U+2029 are escaped; a lone
-    surrogate (undecodable bytes from the environment) becomes U+FFFD, as Go does for
-    invalid UTF-8. Those characters only ever occur inside JSON strings.
-    """
+    """JSON text as Go's ``json.MarshalIndent(v, "", "    ")`` writes it: raw UTF-8, HTML
+    characters escaped, a lone surrogate (undecodable env bytes) as U+FFFD."""
     text = json.dumps(obj, indent=4, sort_keys=sort_keys, ensure_ascii=False)
     text = _SURROGATE_RE.sub("\ufffd", text)
     return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text)

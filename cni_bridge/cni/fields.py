@@ -1,8 +1,5 @@
-"""Typed readers for config fields: one place that turns raw JSON values into Python types.
-
-Each reader names the offending key and value in its ConfigError, so plugin config modules
-stay declarative.
-"""
+"""Typed readers for config fields; each error names the key and value, so plugin config
+modules stay declarative."""
 
 from __future__ import annotations
 

@@ -43,8 +43,7 @@ class Request:
 
     @property
     def runtime_config(self) -> Mapping[str, Any]:
-        """``runtimeConfig`` ({} when absent); anything but an object is refused, as Go's decoder
-        refuses it (code 7)."""
+        """Anything but an object is refused, as Go's decoder refuses it (code 7)."""
         value = self.config.get("runtimeConfig")
         if value is None:
             return {}
@@ -53,10 +52,7 @@ class Request:
         return value
 
     def valid_attachments(self) -> frozenset[tuple[str, str]]:
-        """GC's list of attachments to keep, as (containerID, ifname) pairs.
-
-        Both the spec's key and the older one are read (libcni sends both).
-        """
+        """GC's (containerID, ifname) pairs to keep, under both keys libcni sends."""
         keep: set[tuple[str, str]] = set()
         for key in VALID_ATTACHMENTS_KEYS:
             items = self.config.get(key)
@@ -66,6 +62,3 @@ class Request:
                 if isinstance(item, Mapping):
                     keep.add((str(item.get("containerID", "")), str(item.get("ifname", ""))))
         return frozenset(keep)
-
-    def has_valid_attachments(self) -> bool:
-        return any(isinstance(self.config.get(k), list) for k in VALID_ATTACHMENTS_KEYS)

@@ -89,13 +89,10 @@ class Result:
 
 @dataclass(frozen=True)
 class UnconvertedResult(Result):
-    """A 1.x result printed as it is under the request's version label. libcni skips the
-    conversion of a result whose own cniVersion already is the one asked for, so a plugin that
-    labels its 1.x result with the config's version (the reference ``loopback``) prints the 1.x
-    shape at every version: no ``ip4``/``ip6``, no ``version`` in ``ips[]``."""
+    """A 1.x result under the request's version label, unconverted: libcni skips converting a
+    result already labelled with the version asked for, so the reference ``loopback`` prints
+    the 1.x shape at every version."""
 
-
-# ---------------------------------------------------------------- parsing (any version in)
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
     if value is None:
@@ -233,10 +230,7 @@ def _parse_ip(obj: Any) -> IPConfig:
 
 
 def parse_result(obj: Mapping[str, Any], version: str) -> Result:
-    """Parse a result of any supported version into the internal model.
-
-    ``version`` is used when the object carries no ``cniVersion`` (libcni does the same).
-    """
+    """Any supported version into the internal model; `version` when it has no cniVersion."""
     obj = _obj(obj, "result")
     declared = obj.get("cniVersion") or version
     if declared not in SUPPORTED_VERSIONS:
@@ -254,19 +248,10 @@ def parse_result(obj: Mapping[str, Any], version: str) -> Result:
     )
 
 
-# ---------------------------------------------------------------- rendering (one version out)
-
 def _dns_dict(dns: DNS) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if dns.nameservers:
-        out["nameservers"] = list(dns.nameservers)
-    if dns.domain:
-        out["domain"] = dns.domain
-    if dns.search:
-        out["search"] = list(dns.search)
-    if dns.options:
-        out["options"] = list(dns.options)
-    return out
+    fields = {"nameservers": list(dns.nameservers), "domain": dns.domain,
+              "search": list(dns.search), "options": list(dns.options)}
+    return {key: value for key, value in fields.items() if value}
 
 
 def route_dict(route: Route, with_v11_fields: bool = True) -> dict[str, Any]:
@@ -284,18 +269,10 @@ def route_dict(route: Route, with_v11_fields: bool = True) -> dict[str, Any]:
 
 
 def _interface_dict(iface: Interface, with_v11_fields: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": iface.name}
-    if iface.mac:
-        out["mac"] = iface.mac
-    if with_v11_fields and iface.mtu:
-        out["mtu"] = iface.mtu
-    if iface.sandbox:
-        out["sandbox"] = iface.sandbox
-    if with_v11_fields and iface.socket_path:
-        out["socketPath"] = iface.socket_path
-    if with_v11_fields and iface.pci_id:
-        out["pciID"] = iface.pci_id
-    return out
+    fields = {"mac": iface.mac, "mtu": with_v11_fields and iface.mtu, "sandbox": iface.sandbox,
+              "socketPath": with_v11_fields and iface.socket_path,
+              "pciID": with_v11_fields and iface.pci_id}
+    return {"name": iface.name, **{key: value for key, value in fields.items() if value}}
 
 
 def _ip_dict(ip: IPConfig, with_version: bool) -> dict[str, Any]:

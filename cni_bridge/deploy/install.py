@@ -1,20 +1,10 @@
 """Where the plugins are, and ``cni-bridge install``: putting them into a CNI bin directory.
 
-The frozen build is one directory (``dist/cni/``): the executable ``cni-bridge``, its
-``_internal/`` directory, and ``bridge``, ``host-local``, ``portmap`` symlinks to it (the role
-comes from the name it is run as). Copying such a tree over a live ``/opt/cni/bin`` file by file
-would let a runtime start a plugin whose executable is new and whose libraries are half old, so
-the install is two atomic steps:
-
-1. the whole bundle is copied (every file fsynced) to a temporary directory in the bin dir, which
-   is then renamed to ``<bin-dir>/.cni-bridge-<version>-<digest>/``: it appears complete or not at
-   all. An identical bundle already there is reused;
-2. each name (``bridge``, ``host-local``, ``portmap``, ``cni-bridge``) becomes a symlink into it,
-   created under a temporary name and renamed over the old entry (``rename(2)`` replaces it
-   atomically). A runtime executing a plugin meanwhile runs either the old or the new version.
-
-The previous bundle is kept (a plugin started just before the switch may still be loading its
-libraries from it); older ones are removed. The bootloader follows the symlink to its bundle.
+Copying the frozen bundle over a live ``/opt/cni/bin`` file by file would let a runtime start a
+new executable with half-old libraries, so the install is two atomic steps: the whole bundle,
+fsynced, renamed into ``<bin-dir>/.cni-bridge-<version>-<digest>/`` (an identical one is
+reused); then each role's symlink into it renamed over the old entry. The previous bundle is
+kept (a plugin started just before may still load from it); older ones are removed.
 """
 
 from __future__ import annotations
@@ -30,14 +20,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cni_bridge import __version__
+from cni_bridge import PLUGIN_ROLES, __version__
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 
-ROLES = ("bridge", "host-local", "portmap", "loopback")
 EXECUTABLE = "cni-bridge"
 BUNDLE_PREFIX = ".cni-bridge-"
 DEFAULT_CONF_NAME = "10-cni-bridge.conflist"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree holding cni_bridge/
 
 LAUNCHER = """#!{python}
 # cni-bridge from source: the role comes from this file's name.
@@ -67,7 +56,7 @@ def self_command() -> list[str]:
 
 def write_launchers(directory: Path) -> None:
     """Executables named after the roles that run this source tree."""
-    for role in (*ROLES, EXECUTABLE):
+    for role in (*PLUGIN_ROLES, EXECUTABLE):
         path = directory / role
         path.write_text(LAUNCHER.format(python=sys.executable, root=str(REPO_ROOT)))
         path.chmod(0o755)
@@ -90,9 +79,6 @@ def default_plugin_dir() -> Path:
     return _launcher_dir
 
 
-# --- install -----------------------------------------------------------------------------------
-
-
 @dataclass
 class InstallReport:
     bundle: Path
@@ -100,8 +86,6 @@ class InstallReport:
     linked: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # entries that were not our symlinks
     removed: list[Path] = field(default_factory=list)  # old bundles
-    conf_written: Path | None = None
-    conf_kept: Path | None = None
 
 
 def bundle_entries(source: Path) -> list[Path]:
@@ -147,8 +131,8 @@ def fsync_dir(path: Path) -> None:
 
 
 def check_writable(directory: Path) -> None:
-    """Fail before anything is written when `directory` (or, if missing, the ancestor it would
-    be created in) refuses a new file: a read-only mount, permissions, a file in the way."""
+    """Fail before anything is written when `directory` (or the ancestor it would be created
+    in) refuses a new file."""
     probe = directory
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -212,7 +196,7 @@ def install(source: Path, bin_dir: Path, version: str = __version__) -> InstallR
     bin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     name = f"{BUNDLE_PREFIX}{version}-{bundle_digest(source)}"
     bundle = bin_dir / name
-    previous = _bundle_of(bin_dir / ROLES[0])
+    previous = _bundle_of(bin_dir / PLUGIN_ROLES[0])
     report = InstallReport(bundle, reused=bundle.is_dir())
     if not report.reused:
         tmp = bin_dir / f"{name}.tmp-{os.getpid()}"
@@ -224,7 +208,7 @@ def install(source: Path, bin_dir: Path, version: str = __version__) -> InstallR
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(bin_dir)
-    for role in (*ROLES, EXECUTABLE):
+    for role in (*PLUGIN_ROLES, EXECUTABLE):
         if switch_link(bin_dir, role, f"{name}/{EXECUTABLE}"):
             report.replaced.append(role)
         report.linked.append(role)

@@ -1,15 +1,7 @@
-"""``cni-bridge install --subnet CIDR``: the node's network for its pod CIDR.
-
-On a Kubernetes-style node every node gets a pod CIDR of its own (10.244.N.0/24) out of the
-cluster CIDR (10.244.0.0/16), and routes to the other nodes' pod CIDRs lead over the node
-network. The conflist written here is the default network (``conf/10-cni-bridge.conflist``) with
-host-local handing out the node's pod CIDR and, with ``--cluster-cidr``, the bridge's
-``nonMasqueradeCIDRs`` set to the cluster CIDR, so pods on other nodes see a pod's own address
-while traffic leaving the cluster is still masqueraded.
-
-Everything is checked before anything is written (`plan_node_network`, `find_overlaps`), and
-the file is replaced atomically (temp file, fsync, rename): a runtime reading the directory sees
-the old network or the new one, never half a file.
+"""``cni-bridge install --subnet CIDR``: the default network with host-local handing out the
+node's pod CIDR and, with ``--cluster-cidr``, ``nonMasqueradeCIDRs`` set to the cluster CIDR (pods
+on other nodes see a pod's own address; traffic leaving the cluster is still masqueraded).
+Everything is checked before the file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -39,10 +31,6 @@ from cni_bridge.deploy.install import (
 def _inside(inner: IPNetwork, outer: IPNetwork) -> bool:
     # the version test makes both one family (subnet_of raises TypeError across families)
     return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
-
-
-def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
-    return a.version == b.version and a.overlaps(b)
 
 
 def parse_cidr(text: str, what: str = "pod CIDR") -> IPNetwork:
@@ -106,20 +94,16 @@ def node_conflist(node: NodeNetwork) -> dict[str, Any]:
     return conf
 
 
-def conflist_bridge(conf: dict[str, Any]) -> str:
-    return str(conf["plugins"][0]["bridge"])
-
-
 def find_overlaps(node: NodeNetwork, taken: Iterable[tuple[str, IPNetwork]]) -> list[str]:
     """Each pod CIDR that overlaps a network already in use, named with its user (pure)."""
     return [f"pod CIDR {subnet} overlaps {net} of {who}"
             for subnet in node.subnets for who, net in taken
-            if _overlap(net, subnet)]
+            if net.version == subnet.version and net.overlaps(subnet)]
 
 
 def networks_in_conf_dir(conf_dir: Path, skip: Path) -> list[tuple[str, IPNetwork]]:
     """The subnets of every other network configured in `conf_dir`."""
-    from cni_bridge.admin.examine import load_conf_dir
+    from cni_bridge.deploy.confdir import load_conf_dir
 
     found: list[tuple[str, IPNetwork]] = []
     for conf in load_conf_dir(conf_dir)[0]:
@@ -135,8 +119,7 @@ def networks_in_conf_dir(conf_dir: Path, skip: Path) -> list[tuple[str, IPNetwor
 
 
 def networks_on_node(bridge: str) -> list[tuple[str, IPNetwork]]:
-    """The networks of this namespace's global addresses, except those on our own bridge
-    (an earlier pod CIDR's gateway there is for ADD to report)."""
+    """This namespace's global addresses' networks, except on our bridge (ADD reports those)."""
     from cni_bridge.net.addresses import list_addresses
     from cni_bridge.net.links import list_links
     from cni_bridge.net.netlink import Netlink
@@ -149,15 +132,15 @@ def networks_on_node(bridge: str) -> list[tuple[str, IPNetwork]]:
 
 def prepare_node_conf(subnets: Sequence[IPNetwork], cluster_cidrs: Sequence[IPNetwork],
                       cni_version: str | None, conf_dir: Path) -> dict[str, Any]:
-    """The node's conflist, once every check passed: the CIDRs agree, no other network in
-    `conf_dir` and no address of this node overlaps the pod CIDRs, `conf_dir` is writable."""
+    """The node's conflist, once the CIDRs agree, overlap nothing on the node or in `conf_dir`,
+    and `conf_dir` is writable."""
     try:
         node = plan_node_network(subnets, cluster_cidrs, cni_version)
     except InstallError as exc:
         raise InstallError(f"{exc}; nothing was installed") from None
     conf = node_conflist(node)
     taken = networks_in_conf_dir(conf_dir, Path(DEFAULT_CONF_NAME))
-    taken += networks_on_node(conflist_bridge(conf))
+    taken += networks_on_node(str(conf["plugins"][0]["bridge"]))
     overlaps = find_overlaps(node, taken)
     if overlaps:
         raise InstallError("; ".join(overlaps) + ": choose a pod CIDR no other network uses; "

@@ -1,14 +1,8 @@
 """``cni-bridge install --serve``: the systemd units of resident mode, written and enabled.
 
-The socket unit makes systemd listen where the plugins look; the first plugin call starts the
-service, whose ``cni-bridge serve`` takes that socket (``listener.take_activated``). The texts
-are rendered here for the bin dir being installed; ``conf/deploy/systemd/`` holds them as
-rendered for ``/opt/cni/bin`` (a unit test holds them equal).
-
-Where PID 1 is systemd (``/run/systemd/system`` exists, sd_booted(3)): both files are written to
-``/etc/systemd/system`` (each atomically, both before either replaces anything), then
-``systemctl daemon-reload`` and ``systemctl enable --now cni-bridge.socket``. Elsewhere nothing
-is written unless a directory is given, and the report says how to enable them.
+The texts are rendered for the bin dir being installed; ``conf/deploy/systemd/`` holds them for
+``/opt/cni/bin`` (a unit test holds them equal). Enabled only where PID 1 is systemd and the units
+go to ``/etc/systemd/system``; elsewhere the report says how.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cni_bridge.deploy.install import InstallError, fsync_dir, synced_temp_file
 from cni_bridge.serve.wire import DEFAULT_SOCKET
 
 SOCKET_UNIT = "cni-bridge.socket"
@@ -95,7 +90,7 @@ WantedBy=multi-user.target
 """
 
 
-class UnitsError(Exception):
+class UnitsError(InstallError):
     """The units cannot be written or enabled; the message says what to do."""
 
 
@@ -114,13 +109,9 @@ def render(executable: str, socket: str = DEFAULT_SOCKET) -> dict[str, str]:
                                               socket_option=option)}
 
 
-def systemd_runs(runtime: Path = SYSTEMD_RUNTIME) -> bool:
-    return runtime.is_dir()
-
-
 def plan(unit_dir: Path | None, runtime: Path = SYSTEMD_RUNTIME) -> tuple[Path, bool]:
     """Where to write and whether to enable, decided before anything is written."""
-    running = systemd_runs(runtime)
+    running = runtime.is_dir()
     if unit_dir is None and not running:
         raise UnitsError(f"--serve: systemd is not running here ({runtime} is missing), so "
                          "nothing was installed; run `cni-bridge serve` under your init system "
@@ -130,10 +121,7 @@ def plan(unit_dir: Path | None, runtime: Path = SYSTEMD_RUNTIME) -> tuple[Path, 
 
 
 def write_units(unit_dir: Path, texts: dict[str, str]) -> dict[Path, str]:
-    """Every file synced under a temporary name first, then each renamed into place: no unit
-    is ever half-written, and none is replaced unless all could be written."""
-    from cni_bridge.deploy.install import fsync_dir, synced_temp_file
-
+    """All staged (synced temporaries) before any is renamed into place."""
     unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     staged: dict[Path, str] = {}
     outcome: dict[Path, str] = {}

@@ -1,19 +1,7 @@
-"""The bridge's one door to IPAM: ``ipam_for(req)`` hides whether host-local runs in-process or
-another ``ipam.type`` is executed.
-
-- ``host-local``: called in-process (no second process start). The bridge passes the CNI_ARGS
-  keys it understands itself (``extra_arg_keys``), so e.g. its ``MAC=`` does not make
-  host-local's strict CNI_ARGS parsing fail.
-- anything else: executed from ``CNI_PATH`` as the spec says -- the same environment with only
-  ``CNI_COMMAND`` overridden, the same stdin bytes (the whole network config), stderr passed
-  through; an ADD result is parsed by its own ``cniVersion`` (the config's when it has none) and
-  an error result keeps its code, message and details.
-
-Usage from the bridge::
-
-    ipam = ipam_for(req, extra_arg_keys=frozenset({"MAC"}))
-    result = ipam.add(req)                 # rollback on a later failure: ipam.delete(req)
-    addresses = ipam.addresses_held(req)   # DEL: before ipam.delete, even with no netns
+"""The bridge's one door to IPAM: ``ipam_for(req)`` runs host-local in-process (told the
+bridge's own CNI_ARGS keys, e.g. ``MAC=``, so its strict parsing passes) or executes another
+``ipam.type`` from ``CNI_PATH`` as the spec says: same environment but ``CNI_COMMAND``, same
+stdin, stderr passed through; its error result keeps code, message and details.
 """
 
 from __future__ import annotations
@@ -24,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cni_bridge.cni.dispatch import Plugin
 from cni_bridge.cni.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CniError, ConfigError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import IPInterface, Result, parse_result
@@ -32,16 +21,8 @@ from cni_bridge.ipam.host_local.plugin import HostLocalPlugin
 HOST_LOCAL = "host-local"
 
 
-class Ipam(Protocol):
-    def add(self, req: Request) -> Result: ...
-    def delete(self, req: Request) -> None: ...
-    def check(self, req: Request) -> None: ...
-    def gc(self, req: Request) -> None: ...
-    def status(self, req: Request) -> None: ...
-
-    def addresses_held(self, req: Request) -> tuple[IPInterface, ...]:
-        """What the attachment holds according to IPAM's own records (empty when unknown)."""
-        ...
+class Ipam(Plugin, Protocol):
+    def addresses_held(self, req: Request) -> tuple[IPInterface, ...]: ...
 
 
 @dataclass(frozen=True)

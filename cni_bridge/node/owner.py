@@ -1,8 +1,5 @@
-"""Who owns a namespace's state directory: the few primitives every plugin call needs (the
-state root, the namespace's cookie, the boot id, the owner file's text), with no import beyond
-the standard library's C modules. ``records`` finds the directory with them, ``nodestate``
-judges and removes the state of namespaces that are gone; neither is imported here.
-"""
+"""Who owns a namespace's state directory: the primitives every plugin call needs, importing
+only the standard library's C modules (``records`` and ``node.state`` use them)."""
 
 from __future__ import annotations
 
@@ -57,7 +54,7 @@ def read_small(path: str) -> str | None:
 
 
 def owner_text(cookie: int | None, boot_id: str) -> str:
-    """The owner file's content (parsed back by ``nodestate.parse_owner``)."""
+    """The owner file's content (parsed back by ``node.state.parse_owner``)."""
     return f"netns-cookie {'unavailable' if cookie is None else cookie}\nboot-id {boot_id}\n"
 
 

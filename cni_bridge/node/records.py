@@ -1,20 +1,10 @@
-"""Our own record of each attachment's firewall state, so it can be put back after a firewall
-reload (``cni-bridge reconcile``), shown (``cni-bridge status``) and garbage-collected.
+"""Our record of each attachment's firewall state, to put it back after a firewall reload
+(``reconcile``), show it (``status``) and garbage-collect it.
 
-Records live under ``/run/cni-bridge`` (firewall rules do not survive a reboot, so neither do
-their records), in a directory per network namespace (``netns-<inode>``) because firewall state
-is per namespace, then per network::
-
-    /run/cni-bridge/netns-4026531840/<network>/<containerID>.<ifname>.<plugin>.json
-
-``CNI_BRIDGE_STATE_DIR`` overrides the root. Files are written atomically (temp file + rename),
-so a reader never sees half a record. The layout is a stable interface: do not change it.
-
-The kernel reuses namespace inode numbers, so a directory is bound to its namespace's life by
-an owner file, ``netns-<inode>/.owner``: the namespace's cookie (``SO_NETNS_COOKIE``, never
-reused in a boot) and the boot id. ``state_root`` and ``proven_root`` are the only ways to the
-directory, and both check the owner (``nodeowner`` says who owns it; ``nodestate`` handles a
-directory that fails the check).
+``<state root>/netns-<inode>/<network>/<containerID>.<ifname>.<plugin>.json`` (root
+``/run/cni-bridge`` or ``CNI_BRIDGE_STATE_DIR``: rules do not survive a reboot, nor do their
+records; a stable interface). Written atomically. ``state_root`` and ``proven_root`` are the only
+ways to a namespace's directory; both check its owner file (``node.owner``, ``node.state``).
 """
 
 from __future__ import annotations
@@ -37,9 +27,6 @@ if TYPE_CHECKING:
 
     Root = str | os.PathLike[str]
 
-PLUGINS = ("bridge", "portmap")
-
-
 @dataclass(frozen=True)
 class Record:
     network: str
@@ -57,15 +44,13 @@ _proven: str | None = None
 
 
 def namespace_dir(environ: Mapping[str, str] | None = None) -> str:
-    """Where this network namespace's directory is (whoever owns it). (Paths here are strings:
-    pathlib and tempfile would add ~5 ms of imports to every plugin call.)"""
+    """Whoever owns it. (Strings: pathlib and tempfile would add ~5 ms of imports a call.)"""
     return os.path.join(state_base(environ), f"netns-{os.stat('/proc/self/ns/net').st_ino}")
 
 
 def state_root(environ: Mapping[str, str] | None = None) -> str:
-    """This network namespace's records directory, proven its own: made with our owner file
-    when missing; one left by a dead namespace of the same inode is moved aside and removed
-    first (``nodestate.claim``). Costs one stat, one socket and two small reads per process."""
+    """This namespace's directory, claimed (``node.state.claim``) unless proven its own.
+    Costs one stat, one socket and two small reads per process."""
     global _proven
     root = namespace_dir(environ)
     if _proven != root:
@@ -79,8 +64,7 @@ def state_root(environ: Mapping[str, str] | None = None) -> str:
 
 
 def proven_root(environ: Mapping[str, str] | None = None) -> str | None:
-    """This namespace's directory when it is proven its own, changing nothing; None when it
-    is missing or not bound to this namespace (a dead one's, or written before owners)."""
+    """This namespace's directory when proven its own, changing nothing; else None."""
     global _proven
     root = namespace_dir(environ)
     if _proven != root:
@@ -91,15 +75,13 @@ def proven_root(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def kept_until_reboot(name: str) -> bool:
-    """Whether a file of a namespace's directory is its own bookkeeping (owner file, probe
-    markers), not attachment state: it stays while the namespace lives."""
+    """Bookkeeping (owner file, probe markers), not attachment state."""
     return name == OWNER_FILE or name.startswith(PROBE_PREFIX)
 
 
 def probe_marker(backend: str) -> str | None:
-    """Where a firewall backend's successful probe is remembered until reboot (see
-    ``firewall.detect.is_usable``): beside the records, not attachment state. None while the
-    directory there is not proven ours: nothing is remembered in (or read from) another's."""
+    """Where a backend's successful probe is remembered until reboot; None while the directory
+    is not proven ours (nothing is read from or written to another's)."""
     root = proven_root()
     if root is None:
         if os.path.lexists(namespace_dir()):
@@ -141,8 +123,7 @@ def remove_record(root: Root, network: str, container_id: str, ifname: str, plug
 
 
 def record_mtime_ns(root: Root, rec: Record) -> int:
-    """When `rec` was last written (0: gone); the newer of two records claiming one address
-    or host port is the one to believe."""
+    """0: gone. Of two records claiming one address or port, the newer is believed."""
     try:
         return os.stat(_path(root, rec.network, rec.container_id, rec.ifname,
                              rec.plugin)).st_mtime_ns

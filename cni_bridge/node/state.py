@@ -1,26 +1,11 @@
 """Whose is a namespace's state directory, and removing the state of namespaces that are gone.
 
-Each network namespace's directory, ``<state root>/netns-<inode>/``, holds an owner file
-(``nodeowner.OWNER_FILE``): the namespace's cookie and the boot id. The kernel hands a dead
-namespace's inode number to the next namespace it makes; the cookie it never reuses in a boot.
-What counts as proof that a directory's owner is dead:
-
-- the boot id differs: the namespace died with the boot (a state root that outlived a reboot);
-- the directory is at the caller's own inode and names another cookie: two live namespaces
-  never share an inode, so its owner is gone;
-- another inode's directory names a cookie other than that of the live namespace that now has
-  the inode (found through /proc/<pid>/ns/net and nsfs mounts).
-
-Anything else is left alone and said so: a directory whose inode no visible namespace has
-(its owner may be held by a descriptor or a mount this process cannot see), one written before
-owner files existed, and every directory on a kernel without the cookie (before 5.14: there
-only a reboot is detected). At the caller's own inode, such a directory is adopted (written
-before owner files, or the cookie is unavailable): the trust every version before gave it.
-
-Stale state is renamed aside (``.stale-...``, atomic: a reader sees the whole directory or
-none) under a lock on the state root, rechecked under it, then removed. Callers: the first
-call that writes state in the namespace (``claim``), ``cni-bridge gc`` and the resident server
-at start and on its periodic check (``sweep``); ``cni-bridge status`` only reports (``survey``).
+``netns-<inode>/`` holds an owner file: cookie and boot id (the kernel reuses inodes, never a
+cookie within a boot). Proof of a dead owner: another boot id; another cookie at the caller's
+own inode; another cookie than the live namespace's that now has the inode (/proc, nsfs
+mounts). Anything else is left alone and said so (no visible namespace has the inode, no owner
+file, no cookie before 5.14); at the caller's own inode it is adopted, as before owner files.
+Stale state is renamed aside under the state root's lock, rechecked, then removed.
 """
 
 from __future__ import annotations
@@ -63,8 +48,7 @@ def parse_owner(text: str | None) -> Owner | None:
 
 
 def judge_own_inode(found: Owner | None, mine: Owner) -> str:
-    """The directory at the caller's own inode: OWN, DEAD or UNPROVEN (written before owner
-    files, damaged, or no cookie to compare)."""
+    """The directory at the caller's own inode: OWN, DEAD or UNPROVEN."""
     if found == mine:
         return OWN
     if found is None:
@@ -78,8 +62,7 @@ def judge_own_inode(found: Owner | None, mine: Owner) -> str:
 
 def judge_other_inode(found: Owner | None, boot_id: str, live_cookie: int | None,
                       live: bool) -> str:
-    """Another inode's directory, given the cookie of the live namespace that has that inode
-    now (`live` False: no namespace this process can see has it)."""
+    """`live` False: no namespace this process can see has that inode now."""
     if found is None:
         return UNPROVEN
     if found.boot_id != boot_id:
@@ -89,14 +72,9 @@ def judge_other_inode(found: Owner | None, boot_id: str, live_cookie: int | None
     return OWN if found.cookie == live_cookie else DEAD
 
 
-# --- claiming the caller's own directory --------------------------------------------------------
-
-
 def claim(root: str, mine: str) -> None:
-    """Make `root` (the caller's inode's directory) the caller's: create it with our owner
-    file, adopt it when its owner cannot be judged, or move a dead owner's aside first.
-    Concurrent claims serialize on the state root's lock; the loser finds ours and adopts
-    nothing twice."""
+    """Make `root` the caller's: create it, adopt it when its owner cannot be judged, or move
+    a dead owner's aside first (under the state root's lock: a racing claim finds ours)."""
     base, name = os.path.split(root)
     os.makedirs(base, mode=0o700, exist_ok=True)
     aside = None
@@ -173,9 +151,6 @@ def describe(owner: Owner | None) -> str:
     return f"{cookie}, boot {owner.boot_id}"
 
 
-# --- every namespace's directory: survey and sweep ----------------------------------------------
-
-
 @dataclass(frozen=True)
 class Found:
     path: str
@@ -241,8 +216,8 @@ def _judge(found: Owner | None, me: Owner, own_inode: bool,
 
 
 def sweep(base: str) -> Survey:
-    """Survey, then remove the directories of dead namespaces and the leftovers of earlier
-    removals. Each is rechecked under the lock: one claimed meanwhile stays."""
+    """Survey, then remove dead namespaces' directories and leftovers (rechecked under the
+    lock: one claimed meanwhile stays)."""
     report = survey(base)
     doomed: list[str] = []
     with contextlib.suppress(OSError), _locked(base):
@@ -268,8 +243,7 @@ def _older_than(path: str, seconds: float) -> bool:
 
 
 def sweep_logged(base: str | None = None) -> None:
-    """`sweep`, for the resident server: what it removed and what it left is logged, and a
-    failure never stops the caller."""
+    """`sweep` for the resident server: logged, and a failure never stops the caller."""
     try:
         report = sweep(base or nodeowner.state_base())
     except Exception as exc:
@@ -279,12 +253,8 @@ def sweep_logged(base: str | None = None) -> None:
         log.info("removed %s: its network namespace is gone", path)
 
 
-# --- live namespaces --------------------------------------------------------------------------
-
-
 def live_namespaces() -> dict[int, str]:
-    """Inode -> a path that opens that live network namespace: every process's, and every
-    nsfs mount this process can see (ip netns add, container runtimes' pinned namespaces)."""
+    """Inode -> a path opening that live namespace: every process's and visible nsfs mount."""
     out: dict[int, str] = {}
     for path in _nsfs_mounts():
         _add_inode(out, path)
@@ -320,8 +290,7 @@ def _unescape(path: str) -> str:
 
 
 def cookie_of(path: str) -> int | None:
-    """The cookie of the network namespace at `path` (entered by this thread only, briefly);
-    None when it cannot be entered or the kernel has no cookie."""
+    """Entered by this thread only, briefly; None when not enterable or no cookie."""
     from cni_bridge.cni.errors import CniError
     from cni_bridge.net.netns import enter_netns, open_netns
 

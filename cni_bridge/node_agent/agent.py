@@ -17,13 +17,20 @@ from cni_bridge import diag
 from cni_bridge.cni.result import IPNetwork
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.node_agent.api import ApiClient, NodeList
-from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.conflist import ConflistWriter, plan_conflist
 from cni_bridge.node_agent.nodes import NodeFormatError, NodeInfo, find_conflicts, parse_node
 from cni_bridge.node_agent.route_events import RouteKey, watch_route_events
 from cni_bridge.node_agent.route_exec import apply_changes, local_networks, main_table
 from cni_bridge.node_agent.route_plan import diff_routes, plan_routes
-from cni_bridge.node_agent.watcher import Changed, Fatal, Message, RoutesGone, Synced, Watcher
+from cni_bridge.node_agent.watcher import (
+    Backoff,
+    Changed,
+    Fatal,
+    Message,
+    RoutesGone,
+    Synced,
+    Watcher,
+)
 
 RETRY_FIRST = 0.5  # seconds to the next look when something is settling or was refused
 
@@ -53,11 +60,8 @@ class Agent:
         self.wanted: set[RouteKey] = set()  # (destination, gateway) of the last plan's routes
         self.again = False  # the last reconcile asks for another look soon
 
-    # --- what the API says ------------------------------------------------------------------
-
     def take(self, message: Message) -> bool:
-        """Learn from one message; True if the node needs a look (a node changed what the
-        agent uses, a full list, or None: routes or addresses changed, or the timer)."""
+        """Learn from one message; True if the node needs a look."""
         if isinstance(message, Fatal):
             raise message.error
         if isinstance(message, Synced):
@@ -82,8 +86,7 @@ class Agent:
         self.synced = True
 
     def change(self, kind: str, obj: dict[str, object]) -> bool:
-        """Apply one watch event; False when it changed nothing the agent uses (most
-        MODIFIED events are status heartbeats)."""
+        """False when nothing the agent uses changed (most MODIFIED events are heartbeats)."""
         node = self._read(obj)
         if node is None:
             return False
@@ -101,12 +104,9 @@ class Agent:
             say("WARNING", f"ignored: {exc}")
             return None
 
-    # --- making the node match --------------------------------------------------------------
-
     def reconcile(self) -> bool:
-        """Conflist and routes; True when the conflist is in place (the node is ready).
-        Sets `again` when another look soon may find more to do (a route the kernel refused,
-        an address still tentative), since nothing may notify that moment."""
+        """True when the conflist is in place. Sets `again` when a look soon may find more
+        to do (a refused route, a tentative address): nothing may notify that moment."""
         conflicts = find_conflicts(self.nodes.values())
         ready = self._conflist(conflicts)
         local, settling = local_networks(self.nl)
@@ -148,8 +148,7 @@ class Agent:
             self.said.add(current)
 
     def note(self, notes: Iterable[tuple[str, str]]) -> None:
-        """Say each (level, text) once while it holds; one that stops holding may be said
-        again."""
+        """Say each (level, text) once while it holds."""
         current = dict((text, level) for level, text in notes)
         for text in sorted(current.keys() - self.said):
             say(current[text], text)

@@ -15,7 +15,6 @@ from cni_bridge.node_agent.nodes import NodeInfo, derive_cluster_cidrs
 
 @dataclass(frozen=True)
 class ConflistPlan:
-    """The pod CIDRs and non-masquerade CIDRs to write, or why nothing is written (`waiting`)."""
 
     pod_cidrs: tuple[IPNetwork, ...] = ()
     cluster_cidrs: tuple[IPNetwork, ...] = ()
@@ -26,10 +25,8 @@ class ConflistPlan:
 def plan_conflist(me: str, nodes: Mapping[str, NodeInfo], conflicts: Mapping[str, str],
                   cluster_cidrs: Sequence[IPNetwork],
                   derived_before: Sequence[IPNetwork] = ()) -> ConflistPlan:
-    """What this node's conflist holds (pure). The cluster CIDRs are the given ones, else per
-    family of this node's pod CIDRs the smallest prefix covering every node's pod CIDR and
-    what was derived before: it grows as nodes come but does not shrink as they go, so the
-    conflist is not rewritten back and forth."""
+    """Derived cluster CIDRs also cover what was derived before: they grow as nodes come but
+    do not shrink as they go, so the conflist is not rewritten back and forth."""
     node = nodes.get(me)
     if node is None:
         return ConflistPlan(waiting=f"node {me} is not in the API's node list (check "
@@ -59,8 +56,7 @@ class ConflistWriter:
         self.current: ConflistPlan | None = None
 
     def ensure(self, plan: ConflistPlan) -> str:
-        """"written", "replaced", "unchanged" (file already so), or "same" (nothing to do).
-        Raises InstallError when the checks of `install --subnet` refuse the plan."""
+        """"written", "replaced", "unchanged" or "same"; InstallError when refused."""
         from cni_bridge.deploy.node_conf import prepare_node_conf, write_conflist
 
         if plan == self.current and self.path.exists():

@@ -1,10 +1,6 @@
-"""Just enough YAML to read a kubeconfig, without a YAML library in the frozen build.
-
-Kubeconfigs written by kubeadm, kind, kubectl and cloud tools use block mappings, block
-sequences (``- name: x``), plain and quoted scalars and comments; that is what is read here. A
-document starting with ``{`` is read as JSON (valid YAML too). Anything else (anchors, multi-line
-scalars, flow collections other than ``[]`` and ``{}``) raises YamlError naming the line, so a
-kubeconfig this cannot read fails loudly instead of being misread.
+"""Just enough YAML to read a kubeconfig (block mappings and sequences, plain and quoted scalars,
+comments; JSON), without a YAML library in the frozen build. Anything else raises YamlError
+naming the line: a kubeconfig this cannot read fails loudly instead of being misread.
 """
 
 from __future__ import annotations

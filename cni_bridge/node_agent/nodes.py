@@ -17,15 +17,11 @@ class NodeFormatError(ValueError):
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What the agent needs of one Node: its pod CIDRs (at most one per family, as the API
-    guarantees) and its InternalIP addresses."""
+    """Pod CIDRs: at most one per family, as the API guarantees."""
 
     name: str
     pod_cidrs: tuple[IPNetwork, ...] = ()
     internal_ips: tuple[IPAddress, ...] = ()
-
-    def pod_cidr(self, version: int) -> IPNetwork | None:
-        return next((c for c in self.pod_cidrs if c.version == version), None)
 
     def internal_ip(self, version: int) -> IPAddress | None:
         return next((a for a in self.internal_ips if a.version == version), None)
@@ -37,10 +33,7 @@ def resource_version(obj: Mapping[str, Any]) -> str:
 
 
 def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
-    """A Node object (as served by GET /api/v1/nodes) -> NodeInfo.
-
-    ``spec.podCIDRs`` wins over the older single ``spec.podCIDR``; an unreadable CIDR or
-    address raises NodeFormatError naming the node."""
+    """``spec.podCIDRs`` wins over the older ``spec.podCIDR``."""
     meta = obj.get("metadata") or {}
     name = meta.get("name") if isinstance(meta, Mapping) else None
     if not isinstance(name, str) or not name:
@@ -63,13 +56,9 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
 
 
 def find_conflicts(nodes: Iterable[NodeInfo]) -> dict[str, str]:
-    """Nodes whose pod CIDR overlaps another node's -> a message naming both (pure).
-
-    Both nodes of a pair are in conflict: neither is routed, and a node in conflict writes no
-    conflist, since which of the two is right is not the agent's to decide. Two CIDRs overlap
-    only when one holds the other, so after sorting by start address each one needs comparing
-    only with the widest reach before it: O(n log n), a reconcile of a big cluster stays cheap.
-    """
+    """Nodes whose pod CIDR overlaps another's -> a message naming both: which is right is not
+    the agent's to decide. CIDRs overlap only when one holds the other, so sorted by start each
+    is compared only with the widest reach before it: O(n log n) for a big cluster."""
     conflicts: dict[str, str] = {}
     for version in (4, 6):
         owned = sorted(((c, n.name) for n in nodes for c in n.pod_cidrs if c.version == version),

@@ -1,9 +1,5 @@
 """Which routes to the other nodes' pod CIDRs this node should have, and what to change (pure).
-
-Every route the agent adds carries `ROUTE_PROTOCOL` as its routing protocol (``ip route`` shows
-``proto 147``); the agent lists, replaces and removes only routes with that mark, so a route
-someone else made, even to the same prefix, is never touched.
-"""
+Only routes marked `ROUTE_PROTOCOL` are ever listed, replaced or removed."""
 
 from __future__ import annotations
 
@@ -14,9 +10,8 @@ from cni_bridge.cni.result import IPAddress, IPNetwork
 from cni_bridge.net.model import RouteInfo
 from cni_bridge.node_agent.nodes import NodeInfo
 
-# The routing protocol number of the agent's routes. Must not change: an agent of a later version
-# finds the routes of an earlier one by it. Unused by the kernel, iproute2's rt_protos, routing
-# daemons (BIRD 12, FRR 186-198, Calico 80) and other Kubernetes networks we know of.
+# Must never change: a later agent finds an earlier one's routes by it. Unused by the kernel,
+# iproute2, routing daemons (BIRD 12, FRR 186-198, Calico 80) and Kubernetes networks we know.
 ROUTE_PROTOCOL = 147
 
 
@@ -99,8 +94,7 @@ def route_key(route: RouteInfo) -> tuple[IPNetwork, IPAddress | None, int | None
 
 
 def diff_routes(wanted: Iterable[NodeRoute], existing: Iterable[RouteInfo]) -> RouteChanges:
-    """Compare with the main table: ours (`ROUTE_PROTOCOL`) not wanted go; wanted missing come,
-    unless a route we did not make holds the same prefix (it stays, ours is not added)."""
+    """Ours not wanted go; wanted missing come, unless a foreign route holds the prefix."""
     existing = list(existing)
     ours = [r for r in existing if r.protocol == ROUTE_PROTOCOL]
     foreign = {r.dst: r for r in existing if r.protocol != ROUTE_PROTOCOL}

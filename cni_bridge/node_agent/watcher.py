@@ -1,11 +1,11 @@
-"""The list-and-watch loop of the Node objects, on a thread of its own; it hands what it learns
-to the agent through a queue. It survives the API going away: it keeps what the agent has,
-retries with backoff, resumes a broken watch from its resourceVersion and lists again on 410.
-"""
+"""The list-and-watch loop of the Node objects, on its own thread, feeding the agent's queue.
+Survives the API going away: keeps what it has, retries with backoff, resumes from the last
+resourceVersion, lists again on 410."""
 
 from __future__ import annotations
 
 import queue
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +17,30 @@ from cni_bridge.node_agent.api import (
     ApiError,
     ApiUnavailable,
     NodeList,
+    WatchEvent,
     WatchExpired,
 )
-from cni_bridge.node_agent.backoff import Backoff
 from cni_bridge.node_agent.nodes import resource_version
-from cni_bridge.node_agent.watchstream import WatchEvent
 
 WATCH_TIMEOUT = 300  # seconds a watch request asks for; the watch is then resumed
+
+
+class Backoff:
+    """Doubling delays, each shortened by up to `jitter` of itself so that the agents of a
+    cluster do not retry in step."""
+
+    def __init__(self, first: float = 0.2, cap: float = 30.0, jitter: float = 0.2,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.first, self.cap, self.jitter, self._rng = first, cap, jitter, rng
+        self.failures = 0
+
+    def next(self) -> float:
+        delay: float = min(self.cap, self.first * 2.0 ** self.failures)
+        self.failures += 1
+        return delay * (1 - self.jitter * self._rng())
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 @dataclass(frozen=True)
@@ -95,8 +112,7 @@ class Watcher:
                 return
 
     def _watch(self, version: str) -> None:
-        """Stream events until the server ends the watch, keeping the last resourceVersion
-        (a broken watch resumes from it)."""
+        """Keeps the last resourceVersion: a broken watch resumes from it."""
         events = self.client.watch_nodes(version, WATCH_TIMEOUT)
         self._reached()
         for event in events:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.admin.runtime import Attachment, Runtime
+from cni_bridge.deploy.confdir import parse_network_list
 from tests.netns import Netns, echo_server, probe
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.admin.runtime import Attachment, Runtime
+from cni_bridge.deploy.confdir import parse_network_list
 from tests.integration.test_conf_examples import CONF, with_temp_data_dir
 from tests.netns import Netns
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.admin.runtime import Attachment, Runtime
+from cni_bridge.deploy.confdir import parse_network_list
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from tests.netns import Netns
 

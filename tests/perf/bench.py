@@ -59,7 +59,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # the repo: cni_br
 import clone  # noqa: E402
 import floor  # noqa: E402
 
-from cni_bridge.admin.demo import interrupts_as_exceptions  # noqa: E402
+from cni_bridge.admin.demo import interrupt, signals_handled  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = f"cniperf{os.getpid()}-"
@@ -919,7 +919,7 @@ def main(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 2
     bench = Bench(args)
-    with interrupts_as_exceptions():
+    with signals_handled(interrupt):
         try:
             args.client = str(find_client(args.client, bench.tmp))
             started = time.monotonic()

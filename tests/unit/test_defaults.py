@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cni_bridge.admin.runtime import parse_network_list
+from cni_bridge.deploy.confdir import parse_network_list
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from cni_bridge.deploy.install import DEFAULT_CONF_NAME
 

@@ -15,7 +15,8 @@ from cni_bridge.ipam.host_local.service import (
     ensure_allocation,
     remove_allocation,
 )
-from cni_bridge.ipam.host_local.store import MemoryStore, Owner
+from cni_bridge.ipam.host_local.store import Owner
+from tests.memory_store import MemoryStore
 
 
 def config(ranges: list[Any], requested: str = "", version: str = "1.0.0") -> HostLocalConfig:

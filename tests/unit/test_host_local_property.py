@@ -23,7 +23,8 @@ from cni_bridge.ipam.host_local.service import (
     ensure_allocation,
     remove_allocation,
 )
-from cni_bridge.ipam.host_local.store import MemoryStore, Store
+from cni_bridge.ipam.host_local.store import Store
+from tests.memory_store import MemoryStore
 
 
 @dataclass(frozen=True)

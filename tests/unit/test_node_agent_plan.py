@@ -56,7 +56,6 @@ def test_parse_node_reads_pod_cidrs_and_internal_ips_of_both_families() -> None:
                                ["192.0.2.11", "2001:db8::11"]))
     assert node == info("n1", "10.244.1.0/24,fd00:10:244:1::/64", "192.0.2.11,2001:db8::11")
     assert node.internal_ip(6) == ip("2001:db8::11")
-    assert node.pod_cidr(4) == net("10.244.1.0/24")
 
 
 def test_parse_node_falls_back_to_the_single_pod_cidr_and_ignores_hostname() -> None:
@@ -210,9 +209,8 @@ def test_diff_never_shadows_a_route_we_did_not_make() -> None:
 
 def test_only_changes_the_agent_uses_ask_for_a_reconcile(tmp_path: Any) -> None:
     from cni_bridge.node_agent.agent import Agent, AgentOptions
-    from cni_bridge.node_agent.api import NodeList
+    from cni_bridge.node_agent.api import NodeList, WatchEvent
     from cni_bridge.node_agent.watcher import Changed, Synced
-    from cni_bridge.node_agent.watchstream import WatchEvent
 
     agent = Agent(AgentOptions("a", tmp_path), nl=None)  # type: ignore[arg-type]
     b = node_obj("b", ["10.244.1.0/24"], ["192.0.2.11"])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cni_bridge.admin import main as operator
-from cni_bridge.admin import report
+from cni_bridge.admin import parser, report
 from cni_bridge.admin.examine import AttachmentState, NetworkStatus
 
 FAKE_PLUGIN = """#!{python}
@@ -83,7 +83,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                                     "hostIP": "2001:db8::1"}),
 ])
 def test_parse_port(text: str, expected: dict[str, Any]) -> None:
-    assert operator.parse_port(text) == expected
+    assert parser.parse_port(text) == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -92,14 +92,14 @@ def test_parse_port(text: str, expected: dict[str, Any]) -> None:
 ])
 def test_parse_port_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="HOST:CONTAINER"):
-        operator.parse_port(text)
+        parser.parse_port(text)
 
 
 def test_parse_valid() -> None:
-    assert operator.parse_valid("abc/eth0") == ("abc", "eth0")
+    assert parser.parse_valid("abc/eth0") == ("abc", "eth0")
     for bad in ("abc", "/eth0", "abc/"):
         with pytest.raises(argparse.ArgumentTypeError, match="CONTAINERID/IFNAME"):
-            operator.parse_valid(bad)
+            parser.parse_valid(bad)
 
 
 def test_netns_names_and_paths() -> None:

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from cni_bridge.admin import examine as inspect
-from cni_bridge.admin.runtime import Attachment, Runtime, parse_network_list
+from cni_bridge.admin.runtime import Attachment, Runtime
+from cni_bridge.deploy import confdir
+from cni_bridge.deploy.confdir import parse_network_list
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
 from cni_bridge.firewall import recorded
 from cni_bridge.firewall.model import MasqEntry, Owner, PortmapOptions, PortMapping
@@ -79,7 +81,7 @@ def save(root: Path, rec: records.Record) -> None:
 
 
 def test_network_conf_of_the_default() -> None:
-    conf = inspect.NetworkConf.of(parse_network_list(DEFAULT_CONFLIST))
+    conf = confdir.NetworkConf.of(parse_network_list(DEFAULT_CONFLIST))
     assert conf.bridge == "br0" and conf.subnets == ("172.18.0.0/16",)
     assert conf.data_dir == "/var/lib/cni/networks" and conf.backend is None
 
@@ -88,17 +90,17 @@ def test_network_conf_defaults_and_backend() -> None:
     net = parse_network_list({"cniVersion": "1.1.0", "name": "n", "plugins": [
         {"type": "bridge", "ipMasqBackend": "iptables",
          "ipam": {"type": "static"}}]})
-    conf = inspect.NetworkConf.of(net)
+    conf = confdir.NetworkConf.of(net)
     assert conf.bridge == "cni0" and conf.data_dir is None and conf.backend == "iptables"
     no_bridge = parse_network_list({"name": "n", "plugins": [{"type": "macvlan"}]})
-    assert inspect.NetworkConf.of(no_bridge).bridge is None
+    assert confdir.NetworkConf.of(no_bridge).bridge is None
 
 
 def test_load_conf_dir_reports_bad_files(tmp_path: Path) -> None:
     (tmp_path / "10-good.conflist").write_text('{"name": "good", "plugins": [{"type": "x"}]}')
     (tmp_path / "20-bad.conflist").write_text("{")
     (tmp_path / "README").write_text("not a conf")
-    confs, problems = inspect.load_conf_dir(tmp_path)
+    confs, problems = confdir.load_conf_dir(tmp_path)
     assert [c.net.name for c in confs] == ["good"]
     assert len(problems) == 1 and "20-bad.conflist" in problems[0]
 
@@ -180,10 +182,10 @@ def test_reconcile_reports_a_damaged_record_and_goes_on(tmp_path: Path,
 # --- attachments -------------------------------------------------------------------------------
 
 
-def conf_with(tmp_path: Path) -> inspect.NetworkConf:
+def conf_with(tmp_path: Path) -> confdir.NetworkConf:
     doc = {**DEFAULT_CONFLIST, "plugins": [dict(p) for p in DEFAULT_CONFLIST["plugins"]]}
     doc["plugins"][0]["ipam"] = {**doc["plugins"][0]["ipam"], "dataDir": str(tmp_path / "data")}
-    return inspect.NetworkConf.of(parse_network_list(doc))
+    return confdir.NetworkConf.of(parse_network_list(doc))
 
 
 def test_attachments_merge_store_cache_and_records(tmp_path: Path, backend: FakeBackend) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cni_bridge import PLUGIN_ROLES
 from cni_bridge.admin import main as operator
 from cni_bridge.deploy import install
 from cni_bridge.deploy.defaults import DEFAULT_CONFLIST
@@ -27,7 +28,7 @@ def make_bundle(path: Path, tag: str) -> Path:
     os.symlink("mod.so", path / "_internal" / "sub" / "mod.so.1")
     (path / "cni-bridge").write_text(EXE.format(tag=tag))
     (path / "cni-bridge").chmod(0o755)
-    for role in install.ROLES:
+    for role in PLUGIN_ROLES:
         os.symlink("cni-bridge", path / role)
     return path
 
@@ -44,9 +45,9 @@ def test_install_links_every_name_into_one_bundle(tmp_path: Path) -> None:
     source = make_bundle(tmp_path / "dist", "v1")
     bin_dir = tmp_path / "bin"
     report = install.install(source, bin_dir, "1.0")
-    assert not report.reused and report.linked == [*install.ROLES, "cni-bridge"]
+    assert not report.reused and report.linked == [*PLUGIN_ROLES, "cni-bridge"]
     assert report.bundle.name.startswith(".cni-bridge-1.0-")
-    for name in (*install.ROLES, "cni-bridge"):
+    for name in (*PLUGIN_ROLES, "cni-bridge"):
         link = bin_dir / name
         assert link.is_symlink()
         assert os.readlink(link) == f"{report.bundle.name}/cni-bridge"
@@ -136,6 +137,8 @@ def test_install_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_launchers_run_this_source_tree(tmp_path: Path) -> None:
+    # The venv may have the package installed: the launchers' own path must hold it too.
+    assert (install.REPO_ROOT / "cni_bridge" / "entry.py").is_file()
     install.write_launchers(tmp_path)
     proc = subprocess.run([str(tmp_path / "cni-bridge"), "version"], capture_output=True,
                           text=True, check=True)

@@ -15,13 +15,11 @@ import pytest
 from cni_bridge.admin.runtime import (
     CACHE_KIND,
     Attachment,
-    ConflistError,
-    NetworkList,
     PluginError,
     Runtime,
-    parse_network_list,
     plugin_config,
 )
+from cni_bridge.deploy.confdir import ConflistError, NetworkList, parse_network_list
 
 # Behaviour comes from the plugin's own config:
 #   "fail": {"ADD": {"code": 11, "msg": "..."}}  -> print that error, exit 1

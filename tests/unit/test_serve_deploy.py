@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.admin import main as operator
+from cni_bridge.admin.parser import build_parser
 from cni_bridge.serve.server.main import notify_ready
 
 DEPLOY = Path(__file__).resolve().parents[2] / "conf" / "deploy"
@@ -22,7 +22,7 @@ def test_the_systemd_unit_runs_serve_and_keeps_the_records() -> None:
     settings = dict(re.findall(r"^(\w+)=(.*)$", unit, re.M))
     argv = shlex.split(settings["ExecStart"])
     assert argv[0] == "/opt/cni/bin/cni-bridge"
-    assert operator.build_parser().parse_args(argv[1:]).command == "serve"
+    assert build_parser().parse_args(argv[1:]).command == "serve"
     assert settings["Type"] == "notify"  # serve tells systemd when its socket is up
     assert settings["RuntimeDirectory"] == "cni-bridge"
     assert settings["RuntimeDirectoryPreserve"] == "yes"  # the plugins' records live there
@@ -39,7 +39,7 @@ def test_the_daemonset_runs_the_nodes_own_build(name: str) -> None:
     for command in commands:
         assert command[:5] == ["nsenter", "--target=1", "--mount", "--",
                                "/opt/cni/bin/cni-bridge"]
-        opts = operator.build_parser().parse_args(command[5:])
+        opts = build_parser().parse_args(command[5:])
         assert opts.command in ("serve", "status")
 
 

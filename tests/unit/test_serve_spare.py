@@ -74,10 +74,10 @@ def test_a_hand_over_without_every_descriptor_is_dropped(call_fds: list[int]) ->
 
 
 def test_serve_takes_a_count_of_spares_and_refuses_a_negative_one() -> None:
-    from cni_bridge.admin import main as operator
+    from cni_bridge.admin.parser import build_parser
     from cni_bridge.admin.serve_cmd import ServeError, cmd_serve
 
-    parser = operator.build_parser()
+    parser = build_parser()
     assert parser.parse_args(["serve"]).spare_workers == 2
     with pytest.raises(ServeError, match="--spare-workers at least 0"):
         cmd_serve(parser.parse_args(["serve", "--spare-workers", "-1"]))

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cni_bridge.admin.runtime import Attachment, validate_attachment
 from cni_bridge.cni.env import (
     read_env,
+    valid_name,
     validate_container_id,
     validate_ifname,
     validate_network_name,
 )
 from cni_bridge.cni.errors import CniError
+from cni_bridge.deploy.confdir import ConflistError, parse_network_list
+from cni_bridge.ipam.host_local.config import StoreLocation
+from cni_bridge.ipam.host_local.file_store import FileStore
+
+CONFLIST = {"cniVersion": "1.0.0", "name": "abc", "plugins": [{"type": "x"}]}
 
 FULL = {
     "CNI_COMMAND": "ADD",
@@ -176,3 +185,15 @@ def test_missing_network_name_is_code_7(name: object) -> None:
 def test_bad_network_name_characters_are_code_7(name: str) -> None:
     err = error_of(validate_network_name, name)
     assert (err.code, err.msg, err.details) == (7, "invalid characters found in network name", name)
+
+
+def test_every_name_check_refuses_a_trailing_newline(tmp_path: Path) -> None:
+    """One pattern, matched whole: Python's "$" would let "abc\\n" through."""
+    assert valid_name("abc") and not valid_name("abc\n")
+    with pytest.raises(ConflistError, match="invalid or missing network name"):
+        parse_network_list({"cniVersion": "1.0.0", "name": "abc\n", "plugins": [{"type": "x"}]})
+    with pytest.raises(ConflistError, match="invalid container ID"):
+        validate_attachment(parse_network_list(CONFLIST), Attachment("abc\n"))
+    with pytest.raises(CniError, match="invalid network name for the IPAM store"):
+        FileStore.open(StoreLocation(str(tmp_path), "abc\n"), create=True)
+    assert error_of(validate_container_id, "abc\n").msg == "invalid characters in containerID"

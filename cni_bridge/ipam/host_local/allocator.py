@@ -1,15 +1,9 @@
-"""The pure allocation strategy: which address to try next. No I/O; the store is not touched.
+"""The pure allocation strategy: which address to try next (no I/O).
 
-Round robin as the reference does it (``RangeIter``): start just after the range set's
-``last_reserved_ip`` when that address still lies in the set (else at the first range's
-``rangeStart``), walk forward, wrap from each ``rangeEnd`` to the next range's ``rangeStart``
-(cycling through the ranges), skip the gateway of the range being walked, and stop after one full
-loop (the last reserved address itself is the final candidate). Given the same store contents the
-same address comes out, which is what makes the two implementations interchangeable.
-
-Unlike the reference, which tries an exclusive create on every candidate, the caller passes the
-addresses already taken (any container answering ``in``), so no file is touched for a taken
-candidate.
+The reference's round robin (``RangeIter``): start after the set's ``last_reserved_ip`` if it is
+still in the set (else at the first ``rangeStart``), wrap from each ``rangeEnd`` to the next
+range, skip gateways, stop after one full loop. The same store gives the same address as the
+reference; unlike it, taken candidates are skipped without touching a file.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from cni_bridge.ipam.host_local.ranges import Range, RangeSet
 
 @dataclass(frozen=True)
 class Pick:
-    """A planned reservation: the address and the range it came from (mask and gateway)."""
+    """The address and the range it came from (mask and gateway)."""
 
     ip: IPAddress
     range: Range
@@ -73,23 +67,16 @@ def free_count(range_set: RangeSet, taken: Collection[IPAddress]) -> int:
 def plan_allocation(
     range_set: RangeSet, last_reserved: IPAddress | None, taken: Container[IPAddress]
 ) -> Pick | None:
-    """The next free address in round-robin order, or None when the set is exhausted.
-
-    The walk stops at the first free address, so it visits at most the run of taken addresses
-    after the cursor (plus gateways); only an exhausted set is walked in full, and a set can only
-    be exhausted when it is no larger than the number of reservations.
-    """
+    """The next free address, or None. Only an exhausted set (no larger than the number of
+    reservations) is walked in full."""
     return next((p for p in candidates(range_set, last_reserved) if p.ip not in taken), None)
 
 
 def plan_requested(
     range_sets: Sequence[RangeSet], requested: Sequence[IPAddress]
 ) -> tuple[dict[int, IPAddress], tuple[IPAddress, ...]]:
-    """Give each range set the first requested address it contains.
-
-    Returns {set index: address} and the requested addresses no set took (an error for ADD).
-    The reference walks a Go map here (arbitrary order); we keep the order the sources gave.
-    """
+    """{set index: first requested address it contains}, and those no set took (ADD fails).
+    The reference walks a Go map (arbitrary order); we keep the sources' order."""
     pending = list(requested)
     chosen: dict[int, IPAddress] = {}
     for index, range_set in enumerate(range_sets):

@@ -1,12 +1,8 @@
-"""host-local configuration: the whole network config in, frozen dataclasses out.
+"""host-local configuration: the network config in, frozen dataclasses out (raw dicts stop here).
 
-Follows the reference's ``LoadIPAMConfig``: the legacy single range (``ipam.subnet``,
-``rangeStart``, ``rangeEnd``, ``gateway``) is prepended to ``ipam.ranges`` as its own range set,
-then ``runtimeConfig.ipRanges`` is prepended before everything. Requested IPs come from
-``CNI_ARGS`` ``IP=``, ``args.cni.ips`` and ``runtimeConfig.ips`` (combined, duplicates removed).
-
-Error texts are the reference's where it has one (``invalid range set 0: ...``); our stricter
-checks (see ``ranges``) say which value is wrong and why. Raw dicts do not travel past here.
+As the reference's ``LoadIPAMConfig``: ``runtimeConfig.ipRanges``, then the legacy single range
+(``ipam.subnet`` ...), then ``ipam.ranges``. Requested IPs: ``CNI_ARGS`` ``IP=``,
+``args.cni.ips`` and ``runtimeConfig.ips``, duplicates removed.
 """
 
 from __future__ import annotations
@@ -48,19 +44,13 @@ class HostLocalConfig:
         return next((r for s in self.range_sets if (r := s.range_for(ip)) is not None), None)
 
 
-# ------------------------------------------------------------------------------ entry points
-
 def load_config(
     config: Mapping[str, Any],
     cni_version: str,
     cni_args: str = "",
     known_arg_keys: frozenset[str] = HOST_LOCAL_ARG_KEYS,
 ) -> HostLocalConfig:
-    """Parse and validate everything ADD and CHECK need.
-
-    `known_arg_keys` is the set of CNI_ARGS keys the caller understands (host-local's ``IP``
-    plus, when it runs in-process under the bridge, the bridge's own keys such as ``MAC``).
-    """
+    """Everything ADD and CHECK need; `known_arg_keys`: the caller's own CNI_ARGS keys."""
     location = load_location(config)
     ipam = _ipam_section(config)
     requested = _requested_ips(config, cni_args, known_arg_keys | HOST_LOCAL_ARG_KEYS)
@@ -114,8 +104,6 @@ def parse_resolv_conf(text: str) -> DNS:
             options.extend(values)
     return DNS(tuple(nameservers), domain, tuple(search), tuple(options))
 
-
-# ------------------------------------------------------------------------------ sections
 
 def _ipam_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
     ipam = config.get("ipam")
@@ -178,8 +166,6 @@ def _set_list(value: Any, where: str) -> list[tuple[Any, str]]:
     return [(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
 
-# ------------------------------------------------------------------------------ ranges
-
 def _check_families(sets: Sequence[RangeSet], cni_version: str) -> None:
     v4 = sum(1 for s in sets if s.version == 4)
     if (v4 > 1 or len(sets) - v4 > 1) and not _version_at_least(cni_version, "0.3.0"):
@@ -202,8 +188,6 @@ def _check_set_overlaps(sets: Sequence[RangeSet]) -> None:
             if a.overlaps(sets[j]):
                 raise ConfigError(f"range set {i} overlaps with {j}", f"{a} and {sets[j]}")
 
-
-# ------------------------------------------------------------------------------ requested IPs
 
 def _requested_ips(
     config: Mapping[str, Any], cni_args: str, known: frozenset[str]
@@ -235,15 +219,3 @@ def _ip_list(value: Any, where: str) -> Iterable[IPAddress]:
         out.append(ip)
     return out
 
-
-__all__ = [
-    "DEFAULT_DATA_DIR",
-    "HOST_LOCAL_ARG_KEYS",
-    "HostLocalConfig",
-    "Range",
-    "RangeSet",
-    "StoreLocation",
-    "load_config",
-    "load_location",
-    "parse_resolv_conf",
-]

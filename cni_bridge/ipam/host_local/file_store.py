@@ -1,19 +1,10 @@
 """The on-disk Store, byte-compatible with the reference host-local (layout in ``store.py``).
 
-Better than the reference where it does not change what is on disk:
-
-- a reservation file is never visible empty or half-written: the content goes to a temporary
-  file in the same directory, is fsynced, then hard-linked to the address's name (``link`` fails
-  if the name exists, exactly like ``O_CREAT|O_EXCL``) and the temporary name is removed; the
-  directory is fsynced before the lock is released. Temporaries left by a killed run are removed
-  the next time the lock is taken;
-- every path is resolved relative to a directory descriptor opened with ``O_NOFOLLOW``, so no
-  network name, container ID or planted symlink can make the store write outside
-  ``<dataDir>/<network>/``; a dataDir (or network directory) that is a symlink is refused;
-- waiting for the lock is bounded; past the limit the call fails with code 11 (try again);
-- who holds what is read from an index (``index.py``) kept outside the store while the directory
-  is exactly as we left it, so ADD, DEL and CHECK do not read every reservation file; anything
-  else (the reference plugin changed it, no index yet) means one full scan, as the reference does.
+Better than the reference without changing what is on disk: a reservation is written to an
+fsynced temporary and hard-linked to its name (fails if it exists, like ``O_EXCL``), so it is
+never seen empty or partial; every path is opened below an ``O_NOFOLLOW`` directory descriptor
+(no name or planted symlink escapes ``<dataDir>/<network>/``); the lock wait is bounded (code
+11); who holds what comes from ``index.py`` while the directory is as we left it.
 """
 
 from __future__ import annotations
@@ -22,12 +13,12 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import stat
 import time
 from collections.abc import Container, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 
+from cni_bridge.cni.env import valid_name
 from cni_bridge.cni.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
 from cni_bridge.cni.result import IPAddress
 from cni_bridge.ipam.host_local import index
@@ -40,6 +31,8 @@ from cni_bridge.ipam.host_local.store import (
     LOCK_MODE,
     TEMP_PREFIX,
     Owner,
+    TakenNames,
+    addresses_named,
     decode_owner,
     encode_owner,
     owned_by,
@@ -50,12 +43,10 @@ from cni_bridge.ipam.host_local.store import (
 
 LOCK_TIMEOUT = 10.0  # seconds
 MAX_FILE = 4096  # a reservation or cursor file is a few dozen bytes; bound what we read
-_NETWORK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Filesystems without hard links answer link() with one of these; we then fall back to the
-# reference's O_EXCL create-then-write.
+# link() errors of filesystems without hard links: fall back to the reference's O_EXCL create.
 _NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
 
@@ -80,12 +71,9 @@ class FileStore:
         self.lock_timeout = lock_timeout
         self._depth = 0
         self._dirty = False
-        # What the directory holds, from the index or scanned once per lock session, and kept
-        # current by our own reserve/release (nobody else changes it while we hold the lock).
+        # From the index or one scan per lock session; only we change it while we hold the lock.
         self._cache: dict[str, Owner] | None = None
         self._index_current = False  # the index already says what _cache says
-
-    # ------------------------------------------------------------------ opening
 
     @classmethod
     def open(
@@ -93,7 +81,7 @@ class FileStore:
     ) -> FileStore | None:
         """Open (with `create`: make) the network's directory; None if it is absent."""
         network = location.network
-        if not _NETWORK_RE.match(network):
+        if not valid_name(network):
             raise ConfigError("invalid network name for the IPAM store", repr(network))
         data_dir = location.data_dir
         path = os.path.join(data_dir, network)
@@ -138,13 +126,8 @@ class FileStore:
         with self.locked():
             pass  # the lock file can be created and locked
 
-    # ------------------------------------------------------------------ locking
-
-    def locked(self) -> AbstractContextManager[None]:
-        return self._locked()
-
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
         if self._depth:  # re-entrant: flock would block on a second descriptor of ours
             self._depth += 1
             try:
@@ -213,16 +196,9 @@ class FileStore:
             with translate_os_errors(f"cannot sync {self.path}"):
                 os.fsync(self._fd)
 
-    # ------------------------------------------------------------------ Store interface
-
     def reservations(self) -> dict[IPAddress, Owner]:
-        held = self._held()
-        out = {}
-        for name, owner in held.items():
-            ip = reservation_ip(name)
-            if ip is not None:
-                out[ip] = owner
-        return out
+        return {ip: owner for name, owner in self._held().items()
+                if (ip := reservation_ip(name)) is not None}
 
     def holder(self, ip: IPAddress) -> Owner | None:
         return self._held().get(str(ip))
@@ -231,10 +207,11 @@ class FileStore:
         return TakenNames(self._held())
 
     def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        return sort_ips(_addresses(owned_by(self._held().items(), container_id, ifname)))
+        return sort_ips(addresses_named(owned_by(self._held().items(), container_id, ifname)))
 
     def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        return sort_ips(_addresses(owned_or_legacy(self._held().items(), container_id, ifname)))
+        held = owned_or_legacy(self._held().items(), container_id, ifname)
+        return sort_ips(addresses_named(held))
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
         self._require_lock()
@@ -263,9 +240,7 @@ class FileStore:
     def last_reserved(self, set_index: int) -> IPAddress | None:
         self._require_lock()
         data = self._read(f"{LAST_RESERVED_PREFIX}{set_index}")
-        if data is None:
-            return None
-        return reservation_ip(data.strip().decode("ascii", "replace"))
+        return None if data is None else reservation_ip(data.strip().decode("ascii", "replace"))
 
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         with self.locked():
@@ -278,19 +253,14 @@ class FileStore:
             self._cache = self._scan()
         return self._cache
 
-    # ------------------------------------------------------------------ file primitives
-
     def _require_lock(self) -> None:
         if not self._depth:
             raise AssertionError("IPAM store used without holding its lock")
 
     def _scan(self) -> dict[str, Owner]:
         out: dict[str, Owner] = {}
-        for name in self._names():
-            if reservation_ip(name) is None:
-                continue
-            data = self._read(name)
-            if data is not None:
+        for name in filter(reservation_ip, self._names()):
+            if (data := self._read(name)) is not None:
                 out[name] = decode_owner(data)
         return out
 
@@ -372,23 +342,6 @@ class FileStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self._fd)
             self._dirty = True
-
-
-class TakenNames:
-    """The reserved addresses as a container, answered from file names (no address objects
-    are built for the thousands not asked about)."""
-
-    __slots__ = ("_names",)
-
-    def __init__(self, names: Container[str]) -> None:
-        self._names = names
-
-    def __contains__(self, ip: object) -> bool:
-        return str(ip) in self._names
-
-
-def _addresses(names: list[str]) -> list[IPAddress]:
-    return [ip for ip in map(reservation_ip, names) if ip is not None]
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,9 +1,5 @@
-"""host-local as a CNI plugin: a Request in, the store opened, one service verb called.
-
-Used two ways: as the ``host-local`` executable (the dispatcher calls ``add``/``delete``/...)
-and in-process by the bridge through ``cni_bridge.ipam.facade``, which passes the CNI_ARGS keys
-the bridge itself understands so that e.g. the bridge's ``MAC=`` does not fail host-local.
-"""
+"""host-local as a CNI plugin: a Request in, the store opened, one service verb called (as the
+``host-local`` executable, and in-process by the bridge through ``ipam.facade``)."""
 
 from __future__ import annotations
 
@@ -47,8 +43,6 @@ class HostLocalPlugin:
         self.arg_keys = HOST_LOCAL_ARG_KEYS | extra_arg_keys
         self.lock_timeout = lock_timeout
 
-    # ------------------------------------------------------------------ verbs
-
     def add(self, req: Request) -> Result:
         with req.timer.phase("ipam"):
             cfg = self._config(req)
@@ -59,8 +53,7 @@ class HostLocalPlugin:
         return Result(ips=ips, routes=cfg.routes, dns=dns)
 
     def delete(self, req: Request) -> None:
-        """Needs only the network name and dataDir: a config whose ranges no longer validate,
-        a missing netns or a missing prevResult do not stop the release."""
+        """Needs only name and dataDir: invalid ranges or no netns do not stop the release."""
         with req.timer.phase("ipam"), self._store(load_location(req.config)) as store:
             if store is not None:
                 released = remove_allocation(store, _attachment(req))
@@ -104,8 +97,7 @@ class HostLocalPlugin:
             raise CniError(exc.msg, exc.details, code=PLUGIN_NOT_AVAILABLE) from None
 
     def addresses_held(self, req: Request) -> tuple[IPInterface, ...]:
-        """What (container ID, ifname) holds, for the bridge's DEL (no netns, no prevResult
-        needed). Prefixes come from the configured ranges (host-length when outside them)."""
+        """For the bridge's DEL; prefixes from the ranges (host-length outside them)."""
         location = load_location(req.config)
         try:
             cfg: HostLocalConfig | None = self._config(req)
@@ -120,8 +112,6 @@ class HostLocalPlugin:
             r = cfg.range_for(ip) if cfg is not None else None
             out.append(r.interface(ip) if r is not None else ip_interface(ip))
         return tuple(out)
-
-    # ------------------------------------------------------------------ helpers
 
     def _config(self, req: Request) -> HostLocalConfig:
         return load_config(req.config, req.cni_version, req.env.args, self.arg_keys)

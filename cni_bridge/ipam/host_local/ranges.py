@@ -1,12 +1,8 @@
-"""Address ranges: ``{subnet, rangeStart, rangeEnd, gateway}`` parsed and canonicalised, and
-the range sets host-local allocates from (one address per set).
+"""Address ranges parsed and canonicalised, and the range sets host-local allocates from.
 
-Canonicalisation follows the reference (``Range.Canonicalize``): the subnet must be the network
-address and have at least two host bits; ``gateway`` defaults to network+1; ``rangeStart`` to
-network+1 (the gateway is skipped by the iterator); ``rangeEnd`` to broadcast-1 (IPv4) or the
-all-ones address (IPv6). Stricter than the reference, each with a message naming the value: a
-reversed range, a range starting on the network address or ending on the IPv4 broadcast
-address, a gateway of the other family.
+Defaults as the reference's ``Range.Canonicalize``; stricter than it (each with a message naming
+the value): a reversed range, a range on the network or IPv4 broadcast address, a gateway of the
+other family.
 """
 
 from __future__ import annotations
@@ -36,11 +32,9 @@ class Range:
                 and int(self.range_start) <= int(ip) <= int(self.range_end))
 
     def interface(self, ip: IPAddress) -> IPInterface:
-        """The address with this range's prefix length, as the result reports it."""
         return ip_interface(f"{ip}/{self.subnet.prefixlen}")
 
     def allocatable(self) -> int:
-        """How many addresses the round robin can hand out (the range minus its gateway)."""
         size = int(self.range_end) - int(self.range_start) + 1
         return size - 1 if self.contains(self.gateway) else size
 
@@ -71,7 +65,6 @@ class RangeSet:
         return self.range_for(ip) is not None
 
     def is_gateway(self, ip: IPAddress) -> bool:
-        """True when `ip` is the gateway of the range that contains it (never allocatable)."""
         r = self.range_for(ip)
         return r is not None and r.gateway == ip
 
@@ -170,7 +163,6 @@ def _check_bounds(subnet: IPNetwork, start: IPAddress, end: IPAddress, fail: Fai
 
 
 def _last_ip(subnet: IPNetwork) -> IPAddress:
-    # The last usable address: broadcast-1 for IPv4; the all-ones address for IPv6.
     last = subnet.broadcast_address
     return last - 1 if subnet.version == 4 else last
 

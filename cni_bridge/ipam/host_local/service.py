@@ -1,11 +1,8 @@
-"""host-local's verbs over any Store: ADD, DEL, CHECK, GC and STATUS semantics, no file I/O.
+"""host-local's verbs over any Store (no file I/O), compatible with the reference's disk state.
 
-Differences from the reference, all compatible with its on-disk state:
-- one lock for the whole ADD (the reference locks per range set), so a dual-stack ADD is atomic;
-- a failed ADD releases only what it reserved itself, never an earlier ADD's addresses;
-- a requested address that is taken names the container and ifname holding it;
-- CHECK compares the addresses in prevResult with the ones held;
-- GC releases every reservation whose owner is not a valid attachment (the reference has none).
+Unlike the reference: one lock for a whole (dual-stack) ADD; a failed ADD releases only what it
+reserved; a taken requested address names its holder; CHECK compares prevResult with what is
+held; GC releases reservations of attachments no longer valid.
 """
 
 from __future__ import annotations
@@ -37,8 +34,6 @@ class Attachment:
 class AllocationError(CniError):
     """An ADD that could not be served (the reference's generic error, code 999)."""
 
-
-# ------------------------------------------------------------------------------ ADD
 
 def ensure_allocation(cfg: HostLocalConfig, store: Store, att: Attachment) -> tuple[IPConfig, ...]:
     """Reserve one address per range set for `att`, all or nothing."""
@@ -118,8 +113,6 @@ def _reserve_next(range_set: RangeSet, store: Store, att: Attachment, index: int
     )
 
 
-# ------------------------------------------------------------------------------ DEL
-
 def remove_allocation(store: Store, att: Attachment) -> tuple[IPAddress, ...]:
     """Release everything `att` holds (legacy ID-only files too); nothing held is success."""
     with store.locked():
@@ -135,16 +128,11 @@ def remove_allocation(store: Store, att: Attachment) -> tuple[IPAddress, ...]:
     return held
 
 
-# ------------------------------------------------------------------------------ CHECK
-
 def check_allocation(
     cfg: HostLocalConfig, store: Store, att: Attachment, expected: Collection[IPAddress] | None
 ) -> None:
-    """`att` must hold an address; with `expected` (prevResult's), exactly those it lists.
-
-    Addresses in `expected` outside every configured subnet belong to someone else (another
-    plugin of the chain) and are not compared.
-    """
+    """`att` must hold an address; with `expected` (prevResult's), exactly those it lists
+    (addresses outside every configured subnet are another plugin's: not compared)."""
     with store.locked():
         held = set(store.held(att.container_id, att.ifname))
     if not held:
@@ -176,14 +164,9 @@ def _diff_text(missing: Iterable[IPAddress], extra: Iterable[IPAddress]) -> str:
     return "; ".join(parts)
 
 
-# ------------------------------------------------------------------------------ GC
-
 def remove_unlisted(store: Store, keep: Collection[tuple[str, str]]) -> tuple[IPAddress, ...]:
-    """Release every reservation whose owner is not in `keep` ((container ID, ifname) pairs).
-
-    A legacy file (no ifname) is kept when its container ID appears in `keep` at all. Only
-    address-named files are ever touched: never ``lock`` nor the cursors.
-    """
+    """Release reservations whose owner is not in `keep`; a legacy file is kept when its
+    container ID is in `keep` at all."""
     keep_ids = {cid for cid, _ in keep}
     released: list[IPAddress] = []
     errors: list[str] = []
@@ -207,12 +190,8 @@ def _is_kept(owner: Owner, keep: Collection[tuple[str, str]], keep_ids: set[str]
     return (owner.container_id, owner.ifname) in keep
 
 
-# ------------------------------------------------------------------------------ STATUS
-
-def check_capacity(cfg: HostLocalConfig, store: Store | None) -> None:
+def check_capacity(cfg: HostLocalConfig, store: Store) -> None:
     """Code 50 when some range set has no free address (ADD would fail)."""
-    if store is None:
-        return
     with store.locked():
         taken = set(store.reservations())
     for index, range_set in enumerate(cfg.range_sets):

@@ -1,26 +1,17 @@
-"""The reservation store: its on-disk layout, who holds an address, and the small interface the
-allocation code talks to (implemented by ``FileStore`` on disk and ``MemoryStore`` for tests).
+"""The reservation store: its on-disk layout, owners, and the interface allocation talks to.
 
-On-disk layout -- shared with the reference host-local, so these names and formats must never
-change (an operator can switch a live node between the two implementations in either direction):
-
-    <dataDir>/<network>/<ip>        one file per reserved address, named by the address in Go's
-                                    canonical text (``10.88.0.2``, ``fd00::2``), holding
-                                    ``<containerID>\\r\\n<ifname>`` with no trailing newline;
-                                    legacy files hold the container ID only
-    <dataDir>/<network>/last_reserved_ip.<N>
-                                    the round-robin cursor of range set N (an address)
-    <dataDir>/<network>/lock        empty; ``flock(LOCK_EX)`` serialises every scan+change
-
-Files whose names are not canonical addresses are never reservations: ``lock``, the cursors, and
-our own temporary files (``TEMP_PREFIX``), which the reference's scans read but cannot mistake for
-an address because it takes the address from the file name.
+The layout is the reference host-local's and must never change (a live node may switch between
+the two either way): ``<dataDir>/<network>/<ip>`` per reservation, named by the address in Go's
+canonical text and holding ``<containerID>\\r\\n<ifname>`` (legacy: the ID only);
+``last_reserved_ip.<N>``, the cursor of range set N; ``lock``, flocked around every scan+change.
+Names that are not canonical addresses (lock, cursors, our ``TEMP_PREFIX`` files) are never
+reservations: the reference takes the address from the name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from ipaddress import ip_address
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -37,8 +28,7 @@ _GO_SPACE = b" \t\n\v\f\r"
 
 
 class Owner(NamedTuple):
-    """Who holds a reservation. ``ifname`` is None for a legacy file (container ID only).
-    (A tuple: a store of 1,000 reservations builds 1,000 of them per call.)"""
+    """``ifname`` None: a legacy file. A tuple: 1,000 reservations build 1,000 per call."""
 
     container_id: str
     ifname: str | None
@@ -52,8 +42,7 @@ class Owner(NamedTuple):
 
 
 def encode_owner(owner: Owner) -> bytes:
-    """The exact bytes the reference writes: trimmed ID, CRLF, ifname, no trailing newline.
-    (An owner without ifname gives a legacy file: the ID alone.)"""
+    """The exact bytes the reference writes (no trailing newline)."""
     if owner.ifname is None:
         return owner.container_id.strip().encode()
     return f"{owner.container_id.strip()}{LINE_BREAK}{owner.ifname}".encode()
@@ -79,17 +68,29 @@ def reservation_ip(name: str) -> IPAddress | None:
     return ip if str(ip) == name else None
 
 
-# What reservations are keyed by: addresses (MemoryStore) or file names (FileStore).
+class TakenNames:
+    """Answers ``in`` from file names: no address objects for the thousands not asked about."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: Container[str]) -> None:
+        self._names = names
+
+    def __contains__(self, ip: object) -> bool:
+        return str(ip) in self._names
+
+
+def addresses_named(names: list[str]) -> list[IPAddress]:
+    """The reservations among `names` (cursors, lock and temporaries are not)."""
+    return [ip for ip in map(reservation_ip, names) if ip is not None]
+
+
+# What reservations are keyed by: addresses (an in-memory store) or file names (FileStore).
 Key = TypeVar("Key")
 
 
 def owned_by(items: Iterable[tuple[Key, Owner]], container_id: str, ifname: str) -> list[Key]:
-    """What an attachment holds among (key, owner) pairs, with the reference's legacy fallback.
-
-    Exact ``(container ID, ifname)`` matches first; only when there are none do files written
-    before ifname was recorded (container ID only) count, whatever the ifname.
-    (The one statement of this rule for both stores.)
-    """
+    """Exact (ID, ifname) matches; only when there are none, the legacy (ID-only) files."""
     exact, legacy = match_owner(items, container_id, ifname)
     return exact or legacy
 
@@ -123,110 +124,31 @@ def sort_ips(ips: Iterator[IPAddress] | list[IPAddress]) -> tuple[IPAddress, ...
 
 
 class Store(Protocol):
-    """What allocation needs from storage. Every call but ``locked`` and ``addresses_held``
-    must be made inside ``with store.locked():`` (``locked`` is re-entrant).
-
-    The queries are narrow on purpose: a store may answer them without decoding every
-    reservation (``reservations()`` itself is for GC and STATUS)."""
+    """Every call but ``locked`` (re-entrant) and ``addresses_held`` needs ``store.locked()``.
+    The queries are narrow so a store need not decode every reservation."""
 
     def locked(self) -> AbstractContextManager[None]: ...
 
     def reservations(self) -> dict[IPAddress, Owner]: ...
 
-    def holder(self, ip: IPAddress) -> Owner | None:
-        """Who holds `ip`, if anyone."""
-        ...
+    def holder(self, ip: IPAddress) -> Owner | None: ...
 
     def taken(self) -> Container[IPAddress]:
         """Every reserved address (a live view: later reservations show in it)."""
-        ...
 
     def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        """What the attachment holds (``owned_by``: exact matches, else legacy ones)."""
-        ...
+        """``owned_by``: exact matches, else legacy ones."""
 
     def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         """Exact and legacy matches together (``owned_or_legacy``)."""
-        ...
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
-        """Create the reservation atomically; False if the address is already taken.
-        On success the cursor of range set ``set_index`` moves to ``ip``."""
-        ...
+        """Atomic; False if taken. On success the cursor of ``set_index`` moves to ``ip``."""
 
     def release(self, ip: IPAddress) -> None:
         """Remove the reservation; an absent one is not an error."""
-        ...
 
     def last_reserved(self, set_index: int) -> IPAddress | None: ...
 
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        """The addresses (container ID, ifname) holds; takes the lock itself."""
-        ...
-
-
-class MemoryStore:
-    """An in-memory Store for unit tests; same semantics as the file store."""
-
-    def __init__(self) -> None:
-        self.files: dict[IPAddress, Owner] = {}
-        self.cursors: dict[int, IPAddress] = {}
-        self.depth = 0
-        self.lock_count = 0
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        if self.depth == 0:
-            self.lock_count += 1
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-
-    def locked(self) -> AbstractContextManager[None]:
-        return self._locked()
-
-    def _require_lock(self) -> None:
-        if not self.depth:
-            raise AssertionError("store used without holding its lock")
-
-    def reservations(self) -> dict[IPAddress, Owner]:
-        self._require_lock()
-        return dict(self.files)
-
-    def holder(self, ip: IPAddress) -> Owner | None:
-        self._require_lock()
-        return self.files.get(ip)
-
-    def taken(self) -> Container[IPAddress]:
-        self._require_lock()
-        return self.files.keys()
-
-    def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        self._require_lock()
-        return sort_ips(owned_by(self.files.items(), container_id, ifname))
-
-    def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        self._require_lock()
-        return sort_ips(owned_or_legacy(self.files.items(), container_id, ifname))
-
-    def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
-        self._require_lock()
-        if ip in self.files:
-            return False
-        self.files[ip] = owner
-        self.cursors[set_index] = ip
-        return True
-
-    def release(self, ip: IPAddress) -> None:
-        self._require_lock()
-        self.files.pop(ip, None)
-
-    def last_reserved(self, set_index: int) -> IPAddress | None:
-        self._require_lock()
-        return self.cursors.get(set_index)
-
-    def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        with self.locked():
-            return self.held(container_id, ifname)
+        """Takes the lock itself."""
