@@ -72,8 +72,6 @@ class PortmapConfig:
 
 @dataclass(frozen=True)
 class ContainerIPs:
-    """The first IPv4 and first IPv6 address of the container interface in prevResult."""
-
     v4: IPInterface | None = None
     v6: IPInterface | None = None
 
