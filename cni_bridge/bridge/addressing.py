@@ -93,7 +93,6 @@ def ensure_gateway_addresses(
                 f"ip addr del {stale[0].interface} dev {gw_link.name}",
             )
         addresses.ensure_address_replacing(host, gw_link.index, wanted, stale, nodad=True)
-    # The bridge MAC was pinned when the bridge was ensured (wiring.ensure_bridge).
     for family in plan.forwarding_families:
         ensure_sysctl(FORWARDING_SYSCTL[family], 1)
     return gw_link

@@ -1,7 +1,5 @@
-"""CHECK: compare what matters against prevResult and say exactly what differs.
-
-Tolerates later plugins' changes (extra addresses, routes, MTU); fails on anything this plugin
-created that is missing."""
+"""CHECK against prevResult, saying exactly what differs. Later plugins' changes (extra
+addresses, routes, MTU) are tolerated; anything this plugin created that is missing fails."""
 
 from __future__ import annotations
 
@@ -15,9 +13,8 @@ from cni_bridge.net.netlink import Netlink
 
 
 def _find_host_veth(host: Netlink, br: LinkInfo, container: LinkInfo) -> LinkInfo | None:
-    """The container veth's peer, looked up by the index the container side names (one
-    request, however many ports the bridge has); it must be a veth on `br` whose own peer is
-    the container interface in another namespace (a VLAN gateway's peer index is local)."""
+    """The container veth's peer, by the index the container side names (one request however
+    many ports the bridge has); a VLAN gateway's peer is in the same namespace, so not it."""
     if container.peer_index is None:
         return None
     link = links.find_link(host, container.peer_index)

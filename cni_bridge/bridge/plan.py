@@ -1,7 +1,5 @@
-"""Pure L3 planning: from the IPAM result and the config to what the bridge must configure.
-
-Mirrors the reference's calcGateways (REFERENCE.md §2.2 step 6) without touching the system.
-"""
+"""Pure L3 planning from the IPAM result and the config: the reference's calcGateways
+(REFERENCE.md §2.2 step 6)."""
 
 from __future__ import annotations
 

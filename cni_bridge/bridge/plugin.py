@@ -1,7 +1,5 @@
-"""The bridge plugin: ADD, DEL, CHECK, GC and STATUS orchestrated over the net, IPAM and
-firewall layers. Every ADD step that changes something registers its undo, so a failure
-leaves no veth, reservation or rule behind (only the bridge, shared by the network, stays).
-DEL lives in `teardown`."""
+"""The bridge plugin. Every ADD step that changes something registers its undo, so a failure
+leaves no veth, reservation or rule behind (only the bridge, shared by the network, stays)."""
 
 from __future__ import annotations
 
@@ -10,12 +8,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cni_bridge.bridge import filtering, masq
-from cni_bridge.bridge.addressing import (
-    configure_container,
-    ensure_gateway_addresses,
-    flush_stale_neighbours,
-)
+from cni_bridge.bridge import addressing, filtering, masq
 from cni_bridge.bridge.check import check_attachment, check_bridge_name_free
 from cni_bridge.bridge.config import BRIDGE_ARGS, BridgeConfig, parse_bridge_config
 from cni_bridge.bridge.plan import L3Plan, plan_l3
@@ -25,7 +18,6 @@ from cni_bridge.bridge.wiring import ensure_bridge, ensure_veth
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import DNS, Interface, Result
-from cni_bridge.diag import logger
 from cni_bridge.ipam.facade import HOST_LOCAL, Ipam, ipam_for
 from cni_bridge.net import links
 from cni_bridge.net.model import LinkInfo, VethPair
@@ -35,13 +27,10 @@ from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
 if TYPE_CHECKING:
     from cni_bridge.firewall.nft.spoofcheck import Pin
 
-log = logger(__name__)
-
 PORT_UP_TIMEOUT = 3.0
 
 
 def container_netns(req: Request) -> NetnsHandle:
-    """Open CNI_NETNS; the plugin's own namespace or the machine's is refused."""
     refuse_host_netns(req.env.netns)
     return open_netns(req.env.netns)
 
@@ -77,7 +66,6 @@ class BridgePlugin:
     def _ipam(self, req: Request) -> Ipam:
         return ipam_for(req, extra_arg_keys=BRIDGE_ARGS)
 
-    # ------------------------------------------------------------------ ADD
     def add(self, req: Request) -> Result:
         cfg = parse_bridge_config(req)
         undo = Undo()
@@ -93,10 +81,8 @@ class BridgePlugin:
         req, cfg, host = at.req, at.cfg, at.host
         allocated: Result | None = None
         if cfg.l3 and cfg.ipam_type == HOST_LOCAL:
-            # In-process host-local needs no interface: allocating first makes a bad IPAM
-            # config, store or a full range fail before anything exists on the host. Other
-            # IPAM plugins (dhcp) may need the container interface: after the links, as the
-            # reference does.
+            # First, so a bad IPAM config or a full range fails before anything exists on the
+            # host; other IPAM plugins (dhcp) may need the interface: after the links.
             allocated = self._allocate(at)
         with req.timer.phase("links"):
             br = ensure_bridge(host, cfg)
@@ -153,15 +139,14 @@ class BridgePlugin:
     def _add_l3(
         self, at: Attach, br: LinkInfo, container: LinkInfo, ipam_result: Result
     ) -> L3Done:
-        """The container's addresses and routes, the gateway, masquerading."""
         req, cfg = at.req, at.cfg
         plan = plan_l3(cfg, ipam_result)
         gw_link = br
         with req.timer.phase("addresses"):
-            configure_container(at.cont, at.ns, container, cfg, plan)
+            addressing.configure_container(at.cont, at.ns, container, cfg, plan)
             if cfg.is_gateway:
-                gw_link = ensure_gateway_addresses(at.host, br, cfg, plan)
-            flush_stale_neighbours(at.host, gw_link, plan)
+                gw_link = addressing.ensure_gateway_addresses(at.host, br, cfg, plan)
+            addressing.flush_stale_neighbours(at.host, gw_link, plan)
         if cfg.ip_masq:
             # Undo first: a dual-stack iptables ADD is one transaction per family, and the
             # second may fail after the first went in. Removal tolerates what is absent, and
@@ -172,11 +157,9 @@ class BridgePlugin:
                 masq.add_masquerade(req, cfg, plan.ips)
         return L3Done(plan, ipam_result.dns, gw_link if gw_link.index != br.index else None)
 
-    # ------------------------------------------------------------------ DEL
     def delete(self, req: Request) -> None:
         delete_attachment(req, parse_bridge_config(req), lambda: self._ipam(req))
 
-    # ------------------------------------------------------------------ CHECK
     def check(self, req: Request) -> None:
         cfg = parse_bridge_config(req)
         if req.prev_result is None:
@@ -192,7 +175,6 @@ class BridgePlugin:
         if cfg.isolate_networks:
             filtering.check_isolation([cfg.bridge])
 
-    # ------------------------------------------------------------------ GC / STATUS
     def gc(self, req: Request) -> None:
         cfg = parse_bridge_config(req)
         errors: list[str] = []

@@ -1,10 +1,8 @@
 """DEL: never leaks (USERS.md item 6).
 
-Driven by the plugin's own records -- prevResult, the IPAM store, the link if it still exists --
-not by the container's state: a missing netns, link or address changes where the addresses come
-from, not whether the reservation and the firewall entries go. Every step runs even when an
-earlier one failed; the failures are then reported together, so the runtime retries the DEL
-with everything else already cleaned.
+Driven by the plugin's own records (prevResult, the IPAM store, the link if it still exists),
+not by the container's state. Every step runs even when an earlier one failed; the failures
+are reported together, so the runtime retries the DEL with everything else already cleaned.
 """
 
 from __future__ import annotations

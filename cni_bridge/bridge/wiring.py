@@ -1,12 +1,5 @@
 """Link wiring: the bridge, the veth pair and the bridge port (REFERENCE.md §2.2 steps 2-3),
-and the VLAN gateway.
-
-The gateway of a VLAN network (§2.2 step 6, the reference's layout): with `vlan` set, a
-container's frames reach the bridge in that VLAN only, and the bridge device itself is not in
-it: an address on the bridge would be unreachable. The gateway address goes on
-`<bridge>.<vlan>` instead, one end of a veth pair whose other end is an access port of that
-VLAN on the bridge. Like the bridge, it is shared by the network's containers and never removed.
-"""
+and the VLAN gateway."""
 
 from __future__ import annotations
 
@@ -19,15 +12,8 @@ from cni_bridge.bridge.undo import Undo
 from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.diag import logger
 from cni_bridge.net import bridge as nbridge
-from cni_bridge.net import links
-from cni_bridge.net.model import (
-    BridgePortFlags,
-    BridgeSpec,
-    BridgeVlan,
-    LinkInfo,
-    VethPair,
-    VethSpec,
-)
+from cni_bridge.net import links, model
+from cni_bridge.net.model import BridgeVlan, LinkInfo, VethPair
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.sysctl import ensure_sysctl
 from cni_bridge.net.veth import create_veth_pair
@@ -44,12 +30,8 @@ def random_mac() -> str:
 
 
 def ensure_bridge(host: Netlink, cfg: BridgeConfig) -> LinkInfo:
-    spec = BridgeSpec(
-        name=cfg.bridge,
-        mtu=cfg.mtu,
-        vlan_filtering=bool(cfg.vlan or cfg.vlan_trunk),
-        promisc=cfg.promisc_mode,
-    )
+    spec = model.BridgeSpec(name=cfg.bridge, mtu=cfg.mtu, promisc=cfg.promisc_mode,
+                            vlan_filtering=bool(cfg.vlan or cfg.vlan_trunk))
     br = nbridge.ensure_bridge(host, spec)
     # Router advertisements must not configure the bridge; best effort like the reference.
     # No DAD on the bridge either: while its link-local address is tentative, the first IPv6
@@ -88,7 +70,7 @@ def attach_port(host: Netlink, cfg: BridgeConfig, br: LinkInfo, port: LinkInfo) 
             log.warning('bridge "%s" MTU lowered from %d to %d by port %s', br.name, br.mtu,
                         now, port.name)
     if cfg.hairpin_mode or cfg.port_isolation:
-        flags = BridgePortFlags(hairpin=cfg.hairpin_mode, isolated=cfg.port_isolation)
+        flags = model.BridgePortFlags(hairpin=cfg.hairpin_mode, isolated=cfg.port_isolation)
         nbridge.set_bridge_port_flags(host, port.index, flags)
     vlans = port_vlans(cfg)
     if vlans:
@@ -102,7 +84,7 @@ def attach_port(host: Netlink, cfg: BridgeConfig, br: LinkInfo, port: LinkInfo) 
 def ensure_veth(
     host: Netlink, container: Netlink, cfg: BridgeConfig, br: LinkInfo, ifname: str, undo: Undo
 ) -> VethPair:
-    spec = VethSpec(ifname=ifname, mtu=cfg.mtu, mac=cfg.mac or None)
+    spec = model.VethSpec(ifname=ifname, mtu=cfg.mtu, mac=cfg.mac or None)
     pair = create_veth_pair(host, container, spec)
     # Deleting the host end removes the container end with it.
     undo.push(f"remove host veth {pair.host.name}",
@@ -123,12 +105,16 @@ def gateway_link_name(cfg: BridgeConfig) -> str:
 
 
 def ensure_vlan_gateway(host: Netlink, cfg: BridgeConfig, br: LinkInfo) -> LinkInfo:
-    """`<bridge>.<vlan>`, created (and its peer attached to the bridge) if missing."""
+    """`<bridge>.<vlan>`, created (and its peer attached to the bridge) if missing.
+
+    With `vlan` set the bridge device is not in the containers' VLAN, so an address on it
+    would be unreachable: the gateway goes on this veth end, the other an access port of that
+    VLAN (the reference's layout). Shared by the network, like the bridge: never removed."""
     name = gateway_link_name(cfg)
     link = links.find_link(host, name)
     if link is None:
         try:
-            pair = create_veth_pair(host, host, VethSpec(ifname=name, mtu=cfg.mtu))
+            pair = create_veth_pair(host, host, model.VethSpec(ifname=name, mtu=cfg.mtu))
         except CniError:
             link = links.find_link(host, name)  # a concurrent ADD created it first
             if link is None:

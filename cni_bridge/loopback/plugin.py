@@ -1,15 +1,9 @@
-"""The loopback plugin, as the reference's ``loopback`` behaves (REFERENCE: plugins/main/loopback):
+"""The loopback plugin, as the reference's ``loopback`` behaves (REFERENCE: plugins/main/loopback).
 
-- ADD sets ``lo`` up in CNI_NETNS (CNI_IFNAME is ignored: it is always ``lo``) and returns the
-  prevResult when there is one, else ``lo`` with its first IPv4 and first IPv6 address, printed
-  in the 1.x shape under the config's version (as the reference prints it). An address on ``lo``
-  that is not a loopback address fails the ADD.
-- DEL sets ``lo`` down; no CNI_NETNS, or one that is gone, is success.
-- CHECK fails when ``lo`` is down. GC and STATUS: the plugin keeps no state and needs nothing.
-
-The plugin's own namespace and the machine's are refused (code 8) as the bridge refuses them:
-DEL would otherwise take the host's ``lo`` down. Nothing of the config is read beyond what the
-dispatcher parses (the reference reads no key of its own), so there is no config module.
+ADD returns the prevResult when there is one, else ``lo`` with its first IPv4 and IPv6 address
+in the 1.x shape; a non-loopback address on ``lo`` fails it. DEL of a namespace that is gone
+succeeds. The plugin's own namespace and the machine's are refused (code 8), as the bridge
+refuses them: DEL would otherwise take the host's ``lo`` down.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """portmap's configuration, parsed once (REFERENCE.md §4.1), and the container's addresses.
 
-Fields: ``runtimeConfig.portMappings`` (capability ``portMappings``), ``snat`` (default true),
-``masqAll``, ``markMasqBit`` (iptables, 0-31, default 13), ``externalSetMarkChain`` (iptables),
-``conditionsV4``/``conditionsV6`` (iptables matches or nft expressions, told apart by the first
-token) and ``backend`` (``iptables`` or ``nftables``).
+Stricter than the reference, on purpose (USERS.md items 20 and 23): an invalid mapping is
+refused before anything is installed, and ``hostIP`` ``::1`` too (IPv6 has no route_localnet,
+so a published ``[::1]`` port could never answer).
 
-Stricter than the reference, on purpose (an invalid mapping is refused before anything is
-installed, USERS.md items 20 and 23): ports must be 1-65535, the protocol one of tcp/udp/sctp
-(any case; absent means tcp), ``hostIP`` a valid address and not ``::1`` (IPv6 has no
-route_localnet, so a published ``[::1]`` port could never answer).
-
-Backend choice: the explicit ``backend``; else the backend the options are written for (an
-``externalSetMarkChain`` or iptables ``conditionsV4`` imply iptables); else the detected default
-(nftables when usable). Options for the other backend are an error, worded as the reference's.
+Backend: the explicit ``backend``; else the one the options are written for (an
+``externalSetMarkChain`` or iptables ``conditionsV4`` imply iptables); else the detected default.
 """
 
 from __future__ import annotations
@@ -55,8 +48,7 @@ class MappingSpec:
 
 @dataclass(frozen=True)
 class Options:
-    """The firewall options; `cni_bridge.portmap.ops.to_options` turns them into the
-    firewall layer's ``PortmapOptions``."""
+    """The firewall layer's ``PortmapOptions`` fields (`ops.to_options` converts)."""
 
     snat: bool = True
     masq_all: bool = False
@@ -80,16 +72,11 @@ class PortmapConfig:
 
 @dataclass(frozen=True)
 class ContainerIPs:
-    """The first IPv4 and first IPv6 address of the container interface in prevResult."""
-
     v4: IPInterface | None = None
     v6: IPInterface | None = None
 
     def __iter__(self) -> Iterator[IPInterface]:
         return iter([ip for ip in (self.v4, self.v6) if ip is not None])
-
-
-# --- parsing ---------------------------------------------------------------------------------
 
 
 def _port(entry: Mapping[str, Any], key: str, where: str) -> int:
@@ -131,11 +118,8 @@ MAPPING_KEYS = ("hostPort", "containerPort", "protocol", "hostIP")
 
 
 def go_field_names(entry: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """`entry` with each key matching one of `names` regardless of case renamed to it, as Go's
-    encoding/json matches struct fields (the reference reads configs that way); when several
-    keys match one name, the last one wins, as in Go. Runtimes do send other spellings:
-    containerd's CRI (through go-cni) sends ``HostPort``, ``ContainerPort``, ``Protocol`` and
-    ``HostIP``."""
+    """Keys matched to `names` case-insensitively, the last match winning, as Go's
+    encoding/json does (containerd's CRI sends ``HostPort``, ``ContainerPort``...)."""
     by_fold = {name.casefold(): name for name in names}
     out: dict[str, Any] = {}
     for key, value in entry.items():
@@ -164,17 +148,15 @@ def _conditions(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 def conditions_backend(tokens: Sequence[str]) -> BackendName | None:
-    """The backend a conditions list is written for: iptables matches start with "-" (or "!").
-
-    Empty, or a first token that is empty: none (the reference ignores such a list).
-    """
+    """iptables matches start with "-" or "!"; an empty list or first token says none (the
+    reference ignores such a list)."""
     if not tokens or not tokens[0]:
         return None
     return "iptables" if tokens[0].startswith(("-", "!")) else "nftables"
 
 
 def _options_by_backend(options: Options) -> dict[str, list[str]]:
-    """Which configured options only one backend understands (the reference's wording)."""
+    """Configured options only one backend understands (the reference's wording)."""
     found: dict[str, list[str]] = {"iptables": [], "nftables": []}
     if options.external_set_mark_chain is not None:
         found["iptables"].append("externalSetMarkChain")
@@ -243,15 +225,9 @@ def load_config(req: Request) -> PortmapConfig:
     return parse_config(req.config, req.runtime_config)
 
 
-# --- the container ---------------------------------------------------------------------------
-
-
 def container_ips(result: Result, ifname: str) -> ContainerIPs:
-    """First IPv4 and first IPv6 of `result` on the sandboxed interface `ifname`.
-
-    As the reference: an IP whose ``interface`` index names a host-side interface (no sandbox)
-    or another interface is skipped; an IP without a (valid) index is taken.
-    """
+    """First IPv4 and first IPv6 on the sandboxed `ifname`; as the reference, an IP without
+    a valid ``interface`` index is taken."""
     found: dict[int, IPInterface] = {}
     for ip in result.ips:
         version = ip.address.version

@@ -1,14 +1,8 @@
 """The portmap verbs' firewall work; loaded only by calls that have port mappings (or GC/STATUS).
 
-- ADD: validate every entry, install them in one transaction of the chosen backend (a host port
-  another attachment publishes fails the ADD, naming it), set ``route_localnet`` when 127.0.0.1
-  is published, flush stale UDP conntrack. A failure after the rules went in removes them.
-- DEL: remove this attachment's entries as ``firewall.policy`` says (the recorded backend, else
-  every usable one). Without prevResult (or mappings) the entries come from our record of the
-  ADD, else they are found by their owner tag.
-  Conntrack is left alone: the next ADD publishing the port flushes it, as the reference's does.
-- CHECK: the backend's precise list of what is missing, plus ``route_localnet``.
-- GC: remove the entries of the network whose attachment is not valid (``firewall.policy``).
+ADD installs every entry in one transaction of the chosen backend and removes them if a later
+step fails. DEL leaves conntrack alone: the next ADD publishing the port flushes it, as the
+reference's does.
 """
 
 from __future__ import annotations
@@ -20,32 +14,15 @@ from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import Result
 from cni_bridge.diag import logger
+from cni_bridge.firewall import model
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import CommandRunner, SubprocessRunner
 from cni_bridge.firewall.conntrack import flush_udp_conntrack
-from cni_bridge.firewall.model import (
-    Owner,
-    PortmapOptions,
-    PortMapping,
-    publishes_localhost,
-    validate_mappings,
-)
+from cni_bridge.firewall.model import Owner, PortmapOptions, PortMapping
 from cni_bridge.firewall.policy import Policy, owner_of
 from cni_bridge.node import records
-from cni_bridge.portmap.config import (
-    RECORD_PLUGIN,
-    ContainerIPs,
-    MappingSpec,
-    Options,
-    PortmapConfig,
-    container_ips,
-)
-from cni_bridge.portmap.localnet import (
-    ensure_route_localnet,
-    read_route_localnet,
-    route_interface,
-    sysctl_key,
-)
+from cni_bridge.portmap import config, localnet
+from cni_bridge.portmap.config import ContainerIPs, MappingSpec, Options, PortmapConfig
 
 log = logger(__name__)
 
@@ -56,12 +33,8 @@ def to_options(options: Options) -> PortmapOptions:
 
 def plan_entries(owner: Owner, mappings: Sequence[MappingSpec],
                  ips: ContainerIPs) -> list[PortMapping]:
-    """One entry per (mapping, container family it applies to), in config order.
-
-    For each mapping its IPv4 entry comes before its IPv6 entry: the iptables backend builds
-    its multiport lists from this order, byte-identical to the reference's. A mapping with a
-    host IP only applies to that family ("0.0.0.0" and "::" included).
-    """
+    """One entry per (mapping, container family it applies to), in config order, IPv4 first:
+    the iptables backend builds its multiport lists from this order, as the reference does."""
     entries: list[PortMapping] = []
     for m in mappings:
         for ip in ips:
@@ -90,16 +63,15 @@ class PortmapOps:
         self._run: CommandRunner = runner or SubprocessRunner()
 
     def policy(self, req: Request, cfg: PortmapConfig) -> Policy:
-        return Policy(req, RECORD_PLUGIN, self._run, cfg.wanted_backend)
+        return Policy(req, config.RECORD_PLUGIN, self._run, cfg.wanted_backend)
 
-    # ------------------------------------------------------------------ ADD
     def add(self, req: Request, cfg: PortmapConfig, prev: Result) -> None:
         entries = self.entries(req, cfg, prev)
         if not entries:
             log.warning("portmap: prevResult has no address on %s for these mappings; "
                         "nothing published", req.env.ifname)
             return
-        validate_mappings(entries)
+        model.validate_mappings(entries)
         options = to_options(cfg.options)
         policy = self.policy(req, cfg)
         with req.timer.phase("firewall"):
@@ -109,7 +81,7 @@ class PortmapOps:
                 backend.add_portmappings(entries, options)
             with req.timer.phase("route_localnet"):
                 for name in self._localnet_interfaces(entries, options):
-                    ensure_route_localnet(name)
+                    localnet.ensure_route_localnet(name)
         except BaseException:
             self._rollback(backend, entries)
             raise
@@ -118,7 +90,7 @@ class PortmapOps:
         policy.save_record(record_data(entries, options, backend.name))
 
     def entries(self, req: Request, cfg: PortmapConfig, prev: Result) -> list[PortMapping]:
-        return plan_entries(owner_of(req), cfg.mappings, container_ips(prev, req.env.ifname))
+        return plan_entries(owner_of(req), cfg.mappings, config.container_ips(prev, req.env.ifname))
 
     def _rollback(self, backend: Backend, entries: Sequence[PortMapping]) -> None:
         try:
@@ -129,18 +101,16 @@ class PortmapOps:
     def _localnet_interfaces(self, entries: Sequence[PortMapping],
                              options: PortmapOptions) -> list[str]:
         """Host interfaces routing to containers whose mappings answer on 127.0.0.1."""
-        addresses = sorted({e.container_ip.ip for e in entries if publishes_localhost(e, options)},
-                           key=str)
+        local = {e.container_ip.ip for e in entries if model.publishes_localhost(e, options)}
         names: set[str] = set()
-        for address in addresses:
-            name = route_interface(address)
+        for address in sorted(local, key=str):
+            name = localnet.route_interface(address)
             if not name:
                 log.warning("no route to %s: its localhost mappings cannot work", address)
             elif name != "lo":
                 names.add(name)
         return sorted(names)
 
-    # ------------------------------------------------------------------ DEL
     def delete(self, req: Request, cfg: PortmapConfig, recorded: records.Record | None) -> None:
         """The entries from prevResult, else from our record (by key, not by reading every
         entry), else found by their owner tag."""
@@ -158,7 +128,6 @@ class PortmapOps:
             policy.remove(recorded, lambda b: b.remove_portmappings(policy.owner, entries, options),
                           "port mappings")
 
-    # ------------------------------------------------------------------ CHECK
     def check(self, req: Request, cfg: PortmapConfig, prev: Result) -> None:
         entries = self.entries(req, cfg, prev)
         if not entries:
@@ -167,14 +136,13 @@ class PortmapOps:
         policy = self.policy(req, cfg)
         missing = policy.backend().check_portmappings(entries, options)
         for name in self._localnet_interfaces(entries, options):
-            value = read_route_localnet(name)
+            value = localnet.read_route_localnet(name)
             if value != "1":
-                missing.append(f"sysctl {sysctl_key(name)} is {value}, expected 1")
+                missing.append(f"sysctl {localnet.sysctl_key(name)} is {value}, expected 1")
         if missing:
             raise CniError(f"port mappings of {policy.owner} are not in place",
                            "; ".join(missing))
 
-    # ------------------------------------------------------------------ GC / STATUS
     def gc(self, req: Request, cfg: PortmapConfig) -> None:
         self.policy(req, cfg).gc(lambda b, valid: b.gc_portmappings(req.network_name, valid),
                                  "port mappings")

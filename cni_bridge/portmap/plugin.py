@@ -1,13 +1,7 @@
 """The portmap plugin: publish container ports on the host (REFERENCE.md §4).
 
-- ADD needs prevResult and returns it unchanged. Without mappings it does nothing else.
-- DEL without mappings is a no-op, as the reference's; prevResult is never needed.
-- CHECK needs prevResult; without mappings it succeeds.
-- GC and STATUS always look at the firewall.
-
 A call without mappings (the common case: the runtime calls portmap for every container) loads
-neither the firewall layer nor runs any tool (USERS.md item 2); `cni_bridge.portmap.ops`, which
-does the firewall work, is imported only when there is some.
+no firewall module and runs no tool (USERS.md item 2): `portmap.ops` is imported only when needed.
 """
 
 from __future__ import annotations

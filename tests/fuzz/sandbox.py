@@ -229,10 +229,10 @@ def _install_stubs(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
         box.stubs["conntrack"] += 1
         return 0
 
-    mp.setattr(portmap_ops, "route_interface", no_route)
+    mp.setattr(portmap_ops.localnet, "route_interface", no_route)
     mp.setattr(portmap_ops, "flush_udp_conntrack", no_conntrack)
-    mp.setattr(portmap_ops, "ensure_route_localnet", stub("route_localnet"))
-    mp.setattr(portmap_ops, "read_route_localnet", stub("route_localnet"))
+    mp.setattr(portmap_ops.localnet, "ensure_route_localnet", stub("route_localnet"))
+    mp.setattr(portmap_ops.localnet, "read_route_localnet", stub("route_localnet"))
 
 
 PLUGIN_PACKAGES = ("cni_bridge.cni", "cni_bridge.net", "cni_bridge.firewall", "cni_bridge.ipam",

@@ -147,10 +147,11 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         w.localnet[ifname] = "1"
         return changed
 
-    monkeypatch.setattr(ops, "ensure_route_localnet", ensure)
-    monkeypatch.setattr(ops, "route_interface", w.runner.route)
+    monkeypatch.setattr(ops.localnet, "ensure_route_localnet", ensure)
+    monkeypatch.setattr(ops.localnet, "route_interface", w.runner.route)
     monkeypatch.setattr(ops, "flush_udp_conntrack", w.runner.flush)
-    monkeypatch.setattr(ops, "read_route_localnet", lambda ifname: w.localnet.get(ifname, "0"))
+    monkeypatch.setattr(ops.localnet, "read_route_localnet",
+                        lambda ifname: w.localnet.get(ifname, "0"))
     return w
 
 
@@ -250,7 +251,7 @@ def test_failed_route_localnet_removes_the_rules(world: World,
     def refuse(ifname: str) -> bool:
         raise CniError(f"unable to enable route_localnet on {ifname}")
 
-    monkeypatch.setattr(ops, "ensure_route_localnet", refuse)
+    monkeypatch.setattr(ops.localnet, "ensure_route_localnet", refuse)
     rc, out = world.call("ADD", conf(MAPPINGS))
     assert rc == 1 and "route_localnet" in out["msg"]
     nft = world.backends["nftables"]
