@@ -27,11 +27,6 @@ Ref = tuple[str, str]  # (module, name)
 ALLOWED: dict[Ref, str] = {}
 # Dead code in other parts' files, removed by them. Removed at merge.
 KNOWN: set[Ref] = {
-    ("cni_bridge.bridge.plugin", "log"),
-    ("cni_bridge.firewall.iptables.save", "BUILTIN_NAT_CHAINS"),
-    ("cni_bridge.firewall.model", "require_one_owner"),
-    ("cni_bridge.firewall.names", "IPT_TABLE"),
-    ("cni_bridge.firewall.names", "OLD_HOSTPORT_SNAT_CHAIN"),
     ("cni_bridge.net._parse", "_family_len"),
     ("cni_bridge.net.links", "set_link_down"),
     ("cni_bridge.net.links", "set_mtu"),

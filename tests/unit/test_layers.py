@@ -56,16 +56,8 @@ INNER: list[tuple[str, int, str]] = [
     ("cni_bridge.serve", 2, "server"),
 ]
 
-# Arrows other parts of the redesign remove: (importer, imported). Removed at merge.
-KNOWN: set[tuple[str, str]] = {
-    ("cni_bridge.firewall.iptables.backend", "cni_bridge.firewall.nft.client"),
-    ("cni_bridge.firewall.iptables.backend", "cni_bridge.firewall.nft.remove"),
-    ("cni_bridge.firewall.nft.backend", "cni_bridge.firewall.iptables.backend"),
-    ("cni_bridge.firewall.nft.backend", "cni_bridge.firewall.skeleton"),
-    ("cni_bridge.firewall.nft.executor", "cni_bridge.firewall.nft.libnft"),
-    ("cni_bridge.serve.client.query", "cni_bridge.admin.examine"),
-    ("cni_bridge.serve.server.main", "cni_bridge.admin.serve_cmd"),
-}
+# Arrows allowed against the rules, each with its reason: (importer, imported). None today.
+KNOWN: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
