@@ -10,15 +10,10 @@ import errno
 from typing import Any
 
 from cni_bridge.net._parse import parse_link
-from cni_bridge.net._socket import (
-    NLM_F_DUMP,
-    RTM_DELLINK,
-    RTM_GETLINK,
-    RTM_SETLINK,
-)
 from cni_bridge.net.errors import LinkNotFound, WaitTimeout
 from cni_bridge.net.model import IFF_PROMISC, IFF_UP, LinkInfo, OperState
-from cni_bridge.net.netlink import RTMGRP_LINK, Netlink
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import NLM_F_DUMP, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK, RTMGRP_LINK
 
 LinkRef = int | str | LinkInfo
 

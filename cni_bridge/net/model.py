@@ -10,12 +10,13 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from cni_bridge.netlink import IFF_UP as IFF_UP
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Interface flags (linux/if.h) that callers look at.
-IFF_UP = 0x1
 IFF_PROMISC = 0x100
 IFF_LOWER_UP = 0x10000
 

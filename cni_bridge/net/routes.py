@@ -6,15 +6,6 @@ import errno
 from typing import Any
 
 from cni_bridge.net._parse import parse_route
-from cni_bridge.net._socket import (
-    NLM_F_APPEND,
-    NLM_F_CREATE,
-    NLM_F_DUMP,
-    NLM_F_EXCL,
-    RTM_DELROUTE,
-    RTM_GETROUTE,
-    RTM_NEWROUTE,
-)
 from cni_bridge.net.addresses import family_of
 from cni_bridge.net.errors import NetlinkOpError
 from cni_bridge.net.links import LinkRef, index_of
@@ -27,6 +18,15 @@ from cni_bridge.net.model import (
     RouteSpec,
 )
 from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import (
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    RTM_DELROUTE,
+    RTM_GETROUTE,
+    RTM_NEWROUTE,
+)
 
 RTPROT_BOOT = 3
 RTN_UNICAST = 1

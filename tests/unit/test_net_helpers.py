@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,6 @@ from cni_bridge.net import (
     random_veth_name,
     sysctl,
 )
-from cni_bridge.net._socket import NLM_F_ACK_TLVS, NLM_F_CAPPED, parse_error
 from cni_bridge.net.bridge import vlan_infos
 from cni_bridge.net.errors import LinkNotFound, op_error
 
@@ -78,29 +76,7 @@ def test_vlan_infos_flags() -> None:
     ]
 
 
-# --- netlink error decoding -------------------------------------------------------------------
-
-
-def _error_msg(code: int, text: bytes | None, flags: int) -> bytes:
-    orig = struct.pack("=IHHII", 32, 16, 5, 7, 0)  # the echoed request header (capped)
-    payload = struct.pack("=i", code) + orig
-    if text is not None:
-        value = text + b"\0"
-        attr = struct.pack("=HH", 4 + len(value), 1) + value
-        payload += attr + b"\0" * (-len(attr) % 4)
-    return struct.pack("=IHHII", 16 + len(payload), 2, flags, 7, 0) + payload
-
-
-def test_parse_error_ack() -> None:
-    assert parse_error(_error_msg(0, None, NLM_F_CAPPED), 0, 36, NLM_F_CAPPED) is None
-
-
-def test_parse_error_with_extack_text() -> None:
-    flags = NLM_F_CAPPED | NLM_F_ACK_TLVS
-    data = _error_msg(-errno.EEXIST, b"Device already exists", flags)
-    err = parse_error(data, 0, len(data), flags)
-    assert err is not None
-    assert err.errno == errno.EEXIST and err.extack == "Device already exists"
+# --- netlink error translation ---------------------------------------------------------------
 
 
 def test_op_error_maps_enodev_to_link_not_found() -> None:

@@ -42,9 +42,10 @@ from cni_bridge.net import (
     set_link_up,
     veth,
 )
+from cni_bridge.net._codec import encode_request
 from cni_bridge.net._parse import attr
-from cni_bridge.net._socket import KernelError, encode_request
 from cni_bridge.net.links import link_msg
+from cni_bridge.netlink import KernelError
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_DELNEIGH = 20, 24, 25, 29

@@ -25,11 +25,11 @@ from typing import TypeVar
 
 from cni_bridge.firewall.nft.schema import MAPS_BY_NAME
 from cni_bridge.firewall.nft.state import Chain, Element, Key, Listing, Rule
-from cni_bridge.rawnetlink import (
+from cni_bridge.netlink import (
     NETLINK_NETFILTER,
     NLM_F_DUMP,
-    NetlinkError,
-    RawNetlink,
+    KernelError,
+    NetlinkSocket,
     attr,
     iter_attrs,
     nested,
@@ -37,6 +37,7 @@ from cni_bridge.rawnetlink import (
     parse_attrs,
 )
 
+# hand-packed: pyroute2's nftsocket costs ~40 ms to import on every call that reads nftables
 # linux/netfilter/nf_tables.h
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM = 4, 7, 10, 13
@@ -77,35 +78,35 @@ def _strz(value: bytes | None) -> str:
 T = TypeVar("T")
 
 
-def _generation(nl: RawNetlink) -> bytes:
+def _generation(nl: NetlinkSocket) -> bytes:
     [(_, body)] = nl.request(_msg(NFT_MSG_GETGEN), _nfgen("inet"))
     return parse_attrs(body[4:]).get(NFTA_GEN_ID, b"")
 
 
-def _consistent(read: Callable[[RawNetlink], T]) -> T:
+def _consistent(read: Callable[[NetlinkSocket], T]) -> T:
     """`read` from one generation of the ruleset: dumps span several messages and reads
     several dumps, while concurrent calls commit (a chain flushed and refilled would be seen
     twice). Read again while the generation moved, as nft does; an ENOENT is an answer."""
-    with RawNetlink(NETLINK_NETFILTER) as nl:
+    with NetlinkSocket(NETLINK_NETFILTER) as nl:
         for _ in range(READ_ATTEMPTS):
             before = _generation(nl)
             result = read(nl)
             if _generation(nl) == before:
                 return result
-    raise NetlinkError(errno.EAGAIN, "the ruleset kept changing while being read")
+    raise KernelError(errno.EAGAIN, "the ruleset kept changing while being read")
 
 
 def _or_none(read: Callable[[], T]) -> T | None:
     """`read`, or None where the kernel answers that the object does not exist."""
     try:
         return read()
-    except NetlinkError as exc:
+    except KernelError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
 
 
-def _rule_dump(nl: RawNetlink, family: str, table: str, chain: str) -> list[bytes]:
+def _rule_dump(nl: NetlinkSocket, family: str, table: str, chain: str) -> list[bytes]:
     """One chain's rules, each once. A dump spanning several messages resumes by position, and
     rules a concurrent transaction is adding (not yet visible) shift positions: the kernel can
     send a rule twice, in the same generation. Per chain (a few rules: one message) and
@@ -122,7 +123,7 @@ def skeleton(family: str, table: str) -> Listing | None:
     """Chains with their rule counts, and maps, of one table; None when it does not exist."""
     name = table.encode() + b"\0"
 
-    def read(nl: RawNetlink) -> Listing | None:
+    def read(nl: NetlinkSocket) -> Listing | None:
         def dump(kind: int, attrs: bytes) -> list[bytes]:
             return [body for _, body in nl.request(_msg(kind), _nfgen(family) + attrs,
                                                    NLM_F_DUMP)]
@@ -235,7 +236,7 @@ def _get_request(family: str, table: str, set_name: str, keys: Sequence[bytes]) 
             + nested(NFTA_SET_ELEM_LIST_ELEMENTS, listed))
 
 
-def _get(nl: RawNetlink, family: str, table: str, set_name: str,
+def _get(nl: NetlinkSocket, family: str, table: str, set_name: str,
          keys: Sequence[bytes]) -> list[bytes] | None:
     """The kernel's answers for `keys` of one set; None when any is missing."""
     def read() -> list[bytes]:
@@ -255,7 +256,7 @@ def elements(family: str, table: str, wanted: Sequence[Element]) -> Listing | No
     for el in wanted:
         by_map.setdefault(el.map, []).append(el)
 
-    def read(nl: RawNetlink) -> Listing | None:
+    def read(nl: NetlinkSocket) -> Listing | None:
         found: dict[str, dict[Key, Element]] = {}
         for map_name, els in by_map.items():
             key_type = MAPS_BY_NAME[map_name].key_type
@@ -284,7 +285,7 @@ def chain_rules(family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
     this_chain = (attr(NFTA_CHAIN_TABLE, table.encode() + b"\0")
                   + attr(NFTA_CHAIN_NAME, chain.encode() + b"\0"))
 
-    def read(nl: RawNetlink) -> list[bytes] | None:
+    def read(nl: NetlinkSocket) -> list[bytes] | None:
         def dump() -> list[bytes]:
             nl.request(_msg(NFT_MSG_GETCHAIN), _nfgen(family) + this_chain)  # ENOENT if missing
             return _rule_dump(nl, family, table, chain)
