@@ -103,10 +103,6 @@ def set_link_up(nl: Netlink, link: LinkRef) -> None:
     _set_flags(nl, link, IFF_UP, IFF_UP, "set up")
 
 
-def set_link_down(nl: Netlink, link: LinkRef) -> None:
-    _set_flags(nl, link, 0, IFF_UP, "set down")
-
-
 def set_promisc(nl: Netlink, link: LinkRef, on: bool) -> None:
     _set_flags(
         nl, link, IFF_PROMISC if on else 0, IFF_PROMISC, f"set promisc {'on' if on else 'off'} on"
@@ -117,10 +113,6 @@ def _set_attr(nl: Netlink, link: LinkRef, name: str, value: Any, what: str) -> N
     msg = link_msg(nl, link)
     msg["attrs"].append((name, value))
     nl.call(f"cannot {what} of {describe(link)}", msg, RTM_SETLINK)
-
-
-def set_mtu(nl: Netlink, link: LinkRef, mtu: int) -> None:
-    _set_attr(nl, link, "IFLA_MTU", mtu, f"set MTU {mtu}")
 
 
 def set_mac(nl: Netlink, link: LinkRef, mac: str) -> None:
