@@ -1,20 +1,13 @@
-"""The one place that imports pyroute2, lazily and narrowly, and the rtnetlink socket that
-sends and decodes its messages (over ``cni_bridge.netlink``).
+"""The one place that imports pyroute2, lazily and narrowly: its rtnetlink message classes,
+as the codec of ``RtnlSocket`` (over ``cni_bridge.netlink``).
 
 ``import pyroute2`` runs its ``__init__``, which imports every subsystem (asyncio, ndb, ipdb,
-conntrack, nftables, ...): ~300 ms here. We need only the rtnetlink message classes, which encode
-and decode ``ifinfmsg``/``ifaddrmsg``/``rtmsg``/``ndmsg``; the socket is our own.
-So before the first import we register a bare package module for ``pyroute2`` whose ``__path__``
-points at the installed package: submodules then import without running its ``__init__``.
-Cost measured with ``python -X importtime``: ~45 ms for these four modules, a quarter of it
-``pyroute2.config``, which pulls in ``multiprocessing`` and ``platform`` (hence a stand-in for it,
-``_install_config_stub``), against ~170 ms for ``pyroute2.iproute.linux`` behind the same stub
-and ~300 ms for ``import pyroute2``.
-
-The imports are written out literally (not via importlib strings) so that PyInstaller's
-dependency scan still finds and bundles these modules. Anything else added to this package later
-(e.g. conntrack) must likewise import pyroute2 *submodules* after ``_install_package_stub()``:
-names exported by the top-level ``pyroute2`` package do not exist behind the stub.
+conntrack, nftables, ...): ~300 ms. So before the first import we register a bare package
+module for ``pyroute2`` whose ``__path__`` points at the installed package: submodules then
+import without running its ``__init__`` (~45 ms for the four message modules, a quarter of it
+``pyroute2.config``, hence a stand-in for that one too). The imports are written out literally
+so that PyInstaller's dependency scan finds them; names exported by the top-level ``pyroute2``
+package do not exist behind the stub.
 """
 
 from __future__ import annotations

@@ -134,11 +134,6 @@ def _identity_of(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def setns(fd: int, nstype: int) -> None:
-    """setns(2) for the calling thread (``os.setns`` from Python 3.12, libc before)."""
-    _setns(fd, nstype)
-
-
 def _setns(fd: int, nstype: int) -> None:
     load_setns()(fd, nstype)
 

@@ -167,7 +167,7 @@ def test_default_routes_and_listing(side: Callable[[str], Side]) -> None:
     add_route(c.nl, RouteSpec(network("::/0"), gateway=ip("fd00:88::1"), index=index))
     default_v4 = c.ns.ip_json("route", "show", "default")
     assert default_v4[0]["gateway"] == "10.88.0.1" and default_v4[0]["dev"] == "eth0"
-    defaults = [r for r in list_routes(c.nl) if r.is_default]
+    defaults = [r for r in list_routes(c.nl) if r.dst.prefixlen == 0]
     assert {(r.dst.version, r.gateway, r.index) for r in defaults} == {
         (4, ip("10.88.0.1"), index),
         (6, ip("fd00:88::1"), index),
