@@ -71,7 +71,7 @@ def _nfgen(family: str) -> bytes:
     return nfgenmsg(FAMILIES[family])
 
 
-def _strz(value: bytes | None) -> str:
+def strz(value: bytes | None) -> str:
     return (value or b"").split(b"\0", 1)[0].decode(errors="replace")
 
 
@@ -131,15 +131,15 @@ def skeleton(family: str, table: str) -> Listing | None:
         if sets is None:
             return None
         chains = [parse_attrs(body[4:]) for body in dump(NFT_MSG_GETCHAIN, b"")]
-        names = {_strz(c.get(NFTA_CHAIN_NAME)) for c in chains
-                 if _strz(c.get(NFTA_CHAIN_TABLE)) == table}
+        names = {strz(c.get(NFTA_CHAIN_NAME)) for c in chains
+                 if strz(c.get(NFTA_CHAIN_TABLE)) == table}
         counts = {n: len(_rule_dump(nl, family, table, n)) for n in names}
         maps = set()
         for body in sets:
             attrs = parse_attrs(body[4:])
             flags = struct.unpack("!I", attrs.get(NFTA_SET_FLAGS, b"\0" * 4))[0]
             if flags & NFT_SET_MAP:
-                maps.add(_strz(attrs.get(NFTA_SET_NAME)))
+                maps.add(strz(attrs.get(NFTA_SET_NAME)))
         return Listing(maps=frozenset(maps),
                        chains={n: Chain(n, None, c) for n, c in counts.items()})
 
@@ -185,7 +185,7 @@ def decode(type_text: str, data: bytes) -> Key:
         elif kind == "inet_service":
             fields.append(str(struct.unpack("!H", raw)[0]))
         elif kind == "ifname":
-            fields.append(_strz(raw))
+            fields.append(strz(raw))
         else:  # mark
             fields.append(str(struct.unpack("=I", raw)[0]))
     return tuple(fields)
@@ -195,7 +195,7 @@ def _verdict(data: bytes) -> str:
     found = parse_attrs(data)
     code = struct.unpack("!i", found.get(NFTA_VERDICT_CODE, b"\0" * 4))[0]
     verb = VERDICTS.get(code, str(code))
-    chain = _strz(found.get(NFTA_VERDICT_CHAIN))
+    chain = strz(found.get(NFTA_VERDICT_CHAIN))
     return f"{verb} {chain}" if chain else verb
 
 
@@ -205,7 +205,7 @@ def _comment(userdata: bytes | None) -> str | None:
     while userdata and pos + 2 <= len(userdata):
         kind, length = userdata[pos], userdata[pos + 1]
         if kind == UDATA_COMMENT:
-            return _strz(userdata[pos + 2:pos + 2 + length])
+            return strz(userdata[pos + 2:pos + 2 + length])
         pos += 2 + length
     return None
 

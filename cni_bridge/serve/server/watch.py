@@ -10,6 +10,7 @@ loss breaks our attachments: ``inet cni_bridge`` (nftables backend, and the isol
 
 from __future__ import annotations
 
+from cni_bridge.firewall.nft.netlink import FAMILIES, NFNL_SUBSYS_NFTABLES, strz
 from cni_bridge.netlink import (
     HDR,
     NETLINK_NETFILTER,
@@ -21,21 +22,18 @@ from cni_bridge.netlink import (
 )
 
 NFNLGRP_NFTABLES = 7
-NFNL_SUBSYS_NFTABLES = 10
 # NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET, and the DESTROY* variants (kernel >= 6.3)
 DELETIONS = frozenset({2, 5, 8, 11, 26, 27, 28, 29})
 TABLE_DELETIONS = frozenset({2, 26})  # NFT_MSG_DELTABLE, NFT_MSG_DESTROYTABLE
-NFPROTO_INET, NFPROTO_IPV4, NFPROTO_BRIDGE, NFPROTO_IPV6 = 1, 2, 7, 10
 TABLE_ATTR = 1  # NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE,SET_TABLE}: the table's name
-WATCHED = {(NFPROTO_INET, "cni_bridge"): "nftables", (NFPROTO_BRIDGE, "nat"): "nftables",
-           (NFPROTO_IPV4, "nat"): "iptables", (NFPROTO_IPV6, "nat"): "iptables"}
+WATCHED = {(FAMILIES["inet"], "cni_bridge"): "nftables", (FAMILIES["bridge"], "nat"): "nftables",
+           (FAMILIES["ip"], "nat"): "iptables", (FAMILIES["ip6"], "nat"): "iptables"}
 ALL = frozenset(WATCHED.values())
 
 
-def table_name(payload: bytes) -> str | None:
-    """The table named by a message's attributes (after the 4-byte nfgenmsg)."""
-    raw = parse_attrs(payload[4:]).get(TABLE_ATTR)
-    return None if raw is None else raw.split(b"\0", 1)[0].decode("ascii", "replace")
+def table_name(payload: bytes) -> str:
+    """The table named by a message's attributes (after the 4-byte nfgenmsg); "" if none."""
+    return strz(parse_attrs(payload[4:]).get(TABLE_ATTR))
 
 
 def backends_touched(data: bytes, lost: set[str] | None = None) -> set[str]:
@@ -49,7 +47,7 @@ def backends_touched(data: bytes, lost: set[str] | None = None) -> set[str]:
             payload = data[offset + HDR.size:offset + length]
             if subsystem != NFNL_SUBSYS_NFTABLES or message not in DELETIONS or not payload:
                 continue
-            backend = WATCHED.get((payload[0], table_name(payload) or ""))
+            backend = WATCHED.get((payload[0], table_name(payload)))
             if backend is not None:
                 touched.add(backend)
                 if lost is not None and message in TABLE_DELETIONS:
