@@ -19,11 +19,11 @@ from collections.abc import Iterable
 
 from cni_bridge.diag import logger
 from cni_bridge.firewall.model import PortMapping
-from cni_bridge.rawnetlink import (
+from cni_bridge.netlink import (
     NETLINK_NETFILTER,
     NLA_F_NESTED,
     NLM_F_DUMP,
-    RawNetlink,
+    NetlinkSocket,
     attr,
     nested,
     nfgenmsg,
@@ -32,6 +32,7 @@ from cni_bridge.rawnetlink import (
 
 log = logger(__name__)
 
+# hand-packed: pyroute2's nfctsocket costs ~38 ms to import on every portmap call with UDP ports
 # linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 1, 2
@@ -92,7 +93,7 @@ def flush_udp_conntrack(entries: Iterable[PortMapping]) -> int:
     delete = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
     total = 0
     try:
-        with RawNetlink(NETLINK_NETFILTER) as nl:
+        with NetlinkSocket(NETLINK_NETFILTER) as nl:
             for version, port in keys:
                 dumped = [body for _, body in nl.request(get, dump_request(version, port),
                                                          NLM_F_DUMP)]
@@ -106,7 +107,7 @@ def flush_udp_conntrack(entries: Iterable[PortMapping]) -> int:
     return total
 
 
-def _delete(nl: RawNetlink, msg_type: int, request: bytes) -> int:
+def _delete(nl: NetlinkSocket, msg_type: int, request: bytes) -> int:
     try:
         nl.request(msg_type, request)
     except OSError as exc:

@@ -1,19 +1,13 @@
-"""The one place that imports pyroute2, lazily and narrowly.
+"""The one place that imports pyroute2, lazily and narrowly: its rtnetlink message classes,
+as the codec of ``RtnlSocket`` (over ``cni_bridge.netlink``).
 
 ``import pyroute2`` runs its ``__init__``, which imports every subsystem (asyncio, ndb, ipdb,
-conntrack, nftables, ...): ~300 ms here. We need only the rtnetlink message classes, which encode
-and decode ``ifinfmsg``/``ifaddrmsg``/``rtmsg``/``ndmsg``; the socket is our own (``_socket``).
-So before the first import we register a bare package module for ``pyroute2`` whose ``__path__``
-points at the installed package: submodules then import without running its ``__init__``.
-Cost measured with ``python -X importtime``: ~45 ms for these four modules, a quarter of it
-``pyroute2.config``, which pulls in ``multiprocessing`` and ``platform`` (hence a stand-in for it,
-``_install_config_stub``), against ~170 ms for ``pyroute2.iproute.linux`` behind the same stub
-and ~300 ms for ``import pyroute2``.
-
-The imports are written out literally (not via importlib strings) so that PyInstaller's
-dependency scan still finds and bundles these modules. Anything else added to this package later
-(e.g. conntrack) must likewise import pyroute2 *submodules* after ``_install_package_stub()``:
-names exported by the top-level ``pyroute2`` package do not exist behind the stub.
+conntrack, nftables, ...): ~300 ms. So before the first import we register a bare package
+module for ``pyroute2`` whose ``__path__`` points at the installed package: submodules then
+import without running its ``__init__`` (~45 ms for the four message modules, a quarter of it
+``pyroute2.config``, hence a stand-in for that one too). The imports are written out literally
+so that PyInstaller's dependency scan finds them; names exported by the top-level ``pyroute2``
+package do not exist behind the stub.
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_bridge.cni.errors import CniError
+from cni_bridge.netlink import HDR, NETLINK_ROUTE, NLM_F_ACK, NLM_F_REQUEST, NetlinkSocket
 
 _PACKAGE = "pyroute2"
 
@@ -117,3 +112,34 @@ def _load() -> Codec:
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     return Codec(ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg, rtmsg=rtmsg, ndmsg=ndmsg)
+
+
+def encode_request(msg: Any, msg_type: int, flags: int, seq: int) -> bytes:
+    """The wire form of ``msg`` as a request (ACK always asked for)."""
+    msg["header"]["type"] = msg_type
+    msg["header"]["flags"] = flags | NLM_F_REQUEST | NLM_F_ACK
+    msg["header"]["sequence_number"] = seq
+    msg["header"]["pid"] = 0
+    msg.reset()
+    msg.encode()
+    return bytes(msg.data)
+
+
+class RtnlSocket:
+    """NETLINK_ROUTE socket in the calling thread's current namespace, for pyroute2 messages."""
+
+    def __init__(self) -> None:
+        self._sock = NetlinkSocket(NETLINK_ROUTE, strict=True)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, msg: Any, msg_type: int, flags: int = 0) -> list[Any]:
+        """Send ``msg``; return the data replies, decoded as ``type(msg)``."""
+        payload = encode_request(msg, msg_type, flags, 0)[HDR.size:]
+        replies = []
+        for frame in self._sock.exchange(msg_type, payload, flags):
+            reply = type(msg)(frame)
+            reply.decode()
+            replies.append(reply)
+        return replies

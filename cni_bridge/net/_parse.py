@@ -55,10 +55,6 @@ def attrs(msg: Msg | None, name: str) -> list[Any]:
     return [pair[1] for pair in _pairs(msg) if pair[0] == name]
 
 
-def _family_len(family: int) -> int:
-    return 32 if family == socket.AF_INET else 128
-
-
 def _ip(value: str | None) -> IPAddress | None:
     return ipaddress.ip_address(value) if value else None
 

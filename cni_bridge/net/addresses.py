@@ -10,18 +10,19 @@ from typing import Any
 
 from cni_bridge.cni.errors import CniError
 from cni_bridge.net._parse import parse_address
-from cni_bridge.net._socket import (
+from cni_bridge.net.errors import LinkNotFound, WaitTimeout
+from cni_bridge.net.links import LinkRef, describe, index_of
+from cni_bridge.net.model import IFA_F_NODAD, AddressInfo, IPInterface
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import (
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
     RTM_DELADDR,
     RTM_GETADDR,
     RTM_NEWADDR,
+    RTMGRP_IPV6_IFADDR,
 )
-from cni_bridge.net.errors import LinkNotFound, WaitTimeout
-from cni_bridge.net.links import LinkRef, describe, index_of
-from cni_bridge.net.model import IFA_F_NODAD, AddressInfo, IPInterface
-from cni_bridge.net.netlink import RTMGRP_IPV6_IFADDR, Netlink
 
 
 def family_of(version: int | None) -> int:

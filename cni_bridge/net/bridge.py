@@ -15,15 +15,6 @@ from cni_bridge.net._parse import (
     BRIDGE_VLAN_INFO_UNTAGGED,
     parse_bridge_vlans,
 )
-from cni_bridge.net._socket import (
-    NLM_F_CREATE,
-    NLM_F_DUMP,
-    NLM_F_EXCL,
-    RTM_DELLINK,
-    RTM_GETLINK,
-    RTM_NEWLINK,
-    RTM_SETLINK,
-)
 from cni_bridge.net.errors import NetlinkOpError
 from cni_bridge.net.links import (
     LinkRef,
@@ -43,6 +34,15 @@ from cni_bridge.net.model import (
     LinkInfo,
 )
 from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import (
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    RTM_DELLINK,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    RTM_SETLINK,
+)
 
 AF_BRIDGE = getattr(socket, "AF_BRIDGE", 7)
 NLA_F_NESTED = 1 << 15

@@ -10,15 +10,10 @@ import errno
 from typing import Any
 
 from cni_bridge.net._parse import parse_link
-from cni_bridge.net._socket import (
-    NLM_F_DUMP,
-    RTM_DELLINK,
-    RTM_GETLINK,
-    RTM_SETLINK,
-)
 from cni_bridge.net.errors import LinkNotFound, WaitTimeout
 from cni_bridge.net.model import IFF_PROMISC, IFF_UP, LinkInfo, OperState
-from cni_bridge.net.netlink import RTMGRP_LINK, Netlink
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import NLM_F_DUMP, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK, RTMGRP_LINK
 
 LinkRef = int | str | LinkInfo
 
@@ -108,10 +103,6 @@ def set_link_up(nl: Netlink, link: LinkRef) -> None:
     _set_flags(nl, link, IFF_UP, IFF_UP, "set up")
 
 
-def set_link_down(nl: Netlink, link: LinkRef) -> None:
-    _set_flags(nl, link, 0, IFF_UP, "set down")
-
-
 def set_promisc(nl: Netlink, link: LinkRef, on: bool) -> None:
     _set_flags(
         nl, link, IFF_PROMISC if on else 0, IFF_PROMISC, f"set promisc {'on' if on else 'off'} on"
@@ -122,10 +113,6 @@ def _set_attr(nl: Netlink, link: LinkRef, name: str, value: Any, what: str) -> N
     msg = link_msg(nl, link)
     msg["attrs"].append((name, value))
     nl.call(f"cannot {what} of {describe(link)}", msg, RTM_SETLINK)
-
-
-def set_mtu(nl: Netlink, link: LinkRef, mtu: int) -> None:
-    _set_attr(nl, link, "IFLA_MTU", mtu, f"set MTU {mtu}")
 
 
 def set_mac(nl: Netlink, link: LinkRef, mac: str) -> None:

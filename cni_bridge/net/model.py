@@ -10,29 +10,24 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from cni_bridge.netlink import IFF_UP as IFF_UP
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Interface flags (linux/if.h) that callers look at.
-IFF_UP = 0x1
 IFF_PROMISC = 0x100
-IFF_LOWER_UP = 0x10000
 
 # Address flags (linux/if_addr.h).
 IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
-IFA_F_PERMANENT = 0x80
 
 # Address / route scopes (linux/rtnetlink.h).
 RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_SITE = 200
 RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-
 RT_TABLE_MAIN = 254
-RT_TABLE_LOCAL = 255
 
 
 class OperState(enum.Enum):
@@ -130,10 +125,6 @@ class RouteInfo:
     mtu: int | None = None
     advmss: int | None = None
     nexthops: tuple[NextHop, ...] = ()
-
-    @property
-    def is_default(self) -> bool:
-        return self.dst.prefixlen == 0
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import errno
 
-from cni_bridge.net._socket import (
-    RTM_DELNEIGH,
-)
 from cni_bridge.net.addresses import family_of
 from cni_bridge.net.errors import LinkNotFound
 from cni_bridge.net.links import LinkRef, describe, index_of
 from cni_bridge.net.model import IPAddress
 from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import RTM_DELNEIGH
 
 
 def remove_neighbour(nl: Netlink, link: LinkRef, address: IPAddress) -> bool:

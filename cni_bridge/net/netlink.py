@@ -15,17 +15,12 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from cni_bridge.cni.errors import CniError
-from cni_bridge.net._codec import Codec, codec
-from cni_bridge.net._socket import EventSocket, RtnlSocket
+from cni_bridge.net._codec import Codec, RtnlSocket, codec
 from cni_bridge.net.errors import describe_errno, op_error
 from cni_bridge.net.netns import NetnsHandle, enter_netns
+from cni_bridge.netlink import NETLINK_ROUTE, Subscription, subscribe
 
 T = TypeVar("T")
-
-# Multicast groups (RTMGRP_*) used for waits.
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV6_IFADDR = 0x100
 
 # Upper bound on the pause between two state reads while waiting: events wake us earlier, this
 # only covers a missed event (an ENOBUFS overflow, or a change that sends none).
@@ -111,12 +106,12 @@ class Netlink:
             raise op_error(what, exc) from None
 
     @contextmanager
-    def events(self, groups: int) -> Iterator[EventSocket]:
+    def events(self, groups: int) -> Iterator[Subscription]:
         """A socket subscribed to ``groups`` in this namespace, for the duration of the block."""
         if self._netns is None:
-            sock = _make(EventSocket, groups)
+            sock = _make(subscribe, NETLINK_ROUTE, groups)
         else:
-            sock = _open_in(self._netns, EventSocket, groups)
+            sock = _open_in(self._netns, subscribe, NETLINK_ROUTE, groups)
         try:
             yield sock
         finally:
@@ -137,7 +132,8 @@ class Netlink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                ev.wait(min(left, _MAX_POLL_INTERVAL))
+                if ev.wait(min(left, _MAX_POLL_INTERVAL)):
+                    ev.drain()  # what came is only a wake-up: the probe reads the state
 
 
 S = TypeVar("S")

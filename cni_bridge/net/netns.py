@@ -99,11 +99,6 @@ def _check_is_netns(path: str, fd: int) -> None:
         raise CniError(f'"{path}" is a namespace but not a network namespace')
 
 
-def is_current_netns(path: str) -> bool:
-    """True if ``path`` is the calling thread's own network namespace (same device and inode)."""
-    return _identity(path) == _identity_of(_SELF_NETNS)
-
-
 def refuse_host_netns(path: str) -> None:
     """Refuse (code 8) a CNI_NETNS that is the plugin's own namespace or the machine's (PID 1's):
     configuring it, or deleting CNI_IFNAME in it, would change the host instead of a container.
@@ -137,11 +132,6 @@ def _identity(path: str) -> tuple[int, int]:
 def _identity_of(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_dev, st.st_ino
-
-
-def setns(fd: int, nstype: int) -> None:
-    """setns(2) for the calling thread (``os.setns`` from Python 3.12, libc before)."""
-    _setns(fd, nstype)
 
 
 def _setns(fd: int, nstype: int) -> None:

@@ -6,7 +6,17 @@ import errno
 from typing import Any
 
 from cni_bridge.net._parse import parse_route
-from cni_bridge.net._socket import (
+from cni_bridge.net.addresses import family_of
+from cni_bridge.net.links import LinkRef, index_of
+from cni_bridge.net.model import (
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    RouteInfo,
+    RouteSpec,
+)
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import (
     NLM_F_APPEND,
     NLM_F_CREATE,
     NLM_F_DUMP,
@@ -15,18 +25,6 @@ from cni_bridge.net._socket import (
     RTM_GETROUTE,
     RTM_NEWROUTE,
 )
-from cni_bridge.net.addresses import family_of
-from cni_bridge.net.errors import NetlinkOpError
-from cni_bridge.net.links import LinkRef, index_of
-from cni_bridge.net.model import (
-    RT_SCOPE_LINK,
-    RT_SCOPE_UNIVERSE,
-    RT_TABLE_MAIN,
-    IPAddress,
-    RouteInfo,
-    RouteSpec,
-)
-from cni_bridge.net.netlink import Netlink
 
 RTPROT_BOOT = 3
 RTN_UNICAST = 1
@@ -146,20 +144,3 @@ def list_routes(
         and (index is None or r.index == index or any(h.index == index for h in r.nexthops))
         and (version is None or r.dst.version == version)
     ]
-
-
-def list_default_routes(nl: Netlink, version: int | None = None) -> list[RouteInfo]:
-    """Default routes (destination /0) of the main table."""
-    return [r for r in list_routes(nl, version) if r.is_default]
-
-
-def get_route_to(nl: Netlink, address: IPAddress) -> RouteInfo:
-    """The route the kernel would use to reach ``address`` (``index`` names the interface)."""
-    msg = nl.codec.rtmsg()
-    msg["family"] = family_of(address.version)
-    msg["dst_len"] = address.max_prefixlen
-    msg["attrs"] = [("RTA_DST", str(address))]
-    replies = nl.call(f"cannot find a route to {address}", msg, RTM_GETROUTE) or []
-    if not replies:
-        raise NetlinkOpError(f"no route to {address} in {nl.where}", errno=errno.ENETUNREACH)
-    return parse_route(replies[0])

@@ -40,10 +40,6 @@ def sysctl_relpath(key: str) -> str:
     return rel
 
 
-def sysctl_path(key: str) -> str:
-    return f"{PROC_SYS}/{sysctl_relpath(key)}"
-
-
 def display_key(key: str) -> str:
     """The dotted form used by sysctl(8), or the slash form when a component has a dot."""
     rel = sysctl_relpath(key)
@@ -104,12 +100,6 @@ def _read(fd: int, key: str, netns: NetnsHandle | None) -> str:
         raise SysctlError(
             key, f"cannot read sysctl {display_key(key)}{_where(netns)}: {describe_errno(exc)}"
         ) from None
-
-
-def ipv6_available(netns: NetnsHandle | None = None) -> bool:
-    """Whether IPv6 exists (``/proc/sys/net/ipv6``; absent when booted with ipv6.disable=1)."""
-    with _inside(netns):
-        return os.path.isdir(f"{PROC_SYS}/{_IPV6_ROOT}")
 
 
 def get_sysctl(key: str, *, netns: NetnsHandle | None = None) -> str | None:

@@ -7,11 +7,11 @@ import os
 from typing import Any
 
 from cni_bridge.cni.errors import CniError
-from cni_bridge.net._socket import NLM_F_CREATE, NLM_F_EXCL, RTM_NEWLINK
 from cni_bridge.net.errors import NetlinkOpError
 from cni_bridge.net.links import find_link, get_link, link_msg
 from cni_bridge.net.model import VethPair, VethSpec
 from cni_bridge.net.netlink import Netlink
+from cni_bridge.netlink import NLM_F_CREATE, NLM_F_EXCL, RTM_NEWLINK
 
 NAME_ATTEMPTS = 10  # random host-side names tried before giving up (as the reference does)
 

@@ -4,8 +4,8 @@ A packet from 127.0.0.1 that is DNATed to a container must cross a routing bound
 kernel refuses unless ``net.ipv4.conf.<if>.route_localnet`` is 1 on the interface that routes
 to the container (REFERENCE.md §4.2). Like the reference, that interface comes from a route
 lookup: one RTM_GETROUTE request, the one ``ip route get`` sends, packed here with the standard
-library (``cni_bridge.rawnetlink``): ``net.routes.get_route_to`` would load pyroute2 on every
-ADD and CHECK publishing a port (measured: 52 more modules, 58 ms). The firewall backend drops
+library (``cni_bridge.netlink``): pyroute2's rtnetlink codec would cost every ADD and CHECK
+publishing a port 52 more modules, 58 ms (measured). The firewall backend drops
 127.0.0.0/8 arriving on any interface but ``lo`` whenever localhost is published (USERS.md
 item 4), so setting the sysctl does not expose it.
 """
@@ -18,7 +18,7 @@ import struct
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.result import IPAddress
 from cni_bridge.diag import logger
-from cni_bridge.rawnetlink import NETLINK_ROUTE, RawNetlink, attr, parse_attrs
+from cni_bridge.netlink import NETLINK_ROUTE, NetlinkSocket, attr, parse_attrs
 
 log = logger(__name__)
 PROC_CONF = "/proc/sys/net/ipv4/conf"
@@ -38,7 +38,7 @@ def route_interface(address: IPAddress) -> str:
     request = (_RTMSG.pack(family, address.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
                + attr(RTA_DST, address.packed))
     try:
-        with RawNetlink(NETLINK_ROUTE) as nl:
+        with NetlinkSocket(NETLINK_ROUTE) as nl:
             replies = nl.request(RTM_GETROUTE, request)
         for kind, body in replies:
             oif = parse_attrs(body[_RTMSG.size:]).get(RTA_OIF) if kind == RTM_NEWROUTE else None

@@ -73,9 +73,9 @@ class Sandbox:
 
 
 def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
-    from cni_bridge import rawnetlink
+    from cni_bridge import netlink as netlink_layer
     from cni_bridge.firewall.nft import libnft as nft_lib
-    from cni_bridge.net import _socket, netlink, netns, sysctl
+    from cni_bridge.net import netlink, netns, sysctl
 
     def refuse(what: str) -> Any:
         def guard(*args: Any, **kwargs: Any) -> Any:
@@ -96,11 +96,9 @@ def _install_guards(mp: pytest.MonkeyPatch, box: Sandbox) -> None:
 
     mp.setattr(socket.socket, "__init__", socket_init)
     mp.setattr(netlink.Netlink, "__init__", refuse("cni_bridge.net.netlink.Netlink"))
-    mp.setattr(_socket.RtnlSocket, "__init__", refuse("RtnlSocket"))
-    mp.setattr(_socket.EventSocket, "__init__", refuse("EventSocket"))
+    mp.setattr(netlink_layer, "_open", refuse("a netlink socket"))
     mp.setattr(netns, "_setns", refuse("setns"))
     mp.setattr(nft_lib, "_load", refuse("libnftables"))
-    mp.setattr(rawnetlink.RawNetlink, "__init__", refuse("a raw netlink socket"))
     mp.setattr(netns, "enter_netns", refuse("enter_netns"))
     real_sysctl_open = sysctl._open
 

@@ -19,7 +19,7 @@ from cni_bridge.firewall.model import (
     needs_route_localnet,
     validate_mappings,
 )
-from cni_bridge.rawnetlink import attr, nested, parse_attrs
+from cni_bridge.netlink import attr, nested, parse_attrs
 
 OWNER = Owner("mynet", "abc123", "eth0")
 V4 = ipaddress.ip_interface("10.88.0.2/16")
@@ -121,7 +121,7 @@ def test_conntrack_flush_never_raises(monkeypatch: pytest.MonkeyPatch,
         opened.append(protocol)
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(conntrack, "RawNetlink", refused)
+    monkeypatch.setattr(conntrack, "NetlinkSocket", refused)
     assert flush_udp_conntrack([pm("udp", 1), pm("udp", 2, V6)]) == 0
     assert "host ports 1/IPv4, 2/IPv6" in capsys.readouterr().err
     assert opened == [conntrack.NETLINK_NETFILTER]  # one socket for every family and port

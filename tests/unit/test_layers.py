@@ -27,7 +27,6 @@ LAYERS: dict[str, int] = {
     "cni_bridge.diag": 1,
     "cni_bridge.cni": 2,
     "cni_bridge.netlink": 3,
-    "cni_bridge.rawnetlink": 3,  # the netlink layer until it moves into cni_bridge.netlink
     "cni_bridge.net": 4,
     "cni_bridge.node": 5,
     "cni_bridge.firewall": 6,

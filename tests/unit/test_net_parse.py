@@ -257,7 +257,7 @@ def test_ifa_flags_attribute_overrides_the_8bit_field() -> None:
 
 def test_parse_default_route() -> None:
     route = parse_route(ROUTE_DEFAULT)
-    assert route.is_default
+    assert route.dst.prefixlen == 0
     assert route.dst == ipaddress.ip_network("0.0.0.0/0")
     assert route.gateway == ipaddress.ip_address("10.88.0.1")
     assert (route.index, route.priority, route.table, route.protocol) == (2, 100, 254, 3)
@@ -268,7 +268,7 @@ def test_parse_connected_route() -> None:
     assert route.dst == ipaddress.ip_network("10.88.0.0/16")
     assert route.gateway is None and route.scope == 253
     assert route.prefsrc == ipaddress.ip_address("10.88.0.2")
-    assert not route.is_default
+    assert route.dst.prefixlen != 0
 
 
 def test_parse_multipath_route() -> None:
@@ -289,7 +289,7 @@ def test_parse_ipv6_route_metrics() -> None:
 def test_ipv6_default_route_without_rta_dst() -> None:
     msg = {"attrs": [["RTA_GATEWAY", "fe80::1"], ["RTA_OIF", 3]], "family": 10, "dst_len": 0}
     route = parse_route(msg)
-    assert route.dst == ipaddress.ip_network("::/0") and route.is_default
+    assert route.dst == ipaddress.ip_network("::/0") and route.dst.prefixlen == 0
 
 
 def _vlan_msg(*infos: tuple[int, int]) -> dict[str, Any]:

@@ -18,33 +18,25 @@ from typing import Any
 import pytest
 
 from cni_bridge.cni.errors import CniError
-from cni_bridge.net import (
-    BridgePortFlags,
-    BridgeSpec,
-    BridgeVlan,
-    LinkNotFound,
-    Netlink,
-    NetlinkOpError,
-    NetnsHandle,
-    RouteSpec,
-    VethSpec,
-    add_bridge_vlans,
-    add_route,
-    create_veth_pair,
-    ensure_address,
-    ensure_bridge,
-    get_link,
-    remove_bridge_vlans,
-    remove_link,
-    remove_neighbour,
-    remove_route,
-    set_bridge_port_flags,
-    set_link_up,
-    veth,
-)
+from cni_bridge.net import veth
+from cni_bridge.net._codec import encode_request
 from cni_bridge.net._parse import attr
-from cni_bridge.net._socket import KernelError, encode_request
-from cni_bridge.net.links import link_msg
+from cni_bridge.net.addresses import ensure_address
+from cni_bridge.net.bridge import (
+    add_bridge_vlans,
+    ensure_bridge,
+    remove_bridge_vlans,
+    set_bridge_port_flags,
+)
+from cni_bridge.net.errors import LinkNotFound, NetlinkOpError
+from cni_bridge.net.links import get_link, link_msg, remove_link, set_link_up
+from cni_bridge.net.model import BridgePortFlags, BridgeSpec, BridgeVlan, RouteSpec, VethSpec
+from cni_bridge.net.neighbours import remove_neighbour
+from cni_bridge.net.netlink import Netlink
+from cni_bridge.net.netns import NetnsHandle
+from cni_bridge.net.routes import add_route, remove_route
+from cni_bridge.net.veth import create_veth_pair
+from cni_bridge.netlink import KernelError
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_DELNEIGH = 20, 24, 25, 29

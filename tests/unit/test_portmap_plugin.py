@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge import rawnetlink
+from cni_bridge import netlink
 from cni_bridge.cni.dispatch import dispatch
 from cni_bridge.cni.errors import CniError
 from cni_bridge.firewall import policy
@@ -379,7 +378,7 @@ class FakeRouteSocket:
         self.requests: list[tuple[int, bytes]] = []
 
     def __call__(self, protocol: int) -> FakeRouteSocket:
-        assert protocol == rawnetlink.NETLINK_ROUTE
+        assert protocol == netlink.NETLINK_ROUTE
         return self
 
     def __enter__(self) -> FakeRouteSocket:
@@ -391,21 +390,21 @@ class FakeRouteSocket:
     def request(self, msg_type: int, payload: bytes, flags: int = 0) -> list[tuple[int, bytes]]:
         self.requests.append((msg_type, payload))
         if self.error:
-            raise rawnetlink.NetlinkError(self.error, os.strerror(self.error))
-        attrs = rawnetlink.attr(localnet.RTA_DST, payload[-4:])
+            raise netlink.KernelError(self.error)
+        attrs = netlink.attr(localnet.RTA_DST, payload[-4:])
         if self.oif is not None:
-            attrs += rawnetlink.attr(localnet.RTA_OIF, struct.pack("=I", self.oif))
+            attrs += netlink.attr(localnet.RTA_OIF, struct.pack("=I", self.oif))
         return [(localnet.RTM_NEWROUTE, payload[:12] + attrs)]
 
 
 def test_route_interface_asks_the_kernel_once(monkeypatch: pytest.MonkeyPatch) -> None:
     kernel = FakeRouteSocket(oif=1)  # index 1 is lo in every namespace
-    monkeypatch.setattr(localnet, "RawNetlink", kernel)
+    monkeypatch.setattr(localnet, "NetlinkSocket", kernel)
     assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == "lo"
     [(msg_type, payload)] = kernel.requests
     assert msg_type == localnet.RTM_GETROUTE
     assert payload[:2] == bytes([2, 32])  # AF_INET, a /32 destination
-    assert rawnetlink.parse_attrs(payload[12:]) == {localnet.RTA_DST: bytes([10, 0, 0, 2])}
+    assert netlink.parse_attrs(payload[12:]) == {localnet.RTA_DST: bytes([10, 0, 0, 2])}
     localnet.route_interface(ipaddress.ip_address("fd00::2"))
     assert kernel.requests[1][1][:2] == bytes([10, 128])
 
@@ -414,5 +413,5 @@ def test_route_interface_asks_the_kernel_once(monkeypatch: pytest.MonkeyPatch) -
                                     FakeRouteSocket(oif=None)])
 def test_route_interface_without_a_route(monkeypatch: pytest.MonkeyPatch,
                                          kernel: FakeRouteSocket) -> None:
-    monkeypatch.setattr(localnet, "RawNetlink", kernel)
+    monkeypatch.setattr(localnet, "NetlinkSocket", kernel)
     assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == ""

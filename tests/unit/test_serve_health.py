@@ -203,15 +203,15 @@ def test_a_deleted_table_is_restored_even_when_an_add_made_the_skeleton_again(
 def test_a_table_deletion_notification_forces_the_next_restore(tmp_path: Path) -> None:
     import socket
 
+    from cni_bridge.netlink import Subscription
     from cni_bridge.serve.server.health import Health
     from cni_bridge.serve.server.view import RecordsView, ServerView
 
     populate(tmp_path, 1)
     kernel, watcher = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    watcher.setblocking(False)
     with selectors.DefaultSelector() as sel, kernel, watcher:
-        health = Health(ServerView("s", "d", 1, RecordsView(tmp_path)), sel, watcher, 30.0,
-                        lambda: None)
+        view = ServerView("s", "d", 1, RecordsView(tmp_path))
+        health = Health(view, sel, Subscription(watcher), 30.0, lambda: None)
         health.due = None
         kernel.send(message(5, 1, "cni_bridge"))  # a chain
         health._notified(None)

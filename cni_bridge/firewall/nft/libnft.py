@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from cni_bridge.diag import logger
 from cni_bridge.firewall.commands import CommandResult
 from cni_bridge.firewall.nft.executor import NFT, NftExecutor, nft_command
-from cni_bridge.rawnetlink import NETLINK_NETFILTER
+from cni_bridge.netlink import NETLINK_NETFILTER
 
 log = logger(__name__)
 

@@ -25,11 +25,11 @@ from typing import TypeVar
 
 from cni_bridge.firewall.nft.schema import MAPS_BY_NAME
 from cni_bridge.firewall.nft.state import Chain, Element, Key, Listing, Rule
-from cni_bridge.rawnetlink import (
+from cni_bridge.netlink import (
     NETLINK_NETFILTER,
     NLM_F_DUMP,
-    NetlinkError,
-    RawNetlink,
+    KernelError,
+    NetlinkSocket,
     attr,
     iter_attrs,
     nested,
@@ -37,6 +37,7 @@ from cni_bridge.rawnetlink import (
     parse_attrs,
 )
 
+# hand-packed: pyroute2's nftsocket costs ~40 ms to import on every call that reads nftables
 # linux/netfilter/nf_tables.h
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM = 4, 7, 10, 13
@@ -70,42 +71,42 @@ def _nfgen(family: str) -> bytes:
     return nfgenmsg(FAMILIES[family])
 
 
-def _strz(value: bytes | None) -> str:
+def strz(value: bytes | None) -> str:
     return (value or b"").split(b"\0", 1)[0].decode(errors="replace")
 
 
 T = TypeVar("T")
 
 
-def _generation(nl: RawNetlink) -> bytes:
+def _generation(nl: NetlinkSocket) -> bytes:
     [(_, body)] = nl.request(_msg(NFT_MSG_GETGEN), _nfgen("inet"))
     return parse_attrs(body[4:]).get(NFTA_GEN_ID, b"")
 
 
-def _consistent(read: Callable[[RawNetlink], T]) -> T:
+def _consistent(read: Callable[[NetlinkSocket], T]) -> T:
     """`read` from one generation of the ruleset: dumps span several messages and reads
     several dumps, while concurrent calls commit (a chain flushed and refilled would be seen
     twice). Read again while the generation moved, as nft does; an ENOENT is an answer."""
-    with RawNetlink(NETLINK_NETFILTER) as nl:
+    with NetlinkSocket(NETLINK_NETFILTER) as nl:
         for _ in range(READ_ATTEMPTS):
             before = _generation(nl)
             result = read(nl)
             if _generation(nl) == before:
                 return result
-    raise NetlinkError(errno.EAGAIN, "the ruleset kept changing while being read")
+    raise KernelError(errno.EAGAIN, "the ruleset kept changing while being read")
 
 
 def _or_none(read: Callable[[], T]) -> T | None:
     """`read`, or None where the kernel answers that the object does not exist."""
     try:
         return read()
-    except NetlinkError as exc:
+    except KernelError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
 
 
-def _rule_dump(nl: RawNetlink, family: str, table: str, chain: str) -> list[bytes]:
+def _rule_dump(nl: NetlinkSocket, family: str, table: str, chain: str) -> list[bytes]:
     """One chain's rules, each once. A dump spanning several messages resumes by position, and
     rules a concurrent transaction is adding (not yet visible) shift positions: the kernel can
     send a rule twice, in the same generation. Per chain (a few rules: one message) and
@@ -122,7 +123,7 @@ def skeleton(family: str, table: str) -> Listing | None:
     """Chains with their rule counts, and maps, of one table; None when it does not exist."""
     name = table.encode() + b"\0"
 
-    def read(nl: RawNetlink) -> Listing | None:
+    def read(nl: NetlinkSocket) -> Listing | None:
         def dump(kind: int, attrs: bytes) -> list[bytes]:
             return [body for _, body in nl.request(_msg(kind), _nfgen(family) + attrs,
                                                    NLM_F_DUMP)]
@@ -130,15 +131,15 @@ def skeleton(family: str, table: str) -> Listing | None:
         if sets is None:
             return None
         chains = [parse_attrs(body[4:]) for body in dump(NFT_MSG_GETCHAIN, b"")]
-        names = {_strz(c.get(NFTA_CHAIN_NAME)) for c in chains
-                 if _strz(c.get(NFTA_CHAIN_TABLE)) == table}
+        names = {strz(c.get(NFTA_CHAIN_NAME)) for c in chains
+                 if strz(c.get(NFTA_CHAIN_TABLE)) == table}
         counts = {n: len(_rule_dump(nl, family, table, n)) for n in names}
         maps = set()
         for body in sets:
             attrs = parse_attrs(body[4:])
             flags = struct.unpack("!I", attrs.get(NFTA_SET_FLAGS, b"\0" * 4))[0]
             if flags & NFT_SET_MAP:
-                maps.add(_strz(attrs.get(NFTA_SET_NAME)))
+                maps.add(strz(attrs.get(NFTA_SET_NAME)))
         return Listing(maps=frozenset(maps),
                        chains={n: Chain(n, None, c) for n, c in counts.items()})
 
@@ -184,7 +185,7 @@ def decode(type_text: str, data: bytes) -> Key:
         elif kind == "inet_service":
             fields.append(str(struct.unpack("!H", raw)[0]))
         elif kind == "ifname":
-            fields.append(_strz(raw))
+            fields.append(strz(raw))
         else:  # mark
             fields.append(str(struct.unpack("=I", raw)[0]))
     return tuple(fields)
@@ -194,7 +195,7 @@ def _verdict(data: bytes) -> str:
     found = parse_attrs(data)
     code = struct.unpack("!i", found.get(NFTA_VERDICT_CODE, b"\0" * 4))[0]
     verb = VERDICTS.get(code, str(code))
-    chain = _strz(found.get(NFTA_VERDICT_CHAIN))
+    chain = strz(found.get(NFTA_VERDICT_CHAIN))
     return f"{verb} {chain}" if chain else verb
 
 
@@ -204,7 +205,7 @@ def _comment(userdata: bytes | None) -> str | None:
     while userdata and pos + 2 <= len(userdata):
         kind, length = userdata[pos], userdata[pos + 1]
         if kind == UDATA_COMMENT:
-            return _strz(userdata[pos + 2:pos + 2 + length])
+            return strz(userdata[pos + 2:pos + 2 + length])
         pos += 2 + length
     return None
 
@@ -235,7 +236,7 @@ def _get_request(family: str, table: str, set_name: str, keys: Sequence[bytes]) 
             + nested(NFTA_SET_ELEM_LIST_ELEMENTS, listed))
 
 
-def _get(nl: RawNetlink, family: str, table: str, set_name: str,
+def _get(nl: NetlinkSocket, family: str, table: str, set_name: str,
          keys: Sequence[bytes]) -> list[bytes] | None:
     """The kernel's answers for `keys` of one set; None when any is missing."""
     def read() -> list[bytes]:
@@ -255,7 +256,7 @@ def elements(family: str, table: str, wanted: Sequence[Element]) -> Listing | No
     for el in wanted:
         by_map.setdefault(el.map, []).append(el)
 
-    def read(nl: RawNetlink) -> Listing | None:
+    def read(nl: NetlinkSocket) -> Listing | None:
         found: dict[str, dict[Key, Element]] = {}
         for map_name, els in by_map.items():
             key_type = MAPS_BY_NAME[map_name].key_type
@@ -284,7 +285,7 @@ def chain_rules(family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
     this_chain = (attr(NFTA_CHAIN_TABLE, table.encode() + b"\0")
                   + attr(NFTA_CHAIN_NAME, chain.encode() + b"\0"))
 
-    def read(nl: RawNetlink) -> list[bytes] | None:
+    def read(nl: NetlinkSocket) -> list[bytes] | None:
         def dump() -> list[bytes]:
             nl.request(_msg(NFT_MSG_GETCHAIN), _nfgen(family) + this_chain)  # ENOENT if missing
             return _rule_dump(nl, family, table, chain)

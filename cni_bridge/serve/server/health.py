@@ -16,13 +16,13 @@ import json
 import os
 import selectors
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cni_bridge.diag import logger
+from cni_bridge.netlink import Subscription
 from cni_bridge.serve.server.backoff import MAX_DELAY, Backoff
 from cni_bridge.serve.server.view import ServerView
 
@@ -46,7 +46,7 @@ class Child:
 
 class Health:
     def __init__(self, view: ServerView, sel: selectors.BaseSelector,
-                 watcher: socket.socket | None, interval: float,
+                 watcher: Subscription | None, interval: float,
                  become_child: Callable[[], None]) -> None:
         self.view, self.sel, self.watcher, self.interval = view, sel, watcher, interval
         self.become_child = become_child

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cni_bridge.diag import emit, logger
+from cni_bridge.netlink import Subscription
 from cni_bridge.node.state import sweep_logged
 from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener, spare, worker
@@ -65,7 +66,7 @@ class Pending:
 
 class Server:
     def __init__(self, opts: Options, sock: socket.socket, inode: listener.Identity | None,
-                 view: ServerView, home: Identity, watcher: socket.socket | None,
+                 view: ServerView, home: Identity, watcher: Subscription | None,
                  setns: Callable[[int, int], None]) -> None:
         # inode None: systemd's socket (activation), which outlives us and is never unlinked
         self.opts, self.sock, self.inode, self.view = opts, sock, inode, view
