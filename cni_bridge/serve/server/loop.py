@@ -1,12 +1,9 @@
 """The resident server's main process: one thread, one event loop.
 
-It selects over the listening socket, connections whose HELLO is not in yet, a self-pipe for
-signals, the nftables notifications and the health child's report. Every accepted call gets a
-worker (``worker``, or a ``spare``) that owns the connection from then on: the main process only
-decides, forks, reaps and counts, and holds no netlink or firewall handle but its notification
-socket. At most ``max_workers`` calls run at once; beyond that calls wait in the backlog, and a
-caller whose HELLO is not answered in time runs the call itself. SIGTERM or SIGINT: stop
-accepting, remove the socket, end the health check, exit; running workers finish their calls.
+Every accepted call gets a worker (forked, or a spare) that owns the connection from then on:
+the main process only decides, forks, reaps and counts, and holds no netlink or firewall handle
+but its notification socket. At most ``max_workers`` calls run at once; beyond that calls wait
+in the backlog, and a caller whose HELLO is not answered in time runs the call itself.
 """
 
 from __future__ import annotations
@@ -169,7 +166,6 @@ class Server:
         self._resume()
 
     def _resume(self) -> None:
-        """Accept again once below the cap (calls in flight and HELLOs awaited)."""
         if not self.stopping and \
                 len(self.view.in_flight) + len(self.pending) < self.opts.max_workers:
             self._accept_more(True)
@@ -215,7 +211,6 @@ class Server:
 
     def _refuse(self, p: Pending, reason: str, detail: str = "",
                 level: str = "INFO") -> None:
-        """Reply REFUSE (the caller runs the call itself), counted under `reason`."""
         message = f"{reason}: {detail}" if detail else reason
         self.view.refused[reason] += 1
         emit(level, "refused pid %d (it runs the call itself): %s", (p.peer.pid, message))
@@ -223,7 +218,6 @@ class Server:
         p.close()
 
     def _spares_due(self) -> float | None:
-        """When the next spare is to be forked, if one is missing and no call runs."""
         if len(self.spares) >= self.opts.spare_workers or self.view.in_flight:
             return None
         return self.spares_after
@@ -251,8 +245,6 @@ class Server:
 
     def _work(self, conn: socket.socket, fds: list[int], call: Call,
               timeline: dict[str, float]) -> int:
-        """In a worker: serve the call; its exit status (the caller gets code 11 on
-        EXIT_FAILED)."""
         try:
             return worker.run(conn, fds, call, self.setns, timeline)
         except BaseException:
@@ -284,7 +276,6 @@ class Server:
         p.close()
 
     def _become_child(self, keep: socket.socket | None = None) -> None:
-        """In a forked child: drop the server's handles and signal handling."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -351,7 +342,7 @@ def _file_identity(path: str | None) -> tuple[int, int] | None:
 
 
 def _wake_only(signum: int, frame: object) -> None:
-    """The signal's number reaches the loop through the wakeup fd; nothing to do here."""
+    """The signal's number reaches the loop through the wakeup fd."""
 
 
 def _reply(conn: socket.socket, kind: str, text: str) -> None:
