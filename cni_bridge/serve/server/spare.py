@@ -118,20 +118,14 @@ def receive(ctl: socket.socket) -> tuple[socket.socket, list[int], Call, dict[st
     finally:
         ctl.close()
     try:
-        if len(fds) != _FDS:
-            raise ValueError(f"{len(fds)} descriptors")
-        role, verb, timeline = _parse(message)
+        value: Any = marshal.loads(message)
+        role, verb, timeline = value
+        if len(fds) != _FDS or not (isinstance(role, str) and isinstance(verb, str)
+                                    and isinstance(timeline, dict)):
+            raise ValueError("not a hand-over")
     except (ValueError, EOFError, TypeError):  # EOFError: the server closed the pair
         for fd in fds:
             os.close(fd)
         return None
     timeline["worker"] = time.time()
     return socket.socket(fileno=fds[0]), fds[1:], Call(role, verb), timeline
-
-
-def _parse(message: bytes) -> tuple[str, str, dict[str, float]]:
-    value: Any = marshal.loads(message)
-    role, verb, timeline = value
-    if not (isinstance(role, str) and isinstance(verb, str) and isinstance(timeline, dict)):
-        raise ValueError("not a hand-over")
-    return role, verb, timeline
