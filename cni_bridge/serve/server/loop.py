@@ -30,6 +30,7 @@ log = logger(__name__)
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
 SPARE_DELAY = 0.003  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
+_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the loop's own
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Server:
         for s in (self.wake_r, self.wake_w):
             s.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in _SIGNALS:
             signal.signal(sig, _wake_only)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._signals)
         self.health.watch()
@@ -277,7 +278,7 @@ class Server:
 
     def _become_child(self, keep: socket.socket | None = None) -> None:
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         os.setpgid(0, 0)  # a Ctrl-C meant for the server does not cut a call short
         gc.disable()
