@@ -49,8 +49,6 @@ def plugin_factory(role: str) -> Callable[[], object]:
 
 
 class CallOutput:
-    """What one plugin call prints and how it exits (the process's I/O is the caller's job)."""
-
     __slots__ = ("stdout", "stderr", "exit_code")
 
     def __init__(self, stdout: bytes, stderr: str, exit_code: int) -> None:
@@ -61,8 +59,7 @@ class CallOutput:
 
 def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
                  served: bool = False, timeline: Mapping[str, float] | None = None) -> CallOutput:
-    """Run one plugin call from its environment and stdin, writing the call log if asked.
-    `served`: run by the resident server, with the `timeline` of the hand-off."""
+    """`served`: run by the resident server, with the `timeline` of the hand-off."""
     from cni_bridge.cni.dispatch import dispatch
 
     started = time.perf_counter()

@@ -1,13 +1,10 @@
 """The one logging path: plugin calls, the resident server and the node agent write here.
 
-Not the logging module: importing it (with traceback, threading, string, warnings...) costs
-about 4 ms, which every plugin call would pay for the handful of lines it may print. Lines read
-``cni-bridge WARNING: message`` (the server's ``cni-bridge serve INFO: message``), with logging's
+Not the logging module: importing it costs about 4 ms, which every plugin call would pay for
+the handful of lines it may print. Lines read ``cni-bridge WARNING: message``, with logging's
 %-style arguments, on whatever ``sys.stderr`` is at the time (a served call's is the caller's).
-The threshold comes from ``CNI_BRIDGE_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR; unknown names
-mean the default: WARNING for a call, INFO for the long-running commands). `configure` sets
-threshold and prefix, at the start of every call and of every long-running command; they are
-the only state here.
+`configure` sets the threshold (``CNI_BRIDGE_LOG_LEVEL``; unknown names mean the default) and
+the prefix at the start of every call and long-running command: the only state here.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ _prefix = [PREFIX]
 
 def configure(environ: Mapping[str, str], default: str = DEFAULT_LEVEL,
               prefix: str = PREFIX) -> None:
-    """Set the threshold from `environ` (or `default`) and the lines' prefix."""
     name = environ.get(LEVEL_ENV, default).upper()
     _threshold[0] = LEVELS.get(name, LEVELS[default])
     _prefix[0] = prefix

@@ -76,8 +76,7 @@ class Message:
 
 
 def socket_path(environ: Any) -> str | None:
-    """The server's socket for this process: env CNI_BRIDGE_SOCKET, the default when unset,
-    None when set but empty."""
+    """CNI_BRIDGE_SOCKET, the default when unset, None when set but empty."""
     value = environ.get(SOCKET_ENV)
     return DEFAULT_SOCKET if value is None else value or None
 
@@ -173,7 +172,6 @@ def _size(header: bytes, limit: int) -> int:
 
 
 def recv(sock: Any, limit: int = MAX_FRAME) -> Message:
-    """One frame (blocking, or within the socket's timeout)."""
     return decode(recv_exact(sock, _size(recv_exact(sock, _SIZE), limit)))
 
 

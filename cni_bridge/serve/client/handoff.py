@@ -1,14 +1,11 @@
 """The hand-off: a plugin call given to a running ``cni-bridge serve`` instead of run here.
 
-The run-time hook ``build/rthooks/pyi_rth_cni_bridge_handoff.py`` calls `main` before anything
-else is imported; builtin modules only, until the call is over. Our bootloader does the same in
-C before the interpreter starts (``build/bootloader/cni_handoff.c``, same protocol and rules);
-this one serves builds with PyInstaller's own bootloader and environments the C side leaves
-alone (not UTF-8). Rules (README, Resident mode): only a frozen build (a build digest), a plugin
-role, a served verb and a socket; `main` returns, and the call runs here, only while nothing of
-the call has been sent; from the first byte of the request on, the call is the server's: if no
-result comes, this process prints one CNI error (code 11) and exits non-zero, never running the
-call twice."""
+Called by ``build/rthooks/pyi_rth_cni_bridge_handoff.py`` before anything else is imported
+(builtin modules only); ``build/bootloader/cni_handoff.c`` does the same in C, this one serves
+PyInstaller's own bootloader and non-UTF-8 environments. `main` returns (the call runs here) only
+while nothing of the request is sent; from then on the call is the server's: without a result
+this process prints a CNI error (code 11), never running the call twice (README, Resident mode).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def target(argv0: str, environ: Any, digest: str | None) -> str | None:
-    """The socket to try for this call, or None: run it here."""
+    """The socket to try for this call (frozen build, plugin role, served verb), or None."""
     if digest is None or os.path.basename(argv0) not in PLUGIN_ROLES or \
             environ.get("CNI_COMMAND") not in wire.SERVED_VERBS:
         return None
@@ -74,8 +71,7 @@ def connect(path: str) -> Any:
 
 
 def introduce(sock: Any, digest: str, role: str, verb: str) -> bool:
-    """Send the CALL with this process's descriptors; whether the server accepted the call.
-    Nothing of the call itself is sent yet: on False the call runs here."""
+    """Send the CALL with this process's descriptors; False: the call runs here."""
     fds = open_call_fds()
     if fds is None:
         return False
@@ -131,7 +127,6 @@ def went_away(why: str) -> NoReturn:
 
 
 def hand_over(sock: Any) -> NoReturn:
-    """Send the call, wait for its result, print it and exit with its status."""
     stdin, stdin_error = read_stdin()
     environ = [f"{name}={value}" for name, value in os.environ.items()]
     try:
@@ -152,7 +147,6 @@ def hand_over(sock: Any) -> NoReturn:
 
 
 def main() -> None:
-    """Hand this process's call over and exit, or return to run it here."""
     argv0 = sys.argv[0] if sys.argv else ""
     digest = wire.build_digest()
     path = target(argv0, os.environ, digest)

@@ -33,8 +33,7 @@ class Network(Protocol):
 
 
 def ask_socket(path: str | None) -> dict[str, Any] | None:
-    """The status answer of the server at `path` or where the plugins look (CNI_BRIDGE_SOCKET,
-    default); None when nobody answers."""
+    """The status answer of the server at `path` or where the plugins look; None: no answer."""
     path = path or wire.socket_path(os.environ)
     if not path:
         return None
@@ -58,7 +57,7 @@ def ask_socket(path: str | None) -> dict[str, Any] | None:
 
 
 def print_server(path: str | None, as_json: bool) -> int:
-    """``cni-bridge status --server``: exit 0 when a server answers."""
+    """``cni-bridge status --server``."""
     answer = ask_socket(path)
     if as_json:
         print(json.dumps({"server": answer}, indent=2))

@@ -31,7 +31,6 @@ class Backoff:
         return self.failures > 0
 
     def when(self, wanted: float) -> float:
-        """The earliest time a restore wanted at `wanted` may run."""
         return max(wanted, self.not_before)
 
     def failed(self, now: float, took: float = 0.0) -> float:

@@ -2,11 +2,8 @@
 
 A check runs in a forked child (``heal.check``: the main process holds no firewall handle) and
 reports through a pipe: at start, every ``check_interval`` seconds, on SIGHUP, and just after
-nftables notifications say that a table our records depend on lost something; one at a time,
-with one more if something changed meanwhile. After a failed restore the next check waits
-(``backoff``; SIGHUP does not), and each error is logged once, until a check no longer reports
-it. The child never outlives the server (PR_SET_PDEATHSIG, its own deadline, the server's
-timeout, a stop ends and reaps it) and runs at nice 10: calls come first.
+nftables notifications touch a table our records depend on; one at a time, with one more if
+something changed meanwhile. Each error is logged once, until a check no longer reports it.
 """
 
 from __future__ import annotations
@@ -73,7 +70,7 @@ class Health:
         return due
 
     def on_time(self, now: float) -> bool:
-        """Start what is due; True when the periodic time came (for other periodic work)."""
+        """Start what is due; True when the periodic time came (for other periodic work too)."""
         periodic = now >= self.periodic_due
         if periodic:
             self.periodic_due = now + self.interval
@@ -98,7 +95,7 @@ class Health:
             self.due, self.trigger = when, trigger
 
     def stop(self) -> None:
-        """The server stops: end the running check (SIGTERM, then SIGKILL) and reap it."""
+        """End the running check (SIGTERM, then SIGKILL) and reap it."""
         child, self.child = self.child, None
         if child is None:
             return
@@ -197,8 +194,7 @@ class Health:
             self.schedule("change during the last check", time.monotonic())
 
     def _judge(self, report: dict[str, Any], now: float, took: float = 0.0) -> None:
-        """Back off after a failed restore (that took `took` s), reset after a good one; log
-        what is new."""
+        """Back off after a failed restore, reset after a good one; log what is new."""
         errors = list(report.get("errors") or [])
         new = [e for e in errors if e not in self.logged]
         self.logged = set(errors)
@@ -230,8 +226,8 @@ def log_report(report: dict[str, Any], errors: list[str], retry: str = "") -> No
 
 
 def _die_with(server: int) -> None:
-    """In the health child: the kernel kills it when `server` dies, and it ends itself at its
-    deadline (SIGALRM's default action). Nice: a restore never competes with calls."""
+    """In the health child: it ends with `server` or at its deadline (SIGALRM's default
+    action), and runs at a lower priority: calls come first."""
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -30,7 +30,6 @@ class ServeError(Exception):
 
 
 def answers(path: str, timeout: float = 1.0) -> bool:
-    """Whether something accepts connections on the unix socket at `path`."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(timeout)
     try:
@@ -43,10 +42,8 @@ def answers(path: str, timeout: float = 1.0) -> bool:
 
 
 def bind(path: str) -> tuple[socket.socket, Identity]:
-    """A listening, non-blocking socket at `path`, and the identity of its file.
-
-    A socket file nobody answers on is a dead server's and is replaced; a live server's is not.
-    """
+    """A listening, non-blocking socket at `path`, and the identity of its file. A socket file
+    nobody answers on is a dead server's and is replaced; a live server's is not."""
     directory = Path(path).parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -89,8 +86,7 @@ def activation(environ: dict[str, str], pid: int) -> int | None:
 
 
 def inherited(fd: int, path: str) -> socket.socket:
-    """The listening socket systemd passed as `fd`, checked to be a listening unix stream
-    socket bound to `path`; made non-blocking and close-on-exec."""
+    """The socket systemd passed as `fd`, checked to listen at `path`."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -114,8 +110,7 @@ def inherited(fd: int, path: str) -> socket.socket:
 
 
 def take_activated(path: str) -> socket.socket | None:
-    """The socket systemd listens on for us, if it started us that way; the activation
-    variables are removed from our environment either way."""
+    """The socket systemd listens on for us, if any; the activation variables go either way."""
     fd = activation(dict(os.environ), os.getpid())
     for name in ACTIVATION_ENV:
         os.environ.pop(name, None)

@@ -1,12 +1,9 @@
 """The resident server's main process: one thread, one event loop.
 
-It selects over the listening socket, connections whose HELLO is not in yet, a self-pipe for
-signals, the nftables notifications and the health child's report. Every accepted call gets a
-worker (``worker``, or a ``spare``) that owns the connection from then on: the main process only
-decides, forks, reaps and counts, and holds no netlink or firewall handle but its notification
-socket. At most ``max_workers`` calls run at once; beyond that calls wait in the backlog, and a
-caller whose HELLO is not answered in time runs the call itself. SIGTERM or SIGINT: stop
-accepting, remove the socket, end the health check, exit; running workers finish their calls.
+Every accepted call gets a worker (forked, or a spare) that owns the connection from then on:
+the main process only decides, forks, reaps and counts, and holds no netlink or firewall handle
+but its notification socket. At most ``max_workers`` calls run at once; beyond that calls wait
+in the backlog, and a caller whose HELLO is not answered in time runs the call itself.
 """
 
 from __future__ import annotations
@@ -34,6 +31,7 @@ log = logger(__name__)
 DRAIN_SECONDS = 15.0  # at stop, how long calls in flight are waited for
 SPARE_DELAY = 0.003  # without a call, before a spare is forked (see _fork_spare)
 _ANCILLARY = socket.CMSG_SPACE(4 * (len(wire.CALL_FDS) + 1))
+_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the loop's own
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class Server:
         for s in (self.wake_r, self.wake_w):
             s.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in _SIGNALS:
             signal.signal(sig, _wake_only)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._signals)
         self.health.watch()
@@ -170,7 +168,6 @@ class Server:
         self._resume()
 
     def _resume(self) -> None:
-        """Accept again once below the cap (calls in flight and HELLOs awaited)."""
         if not self.stopping and \
                 len(self.view.in_flight) + len(self.pending) < self.opts.max_workers:
             self._accept_more(True)
@@ -216,7 +213,6 @@ class Server:
 
     def _refuse(self, p: Pending, reason: str, detail: str = "",
                 level: str = "INFO") -> None:
-        """Reply REFUSE (the caller runs the call itself), counted under `reason`."""
         message = f"{reason}: {detail}" if detail else reason
         self.view.refused[reason] += 1
         emit(level, "refused pid %d (it runs the call itself): %s", (p.peer.pid, message))
@@ -224,7 +220,6 @@ class Server:
         p.close()
 
     def _spares_due(self) -> float | None:
-        """When the next spare is to be forked, if one is missing and no call runs."""
         if len(self.spares) >= self.opts.spare_workers or self.view.in_flight:
             return None
         return self.spares_after
@@ -252,8 +247,6 @@ class Server:
 
     def _work(self, conn: socket.socket, fds: list[int], call: Call,
               timeline: dict[str, float]) -> int:
-        """In a worker: serve the call; its exit status (the caller gets code 11 on
-        EXIT_FAILED)."""
         try:
             return worker.run(conn, fds, call, self.setns, timeline)
         except BaseException:
@@ -285,9 +278,8 @@ class Server:
         p.close()
 
     def _become_child(self, keep: socket.socket | None = None) -> None:
-        """In a forked child: drop the server's handles and signal handling."""
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         os.setpgid(0, 0)  # a Ctrl-C meant for the server does not cut a call short
         gc.disable()
@@ -352,7 +344,7 @@ def _file_identity(path: str | None) -> tuple[int, int] | None:
 
 
 def _wake_only(signum: int, frame: object) -> None:
-    """The signal's number reaches the loop through the wakeup fd; nothing to do here."""
+    """The signal's number reaches the loop through the wakeup fd."""
 
 
 def _reply(conn: socket.socket, kind: str, text: str) -> None:

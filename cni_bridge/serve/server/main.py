@@ -1,4 +1,4 @@
-"""``cni-bridge serve``: start the resident server (see ``loop``)."""
+"""``cni-bridge serve``: start the resident server."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ LOG_PREFIX = "cni-bridge serve"  # the server's lines, on its stderr (the journa
 
 
 def serve(opts: Options) -> int:
-    """Load everything, bind the socket, run until SIGTERM or SIGINT."""
+    """Load everything, bind the socket, run until SIGTERM or SIGINT (see ``loop``)."""
     digest = wire.build_digest()
     if digest is None:
         raise ServeError("serve runs from the frozen build (dist/cni/cni-bridge serve): a plugin "

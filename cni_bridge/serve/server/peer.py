@@ -33,8 +33,6 @@ class Identity:
 
 @dataclass(frozen=True)
 class Call:
-    """An accepted call's HELLO."""
-
     role: str
     verb: str
 
@@ -61,7 +59,6 @@ def own_identity() -> Identity:
 
 
 def hello_kind(hello: Message) -> str | None:
-    """CALL or STATUS for a well-formed first frame of our protocol, else None."""
     return hello.kind if hello.version == VERSION and hello.kind in (CALL, STATUS) else None
 
 
@@ -90,5 +87,4 @@ def refusal(hello: Message, peer: Identity, home: Identity, digest: str | None) 
 
 
 def call_of(hello: Message) -> Call:
-    """The role and verb of an accepted CALL."""
     return Call(hello.text(1), hello.text(2))

@@ -1,12 +1,10 @@
 """A worker forked before its call: the fork (~1.5 ms for the server's image) is paid between
 calls instead of during one.
 
-Each spare waits on its end of a socket pair. An accepted call is handed over in one message:
-role, verb, the timeline so far, and the connection with the caller's descriptors (SCM_RIGHTS);
-the spare then is that call's worker (``worker.run``), exactly as one forked for it. The loop
-forks spares once no call has run for ``loop.SPARE_DELAY``. A spare whose server closes the pair
-exits having run nothing; a failed hand-over (the spare died) leaves the call to a worker forked
-for it.
+Each spare waits on its end of a socket pair for one message: role, verb, the timeline so far,
+and the connection with the caller's descriptors (SCM_RIGHTS); it then is that call's worker,
+exactly as one forked for it. A failed hand-over (the spare died) leaves the call to a worker
+forked for it.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ class Spare:
 
     def hand(self, conn: socket.socket, fds: list[int], call: Call,
              timeline: dict[str, float]) -> bool:
-        """Give the spare this call; False if it cannot take it (then fork a worker)."""
+        """False: the spare cannot take the call (then fork a worker)."""
         message = marshal.dumps((call.role, call.verb, timeline))
         try:
             return socket.send_fds(self.ctl, [message], [conn.fileno(), *fds]) == len(message)
@@ -51,8 +49,7 @@ class Spare:
 
 
 def fork(become_child: Callable[[], None], serve: Callable[[socket.socket], int]) -> Spare:
-    """Fork a spare: in the child, `become_child()` then `serve(its end)` and exit with its
-    status. Raises OSError when the fork fails."""
+    """In the child, `become_child()` then `serve(its end)`, exiting with its status."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
@@ -77,7 +74,7 @@ def prefault(limit: int = PREFAULT_LIMIT) -> int:
     (madvise MADV_POPULATE_WRITE, Linux 5.14+, on each private writable mapping the server has
     pages in), so that the call does not stop at each first write to a shared page. Measured
     (bridge STATUS, source tree): ~700 such faults and ~2.5 ms of a 3 ms call, gone at the cost
-    of ~15 MiB per spare. Returns the bytes populated (0 where the kernel cannot)."""
+    of ~15 MiB per spare. Returns the bytes populated."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -121,20 +118,14 @@ def receive(ctl: socket.socket) -> tuple[socket.socket, list[int], Call, dict[st
     finally:
         ctl.close()
     try:
-        if len(fds) != _FDS:
-            raise ValueError(f"{len(fds)} descriptors")
-        role, verb, timeline = _parse(message)
+        value: Any = marshal.loads(message)
+        role, verb, timeline = value
+        if len(fds) != _FDS or not (isinstance(role, str) and isinstance(verb, str)
+                                    and isinstance(timeline, dict)):
+            raise ValueError("not a hand-over")
     except (ValueError, EOFError, TypeError):  # EOFError: the server closed the pair
         for fd in fds:
             os.close(fd)
         return None
     timeline["worker"] = time.time()
     return socket.socket(fileno=fds[0]), fds[1:], Call(role, verb), timeline
-
-
-def _parse(message: bytes) -> tuple[str, str, dict[str, float]]:
-    value: Any = marshal.loads(message)
-    role, verb, timeline = value
-    if not (isinstance(role, str) and isinstance(verb, str) and isinstance(timeline, dict)):
-        raise ValueError("not a hand-over")
-    return role, verb, timeline

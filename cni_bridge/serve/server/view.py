@@ -1,8 +1,6 @@
-"""What the server keeps in memory and ``cni-bridge status`` reads from it: the records of its
-namespace per network, read again only when the network's directory changed (its mtime: a record
-written or removed is a rename or an unlink in it, whoever ran the call); the health watcher's
-last report and last restore; counters of served, refused, lost and abandoned calls; the calls
-in flight.
+"""What the server keeps in memory and ``cni-bridge status`` reads from it: the records per
+network, read again only when the network's directory changed (its mtime: a record written or
+removed is a rename or an unlink in it, whoever ran the call); the last health report; counters.
 """
 
 from __future__ import annotations
@@ -48,7 +46,6 @@ class Attachment(NamedTuple):
                    bool(rec.data.get("spoofcheck") or rec.data.get("isolate")))
 
     def shown(self) -> dict[str, Any]:
-        """What status shows of it (which firewalls concern it is the watcher's business)."""
         return {k: v for k, v in self._asdict().items() if k != "nft_rules"}
 
 
@@ -60,8 +57,6 @@ class _NetworkDir:
 
 
 class RecordsView:
-    """The records under one state root, refreshed by directory mtime."""
-
     def __init__(self, root: Path, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.root = root
         self._clock_ns = clock_ns
@@ -109,8 +104,6 @@ class InFlight:
 
 @dataclass
 class ServerView:
-    """Everything ``cni-bridge status`` can get from a running server."""
-
     socket: str
     digest: str
     netns: int
@@ -151,7 +144,7 @@ class ServerView:
             self.last_restore = report
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
-        """The status answer (JSON-able). Records are refreshed first."""
+        """The status answer (JSON-able)."""
         now = time.time() if now is None else now
         self.records.refresh()
         networks = {name: [a.shown() for a in atts]

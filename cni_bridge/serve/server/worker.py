@@ -1,13 +1,10 @@
 """One served call, in a child forked for it: the caller's namespaces, environment and stdio.
 
-The worker enters the caller's mount, then network namespace, takes its root, cwd and stderr:
-every path (CNI_NETNS, /run/netns, /var/lib/cni, /proc, /sys, relative ones) means what it means
-to the caller, and the file store and its locks are a standalone call's. Only then does it
-accept the call (a failure before is a refusal: the caller runs the call itself). It owns the
-connection until the result is sent: the server's main process may die meanwhile; a killed
-worker leaves the caller an EOF (code 11). A caller that dies (a runtime's timeout) takes its
-call with it, as without a server: the closed connection signals the worker (SIGIO, whose
-default action ends it), which stops like a killed plugin, which DEL and the stores clean up.
+In them every path (CNI_NETNS, /run/netns, /var/lib/cni, /proc, relative ones) means what it
+means to the caller, and the file store and its locks are a standalone call's. Failing to enter
+them is a refusal (the caller runs the call itself). The worker owns the connection until the
+result is sent, whatever becomes of the server; a killed worker leaves the caller an EOF (code
+11). A caller that dies takes its call with it, as without a server: SIGIO ends the worker.
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ class CallRequest:
 
     @classmethod
     def parse(cls, frame: wire.Message) -> CallRequest:
-        """The REQUEST frame: argv0 umask stdin_error stdin NAME=value ... (serve/wire.py)."""
         if frame.kind != wire.REQUEST:
             raise wire.ProtocolError("not a request")
         environ: dict[str, str] = {}
@@ -54,14 +50,12 @@ class CallRequest:
                    frame.number(1) & 0o777)
 
     def read_stdin(self) -> bytes:
-        """What the dispatcher reads: the caller's stdin, or the error reading it raised."""
         if self.stdin is None:
             raise OSError(self.stdin_error or "stdin could not be read")
         return self.stdin
 
 
 def enter_caller(fds: Sequence[int], setns: Callable[[int, int], None]) -> None:
-    """Into the caller's mount and network namespaces, root and cwd; its stderr on fd 2."""
     net, mnt, root, cwd, stderr = fds
     setns(mnt, CLONE_NEWNS)  # allowed: a forked worker has one thread
     setns(net, CLONE_NEWNET)
@@ -81,8 +75,7 @@ def forget_server() -> None:
 
 
 def adopt(request: CallRequest) -> None:
-    """This process's environment, umask and argv[0] become the caller's (after
-    forget_server())."""
+    """This process's environment, umask and argv[0] become the caller's."""
     os.environ.update(request.environ)
     os.umask(request.umask)
     if sys.argv:
@@ -102,8 +95,8 @@ def end_with_caller(conn: socket.socket, on: bool) -> None:
 
 def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[int, int], None],
         timeline: dict[str, float] | None = None) -> int:
-    """Serve one call on `conn`; returns its exit status (view.EXIT_*). `timeline`: when
-    the server accepted the connection, had the HELLO and forked (the call log's timeline)."""
+    """Serve one call on `conn`; returns its exit status (view.EXIT_*). `timeline`: the call
+    log's, so far."""
     timeline = {} if timeline is None else timeline
     conn.setblocking(True)
     try:
