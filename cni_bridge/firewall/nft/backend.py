@@ -1,21 +1,10 @@
 """The nftables backend: owner-tagged map elements in our own table ``inet cni_bridge``.
 
-Scripts run in-process through libnftables (see nft/executor). Costs per call, in nft runs,
-none of them a process and none reading more when more containers exist:
-- ADD: one batch (the table's constant lines + this owner's elements). Only when it fails (a
-  host port or address already held, or the same owner adding again) is our table read and an
-  exact batch sent: that is how a host port held by another container is reported by name.
-- DEL with addresses/mappings (from prevResult, the container or our record): one batch. Our
-  table is read only when the batch fails (another owner holds a key, or no table). Without our
-  record, the reference plugins' nftables tables are listed first (one table each; listing a
-  single table does not fetch ours) and their owner's rules go in the batch; then the
-  `leftovers` layout (firewall.leftovers: iptables) removes what an earlier backend left.
-- CHECK: the table's outline (no elements), then this owner's elements by key, both read
-  from the kernel over netlink (nft/netlink; libnftables would fetch every element first).
-- Removal by owner tag (nothing names the entries) and GC read our table.
-
-``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
-backend, the last ADD's conditions win); iptables-only options are rejected.
+Costs per call, none growing with the node: ADD and DEL are one batch each, and our table is
+read only when that batch fails (a key already held: how a conflict is reported by name). CHECK
+reads the table's outline and this owner's elements by key over netlink. Removal by owner tag
+and GC read our table. ``conditionsV4/V6`` go into the shared prerouting/output rules (as with
+the reference's nftables backend, the last ADD's conditions win).
 """
 
 from __future__ import annotations
@@ -87,8 +76,6 @@ class NftablesBackend:
 
     def __init__(self, runner: CommandRunner, binary: str = NFT,
                  reference_layouts: bool = True, leftovers: Removal | None = None) -> None:
-        """`reference_layouts` off and no `leftovers`: removals look only at our table (the
-        caller knows from its records that the owner's state is there alone)."""
         self._runner = runner
         self._nft = Nft(runner, binary)
         self._reference_layouts = reference_layouts
@@ -171,7 +158,6 @@ class NftablesBackend:
     def _add(self, table: list[str], planned: list[Planned], what: str) -> None:
         if self._nft.apply(table + plan_add(planned)).ok:
             return
-        # Something is already there (ours from an earlier ADD, or another owner's): look.
         lines, conflicts, replaced = resolve_add(self._ours() or Listing(), planned)
         if conflicts:
             raise conflict_error(conflicts)
@@ -182,9 +168,7 @@ class NftablesBackend:
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
                planned: list[Planned]) -> list[str]:
-        """The table's outline, then this owner's elements by key (netlink reads that cost the
-        same whatever the node holds). Only when an element is missing is the whole table
-        read, to say exactly what is wrong."""
+        """Keyed reads; the whole table only when an element is missing, to say what is wrong."""
         outline = self._nft.outline(*OUR_TABLE)
         if outline is None:
             return [f"nft table {TABLE_REF} is missing"]
@@ -194,11 +178,7 @@ class NftablesBackend:
             found = self._ours() or Listing()
         return check_outline(outline, chains, sorted(maps)) + check_elements(found, planned)
 
-    # --- the healer's question ---------------------------------------------------------------
-
     def missing_skeleton(self, rules: RuleSet) -> list[str]:
-        """Our table's maps and chains that `rules` go through (one outline read), and the
-        spoof checks' jumps (one chain read)."""
         missing = []
         if rules.masq or rules.ports or rules.isolate:
             chains, maps = skeleton_of(rules)
@@ -211,7 +191,6 @@ class NftablesBackend:
 
 
 def skeleton_of(rules: RuleSet) -> tuple[list[ChainSpec], set[str]]:
-    """The chains and maps of our table that `rules` go through."""
     chains = masq_chains(rules.masq) if rules.masq else []
     for options, entries in rules.ports.items():
         chains += portmap_chains(entries, options)
@@ -223,12 +202,10 @@ def skeleton_of(rules: RuleSet) -> tuple[list[ChainSpec], set[str]]:
 
 
 def masq_chains(entries: Sequence[MasqEntry]) -> list[ChainSpec]:
-    """The chains of our table that masquerading `entries` goes through."""
     return [masq_chain(), *(entry_masq_chain(e) for e in entries)]
 
 
 def portmap_chains(entries: Sequence[PortMapping], options: PortmapOptions) -> list[ChainSpec]:
-    """The chains of our table that publishing `entries` with `options` goes through."""
     localnet = any(publishes_localhost(e, options) for e in entries)
     return [*hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
             *(hostport_net_chain(s) for s in hairpin_subnets(entries, options))]
@@ -236,10 +213,8 @@ def portmap_chains(entries: Sequence[PortMapping], options: PortmapOptions) -> l
 
 def shared_missing(outline: Listing | None, chains: Sequence[ChainSpec],
                    maps: Collection[str]) -> list[str]:
-    """What of the shared part is gone: the table, a map, a chain, or every rule of a chain.
-
-    A chain whose rule count merely differs is not reported: the shared chains carry the last
-    ADD's ``conditionsV4/V6``, which may differ between networks."""
+    """The table, maps, chains or chains' rules that are gone. A differing rule count is not
+    reported: shared chains carry the last ADD's ``conditionsV4/V6``."""
     if outline is None:
         return [f"nft table {TABLE_REF} is missing"]
     missing = [f"nft map {TABLE_REF} {m} is missing" for m in sorted(set(maps))

@@ -1,9 +1,7 @@
 """The thin layer that talks to nftables: reads return parsed data, writes are one batch.
 
-Scripts run through an `NftExecutor` (in-process libnftables in production; see executor).
-Keyed reads (the outline of a table, elements by key) go straight to the kernel over netlink
-where nftables runs in this process (nft_netlink): libnftables would first fetch every element
-of every set. Through a command runner (tests) they are ``nft`` scripts.
+Keyed reads go to the kernel over netlink where nftables runs in this process (libnftables
+would first fetch every element of every set); through a test's runner they are nft scripts.
 """
 
 from __future__ import annotations
@@ -31,14 +29,11 @@ T = TypeVar("T")
 
 
 def runs_here(runner: CommandRunner, binary: str = NFT) -> bool:
-    """Whether nftables is reached from this process, in its own namespace: the production
-    runner. Any other runner (tests) gets commands, run wherever it runs them."""
+    """Only the production runner reaches nftables from this process, in its own namespace."""
     return isinstance(runner, SubprocessRunner) and binary == NFT
 
 
 def nft_executor(runner: CommandRunner, binary: str = NFT) -> NftExecutor:
-    """How scripts reach nftables: in-process for the production runner (falling back to the
-    command where libnftables cannot be loaded), through `runner` otherwise."""
     command = NftCommand(runner, binary)
     if runs_here(runner, binary):
         from cni_bridge.firewall.nft.libnft import InProcessNft
@@ -53,7 +48,6 @@ class Nft:
         self._direct = runs_here(runner, binary)
 
     def usable(self, probe: str) -> bool:
-        """Whether the kernel would accept `probe` (a dry run: nothing is committed)."""
         return self.run(probe + "\n", dry_run=True).ok
 
     def list_json(self, what: str) -> CommandResult:
@@ -125,7 +119,6 @@ class Nft:
             family, table, set_name, key_type, keys), via_nft)
 
     def apply(self, lines: Sequence[str]) -> CommandResult:
-        """One atomic batch; never raises (callers decide what a failure means)."""
         return self.run("\n".join(lines) + "\n")
 
     def apply_checked(self, lines: Sequence[str], what: str) -> None:
