@@ -1,17 +1,8 @@
 """iptables port-mapping planning, byte-compatible with the reference portmap plugin (pure).
 
-Layout (nat table, per family):
-- ``PREROUTING``/``OUTPUT``: ``-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT`` (appended);
-- ``CNI-HOSTPORT-DNAT``: per container and protocol, up to 15 ports per multiport rule, commented
-  ``dnat name: "<net>" id: "<cid>"``, jumping to ``CNI-DN-<21 hex>`` (appended);
-- ``CNI-DN-...``: per mapping, in config order: hairpin mark, localhost mark (IPv4), DNAT;
-- ``CNI-HOSTPORT-SETMARK`` sets the mark, ``CNI-HOSTPORT-MASQ`` masquerades marked packets, and
-  its ``POSTROUTING`` jump is the one rule inserted at position 1 (CVE-2019-9946: everything else
-  is appended, so Kubernetes service rules keep precedence).
-
-The reference builds the multiport lists from the whole config, all families together: pass the
-entries in config order (for each mapping, its IPv4 entry then its IPv6 entry) to get them
-byte-identical.
+Only the ``CNI-HOSTPORT-MASQ`` jump is inserted at the top (CVE-2019-9946); everything else is
+appended, so Kubernetes service rules keep precedence. The multiport lists come from the whole
+config, all families together: pass entries in config order to get them byte-identical.
 """
 
 from __future__ import annotations
@@ -54,7 +45,6 @@ def _destination(entry: PortMapping) -> str:
 
 
 def dnat_chain_rules(entries: Sequence[PortMapping], options: PortmapOptions) -> list[str]:
-    """Rules of ``CNI-DN-...`` for the entries of one family, in order."""
     setmark = options.external_set_mark_chain or names.HOSTPORT_SETMARK_CHAIN
     rules: list[str] = []
     for e in entries:
@@ -70,7 +60,6 @@ def dnat_chain_rules(entries: Sequence[PortMapping], options: PortmapOptions) ->
 
 
 def config_mappings(entries: Sequence[PortMapping]) -> list[PortMapping]:
-    """The config's mapping list again: one per (protocol, host port, host IP, container port)."""
     seen: set[tuple[str, int, str, int]] = set()
     out: list[PortMapping] = []
     for e in entries:
