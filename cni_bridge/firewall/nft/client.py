@@ -57,15 +57,12 @@ class Nft:
     def table(self, family: str, name: str) -> Listing | None:
         """One table's contents; None when it does not exist (or nft is unusable).
 
-        Listing one table only fetches that table, whatever else the ruleset holds; ``list
-        tables`` would fetch every element of every set.
+        (``list tables`` would fetch every element of every set.)
         """
         result = self.list_json(f"table {family} {name}")
         return parse_listing(result.stdout) if result.ok else None
 
     def _read(self, what: str, direct: Callable[[], T], via_nft: Callable[[], T]) -> T:
-        """`direct` (a read from nft_netlink) where nftables runs here, unless it fails;
-        else `via_nft`."""
         if self._direct:
             try:
                 return direct()
@@ -74,8 +71,8 @@ class Nft:
         return via_nft()
 
     def outline(self, family: str, name: str) -> Listing | None:
-        """One table's maps, and chains with their rule counts, without map elements: the same
-        cost with 1 or 5,000 containers. None when the table does not exist."""
+        """Maps, and chains with rule counts, without elements (a constant cost); None: no
+        table."""
         def via_nft() -> Listing | None:
             result = self.run(f"list table {family} {name}\n", json=True, terse=True)
             return parse_listing(result.stdout) if result.ok else None
@@ -84,8 +81,7 @@ class Nft:
                           lambda: nft_netlink.skeleton(family, name), via_nft)
 
     def lookup(self, elements: Sequence[Element]) -> Listing | None:
-        """`elements` as our table holds them, by key; None when any is missing or the read
-        fails."""
+        """`elements` as our table holds them; None when any is missing or the read fails."""
         if not elements:
             return Listing()
 
@@ -97,7 +93,6 @@ class Nft:
             names.NFT_FAMILY, names.NFT_TABLE, elements), via_nft)
 
     def chain_rules(self, family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
-        """One chain's rules (handles, comments); None when the chain does not exist."""
         def via_nft() -> tuple[Rule, ...] | None:
             result = self.list_json(f"chain {family} {table} {chain}")
             return parse_listing(result.stdout).rules if result.ok else None
