@@ -27,45 +27,12 @@ from cni_bridge.firewall.model import (
     validate_mappings,
     validate_options,
 )
+from cni_bridge.firewall.nft import plan, remove, schema
 from cni_bridge.firewall.nft import reference as reference_nft
 from cni_bridge.firewall.nft.client import Nft
 from cni_bridge.firewall.nft.executor import NFT
-from cni_bridge.firewall.nft.plan import (
-    Planned,
-    check_elements,
-    check_outline,
-    conflict_error,
-    delete_line,
-    describe_owner,
-    gc_elements,
-    hairpin_subnets,
-    masq_elements,
-    plan_add,
-    portmap_elements,
-    resolve_add,
-    unused_subnet_chains,
-)
-from cni_bridge.firewall.nft.remove import (
-    HOSTPORT_MAPS,
-    HOSTPORTS,
-    MASQ_MAPS,
-    MASQUERADE,
-    OUR_TABLE,
-    hostport_keys,
-    masq_keys,
-    remove_owner,
-)
-from cni_bridge.firewall.nft.schema import (
-    TABLE_REF,
-    ChainSpec,
-    entry_masq_chain,
-    hostport_chains,
-    hostport_net_chain,
-    hostport_table_lines,
-    masq_chain,
-    masq_table_lines,
-    render_table,
-)
+from cni_bridge.firewall.nft.remove import HOSTPORT_MAPS, MASQ_MAPS, OUR_TABLE
+from cni_bridge.firewall.nft.schema import TABLE_REF, ChainSpec
 from cni_bridge.firewall.nft.state import Element, Listing
 
 log = logger(__name__)
@@ -82,33 +49,33 @@ class NftablesBackend:
         self._leftovers = leftovers
 
     def available(self) -> bool:
-        return self._nft.usable(render_table())
+        return self._nft.usable(schema.render_table())
 
     # --- masquerade ------------------------------------------------------------------------
 
     def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
         if entries:
-            planned = [p for e in entries for p in masq_elements(e)]
-            self._add(masq_table_lines(entries), planned, "masquerade")
+            planned = [p for e in entries for p in plan.masq_elements(e)]
+            self._add(schema.masq_table_lines(entries), planned, "masquerade")
 
     def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
         if addresses is not None and not addresses:
             return
-        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses),
-                     self._reference_layouts)
+        remove.remove_owner(self._nft, remove.MASQUERADE, owner,
+                            remove.masq_keys(owner, addresses), self._reference_layouts)
         if self._leftovers is not None:
             self._leftovers.remove_masquerade(owner, addresses)
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
         if not entries:
             return []
-        planned = [p for e in entries for p in masq_elements(e)]
+        planned = [p for e in entries for p in plan.masq_elements(e)]
         return self._check(masq_chains(entries), MASQ_MAPS, planned)
 
     def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()
-        doomed = gc_elements(listing, network, valid_owners, MASQ_MAPS)
-        lines = [delete_line(el) for el in doomed] + unused_subnet_chains(listing, doomed)
+        doomed = plan.gc_elements(listing, network, valid_owners, MASQ_MAPS)
+        lines = [plan.delete_line(el) for el in doomed] + plan.unused_subnet_chains(listing, doomed)
         ref_lines, ref_removed = reference_nft.plan_gc_masq(
             self._nft.table(*reference_nft.REF_MASQ) or Listing(), network, valid_owners)
         self._nft.apply_checked(lines + ref_lines, f"cannot garbage-collect masquerade of "
@@ -123,16 +90,16 @@ class NftablesBackend:
         if not entries:
             return
         localnet = any(publishes_localhost(e, options) for e in entries)
-        table = hostport_table_lines(options.conditions_v4, options.conditions_v6, localnet,
-                                     hairpin_subnets(entries, options))
-        self._add(table, portmap_elements(entries, options), "port mappings")
+        table = schema.hostport_table_lines(options.conditions_v4, options.conditions_v6, localnet,
+                                            plan.hairpin_subnets(entries, options))
+        self._add(table, plan.portmap_elements(entries, options), "port mappings")
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
                             options: PortmapOptions | None = None) -> None:
         if entries is not None and not entries:
             return
-        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries),
-                     self._reference_layouts)
+        remove.remove_owner(self._nft, remove.HOSTPORTS, owner,
+                            remove.hostport_keys(entries), self._reference_layouts)
         if self._leftovers is not None:
             self._leftovers.remove_portmappings(owner, entries, options)
 
@@ -141,12 +108,12 @@ class NftablesBackend:
         if not entries:
             return []
         return self._check(portmap_chains(entries, options), HOSTPORT_MAPS,
-                           portmap_elements(entries, options))
+                           plan.portmap_elements(entries, options))
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()
-        doomed = gc_elements(listing, network, valid_owners, HOSTPORT_MAPS)
-        lines = [delete_line(el) for el in doomed] + unused_subnet_chains(listing, doomed)
+        doomed = plan.gc_elements(listing, network, valid_owners, HOSTPORT_MAPS)
+        lines = [plan.delete_line(el) for el in doomed] + plan.unused_subnet_chains(listing, doomed)
         self._nft.apply_checked(lines, f"cannot garbage-collect host ports of network {network}")
         return [_describe(el) for el in doomed]
 
@@ -155,19 +122,19 @@ class NftablesBackend:
     def _ours(self) -> Listing | None:
         return self._nft.table(*OUR_TABLE)
 
-    def _add(self, table: list[str], planned: list[Planned], what: str) -> None:
-        if self._nft.apply(table + plan_add(planned)).ok:
+    def _add(self, table: list[str], planned: list[plan.Planned], what: str) -> None:
+        if self._nft.apply(table + plan.plan_add(planned)).ok:
             return
-        lines, conflicts, replaced = resolve_add(self._ours() or Listing(), planned)
+        lines, conflicts, replaced = plan.resolve_add(self._ours() or Listing(), planned)
         if conflicts:
-            raise conflict_error(conflicts)
+            raise plan.conflict_error(conflicts)
         for el in replaced:
             log.warning("replacing stale %s held by %s", _describe(el),
-                        describe_owner(el.comment))
+                        plan.describe_owner(el.comment))
         self._nft.apply_checked(table + lines, f"cannot add {what} to nft table {TABLE_REF}")
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
-               planned: list[Planned]) -> list[str]:
+               planned: list[plan.Planned]) -> list[str]:
         """Keyed reads; the whole table only when an element is missing, to say what is wrong."""
         outline = self._nft.outline(*OUR_TABLE)
         if outline is None:
@@ -176,7 +143,8 @@ class NftablesBackend:
                                        for p in planned}.values()))
         if found is None:
             found = self._ours() or Listing()
-        return check_outline(outline, chains, sorted(maps)) + check_elements(found, planned)
+        missing = plan.check_outline(outline, chains, sorted(maps))
+        return missing + plan.check_elements(found, planned)
 
     def missing_skeleton(self, rules: RuleSet) -> list[str]:
         missing = []
@@ -202,13 +170,13 @@ def skeleton_of(rules: RuleSet) -> tuple[list[ChainSpec], set[str]]:
 
 
 def masq_chains(entries: Sequence[MasqEntry]) -> list[ChainSpec]:
-    return [masq_chain(), *(entry_masq_chain(e) for e in entries)]
+    return [schema.masq_chain(), *(schema.entry_masq_chain(e) for e in entries)]
 
 
 def portmap_chains(entries: Sequence[PortMapping], options: PortmapOptions) -> list[ChainSpec]:
     localnet = any(publishes_localhost(e, options) for e in entries)
-    return [*hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
-            *(hostport_net_chain(s) for s in hairpin_subnets(entries, options))]
+    return [*schema.hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
+            *(schema.hostport_net_chain(s) for s in plan.hairpin_subnets(entries, options))]
 
 
 def shared_missing(outline: Listing | None, chains: Sequence[ChainSpec],
@@ -229,7 +197,7 @@ def shared_missing(outline: Listing | None, chains: Sequence[ChainSpec],
 
 
 def _describe(el: Element) -> str:
-    return f"nft element {' . '.join(el.key)} in {el.map} of {describe_owner(el.comment)}"
+    return f"nft element {' . '.join(el.key)} in {el.map} of {plan.describe_owner(el.comment)}"
 
 
 def _validate_nft_options(options: PortmapOptions) -> None:
