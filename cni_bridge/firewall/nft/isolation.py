@@ -1,10 +1,4 @@
-"""Isolation between networks (bridge ``isolateNetworks``), in our table ``inet cni_bridge``:
-
-    set isolated_bridges      { type ifname; }            one element per isolated bridge
-    set isolated_bridge_self  { type ifname . ifname; }   "<br>" . "<br>" for each of them
-    chain isolation_forward (filter forward, priority filter):
-        iifname @isolated_bridges oifname @isolated_bridges
-            iifname . oifname != @isolated_bridge_self drop
+"""Isolation between networks (bridge ``isolateNetworks``), in our table ``inet cni_bridge``.
 
 Routed traffic between two isolated bridges is dropped; the self pair spares traffic inside a
 bridge (br_netfilter may show it with the bridge as both interfaces). An ADD adds its bridge (and
