@@ -121,21 +121,28 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+def stale_chains(state: NatState, pattern: re.Pattern[str], network: str, valid: Collection[str],
+                 own_rules: bool) -> list[tuple[str, str]]:
+    """(chain, container ID) of each `pattern` chain not in `valid` whose comments (on the jumps
+    to it, and with `own_rules` on its rules) name `network`."""
+    found = []
+    for chain in sorted(state.chains):
+        if not pattern.match(chain) or chain in valid:
+            continue
+        rules = [r for _, r in state.jumps_to(chain)]
+        rules += state.rules(chain) if own_rules else ()
+        owner = next((o for o in map(parse_owner_comment, map(comment_of, rules)) if o), None)
+        if owner is not None and owner[0] == network:
+            found.append((chain, owner[1]))
+    return found
+
+
 def plan_gc_masquerade(state: NatState, network: str,
                        valid_owners: Collection[Owner]) -> tuple[RestoreScript, list[str]]:
     valid = {names.masq_chain_name(o.network, o.container_id) for o in valid_owners}
     script = RestoreScript()
     removed: list[str] = []
-    for chain in sorted(state.chains):
-        if not MASQ_CHAIN_RE.match(chain) or chain in valid:
-            continue
-        owners = {parse_owner_comment(comment_of(r)) for r in state.rules(chain)}
-        owners |= {parse_owner_comment(comment_of(r)) for _, r in state.jumps_to(chain)}
-        owner = next((o for o in owners if o is not None), None)
-        if owner is None or owner[0] != network:
-            continue
-        part = plan_remove_chain_owner(state, chain, None)
-        script.declare.extend(part.declare)
-        script.extend(part.lines)
-        removed.append(f"masquerade chain {chain} of container {owner[1]}")
+    for chain, container_id in stale_chains(state, MASQ_CHAIN_RE, network, valid, True):
+        script.merge(plan_remove_chain_owner(state, chain, None))
+        removed.append(f"masquerade chain {chain} of container {container_id}")
     return script, removed

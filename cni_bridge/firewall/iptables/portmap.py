@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from cni_bridge.firewall import names
-from cni_bridge.firewall.iptables.masq import parse_owner_comment
+from cni_bridge.firewall.iptables.masq import parse_owner_comment, stale_chains
 from cni_bridge.firewall.iptables.save import NatState, RestoreScript, comment_of, quote, signature
 from cni_bridge.firewall.model import Owner, PortmapOptions, PortMapping
 
@@ -184,10 +184,7 @@ def _plan_remove_chain(state: NatState, chain: str, script: RestoreScript) -> No
 
 
 def plan_remove_portmappings(state: NatState, owner: Owner) -> RestoreScript:
-    """Tear down ``CNI-DN-...`` (and the pre-2017 ``CNI-SN-...``) with every jump to them.
-
-    The shared chains and their jumps stay, as with the reference.
-    """
+    """``CNI-DN-...`` (and the pre-2017 ``CNI-SN-...``) with their jumps; shared chains stay."""
     script = RestoreScript()
     _plan_remove_chain(state, names.dnat_chain_name(owner.network, owner.container_id), script)
     _plan_remove_chain(state, names.old_snat_chain_name(owner.network, owner.container_id),
@@ -209,17 +206,10 @@ def check_portmappings(state: NatState, owner: Owner, all_entries: Sequence[Port
 
 def plan_gc_portmappings(state: NatState, network: str,
                          valid_owners: Collection[Owner]) -> tuple[RestoreScript, list[str]]:
-    """Remove ``CNI-DN-...`` chains whose entry comment names `network` and an invalid container."""
     valid = {names.dnat_chain_name(o.network, o.container_id) for o in valid_owners}
     script = RestoreScript()
     removed: list[str] = []
-    for chain in sorted(state.chains):
-        if not DNAT_CHAIN_RE.match(chain) or chain in valid:
-            continue
-        owners = {parse_owner_comment(comment_of(r)) for _, r in state.jumps_to(chain)}
-        owner = next((o for o in owners if o is not None), None)
-        if owner is None or owner[0] != network:
-            continue
+    for chain, container_id in stale_chains(state, DNAT_CHAIN_RE, network, valid, False):
         _plan_remove_chain(state, chain, script)
-        removed.append(f"port-mapping chain {chain} of container {owner[1]}")
+        removed.append(f"port-mapping chain {chain} of container {container_id}")
     return script, removed
