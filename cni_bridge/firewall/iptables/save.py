@@ -47,7 +47,7 @@ class NatState:
         index: dict[str, list[tuple[str, str]]] = {}
         for chain, rules in self.chains.items():
             for rule in rules:
-                target = jump_target(rule)
+                target = option_value(rule, "-j", "--jump", "-g", "--goto")
                 if target is not None:
                     index.setdefault(target, []).append((chain, rule))
         return index
@@ -85,10 +85,6 @@ def split_rule(rule: str) -> tuple[str, ...]:
 def option_value(rule: str, *options: str) -> str | None:
     tokens = split_rule(rule)
     return next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in options), None)
-
-
-def jump_target(rule: str) -> str | None:
-    return option_value(rule, "-j", "--jump", "-g", "--goto")
 
 
 def comment_of(rule: str) -> str | None:

@@ -55,10 +55,7 @@ class Nft:
         return self.run(f"list {what}\n", json=True)
 
     def table(self, family: str, name: str) -> Listing | None:
-        """One table's contents; None when it does not exist (or nft is unusable).
-
-        (``list tables`` would fetch every element of every set.)
-        """
+        """None when it does not exist (or nft is unusable)."""
         result = self.list_json(f"table {family} {name}")
         return parse_listing(result.stdout) if result.ok else None
 

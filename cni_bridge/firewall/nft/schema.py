@@ -141,11 +141,7 @@ def localnet_chain() -> ChainSpec:
         '(route_localnet is set for published localhost ports)"',))
 
 
-def all_maps() -> tuple[MapSpec, ...]:
-    return tuple(m for v in (4, 6) for m in (*masq_maps(v), *hostport_maps(v)))
-
-
-MAPS_BY_NAME = {m.name: m for m in all_maps()}
+MAPS_BY_NAME = {m.name: m for v in (4, 6) for m in (*masq_maps(v), *hostport_maps(v))}
 
 
 def render_table() -> str:

@@ -60,10 +60,6 @@ def _comment(container_id: str, ifname: str) -> str:
     return f"macspoofchk-{container_id}-{ifname}"
 
 
-def jump_comment(container_id: str, ifname: str) -> str:
-    return _comment(container_id, ifname)
-
-
 def ip_comment(container_id: str, ifname: str, label: str) -> str:
     return f"{IP_COMMENT_PREFIX}-{container_id}-{ifname}: {label}"
 
@@ -154,7 +150,7 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
 
 def _jumpless(nft: Nft, entries: Sequence[SpoofEntry]) -> list[SpoofEntry]:
     present = {r.comment for r in nft.chain_rules("bridge", TABLE, BASE_CHAIN) or ()}
-    return [e for e in entries if jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+    return [e for e in entries if _comment(e.owner.container_id, e.owner.ifname) not in present]
 
 
 def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
