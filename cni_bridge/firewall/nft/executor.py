@@ -36,7 +36,6 @@ def nft_command(binary: str, script: str, *, json: bool, terse: bool,
 
 @dataclass(frozen=True)
 class NftCommand:
-
     runner: CommandRunner
     binary: str = NFT
 

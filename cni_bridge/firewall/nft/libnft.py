@@ -41,7 +41,6 @@ class _Context:
 
 @dataclass
 class _Process:
-
     lib: ctypes.CDLL | str | None = None
     context: _Context | None = None
 
