@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from cni_bridge.firewall import recorded
 from cni_bridge.firewall.commands import CommandRunner
 from cni_bridge.firewall.detect import make_backend
-from cni_bridge.firewall.model import (
-    MasqEntry,
-    Owner,
-    PortmapOptions,
-    PortMapping,
-    RuleSet,
-    SpoofEntry,
-)
+from cni_bridge.firewall.model import MasqEntry, Owner, PortMapping, RuleSet, SpoofEntry
 from cni_bridge.node import records
 
 NFTABLES = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
@@ -81,10 +75,6 @@ def describe(entry: MasqEntry | PortMapping | SpoofEntry | str) -> str:
     return f"{what} of container {o.container_id} ({o.network}/{o.ifname})"
 
 
-def masq_keys(entry: MasqEntry) -> list[tuple[str, ...]]:
-    return [("masq", str(entry.address.ip))]
-
-
 def port_keys(entry: PortMapping) -> list[tuple[str, ...]]:
     host = ("port", str(entry.version), str(entry.host_ip or "*"), entry.protocol,
             str(entry.host_port))
@@ -126,7 +116,7 @@ def _gather(needs: Needs, claims: Claims, rec: records.Record) -> None:
     who = record_name(rec)
     if rec.plugin == "bridge":
         for e in recorded.masq_entries(rec):
-            holder = claims.take(e.owner, masq_keys(e), who)
+            holder = claims.take(e.owner, [("masq", str(e.address.ip))], who)
             _keep(needs, needs.masq, e, holder, who)
     elif rec.plugin == "portmap":
         mappings, options = recorded.port_entries(rec)
@@ -163,20 +153,13 @@ def restore(name: str, needs: Needs, runner: CommandRunner, size: int | None = N
     for part in chunks(needs.masq, size):
         _apply(backend.add_masquerade, part, out)
     for options, entries in needs.ports.items():
-        def add(es: Sequence[PortMapping], o: PortmapOptions = options) -> None:
-            backend.add_portmappings(es, o)
-
         for ports in chunks(entries, size):
-            _apply(add, ports, out)
-    restore_nft_only(needs, runner, out)
-    return out
-
-
-def restore_nft_only(needs: Needs, runner: CommandRunner, out: Outcome) -> None:
+            _apply(partial(backend.add_portmappings, options=options), ports, out)
     if needs.isolate:
-        _apply(lambda bridges: recorded.add_isolation(runner, bridges), needs.isolate, out)
-    for part in chunks(needs.spoof, SPOOF_CHUNK):
-        _apply(lambda entries: recorded.add_spoofchecks(runner, entries), part, out)
+        _apply(partial(recorded.add_isolation, runner), needs.isolate, out)
+    for spoof in chunks(needs.spoof, SPOOF_CHUNK):
+        _apply(partial(recorded.add_spoofchecks, runner), spoof, out)
+    return out
 
 
 def _apply(add: Callable[[Sequence[Entry]], None], entries: Sequence[Entry],
