@@ -1,24 +1,11 @@
 """The interface every firewall backend implements.
 
-One object per backend, built with the `CommandRunner` it must use (the nftables backend runs
-nft in-process for the production runner). Every mutating call is one atomic transaction per
-nft run or tool invocation, and makes none at all when there is nothing to do.
-
-Verbs:
-- ``add_*`` installs entries (idempotent: adding twice is adding once);
-- ``remove_*`` removes one owner's entries and tolerates anything already gone; with ``None``
-  instead of addresses/mappings it finds the owner's state by its tag; ``remove_portmappings``
-  takes the ADD's options too when known (the iptables backend's exact removal needs its
-  conditions: see ipt_exact);
-- ``check_*`` only reads and returns a precise list of what is missing (empty: all present);
-- ``gc_*`` removes the state of `network` whose owner is not in `valid_owners`, and returns a
-  description of what it removed;
-- ``missing_skeleton`` reads only what every attachment of `rules` shares (our table, its
-  maps and chains; iptables' jumps from the built-in chains), at a cost that does not grow with
-  them, and says what is gone: a firewall reload takes it away, a DEL never does.
-
-A backend's removals may sweep another layout too (an owner's leftovers from before a node
-changed backend): it is handed that layout as a `Removal` (see firewall.leftovers).
+Every mutating call is one atomic transaction per tool run, and none when there is nothing to
+do. ``add_*`` is idempotent; ``remove_*`` tolerates what is gone, and with ``None`` finds the
+owner's state by its tag (the iptables exact removal needs the ADD's options: iptables.exact);
+``check_*`` and ``missing_skeleton`` only read and list what is missing; ``gc_*`` lists what it
+removed. ``missing_skeleton`` reads only what all attachments share, at a constant cost: a
+firewall reload takes it away, a DEL never does.
 """
 
 from __future__ import annotations

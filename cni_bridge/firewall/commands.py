@@ -1,9 +1,5 @@
-"""Running the firewall tools: the one place this package starts processes.
-
-Backends are handed a `CommandRunner`; production uses `SubprocessRunner`, tests pass a recorder
-(or a runner that prefixes ``ip netns exec NS``). Failures become `CniError` here, with the
-command's stderr in ``details``; a busy xtables lock becomes `TryAgainError` (code 11).
-"""
+"""Running the firewall tools: the one place this package starts processes. Tests pass their
+own `CommandRunner` (a recorder, or ``ip netns exec NS``)."""
 
 from __future__ import annotations
 
@@ -41,8 +37,6 @@ class CommandResult:
 
 
 class CommandRunner(Protocol):
-    """Runs one command, with optional stdin text; never raises for a non-zero exit."""
-
     def __call__(self, argv: Sequence[str], input: str | None = None) -> CommandResult: ...
 
 
@@ -84,7 +78,6 @@ def _default_env() -> dict[str, str]:
 
 
 def check(result: CommandResult, what: str) -> CommandResult:
-    """Raise a CniError naming `what` when `result` failed."""
     if result.ok:
         return result
     details = f"{result.describe()}: exit {result.returncode}: {result.stderr.strip()}"

@@ -1,23 +1,8 @@
-"""Choosing a firewall backend.
+"""Choosing a firewall backend: nftables wherever ``nft`` works, else iptables.
 
-We prefer **nftables** wherever ``nft`` works, and fall back to iptables only when it does not
-(the reference does the opposite). Why:
-
-- Cost. Our nftables layout is a constant skeleton plus map elements: ADD and DEL insert and
-  delete a few elements in one nft transaction, run in-process by libnftables, and cost the
-  same with 0 or thousands of containers. The iptables layout (kept byte-compatible with the
-  reference) is a chain per container, and every ``iptables-save``/``iptables-restore``
-  handles the whole nat table, so the cost grows with the node (USERS.md items 2 and 3).
-- No global lock. nft transactions are atomic in the kernel; iptables-legacy serialises every
-  writer on the node (kube-proxy included) on /run/xtables.lock (item 2).
-- Our own table. Rules live in ``inet cni_bridge``, untouched by iptables-nft/iptables-legacy
-  split-brain and by other programs flushing iptables chains (items 7 and 8).
-- Security fixes come built in: DNAT only to local destinations, localhost exposure dropped
-  (items 4 and 5).
-
-Choose iptables explicitly to share state with the reference plugins (an operator can swap
-binaries on a live node in both directions) or on hosts without nftables support. Each backend's
-removals also clean the other layout and the reference plugins' nftables tables (leftovers).
+The reference prefers iptables; we do not (README "Performance"): our nftables layout costs
+the same with 0 or thousands of containers and takes no global lock, while every iptables-save
+and -restore handles the whole nat table. iptables stays for sharing state with the reference.
 """
 
 from __future__ import annotations
@@ -40,7 +25,6 @@ BACKEND_NAMES: tuple[BackendName, ...] = ("nftables", "iptables", "none")
 
 
 def make_backend(name: str, runner: CommandRunner) -> Backend:
-    """The backend called `name` (config values ``nftables``, ``iptables``, ``none``)."""
     if name == "nftables":
         return NftablesBackend(runner, leftovers=IptablesLeftovers(runner))
     if name == "iptables":
@@ -52,8 +36,7 @@ def make_backend(name: str, runner: CommandRunner) -> Backend:
 
 
 def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
-    """The iptables backend, imported only by the calls that use it (its modules cost the
-    nftables path a few ms of imports otherwise)."""
+    """Imported only by the calls that use it: a few ms of imports for the nftables path."""
     from cni_bridge.firewall.iptables.backend import IptablesBackend
 
     return IptablesBackend(runner, recorded=recorded,
@@ -61,10 +44,8 @@ def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
 
 
 def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
-    """The backend our own ADD recorded (`name` as read from the record), for removing what
-    that ADD installed: it looks only at its own layout, not at the other backend's or the
-    reference plugins' (a record proves where the owner's state is). None when the name is
-    not a firewall backend or that backend is no longer usable: then clean everywhere."""
+    """The backend our ADD recorded, looking at its own layout only (a record proves where the
+    owner's state is). None when unknown or no longer usable: then clean everywhere."""
     backend: Backend
     if name == "nftables":
         backend = NftablesBackend(runner, reference_layouts=False)
@@ -76,10 +57,8 @@ def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:
 
 
 def is_usable(backend: Backend) -> bool:
-    """``backend.available()``, remembered once true: probing (a dry run of our nft table,
-    ``iptables-save -t nat``, which grows with the node) would cost every call. A marker
-    under the state root (/run: gone at reboot, per namespace) remembers a success; a failure
-    is never remembered, nor anything in a directory not proven this namespace's."""
+    """``backend.available()``, remembered once true by a marker under the state root (gone at
+    reboot): probing costs every call. A failure is never remembered."""
     if isinstance(backend, NoopBackend):
         return True
     marker = records.probe_marker(backend.name)

@@ -1,15 +1,6 @@
-"""An owner's leftovers in the layout other than the one in use, swept by removals.
-
-A node can change firewall backend while containers run (or move from the reference plugins to
-ours): a DEL then finds the owner's rules where its ADD put them. So each backend's removals,
-after its own layout, hand the owner to the other layout, wired here and in ``detect`` so that
-neither backend knows the other:
-
-- after nftables, iptables: only where ``iptables -S <the owner's chain>`` finds the chain (one
-  process per family concerned; the iptables modules are imported only then);
-- after iptables, our nftables table and the reference's nft rules: one batch, in-process.
-
-A removal from our own record looks at the recorded layout alone (``detect.recorded_backend``).
+"""An owner's leftovers in the other layout, swept by removals: a node can change backend (or
+move from the reference plugins) while containers run. Wired here and in ``detect``, so neither
+backend knows the other; iptables is looked at only where ``iptables -S`` finds the chain.
 """
 
 from __future__ import annotations
@@ -24,8 +15,6 @@ from cni_bridge.firewall.nft.backend import NftablesBackend
 
 
 class IptablesLeftovers:
-    """The owner's chains in iptables, removed by the iptables backend where they exist."""
-
     def __init__(self, runner: CommandRunner) -> None:
         self._runner = runner
 
@@ -52,6 +41,4 @@ class IptablesLeftovers:
 
 
 def nftables_leftovers(runner: CommandRunner) -> Removal:
-    """Our table's elements and the reference's nft rules of an owner (the nftables backend's
-    own removal, reference layouts included)."""
     return NftablesBackend(runner)

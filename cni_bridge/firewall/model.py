@@ -1,8 +1,4 @@
-"""The narrow data objects the plugins hand to a firewall backend.
-
-Nothing here knows about iptables or nftables. A plugin builds these from its parsed config and
-result; every backend plans its rules from them.
-"""
+"""The narrow data objects the plugins hand to a firewall backend (no iptables, no nftables)."""
 
 from __future__ import annotations
 
@@ -24,15 +20,12 @@ LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
 
 @dataclass(frozen=True, order=True)
 class Owner:
-    """Who an entry belongs to: one attachment of one container to one network."""
-
     network: str
     container_id: str
     ifname: str
 
     @property
     def tag(self) -> str:
-        """The nft comment carried by every element of this owner."""
         return names.owner_tag(self.network, self.ifname, self.container_id)
 
     @property
@@ -49,13 +42,8 @@ class Owner:
 
 @dataclass(frozen=True)
 class MasqEntry:
-    """Masquerade traffic from `address` to anything outside `subnet` and outside every network
-    of `non_masquerade` (and not multicast).
-
-    `non_masquerade` holds the destinations reached without masquerading besides the subnet
-    (the bridge's ``nonMasqueradeCIDRs``, e.g. the cluster's pod CIDR); networks of the other
-    family are dropped, so one list serves both families of a dual-stack container.
-    """
+    """Masquerade from `address` to anything outside `subnet`, `non_masquerade` (networks of the
+    other family dropped: one list serves a dual-stack container) and multicast."""
 
     owner: Owner
     address: IPInterface
@@ -73,7 +61,6 @@ class MasqEntry:
     @classmethod
     def of(cls, owner: Owner, address: IPInterface,
            non_masquerade: Iterable[IPNetwork] = ()) -> MasqEntry:
-        """The usual entry: the subnet is the address's own network."""
         return cls(owner, address, address.network, tuple(non_masquerade))
 
     @property
@@ -83,11 +70,8 @@ class MasqEntry:
 
 @dataclass(frozen=True)
 class PortMapping:
-    """Forward `host_ip`:`host_port`/`protocol` (any local address when None) to the container.
-
-    One entry per family: a mapping without host IP on a dual-stack container is two entries.
-    `container_ip` keeps its prefix: hairpin traffic from that whole subnet is masqueraded.
-    """
+    """One per family (no host IP: any local address). `container_ip` keeps its prefix: hairpin
+    traffic from that whole subnet is masqueraded."""
 
     owner: Owner
     protocol: Protocol
@@ -112,8 +96,6 @@ class PortMapping:
 
 @dataclass(frozen=True)
 class PortmapOptions:
-    """portmap's firewall options (defaults are the reference's)."""
-
     snat: bool = True
     masq_all: bool = False
     mark_masq_bit: int = names.DEFAULT_MARK_MASQ_BIT  # iptables only
@@ -131,7 +113,6 @@ class PortmapOptions:
 
 
 def validate_mappings(entries: Iterable[PortMapping]) -> None:
-    """Reject what no backend can install, naming the mapping (code 7)."""
     for e in entries:
         if e.protocol not in PROTOCOLS:
             raise ConfigError(f"port mapping {e.describe()}: unknown protocol {e.protocol!r}")
@@ -166,7 +147,6 @@ def publishes_localhost(entry: PortMapping, options: PortmapOptions) -> bool:
 
 
 def needs_route_localnet(entries: Iterable[PortMapping], options: PortmapOptions) -> bool:
-    """True when the plugin must set route_localnet on the container's host interface."""
     return any(publishes_localhost(e, options) for e in entries)
 
 
@@ -191,8 +171,6 @@ class Pin:
 
 @dataclass(frozen=True)
 class SpoofEntry:
-    """One attachment's spoof check as recorded: enough to write it again."""
-
     owner: Owner
     host_veth: str
     mac: str
@@ -201,9 +179,8 @@ class SpoofEntry:
 
 @dataclass
 class RuleSet:
-    """The entries of many attachments that one backend holds: what the resident server's
-    health check looks for and its restore puts back. Spoof checks and isolated bridges are
-    nftables rules whatever the backend: only the nftables set has them."""
+    """Many attachments' entries in one backend (the healer's unit); spoof checks and isolated
+    bridges are nftables rules whatever the backend."""
 
     masq: list[MasqEntry] = field(default_factory=list)
     ports: dict[PortmapOptions, list[PortMapping]] = field(default_factory=dict)

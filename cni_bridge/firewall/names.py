@@ -5,12 +5,7 @@ upgrades and across swaps between this plugin and the reference plugins: a DEL r
 older, or the reference) binary finds what an ADD created only because it computes the same names.
 Changing one of them leaks every rule, element and chain created before the change.
 
-- iptables names and comments are the reference plugins' (containernetworking/plugins): chain
-  ``CNI-`` + 24 hex of SHA-512(network + container ID), ``CNI-DN-`` + 21 hex, comments written with
-  Go's ``%q`` quoting.
-- The reference plugins' nftables tables are only ever read and cleaned up, never written.
-- Our own nftables table, sets/maps and chains are ours alone; the element comment uses the same
-  format as the reference's nftables masquerade rules (hash prefix, then a readable description).
+iptables names and comments, and the nft owner tag, are the reference plugins' formats.
 """
 
 from __future__ import annotations
@@ -63,42 +58,34 @@ HOSTPORT_LOCALNET_CHAIN = "hostport_localnet"
 
 
 def masq_owner_map(version: int) -> str:
-    """Container address -> owner id: who holds each masqueraded address."""
     return f"masq_owner{version}"
 
 
 def masq_via_map(version: int) -> str:
-    """Container address -> ``goto`` its subnet's masquerade chain."""
     return f"masq_via{version}"
 
 
 def hostport_ip_map(version: int) -> str:
-    """(host address . protocol . host port) -> (container address . container port)."""
     return f"hostport_ip{version}"
 
 
 def hostport_any_map(version: int) -> str:
-    """(protocol . host port) -> (container address . container port), any local address."""
     return f"hostport_any{version}"
 
 
 def hostport_owner_map(version: int) -> str:
-    """Container address -> owner id: who holds each address that host ports lead to."""
     return f"hostport_owner{version}"
 
 
 def hostport_via_map(version: int) -> str:
-    """Container address -> ``jump`` its subnet's hairpin chain (DNATed flows from the subnet)."""
     return f"hostport_via{version}"
 
 
 def hostport_lo_map(version: int) -> str:
-    """Container address -> owner id: DNATed flows from 127.0.0.0/8 are masqueraded (IPv4)."""
     return f"hostport_lo{version}"
 
 
 def hostport_all_map(version: int) -> str:
-    """Container address -> owner id: every DNATed flow is masqueraded (masqAll)."""
     return f"hostport_all{version}"
 
 
@@ -135,15 +122,13 @@ def masq_chain_name(network: str, container_id: str) -> str:
 
 
 def dnat_chain_name(network: str, container_id: str) -> str:
-    return _hash_with_prefix(
-        MAX_CHAIN_LEN, CHAIN_PREFIX + DNAT_CHAIN_PREFIX, network + container_id
-    )
+    return _hash_with_prefix(MAX_CHAIN_LEN, CHAIN_PREFIX + DNAT_CHAIN_PREFIX,
+                             network + container_id)
 
 
 def old_snat_chain_name(network: str, container_id: str) -> str:
-    return _hash_with_prefix(
-        MAX_CHAIN_LEN, CHAIN_PREFIX + OLD_SNAT_CHAIN_PREFIX, network + container_id
-    )
+    return _hash_with_prefix(MAX_CHAIN_LEN, CHAIN_PREFIX + OLD_SNAT_CHAIN_PREFIX,
+                             network + container_id)
 
 
 def go_quote(text: str) -> str:
@@ -182,20 +167,15 @@ def dnat_comment(network: str, container_id: str) -> str:
 
 
 def network_hash(network: str) -> str:
-    """16 hex chars identifying a network inside nft comments (reference format)."""
     return sha512_hex(network)[:16]
 
 
 def instance_hash(network: str, ifname: str, container_id: str) -> str:
-    """``<h(net)>-<h(ifname:cid)>``: the exact-match part of an nft owner tag."""
     return network_hash(network) + "-" + sha512_hex(f"{ifname}:{container_id}")[:16]
 
 
 def owner_tag(network: str, ifname: str, container_id: str) -> str:
-    """Comment on every nft element we add (and on the reference's nft masquerade rules).
-
-    Starts with ``instance_hash`` so it still identifies the owner when truncated to 128 chars.
-    """
+    """Starts with ``instance_hash``: it still identifies the owner when cut to 128 chars."""
     def strip(text: str) -> str:  # the reference drops double quotes
         return text.replace('"', "")
 
@@ -205,9 +185,6 @@ def owner_tag(network: str, ifname: str, container_id: str) -> str:
 
 
 def owner_id(network: str, ifname: str, container_id: str) -> int:
-    """32-bit owner id stored as the value of our owner-tagged map elements.
-
-    A removal re-adds an element with this value before deleting it; the kernel refuses the add
-    when another owner's element holds the key, so one owner can never delete another's element.
-    """
+    """The value of our owner maps. A removal re-adds an element with it before deleting it: the
+    kernel refuses that add when another owner holds the key, so none deletes another's."""
     return int(sha512_hex(instance_hash(network, ifname, container_id))[:8], 16)

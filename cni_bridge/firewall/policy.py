@@ -1,13 +1,8 @@
-"""What the plugins that write an attachment's firewall rules share (bridge's masquerade,
-portmap): the owner, the record of what an ADD installed, the backend, and DEL's and GC's sweep.
+"""What bridge's masquerade and portmap share: the owner, the record, the backend, DEL and GC.
 
-- ADD installs with the configured backend (else the detected one) and records its name.
-- DEL removes with the backend the record names: a record proves where the owner's state is,
-  so that backend looks at its own layout only. Without one (an ADD by the reference plugins,
-  a lost record, a repeated DEL) every usable backend removes the owner's state, whatever the
-  config says now: it may have changed since ADD. Every backend's failure is reported.
-- GC gives every usable backend the valid owners, drops the records of the others, and then
-  reports every backend's failure together (one failing backend stops no other).
+DEL removes with the backend the record names (a record proves where the state is); without one
+(the reference's ADD, a lost record, a repeated DEL) with every usable backend, whatever the
+config says now. GC and DEL report every backend's failure; one failing stops no other.
 """
 
 from __future__ import annotations
@@ -40,8 +35,7 @@ def owner_of(req: Request) -> Owner:
 
 @dataclass(frozen=True)
 class Policy:
-    """One call's firewall policy: `plugin` names its records, `requested` is the configured
-    backend (None: detect)."""
+    """`plugin` names its records; `requested` is the configured backend (None: detect)."""
 
     req: Request
     plugin: str
@@ -53,7 +47,6 @@ class Policy:
         return owner_of(self.req)
 
     def backend(self) -> Backend:
-        """The configured backend, which must be usable; else the detected one."""
         return detect_backend(self.runner, self.requested)
 
     def require_backend(self, prefix: str) -> None:
@@ -64,13 +57,11 @@ class Policy:
             raise CniError(f"{prefix}{exc.msg}", exc.details, code=PLUGIN_NOT_AVAILABLE) from None
 
     def usable_backends(self) -> list[Backend]:
-        """Every usable backend, the configured one first."""
         names = [n for n in BACKEND_NAMES if n != "none"]
         if self.requested in names:
             names.sort(key=lambda n: n != self.requested)
         return [b for b in (make_backend(n, self.runner) for n in names) if is_usable(b)]
 
-    # ------------------------------------------------------------------ records
     def record(self) -> records.Record | None:
         return records.find_record(records.state_root(), self.req.network_name,
                                    self.req.env.container_id, self.req.env.ifname, self.plugin)
@@ -83,11 +74,8 @@ class Policy:
         except OSError as exc:  # the rules are in; only reconcile/status lose sight of them
             log.warning("cannot write the %s record of %s: %s", self.plugin, self.owner, exc)
 
-    # ------------------------------------------------------------------ DEL / GC
     def remove(self, rec: records.Record | None, remove: Callable[[Backend], None],
                what: str) -> None:
-        """Remove the owner's `what` with the backend `rec` names if it is still usable, else
-        with every usable backend; then the record."""
         found = recorded_backend(rec.data.get("backend"), self.runner) if rec else None
         backends = [found] if found is not None else self.usable_backends()
         if not backends:
@@ -119,7 +107,6 @@ class Policy:
 
 
 def _each(backends: list[Backend], step: Callable[[Backend], None]) -> list[tuple[str, CniError]]:
-    """Run `step` on every backend; one failing stops no other. The failures, by backend."""
     errors = []
     for backend in backends:
         try:

@@ -1,11 +1,7 @@
-"""The firewall entries our own records describe (``cni_bridge.node.records``): what an ADD
-installed, for removing it by key (a DEL without prevResult or port mappings), checking it
-(``status``) and putting it back (``reconcile``, the resident server's healer).
+"""The firewall entries our records describe: for DEL by key, ``status`` and ``reconcile``.
 
-A bridge record holds the masquerade entries (``masq``, with ``backend``) and, since they are
-restored too, the spoof check (``spoofcheck``: host veth, MAC, and for ``ipspoofchk`` the
-pinned addresses) and the isolated bridges (``isolate``). Both are nftables-only, whatever the
-backend; records written before they were recorded lack them and mean none.
+A bridge record's ``spoofcheck`` and ``isolate`` are nftables rules whatever its ``backend``;
+older records lack them, meaning none.
 """
 
 from __future__ import annotations
@@ -100,7 +96,6 @@ def add_spoofchecks(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> Non
 
 
 def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:
-    """What of a bridge record's spoof check and isolation is not in the firewall."""
     from cni_bridge.firewall.nft import isolation, spoofcheck
 
     missing = []
@@ -115,8 +110,7 @@ def missing_extras(runner: CommandRunner, rec: records.Record) -> list[str]:
 
 
 def restore_extras(runner: CommandRunner, rec: records.Record) -> None:
-    """Put a bridge record's spoof check (when any of it is missing: it is rewritten whole)
-    and isolation back."""
+    """A spoof check with anything missing is rewritten whole."""
     from cni_bridge.firewall.nft import isolation, spoofcheck
 
     spoof = spoof_entry(rec)

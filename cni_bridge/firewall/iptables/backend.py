@@ -1,18 +1,9 @@
 """The iptables backend: the reference plugins' chains and rules, byte for byte.
 
-Per call and family: one ``iptables-save`` read, then (only when something must change) one
-``iptables-restore --noflush -w <seconds>`` transaction planned from what was read. If the
-restore fails because the table changed between the read and the write, it is planned again
-once. A lock wait that runs out is a `TryAgainError` (code 11). Dual-stack work is one
-transaction per family: iptables has no cross-family transaction. Processes per call (IPv4,
-steady state): ADD 2 (the read covers the raw table too when 127.0.0.1 is published, and the
-restore writes its drop rule when missing), CHECK 1, DEL 1 when our record names what to
-delete (an exact restore; see iptables/exact), else 2. Shared chains are created with
-``iptables -N`` outside the restore, once per node.
-
-Removals then hand the owner to the `leftovers` layout (firewall.leftovers: our nftables table
-and the reference's nft rules), so a node that ran an nftables backend before does not leak
-when switched to this one.
+Per call and family (iptables has no cross-family transaction): one ``iptables-save``, then,
+only when something must change, one ``iptables-restore --noflush`` planned from it; planned
+again once if the table moved in between. Shared chains are made with ``iptables -N`` outside
+the restore: declaring one in a --noflush restore would flush a concurrent call's rules.
 """
 
 from __future__ import annotations
@@ -63,19 +54,16 @@ TOOLS = {4: IptablesTools("iptables-save", "iptables-restore", "iptables"),
 LOCALNET_DROP = ("!", "-i", "lo", "-d", "127.0.0.0/8", "-m", "comment", "--comment",
                  "cni-bridge: 127.0.0.0/8 only on lo (route_localnet is set for published "
                  "localhost ports)", "-j", "DROP")
-# The rule as a restore line reads it: raw PREROUTING, so it sees packets before any NAT.
+# In raw PREROUTING, so it sees packets before any NAT.
 LOCALNET_DROP_RULE = " ".join(quote(t) if " " in t else t for t in LOCALNET_DROP)
 
 
 def lacks_localnet_drop(raw: NatState | None) -> bool:
-    """Whether the raw table, when it was read, lacks the drop for 127.0.0.0/8."""
     return raw is not None and not raw.has_rule("PREROUTING", LOCALNET_DROP_RULE)
 
 
 @dataclass(frozen=True)
 class Tables:
-    """One family's nat table, and its raw table when it was asked for."""
-
     nat: NatState
     raw: NatState | None = None
 
@@ -86,9 +74,8 @@ class IptablesBackend:
     def __init__(self, runner: CommandRunner, lock_wait: int = XTABLES_LOCK_WAIT,
                  tools: dict[int, IptablesTools] | None = None, recorded: bool = False,
                  leftovers: Removal | None = None) -> None:
-        """`recorded`: removals work from our own ADD's record, which proves the owner's state
-        is in this layout alone and as our ADD wrote it: the rules can be deleted by their
-        exact text before anything is read (and there are no `leftovers` to look for)."""
+        """`recorded`: our ADD's record proves the owner's state is here alone, as our ADD wrote
+        it: removals first delete by exact text, unread (iptables.exact)."""
         self._run = runner
         self._recorded = recorded
         self._lock_wait = lock_wait
@@ -98,11 +85,8 @@ class IptablesBackend:
     def available(self) -> bool:
         return self._run([self._tools[4].save, "-t", "nat"]).ok
 
-    # --- plumbing --------------------------------------------------------------------------
-
     def _read(self, version: int, raw: bool = False) -> CommandResult:
-        """``iptables-save -t nat``; every table at once when the raw table is wanted too (one
-        process instead of two)."""
+        """Every table at once when the raw table is wanted too: one process instead of two."""
         tool = self._tools[version].save
         return self._run([tool] if raw else [tool, "-t", "nat"])
 
@@ -115,11 +99,8 @@ class IptablesBackend:
 
     def _transact(self, version: int, plan: Planner, what: str, optional: bool = False,
                   localnet: bool = False) -> bool:
-        """Read, plan, restore; on failure read and plan once more (the table moved).
-
-        With `optional`, a family whose table cannot be read is skipped (returns False): a DEL
-        cannot know which families its ADD used, and a host may lack ip6tables. With
-        `localnet`, the raw table's drop for 127.0.0.0/8 goes in the same restore if missing.
+        """Read, plan, restore; on failure once more. `optional`: skip (False) a family whose
+        table cannot be read (a DEL cannot know its ADD's families; ip6tables may be missing).
         """
         for attempt in (1, 2):
             read = self._read(version, raw=localnet)
@@ -148,10 +129,8 @@ class IptablesBackend:
         return self._run(argv, input=script.render())
 
     def _exactly(self, version: int, script: RestoreScript) -> bool:
-        """Whether the exact removal `script` went through in one restore (see ipt_exact);
-        False when it did not, and nothing changed: then the caller reads and plans. Any
-        failure means that, even exit status 4, which iptables-nft-restore also gives for a
-        chain still in use; a lock still busy then fails the planned restore (code 11)."""
+        """Whether the exact removal went through; else nothing changed and the caller reads.
+        Even exit 4 (iptables-nft-restore's for a chain in use): a busy lock fails later."""
         result = self._restore(version, script)
         if not result.ok:
             log.debug("exact IPv%d removal did not apply (%s): reading", version,
@@ -160,7 +139,6 @@ class IptablesBackend:
 
     def _each_family(self, versions: Sequence[int], plan: Callable[[int], Planner],
                      what: str) -> None:
-        """Run an optional transaction per family; fail only if no family was usable."""
         done = [self._transact(v, plan(v), f"cannot {what} (IPv{v})", optional=True)
                 for v in versions]
         if versions and not any(done):
@@ -209,11 +187,8 @@ class IptablesBackend:
     def add_portmappings(self, entries: Sequence[PortMapping], options: PortmapOptions) -> None:
         _validate_ipt_options(options)
         validate_mappings(entries)
-        # Localhost mappings get route_localnet, which would let a LAN neighbour reach
-        # 127.0.0.1-bound services (USERS.md item 4): the IPv4 restore also puts in the raw
-        # PREROUTING drop for 127.0.0.0/8 from outside lo when it is missing (shared and never
-        # removed, like the reference's shared chains; a concurrent ADD may add it too).
-        # Entries of many owners (a restore after a reload) go in one transaction per family.
+        # route_localnet would let a LAN neighbour reach 127.0.0.1-bound services: the IPv4
+        # restore adds the raw drop for 127.0.0.0/8 from outside lo (shared, never removed).
         localnet = needs_route_localnet(entries, options)
         owners = group_by_owner(entries)
         whose = str(next(iter(owners))) if len(owners) == 1 else f"{len(owners)} containers"
@@ -225,12 +200,10 @@ class IptablesBackend:
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
                             options: PortmapOptions | None = None) -> None:
-        """Both families unless `entries` tell which; exactly first when recorded (by the
-        text `options` gave the rules)."""
         if entries is not None and not entries:
             return
         plan = partial(ipt_portmap.plan_remove_portmappings, owner=owner)
-        versions = [4, 6] if entries is None else sorted({e.version for e in entries})
+        versions = self._versions(entries)
         if self._recorded and entries is not None:
             versions = [v for v in versions if not self._exactly(
                 v, ipt_exact.portmap_removal(owner, entries, v, options or PortmapOptions()))]
@@ -256,10 +229,7 @@ class IptablesBackend:
         return self._gc(lambda s: ipt_portmap.plan_gc_portmappings(s, network, valid_owners),
                         f"host ports of network {network}")
 
-    # --- the healer's question ---------------------------------------------------------------
-
     def missing_skeleton(self, rules: RuleSet) -> list[str]:
-        """The nat table's jumps that `rules` need: one ``iptables-save -t nat`` per family."""
         missing = []
         for version in (4, 6):
             masq = any(e.version == version for e in rules.masq)
@@ -273,8 +243,8 @@ class IptablesBackend:
     # --- shared ----------------------------------------------------------------------------
 
     @staticmethod
-    def _versions(addresses: Sequence[IPInterface] | None) -> list[int]:
-        return [4, 6] if addresses is None else sorted({a.version for a in addresses})
+    def _versions(items: Sequence[IPInterface] | Sequence[PortMapping] | None) -> list[int]:
+        return [4, 6] if items is None else sorted({a.version for a in items})
 
     def _gc(self, plan: Callable[[NatState], tuple[RestoreScript, list[str]]],
             what: str) -> list[str]:
@@ -292,8 +262,7 @@ class IptablesBackend:
 
 def _plan_add_portmappings(state: NatState, owners: dict[Owner, list[PortMapping]],
                            version: int, options: PortmapOptions) -> RestoreScript:
-    """Refuse host ports another container's chain already DNATs, then plan what is missing,
-    for every owner in one script (a rule two owners' plans share is written once)."""
+    """Every owner in one script, after refusing host ports another container DNATs."""
     script = RestoreScript()
     holders = ipt_portmap.dnat_holders(state)
     for owner, mine in owners.items():
@@ -309,9 +278,6 @@ def _plan_add_portmappings(state: NatState, owners: dict[Owner, list[PortMapping
 
 def shared_missing(state: NatState, version: int, masquerade: bool, ports: bool,
                    snat: bool) -> list[str]:
-    """The nat table's jumps that our attachments of one family need: ``POSTROUTING`` to some
-    per-container masquerade chain (`masquerade`), ``PREROUTING`` and ``OUTPUT`` to
-    ``CNI-HOSTPORT-DNAT`` (`ports`), ``POSTROUTING`` to ``CNI-HOSTPORT-MASQ`` (`snat`)."""
     missing = []
     if masquerade and not any(ipt_masq.MASQ_CHAIN_RE.match(chain)
                               for chain in state.chains if state.jumps_to(chain)):

@@ -1,12 +1,7 @@
-"""Removing what our own ADD wrote in iptables by the rules' exact text, before reading anything
-(pure planners).
+"""Removing what our ADD wrote in iptables by the rules' exact text, unread (pure planners).
 
-A DEL whose record proves the owner's state is ours (in this layout alone) sends these as one
-``iptables-restore`` per family, without an ``iptables-save`` first. They are safe to try
-blind: a rule is deleted only by a matching spec, a chain only once nothing jumps to it, and a
-restore is all or nothing. When anything differs from what our ADD wrote (a second attachment
-sharing the masquerade chain, rules already gone, conditions changed since the ADD), the restore
-fails as a whole and the backend reads the table and plans exactly.
+Safe blind: a rule goes only by a matching spec, a chain only once unused, and a restore is all
+or nothing; when anything differs from what our ADD wrote, it fails whole and the backend reads.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ from cni_bridge.firewall.model import IPInterface, MasqEntry, Owner, PortmapOpti
 
 
 def masq_removal(owner: Owner, addresses: Sequence[IPInterface]) -> RestoreScript:
-    """The POSTROUTING jump of each address, then the owner's chain."""
     chain = names.masq_chain_name(owner.network, owner.container_id)
     script = RestoreScript()
     script.extend(f"-D POSTROUTING {ipt_masq.jump_rule(MasqEntry.of(owner, a))}"
@@ -32,9 +26,7 @@ def masq_removal(owner: Owner, addresses: Sequence[IPInterface]) -> RestoreScrip
 
 def portmap_removal(owner: Owner, entries: Sequence[PortMapping], version: int,
                     options: PortmapOptions) -> RestoreScript:
-    """The ``CNI-HOSTPORT-DNAT`` jumps our ADD wrote for `entries` (the whole config, in config
-    order) with `options` (their conditions are part of the rules' text), then the owner's
-    ``CNI-DN-`` chain."""
+    """`entries`: the whole config, in order; `options`: their conditions are in the rules."""
     chain = names.dnat_chain_name(owner.network, owner.container_id)
     script = RestoreScript()
     script.extend(f"-D {names.HOSTPORT_DNAT_CHAIN} {rule}" for rule in

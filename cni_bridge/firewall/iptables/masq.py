@@ -1,13 +1,8 @@
 """iptables masquerade planning, byte-compatible with the reference bridge plugin (pure).
 
-Per (network, container ID) a chain ``CNI-<24 hex>`` in the nat table holding
-``-d <subnet> -j ACCEPT`` and ``! -d <multicast> -j MASQUERADE``, and per container address a
-``POSTROUTING -s <ip>/32 -j CNI-...`` jump, all commented ``name: "<net>" id: "<cid>"``.
-``nonMasqueradeCIDRs`` (ours) adds one ``-d <cidr> -j ACCEPT`` per network between the two: the
-chain stays the reference's, so the reference's DEL (which deletes the jump, then flushes and
-deletes the chain) removes them with it.
-The reference ignores ifname here, so two attachments of one container to one network share the
-chain; unlike the reference we keep the chain while any jump to it remains.
+``nonMasqueradeCIDRs`` (ours) adds ACCEPT rules inside the reference's chain, so the
+reference's DEL removes them with it. The chain ignores ifname (as the reference's does): two
+attachments share it, and unlike the reference we keep it while any jump to it remains.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ def multicast(version: int) -> str:
 
 
 def accept_rules(entry: MasqEntry) -> list[str]:
-    """The per-container chain's ACCEPT rules: the subnet, then each non-masquerade network."""
     c = _comment(entry.owner.network, entry.owner.container_id)
     return [f"-d {net} {c} -j ACCEPT" for net in (entry.subnet, *entry.non_masquerade)]
 
@@ -43,7 +37,6 @@ def masquerade_rule(entry: MasqEntry) -> str:
 
 
 def chain_rules(entry: MasqEntry) -> list[str]:
-    """The rules of the per-container chain, as iptables-save prints them."""
     return [*accept_rules(entry), masquerade_rule(entry)]
 
 
@@ -54,9 +47,8 @@ def jump_rule(entry: MasqEntry) -> str:
 
 
 def plan_add_masquerade(state: NatState, entries: Sequence[MasqEntry]) -> RestoreScript:
-    """Append what is missing, in the reference's order (chain, its rules, the jump). An ACCEPT
-    missing from a chain that already masquerades is inserted at its top instead: after the
-    MASQUERADE rule it would never match."""
+    """Append what is missing, in the reference's order; an ACCEPT missing from a chain that
+    already masquerades goes on top (after the MASQUERADE it would never match)."""
     script = RestoreScript()
     planned: set[tuple[str, str]] = set()
     for entry in entries:
@@ -86,7 +78,6 @@ def _jump_matches(rule: str, addresses: Sequence[IPInterface] | None) -> bool:
 
 def plan_remove_chain_owner(state: NatState, chain: str,
                             addresses: Sequence[IPInterface] | None) -> RestoreScript:
-    """Delete the jumps to `chain` for `addresses` (all when None), then the chain if unused."""
     script = RestoreScript()
     jumps = state.jumps_to(chain)
     doomed = [(c, r) for c, r in jumps if _jump_matches(r, addresses)]
@@ -130,22 +121,28 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+def stale_chains(state: NatState, pattern: re.Pattern[str], network: str, valid: Collection[str],
+                 own_rules: bool) -> list[tuple[str, str]]:
+    """(chain, container ID) of each `pattern` chain not in `valid` whose comments (on the jumps
+    to it, and with `own_rules` on its rules) name `network`."""
+    found = []
+    for chain in sorted(state.chains):
+        if not pattern.match(chain) or chain in valid:
+            continue
+        rules = [r for _, r in state.jumps_to(chain)]
+        rules += state.rules(chain) if own_rules else ()
+        owner = next((o for o in map(parse_owner_comment, map(comment_of, rules)) if o), None)
+        if owner is not None and owner[0] == network:
+            found.append((chain, owner[1]))
+    return found
+
+
 def plan_gc_masquerade(state: NatState, network: str,
                        valid_owners: Collection[Owner]) -> tuple[RestoreScript, list[str]]:
-    """Remove the chains of `network` whose container is not valid (ifname is not recorded)."""
     valid = {names.masq_chain_name(o.network, o.container_id) for o in valid_owners}
     script = RestoreScript()
     removed: list[str] = []
-    for chain in sorted(state.chains):
-        if not MASQ_CHAIN_RE.match(chain) or chain in valid:
-            continue
-        owners = {parse_owner_comment(comment_of(r)) for r in state.rules(chain)}
-        owners |= {parse_owner_comment(comment_of(r)) for _, r in state.jumps_to(chain)}
-        owner = next((o for o in owners if o is not None), None)
-        if owner is None or owner[0] != network:
-            continue
-        part = plan_remove_chain_owner(state, chain, None)
-        script.declare.extend(part.declare)
-        script.extend(part.lines)
-        removed.append(f"masquerade chain {chain} of container {owner[1]}")
+    for chain, container_id in stale_chains(state, MASQ_CHAIN_RE, network, valid, True):
+        script.merge(plan_remove_chain_owner(state, chain, None))
+        removed.append(f"masquerade chain {chain} of container {container_id}")
     return script, removed

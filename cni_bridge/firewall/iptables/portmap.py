@@ -1,17 +1,8 @@
 """iptables port-mapping planning, byte-compatible with the reference portmap plugin (pure).
 
-Layout (nat table, per family):
-- ``PREROUTING``/``OUTPUT``: ``-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT`` (appended);
-- ``CNI-HOSTPORT-DNAT``: per container and protocol, up to 15 ports per multiport rule, commented
-  ``dnat name: "<net>" id: "<cid>"``, jumping to ``CNI-DN-<21 hex>`` (appended);
-- ``CNI-DN-...``: per mapping, in config order: hairpin mark, localhost mark (IPv4), DNAT;
-- ``CNI-HOSTPORT-SETMARK`` sets the mark, ``CNI-HOSTPORT-MASQ`` masquerades marked packets, and
-  its ``POSTROUTING`` jump is the one rule inserted at position 1 (CVE-2019-9946: everything else
-  is appended, so Kubernetes service rules keep precedence).
-
-The reference builds the multiport lists from the whole config, all families together: pass the
-entries in config order (for each mapping, its IPv4 entry then its IPv6 entry) to get them
-byte-identical.
+Only the ``CNI-HOSTPORT-MASQ`` jump is inserted at the top (CVE-2019-9946); everything else is
+appended, so Kubernetes service rules keep precedence. The multiport lists come from the whole
+config, all families together: pass entries in config order to get them byte-identical.
 """
 
 from __future__ import annotations
@@ -20,7 +11,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from cni_bridge.firewall import names
-from cni_bridge.firewall.iptables.masq import parse_owner_comment
+from cni_bridge.firewall.iptables.masq import parse_owner_comment, stale_chains
 from cni_bridge.firewall.iptables.save import NatState, RestoreScript, comment_of, quote, signature
 from cni_bridge.firewall.model import Owner, PortmapOptions, PortMapping
 
@@ -54,7 +45,6 @@ def _destination(entry: PortMapping) -> str:
 
 
 def dnat_chain_rules(entries: Sequence[PortMapping], options: PortmapOptions) -> list[str]:
-    """Rules of ``CNI-DN-...`` for the entries of one family, in order."""
     setmark = options.external_set_mark_chain or names.HOSTPORT_SETMARK_CHAIN
     rules: list[str] = []
     for e in entries:
@@ -70,7 +60,6 @@ def dnat_chain_rules(entries: Sequence[PortMapping], options: PortmapOptions) ->
 
 
 def config_mappings(entries: Sequence[PortMapping]) -> list[PortMapping]:
-    """The config's mapping list again: one per (protocol, host port, host IP, container port)."""
     seen: set[tuple[str, int, str, int]] = set()
     out: list[PortMapping] = []
     for e in entries:
@@ -195,10 +184,7 @@ def _plan_remove_chain(state: NatState, chain: str, script: RestoreScript) -> No
 
 
 def plan_remove_portmappings(state: NatState, owner: Owner) -> RestoreScript:
-    """Tear down ``CNI-DN-...`` (and the pre-2017 ``CNI-SN-...``) with every jump to them.
-
-    The shared chains and their jumps stay, as with the reference.
-    """
+    """``CNI-DN-...`` (and the pre-2017 ``CNI-SN-...``) with their jumps; shared chains stay."""
     script = RestoreScript()
     _plan_remove_chain(state, names.dnat_chain_name(owner.network, owner.container_id), script)
     _plan_remove_chain(state, names.old_snat_chain_name(owner.network, owner.container_id),
@@ -220,17 +206,10 @@ def check_portmappings(state: NatState, owner: Owner, all_entries: Sequence[Port
 
 def plan_gc_portmappings(state: NatState, network: str,
                          valid_owners: Collection[Owner]) -> tuple[RestoreScript, list[str]]:
-    """Remove ``CNI-DN-...`` chains whose entry comment names `network` and an invalid container."""
     valid = {names.dnat_chain_name(o.network, o.container_id) for o in valid_owners}
     script = RestoreScript()
     removed: list[str] = []
-    for chain in sorted(state.chains):
-        if not DNAT_CHAIN_RE.match(chain) or chain in valid:
-            continue
-        owners = {parse_owner_comment(comment_of(r)) for _, r in state.jumps_to(chain)}
-        owner = next((o for o in owners if o is not None), None)
-        if owner is None or owner[0] != network:
-            continue
+    for chain, container_id in stale_chains(state, DNAT_CHAIN_RE, network, valid, False):
         _plan_remove_chain(state, chain, script)
-        removed.append(f"port-mapping chain {chain} of container {owner[1]}")
+        removed.append(f"port-mapping chain {chain} of container {container_id}")
     return script, removed

@@ -24,8 +24,6 @@ Signature = tuple[tuple[str, ...], ...]
 
 @dataclass(frozen=True)
 class NatState:
-    """The nat table of one family: chain -> rules (text after ``-A CHAIN``), in order."""
-
     chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def has_chain(self, chain: str) -> bool:
@@ -38,7 +36,6 @@ class NatState:
         return signature(rule) in self._signatures.get(chain, frozenset())
 
     def jumps_to(self, target: str) -> list[tuple[str, str]]:
-        """Every (chain, rule) whose verdict is a jump or goto to `target`."""
         return self._jumps.get(target, [])
 
     @cached_property
@@ -50,14 +47,13 @@ class NatState:
         index: dict[str, list[tuple[str, str]]] = {}
         for chain, rules in self.chains.items():
             for rule in rules:
-                target = jump_target(rule)
+                target = option_value(rule, "-j", "--jump", "-g", "--goto")
                 if target is not None:
                     index.setdefault(target, []).append((chain, rule))
         return index
 
 
 def parse_save(text: str, table: str = "nat") -> NatState:
-    """Parse iptables-save output; only `table` is kept (a NatState of its chains)."""
     chains: dict[str, list[str]] = {}
     in_table = False
     for raw in text.splitlines():
@@ -86,20 +82,13 @@ def split_rule(rule: str) -> tuple[str, ...]:
         raise CniError("cannot parse iptables rule", f"{rule}: {exc}") from None
 
 
-def jump_target(rule: str) -> str | None:
+def option_value(rule: str, *options: str) -> str | None:
     tokens = split_rule(rule)
-    for i, token in enumerate(tokens[:-1]):
-        if token in ("-j", "--jump", "-g", "--goto"):
-            return tokens[i + 1]
-    return None
+    return next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in options), None)
 
 
 def comment_of(rule: str) -> str | None:
-    tokens = split_rule(rule)
-    for i, token in enumerate(tokens[:-1]):
-        if token == "--comment":
-            return tokens[i + 1]
-    return None
+    return option_value(rule, "--comment")
 
 
 def _groups(tokens: Sequence[str]) -> list[tuple[str, ...]]:
@@ -137,7 +126,7 @@ def signature(rule: str) -> Signature:
 
 
 def quote(text: str) -> str:
-    """Quote an argument the way iptables-save does, so restore reads it back unchanged."""
+    """As iptables-save quotes, so restore reads it back unchanged."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -168,7 +157,6 @@ class RestoreScript:
         self.lines.extend(lines)
 
     def merge(self, other: RestoreScript) -> None:
-        """`other`'s changes after these; a line already here is not repeated."""
         for chain in other.declare:
             self.new_chain(chain)
         for chain in other.shared:
@@ -181,7 +169,6 @@ class RestoreScript:
         return bool(self.declare or self.lines or self.shared or self.raw)
 
     def render(self) -> str:
-        """The restore input; empty when there is nothing to do."""
         if not self:
             return ""
         body = [f":{chain} - [0:0]" for chain in self.declare] + self.lines

@@ -1,21 +1,10 @@
 """The nftables backend: owner-tagged map elements in our own table ``inet cni_bridge``.
 
-Scripts run in-process through libnftables (see nft/executor). Costs per call, in nft runs,
-none of them a process and none reading more when more containers exist:
-- ADD: one batch (the table's constant lines + this owner's elements). Only when it fails (a
-  host port or address already held, or the same owner adding again) is our table read and an
-  exact batch sent: that is how a host port held by another container is reported by name.
-- DEL with addresses/mappings (from prevResult, the container or our record): one batch. Our
-  table is read only when the batch fails (another owner holds a key, or no table). Without our
-  record, the reference plugins' nftables tables are listed first (one table each; listing a
-  single table does not fetch ours) and their owner's rules go in the batch; then the
-  `leftovers` layout (firewall.leftovers: iptables) removes what an earlier backend left.
-- CHECK: the table's outline (no elements), then this owner's elements by key, both read
-  from the kernel over netlink (nft/netlink; libnftables would fetch every element first).
-- Removal by owner tag (nothing names the entries) and GC read our table.
-
-``conditionsV4/V6`` go into the shared prerouting/output rules (as with the reference's nftables
-backend, the last ADD's conditions win); iptables-only options are rejected.
+Costs per call, none growing with the node: ADD and DEL are one batch each, and our table is
+read only when that batch fails (a key already held: how a conflict is reported by name). CHECK
+reads the table's outline and this owner's elements by key over netlink. Removal by owner tag
+and GC read our table. ``conditionsV4/V6`` go into the shared prerouting/output rules (as with
+the reference's nftables backend, the last ADD's conditions win).
 """
 
 from __future__ import annotations
@@ -38,45 +27,12 @@ from cni_bridge.firewall.model import (
     validate_mappings,
     validate_options,
 )
+from cni_bridge.firewall.nft import plan, remove, schema
 from cni_bridge.firewall.nft import reference as reference_nft
 from cni_bridge.firewall.nft.client import Nft
 from cni_bridge.firewall.nft.executor import NFT
-from cni_bridge.firewall.nft.plan import (
-    Planned,
-    check_elements,
-    check_outline,
-    conflict_error,
-    delete_line,
-    describe_owner,
-    gc_elements,
-    hairpin_subnets,
-    masq_elements,
-    plan_add,
-    portmap_elements,
-    resolve_add,
-    unused_subnet_chains,
-)
-from cni_bridge.firewall.nft.remove import (
-    HOSTPORT_MAPS,
-    HOSTPORTS,
-    MASQ_MAPS,
-    MASQUERADE,
-    OUR_TABLE,
-    hostport_keys,
-    masq_keys,
-    remove_owner,
-)
-from cni_bridge.firewall.nft.schema import (
-    TABLE_REF,
-    ChainSpec,
-    entry_masq_chain,
-    hostport_chains,
-    hostport_net_chain,
-    hostport_table_lines,
-    masq_chain,
-    masq_table_lines,
-    render_table,
-)
+from cni_bridge.firewall.nft.remove import HOSTPORT_MAPS, MASQ_MAPS, OUR_TABLE
+from cni_bridge.firewall.nft.schema import TABLE_REF, ChainSpec
 from cni_bridge.firewall.nft.state import Element, Listing
 
 log = logger(__name__)
@@ -87,41 +43,39 @@ class NftablesBackend:
 
     def __init__(self, runner: CommandRunner, binary: str = NFT,
                  reference_layouts: bool = True, leftovers: Removal | None = None) -> None:
-        """`reference_layouts` off and no `leftovers`: removals look only at our table (the
-        caller knows from its records that the owner's state is there alone)."""
         self._runner = runner
         self._nft = Nft(runner, binary)
         self._reference_layouts = reference_layouts
         self._leftovers = leftovers
 
     def available(self) -> bool:
-        return self._nft.usable(render_table())
+        return self._nft.usable(schema.render_table())
 
     # --- masquerade ------------------------------------------------------------------------
 
     def add_masquerade(self, entries: Sequence[MasqEntry]) -> None:
         if entries:
-            planned = [p for e in entries for p in masq_elements(e)]
-            self._add(masq_table_lines(entries), planned, "masquerade")
+            planned = [p for e in entries for p in plan.masq_elements(e)]
+            self._add(schema.masq_table_lines(entries), planned, "masquerade")
 
     def remove_masquerade(self, owner: Owner, addresses: Sequence[IPInterface] | None) -> None:
         if addresses is not None and not addresses:
             return
-        remove_owner(self._nft, MASQUERADE, owner, masq_keys(owner, addresses),
-                     self._reference_layouts)
+        remove.remove_owner(self._nft, remove.MASQUERADE, owner,
+                            remove.masq_keys(owner, addresses), self._reference_layouts)
         if self._leftovers is not None:
             self._leftovers.remove_masquerade(owner, addresses)
 
     def check_masquerade(self, entries: Sequence[MasqEntry]) -> list[str]:
         if not entries:
             return []
-        planned = [p for e in entries for p in masq_elements(e)]
+        planned = [p for e in entries for p in plan.masq_elements(e)]
         return self._check(masq_chains(entries), MASQ_MAPS, planned)
 
     def gc_masquerade(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()
-        doomed = gc_elements(listing, network, valid_owners, MASQ_MAPS)
-        lines = [delete_line(el) for el in doomed] + unused_subnet_chains(listing, doomed)
+        doomed = plan.gc_elements(listing, network, valid_owners, MASQ_MAPS)
+        lines = [plan.delete_line(el) for el in doomed] + plan.unused_subnet_chains(listing, doomed)
         ref_lines, ref_removed = reference_nft.plan_gc_masq(
             self._nft.table(*reference_nft.REF_MASQ) or Listing(), network, valid_owners)
         self._nft.apply_checked(lines + ref_lines, f"cannot garbage-collect masquerade of "
@@ -136,16 +90,16 @@ class NftablesBackend:
         if not entries:
             return
         localnet = any(publishes_localhost(e, options) for e in entries)
-        table = hostport_table_lines(options.conditions_v4, options.conditions_v6, localnet,
-                                     hairpin_subnets(entries, options))
-        self._add(table, portmap_elements(entries, options), "port mappings")
+        table = schema.hostport_table_lines(options.conditions_v4, options.conditions_v6, localnet,
+                                            plan.hairpin_subnets(entries, options))
+        self._add(table, plan.portmap_elements(entries, options), "port mappings")
 
     def remove_portmappings(self, owner: Owner, entries: Sequence[PortMapping] | None,
                             options: PortmapOptions | None = None) -> None:
         if entries is not None and not entries:
             return
-        remove_owner(self._nft, HOSTPORTS, owner, hostport_keys(entries),
-                     self._reference_layouts)
+        remove.remove_owner(self._nft, remove.HOSTPORTS, owner,
+                            remove.hostport_keys(entries), self._reference_layouts)
         if self._leftovers is not None:
             self._leftovers.remove_portmappings(owner, entries, options)
 
@@ -154,12 +108,12 @@ class NftablesBackend:
         if not entries:
             return []
         return self._check(portmap_chains(entries, options), HOSTPORT_MAPS,
-                           portmap_elements(entries, options))
+                           plan.portmap_elements(entries, options))
 
     def gc_portmappings(self, network: str, valid_owners: Collection[Owner]) -> list[str]:
         listing = self._ours() or Listing()
-        doomed = gc_elements(listing, network, valid_owners, HOSTPORT_MAPS)
-        lines = [delete_line(el) for el in doomed] + unused_subnet_chains(listing, doomed)
+        doomed = plan.gc_elements(listing, network, valid_owners, HOSTPORT_MAPS)
+        lines = [plan.delete_line(el) for el in doomed] + plan.unused_subnet_chains(listing, doomed)
         self._nft.apply_checked(lines, f"cannot garbage-collect host ports of network {network}")
         return [_describe(el) for el in doomed]
 
@@ -168,23 +122,20 @@ class NftablesBackend:
     def _ours(self) -> Listing | None:
         return self._nft.table(*OUR_TABLE)
 
-    def _add(self, table: list[str], planned: list[Planned], what: str) -> None:
-        if self._nft.apply(table + plan_add(planned)).ok:
+    def _add(self, table: list[str], planned: list[plan.Planned], what: str) -> None:
+        if self._nft.apply(table + plan.plan_add(planned)).ok:
             return
-        # Something is already there (ours from an earlier ADD, or another owner's): look.
-        lines, conflicts, replaced = resolve_add(self._ours() or Listing(), planned)
+        lines, conflicts, replaced = plan.resolve_add(self._ours() or Listing(), planned)
         if conflicts:
-            raise conflict_error(conflicts)
+            raise plan.conflict_error(conflicts)
         for el in replaced:
             log.warning("replacing stale %s held by %s", _describe(el),
-                        describe_owner(el.comment))
+                        plan.describe_owner(el.comment))
         self._nft.apply_checked(table + lines, f"cannot add {what} to nft table {TABLE_REF}")
 
     def _check(self, chains: Sequence[ChainSpec], maps: frozenset[str],
-               planned: list[Planned]) -> list[str]:
-        """The table's outline, then this owner's elements by key (netlink reads that cost the
-        same whatever the node holds). Only when an element is missing is the whole table
-        read, to say exactly what is wrong."""
+               planned: list[plan.Planned]) -> list[str]:
+        """Keyed reads; the whole table only when an element is missing, to say what is wrong."""
         outline = self._nft.outline(*OUR_TABLE)
         if outline is None:
             return [f"nft table {TABLE_REF} is missing"]
@@ -192,13 +143,10 @@ class NftablesBackend:
                                        for p in planned}.values()))
         if found is None:
             found = self._ours() or Listing()
-        return check_outline(outline, chains, sorted(maps)) + check_elements(found, planned)
-
-    # --- the healer's question ---------------------------------------------------------------
+        missing = plan.check_outline(outline, chains, sorted(maps))
+        return missing + plan.check_elements(found, planned)
 
     def missing_skeleton(self, rules: RuleSet) -> list[str]:
-        """Our table's maps and chains that `rules` go through (one outline read), and the
-        spoof checks' jumps (one chain read)."""
         missing = []
         if rules.masq or rules.ports or rules.isolate:
             chains, maps = skeleton_of(rules)
@@ -211,7 +159,6 @@ class NftablesBackend:
 
 
 def skeleton_of(rules: RuleSet) -> tuple[list[ChainSpec], set[str]]:
-    """The chains and maps of our table that `rules` go through."""
     chains = masq_chains(rules.masq) if rules.masq else []
     for options, entries in rules.ports.items():
         chains += portmap_chains(entries, options)
@@ -223,23 +170,19 @@ def skeleton_of(rules: RuleSet) -> tuple[list[ChainSpec], set[str]]:
 
 
 def masq_chains(entries: Sequence[MasqEntry]) -> list[ChainSpec]:
-    """The chains of our table that masquerading `entries` goes through."""
-    return [masq_chain(), *(entry_masq_chain(e) for e in entries)]
+    return [schema.masq_chain(), *(schema.entry_masq_chain(e) for e in entries)]
 
 
 def portmap_chains(entries: Sequence[PortMapping], options: PortmapOptions) -> list[ChainSpec]:
-    """The chains of our table that publishing `entries` with `options` goes through."""
     localnet = any(publishes_localhost(e, options) for e in entries)
-    return [*hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
-            *(hostport_net_chain(s) for s in hairpin_subnets(entries, options))]
+    return [*schema.hostport_chains(options.conditions_v4, options.conditions_v6, localnet),
+            *(schema.hostport_net_chain(s) for s in plan.hairpin_subnets(entries, options))]
 
 
 def shared_missing(outline: Listing | None, chains: Sequence[ChainSpec],
                    maps: Collection[str]) -> list[str]:
-    """What of the shared part is gone: the table, a map, a chain, or every rule of a chain.
-
-    A chain whose rule count merely differs is not reported: the shared chains carry the last
-    ADD's ``conditionsV4/V6``, which may differ between networks."""
+    """The table, maps, chains or chains' rules that are gone. A differing rule count is not
+    reported: shared chains carry the last ADD's ``conditionsV4/V6``."""
     if outline is None:
         return [f"nft table {TABLE_REF} is missing"]
     missing = [f"nft map {TABLE_REF} {m} is missing" for m in sorted(set(maps))
@@ -254,7 +197,7 @@ def shared_missing(outline: Listing | None, chains: Sequence[ChainSpec],
 
 
 def _describe(el: Element) -> str:
-    return f"nft element {' . '.join(el.key)} in {el.map} of {describe_owner(el.comment)}"
+    return f"nft element {' . '.join(el.key)} in {el.map} of {plan.describe_owner(el.comment)}"
 
 
 def _validate_nft_options(options: PortmapOptions) -> None:

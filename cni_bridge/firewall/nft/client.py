@@ -1,9 +1,7 @@
 """The thin layer that talks to nftables: reads return parsed data, writes are one batch.
 
-Scripts run through an `NftExecutor` (in-process libnftables in production; see executor).
-Keyed reads (the outline of a table, elements by key) go straight to the kernel over netlink
-where nftables runs in this process (nft_netlink): libnftables would first fetch every element
-of every set. Through a command runner (tests) they are ``nft`` scripts.
+Keyed reads go to the kernel over netlink where nftables runs in this process (libnftables
+would first fetch every element of every set); through a test's runner they are nft scripts.
 """
 
 from __future__ import annotations
@@ -31,14 +29,11 @@ T = TypeVar("T")
 
 
 def runs_here(runner: CommandRunner, binary: str = NFT) -> bool:
-    """Whether nftables is reached from this process, in its own namespace: the production
-    runner. Any other runner (tests) gets commands, run wherever it runs them."""
+    """Only the production runner reaches nftables from this process, in its own namespace."""
     return isinstance(runner, SubprocessRunner) and binary == NFT
 
 
 def nft_executor(runner: CommandRunner, binary: str = NFT) -> NftExecutor:
-    """How scripts reach nftables: in-process for the production runner (falling back to the
-    command where libnftables cannot be loaded), through `runner` otherwise."""
     command = NftCommand(runner, binary)
     if runs_here(runner, binary):
         from cni_bridge.firewall.nft.libnft import InProcessNft
@@ -53,7 +48,6 @@ class Nft:
         self._direct = runs_here(runner, binary)
 
     def usable(self, probe: str) -> bool:
-        """Whether the kernel would accept `probe` (a dry run: nothing is committed)."""
         return self.run(probe + "\n", dry_run=True).ok
 
     def list_json(self, what: str) -> CommandResult:
@@ -61,17 +55,11 @@ class Nft:
         return self.run(f"list {what}\n", json=True)
 
     def table(self, family: str, name: str) -> Listing | None:
-        """One table's contents; None when it does not exist (or nft is unusable).
-
-        Listing one table only fetches that table, whatever else the ruleset holds; ``list
-        tables`` would fetch every element of every set.
-        """
+        """None when it does not exist (or nft is unusable)."""
         result = self.list_json(f"table {family} {name}")
         return parse_listing(result.stdout) if result.ok else None
 
     def _read(self, what: str, direct: Callable[[], T], via_nft: Callable[[], T]) -> T:
-        """`direct` (a read from nft_netlink) where nftables runs here, unless it fails;
-        else `via_nft`."""
         if self._direct:
             try:
                 return direct()
@@ -80,8 +68,8 @@ class Nft:
         return via_nft()
 
     def outline(self, family: str, name: str) -> Listing | None:
-        """One table's maps, and chains with their rule counts, without map elements: the same
-        cost with 1 or 5,000 containers. None when the table does not exist."""
+        """Maps, and chains with rule counts, without elements (a constant cost); None: no
+        table."""
         def via_nft() -> Listing | None:
             result = self.run(f"list table {family} {name}\n", json=True, terse=True)
             return parse_listing(result.stdout) if result.ok else None
@@ -90,8 +78,7 @@ class Nft:
                           lambda: nft_netlink.skeleton(family, name), via_nft)
 
     def lookup(self, elements: Sequence[Element]) -> Listing | None:
-        """`elements` as our table holds them, by key; None when any is missing or the read
-        fails."""
+        """`elements` as our table holds them; None when any is missing or the read fails."""
         if not elements:
             return Listing()
 
@@ -103,7 +90,6 @@ class Nft:
             names.NFT_FAMILY, names.NFT_TABLE, elements), via_nft)
 
     def chain_rules(self, family: str, table: str, chain: str) -> tuple[Rule, ...] | None:
-        """One chain's rules (handles, comments); None when the chain does not exist."""
         def via_nft() -> tuple[Rule, ...] | None:
             result = self.list_json(f"chain {family} {table} {chain}")
             return parse_listing(result.stdout).rules if result.ok else None
@@ -125,7 +111,6 @@ class Nft:
             family, table, set_name, key_type, keys), via_nft)
 
     def apply(self, lines: Sequence[str]) -> CommandResult:
-        """One atomic batch; never raises (callers decide what a failure means)."""
         return self.run("\n".join(lines) + "\n")
 
     def apply_checked(self, lines: Sequence[str], what: str) -> None:

@@ -1,18 +1,8 @@
 """Running an nft script: in-process through libnftables, or with the ``nft`` command.
 
-Everything the firewall layer sends to nftables is nft script text (batches, ``list``, ``get
-element``), run by an `NftExecutor`. Two implementations, chosen in `client.nft_executor` alone:
-
-- `libnft.InProcessNft` for the production runner (`SubprocessRunner`): the script goes to
-  libnftables in this process, so a plugin call starts no ``nft`` process; when the library
-  cannot be loaded here it falls back to the command;
-- `NftCommand` for any other runner (tests that record commands or run them in a namespace):
-  ``nft [-c] -f -`` with the script on stdin, or ``nft -j [-t] <command>`` for JSON output,
-  through that runner.
-
-Both return a `CommandResult` shaped like the command's (its argv, exit status 1 on failure,
-nft's error text), so callers and error messages do not depend on which one ran. Where nftables
-runs here, keyed reads go straight to the kernel (see client).
+`libnft.InProcessNft` serves the production runner (no ``nft`` process per call); `NftCommand`
+any other runner (tests). Both return a `CommandResult` shaped like the command's (argv, exit
+status 1, nft's error text), so messages do not depend on which one ran.
 """
 
 from __future__ import annotations
@@ -26,12 +16,8 @@ NFT = "nft"
 
 
 class NftExecutor(Protocol):
-    """Runs one nft script (one transaction for its changes); never raises for a failure.
-
-    `json`: list output as JSON (``-j``; the script is then one command); `terse`: without
-    set/map elements (``-t``); `dry_run`: check the script against the kernel, commit nothing
-    (``-c``).
-    """
+    """Runs one nft script (one transaction); never raises. `json`, `terse`, `dry_run`: nft's
+    ``-j`` (the script is then one command), ``-t`` and ``-c``."""
 
     def __call__(self, script: str, *, json: bool = False, terse: bool = False,
                  dry_run: bool = False) -> CommandResult: ...
@@ -39,8 +25,7 @@ class NftExecutor(Protocol):
 
 def nft_command(binary: str, script: str, *, json: bool, terse: bool,
                 dry_run: bool) -> tuple[tuple[str, ...], str | None]:
-    """The command line (and its stdin) that runs `script` with these options. A script for
-    JSON output goes on the command line, as one command: ``nft -j -f -`` prints nothing."""
+    """Argv and stdin. A JSON script goes on the command line: ``nft -j -f -`` prints nothing."""
     flags = [flag for flag, on in (("-j", json), ("-t", terse), ("-c", dry_run)) if on]
     if json:
         if "\n" in script.strip():
@@ -51,8 +36,6 @@ def nft_command(binary: str, script: str, *, json: bool, terse: bool,
 
 @dataclass(frozen=True)
 class NftCommand:
-    """The ``nft`` executable, through a `CommandRunner`."""
-
     runner: CommandRunner
     binary: str = NFT
 

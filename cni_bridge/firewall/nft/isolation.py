@@ -1,18 +1,8 @@
-"""Isolation between networks (bridge ``isolateNetworks``), in our table ``inet cni_bridge``:
+"""Isolation between networks (bridge ``isolateNetworks``), in our table ``inet cni_bridge``.
 
-    set isolated_bridges      { type ifname; }            one element per isolated bridge
-    set isolated_bridge_self  { type ifname . ifname; }   "<br>" . "<br>" for each of them
-    chain isolation_forward (filter forward, priority filter):
-        iifname @isolated_bridges oifname @isolated_bridges
-            iifname . oifname != @isolated_bridge_self drop
-
-Routed traffic from one isolated bridge to another is dropped, in both directions; traffic
-between a bridge's own containers (which br_netfilter may show to this hook with the bridge as
-both interfaces), to the host and to anything else (uplinks, bridges without the option) is not
-touched. Adding a bridge costs two set elements, whatever the number of networks or containers.
-An ADD adds its bridge (and its VLAN gateway interface, the one routed traffic enters by) and
-rewrites the chain, which repairs it after an external flush. The elements stay when the last
-container leaves, like the bridge itself.
+Routed traffic between two isolated bridges is dropped; the self pair spares traffic inside a
+bridge (br_netfilter may show it with the bridge as both interfaces). An ADD adds its bridge (and
+VLAN gateway) and rewrites the chain, repairing an external flush; elements outlive containers.
 
 THE NAMES BELOW MUST NEVER CHANGE: state written by one version is found by the next by them.
 """
@@ -48,7 +38,6 @@ def forward_chain() -> ChainSpec:
 
 
 def plan_isolate(interfaces: Sequence[str]) -> list[str]:
-    """Table, sets, chain (rewritten) and the elements of `interfaces`: idempotent."""
     lines = [render_table(),
              f"add set {TABLE_REF} {ISOLATED_SET} {{ type ifname; }}",
              f"add set {TABLE_REF} {SELF_SET} {{ type ifname . ifname; }}",
@@ -66,8 +55,7 @@ def ensure_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> None:
 
 
 def _absent(nft: Nft, set_name: str, key_type: str, keys: Sequence[Key]) -> set[Key]:
-    """Which of `keys` set `set_name` lacks: all at once, then (only when some are missing,
-    to say which) one key at a time, by key whatever the table holds."""
+    """Which of `keys` the set lacks: all at once, then one at a time only to say which."""
     family, table = TABLE_REF.split()
     if nft.has_elements(family, table, set_name, key_type, keys):
         return set()
@@ -75,8 +63,7 @@ def _absent(nft: Nft, set_name: str, key_type: str, keys: Sequence[Key]) -> set[
 
 
 def check_isolated(runner: CommandRunner, interfaces: Sequence[str]) -> list[str]:
-    """What is missing for `interfaces` to be isolated (nothing: an empty list). Keyed reads
-    only: the rule's chain and this network's set elements, never the whole table."""
+    """What is missing for `interfaces` to be isolated; keyed reads only."""
     nft = Nft(runner)
     for name in interfaces:
         _quoted(name)  # a name nft cannot quote was never isolated

@@ -1,19 +1,12 @@
 """nft scripts run in this process by libnftables (Debian's libnftables1, which the nftables
 package depends on), through ctypes: no ``nft`` process per call.
 
-Loaded lazily, never at import: the library on first use in a process, and a context per
-process and network namespace. ``nft_ctx_new`` opens its netlink socket at once, and a socket
-talks to the namespace it was opened in for good, so a context made before a fork or before a
-setns() into another namespace is never reused there. One lock serialises the context.
-
-Two details of the library shape this module:
-- ``nft_ctx_new`` exits the process when it cannot open a netfilter netlink socket; one is
-  opened (and closed) here first, and where that fails the ``nft`` command runs instead, to
-  report the problem as a CNI error.
-- A script handed over as a buffer gets errors quoting the script's first line whatever line
-  failed; handed over as a file (a memfd) it gets the failing line, as ``nft -f`` does. Errors
-  name the input ``/dev/stdin``, as ``nft -f -`` does, and results carry that command's argv,
-  so a message reads the same whichever executor ran.
+A context per process and network namespace, made on first use: its netlink socket stays in
+the namespace it was opened in, so none is reused after a fork or setns(). Traps:
+- ``nft_ctx_new`` exits the process when it cannot open a netfilter socket: one is tried first,
+  and where that fails the ``nft`` command runs instead, to report it as a CNI error.
+- A script in a buffer gets errors quoting its first line; in a file (a memfd) the failing
+  line, as ``nft -f -`` does, whose input name and argv results carry too.
 """
 
 from __future__ import annotations
@@ -48,9 +41,6 @@ class _Context:
 
 @dataclass
 class _Process:
-    """Per-process state by nature: the loaded library (or why it cannot be) and the context
-    of the namespace last used; a fork or a setns makes the context stale."""
-
     lib: ctypes.CDLL | str | None = None
     context: _Context | None = None
 
@@ -60,9 +50,8 @@ _process = _Process()
 
 
 def _after_fork_in_child() -> None:
-    """A child forked while another thread held the lock must not wait for it forever; the
-    parent's context is not the child's (its socket is the parent's, and its namespace may
-    differ after setns): the child makes its own, and never frees the parent's."""
+    """The lock may have been held by another thread; the parent's context is not the child's
+    (and is never freed here)."""
     global _lock
     _lock = threading.Lock()
     _process.context = None
@@ -95,7 +84,6 @@ def _load() -> ctypes.CDLL:
 
 
 def _library() -> ctypes.CDLL | str:
-    """The library, loaded once per process; or why it cannot be (remembered too)."""
     if _process.lib is None:
         try:
             _process.lib = _load()
@@ -116,7 +104,6 @@ def _new_context(lib: ctypes.CDLL, owner: tuple[int, int]) -> _Context:
 
 
 def _context(lib: ctypes.CDLL) -> _Context | str:
-    """The context of this process and namespace, made on first use; or why there is none."""
     try:
         owner = _namespace_key()
     except OSError as exc:  # no /proc: the namespace cannot be told

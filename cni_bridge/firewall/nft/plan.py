@@ -1,9 +1,8 @@
 """Planning element changes in our nftables table (pure: data in, nft batch text out).
 
-Fast paths need no read: an ADD is the table's constant lines plus ``add``/``create element`` lines;
-a removal re-adds each element with its owner id and deletes it, which succeeds whether or not the
-element was there, and fails (aborting the whole batch) when another owner holds the key. Only
-then, and for remove-by-owner, GC and CHECK, is the table read and the exact change computed here.
+Fast paths need no read: a removal re-adds each element with its owner id and deletes it, which
+succeeds whether or not it was there and fails (aborting the batch) when another owner holds the
+key. Only then, and for remove-by-owner, GC and CHECK, is the table read and the change exact.
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ def dnat_element(entry: PortMapping) -> Planned:
 
 
 def _masq_variants(entry: PortMapping) -> dict[str, Element]:
-    """The owner record and every masquerade element a mapping's container may have, by kind."""
     v, ip, tag = entry.version, str(entry.container_ip.ip), entry.owner.tag
     value = _owner_value(entry.owner)
     via = f"jump {hostport_net_chain(entry.container_ip.network).name}"
@@ -76,7 +74,6 @@ def _masq_variants(entry: PortMapping) -> dict[str, Element]:
 
 
 def hairpin_subnets(entries: Sequence[PortMapping], options: PortmapOptions) -> list[IPNetwork]:
-    """The subnets whose hairpin chain the elements of `entries` jump to."""
     if not options.snat or options.masq_all:
         return []
     return list(dict.fromkeys(e.container_ip.network for e in entries))
@@ -90,23 +87,17 @@ def portmap_elements(entries: Sequence[PortMapping], options: PortmapOptions) ->
         for e in entries:
             variants = _masq_variants(e)
             planned += [Planned(variants[k]) for k in kinds if k in variants]
-    return _dedupe(planned)
+    return _first_per_key(planned)
 
 
 def portmap_removal_elements(entries: Sequence[PortMapping]) -> list[Element]:
     """What removing `entries` deletes, whatever snat/masqAll were when they were added."""
-    return _unique([*(dnat_element(e).element for e in entries),
-                    *(el for e in entries for el in _masq_variants(e).values())])
+    found = [*(dnat_element(e).element for e in entries),
+             *(el for e in entries for el in _masq_variants(e).values())]
+    return [p.element for p in _first_per_key(Planned(el) for el in found)]
 
 
-def _unique(elements: Iterable[Element]) -> list[Element]:
-    seen: dict[tuple[str, Key], Element] = {}
-    for el in elements:
-        seen.setdefault((el.map, el.key), el)
-    return list(seen.values())
-
-
-def _dedupe(planned: Iterable[Planned]) -> list[Planned]:
+def _first_per_key(planned: Iterable[Planned]) -> list[Planned]:
     seen: dict[tuple[str, Key], Planned] = {}
     for p in planned:
         seen.setdefault((p.element.map, p.element.key), p)
@@ -134,14 +125,13 @@ def add_line(el: Element, create: bool = False) -> str:
     return f"{verb} element {TABLE_REF} {el.map} {{ {render_element(el)} }}"
 
 
-def delete_line(el: Element) -> str:
-    spec = MAPS_BY_NAME[el.map]
-    return f"delete element {TABLE_REF} {el.map} {{ {_fmt(el.key, spec.key_fields)} }}"
+def delete_line(el: Element, verb: str = "delete") -> str:
+    key = _fmt(el.key, MAPS_BY_NAME[el.map].key_fields)
+    return f"{verb} element {TABLE_REF} {el.map} {{ {key} }}"
 
 
 def get_line(el: Element) -> str:
-    spec = MAPS_BY_NAME[el.map]
-    return f"get element {TABLE_REF} {el.map} {{ {_fmt(el.key, spec.key_fields)} }}"
+    return delete_line(el, "get")
 
 
 def plan_add(planned: Sequence[Planned]) -> list[str]:
@@ -163,11 +153,8 @@ def plan_tolerant_delete(elements: Sequence[Element]) -> list[str]:
 
 def resolve_add(listing: Listing, planned: Sequence[Planned]) -> tuple[list[str], list[Conflict],
                                                                       list[Element]]:
-    """Exact lines for `planned` given the table's contents.
-
-    Returns (lines, conflicts, replaced): a host port held by another owner is a conflict; any
-    other element held by another owner is stale (its address was given out again) and replaced.
-    """
+    """(lines, conflicts, replaced): a host port another owner holds is a conflict; any other
+    element another owner holds is stale (its address was given out again) and replaced."""
     lines: list[str] = []
     conflicts: list[Conflict] = []
     replaced: list[Element] = []
@@ -188,7 +175,6 @@ def resolve_add(listing: Listing, planned: Sequence[Planned]) -> tuple[list[str]
 
 def owned_elements(listing: Listing, owner: Owner, maps: Collection[str],
                    keys: Collection[tuple[str, Key]] | None = None) -> list[Element]:
-    """Elements of `owner` in `maps` (only those at `keys` when given)."""
     return [el for el in listing.all_elements()
             if el.map in maps and el.owner_hash == owner.tag_hash
             and (keys is None or (el.map, el.key) in keys)]
@@ -204,7 +190,6 @@ def gc_elements(listing: Listing, network: str, valid_owners: Collection[Owner],
 
 
 def unused_subnet_chains(listing: Listing, doomed: Collection[Element]) -> list[str]:
-    """``delete chain`` lines for per-subnet chains no element will jump to once `doomed` go."""
     gone = {(el.map, el.key) for el in doomed}
     used = {v.split(" ", 1)[1] for el in listing.all_elements() if (el.map, el.key) not in gone
             for v in el.value if v.startswith(("goto ", "jump "))}
@@ -257,7 +242,6 @@ def conflict_error(conflicts: Sequence[Conflict]) -> HostPortConflictError:
 
 
 def describe_owner(comment: str | None) -> str:
-    """A readable owner from an element comment (``<hash>, net: N, if: I, id: C``)."""
     if not comment:
         return "an unknown owner"
     parts = dict(p.split(": ", 1) for p in comment.split(", ")[1:] if ": " in p)

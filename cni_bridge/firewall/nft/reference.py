@@ -1,11 +1,8 @@
 """Cleaning up the reference plugins' nftables layouts (pure planners).
 
-The reference bridge (``ipMasqBackend: nftables``) keeps one rule per address in
-``inet cni_plugins_masquerade`` chain ``masq_checks``, commented with the same owner tag we use;
-the reference portmap keeps rules in ``ip/ip6 cni_hostport`` chains ``hostports``,
-``hostip_hostports`` and ``masquerading`` commented with the bare container ID (not scoped by
-network, so GC cannot attribute them and leaves them to DEL). We never write these tables; our
-removals delete an owner's rules from them so nothing leaks when a node changes backend.
+Never written, only cleaned so nothing leaks when a node changes backend. The reference bridge's
+rules carry our owner tag; the reference portmap's carry the bare container ID (not scoped by
+network: GC cannot attribute them and leaves them to DEL).
 """
 
 from __future__ import annotations

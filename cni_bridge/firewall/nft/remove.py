@@ -1,8 +1,4 @@
-"""Removing one owner's nftables state: our table's elements and the reference's rules.
-
-The nftables backend's removals; through it, also what an iptables backend's removals sweep from
-an earlier nftables setup, ours or the reference's (firewall/leftovers).
-"""
+"""Removing one owner's nftables state: our table's elements and the reference's rules."""
 
 from __future__ import annotations
 
@@ -30,8 +26,6 @@ HOSTPORT_MAPS = frozenset(m.name for v in (4, 6) for m in hostport_maps(v))
 
 @dataclass(frozen=True)
 class Kind:
-    """What is being removed: our maps, and the reference tables with their planner."""
-
     maps: frozenset[str]
     reference_tables: tuple[tuple[str, str], ...]
     reference_planner: Callable[[Listing, Owner], list[str]]
@@ -61,9 +55,8 @@ def _reference_lines(nft: Nft, kind: Kind, owner: Owner) -> list[str]:
 
 def remove_owner(nft: Nft, kind: Kind, owner: Owner, elements: list[Element] | None,
                  reference_layouts: bool = True) -> None:
-    """One batch: tolerant deletes of `elements` (or the owner's, found by tag) in our table plus
-    (unless told the owner never had any) the owner's rules in the reference's tables.
-    Tolerates every table being absent."""
+    """One batch: tolerant deletes of `elements` (else the owner's, by tag) plus the owner's
+    rules in the reference's tables; every table may be absent."""
     reference = _reference_lines(nft, kind, owner) if reference_layouts else []
     lines = list(reference)
     if elements is None:

@@ -1,30 +1,11 @@
 """The fixed layout of our nftables table ``inet cni_bridge`` (pure data and text).
 
-Containers never get rules of their own: every per-container fact is one element of a hash map,
-tagged with its owner, so adding or removing a container costs the same with 0 or 10,000 others.
-The base chains are constant and are rewritten (flush + re-add, in the same atomic batch) by
-every ADD, which also repairs them after an external flush. What depends on a subnet lives in a
-small chain per subnet (``masq_net4_10.88.0.0/16``), shared by its containers and rewritten the
-same way; no interval sets are used, as their kernel updates grow with their size.
-
-Masquerade (bridge ``ipMasq``), in ``masq_postrouting`` (nat postrouting, srcnat):
-    multicast destinations: return
-    ip saddr vmap @masq_via4         (container -> goto masq_net4_<subnet>:
-                                      [ip daddr <nonMasqueradeCIDR> return ...]
-                                      ip daddr != <subnet> masquerade)
-Host ports (portmap):
-    hostport_prerouting / hostport_output (nat, dstnat):
-        [conditions] fib daddr type local: jump hostport_dnat4/6
-    hostport_dnat4: dnat to the container from @hostport_ip4 (explicit host address), then
-        @hostport_any4 (any local address): explicit addresses win
-    hostport_masquerade (nat postrouting, srcnat), only for flows we DNATed:
-        from 127.0.0.0/8 (@hostport_lo4) or from anywhere (masqAll, @hostport_all4): masquerade;
-        ip daddr vmap @hostport_via4  (container -> jump hostport_net4_<subnet>:
-                                       ip saddr <subnet> masquerade: hairpin)
-    hostport_localnet (filter prerouting, raw), written once localhost publishing is used:
-        drop 127.0.0.0/8 arriving on any interface but lo (route_localnet exposure)
-``masq_owner4``/``hostport_owner4`` (address -> owner id) record who holds each address: a
-removal re-adds them with its own owner id, which the kernel refuses if another owner holds them.
+Every per-container fact is one owner-tagged element of a hash map, so a container costs the
+same with 0 or 10,000 others. The base chains are constant and rewritten (flush + re-add, in the
+same batch) by every ADD, repairing an external flush. What depends on a subnet lives in a
+chain per subnet (``masq_net4_10.88.0.0/16``) reached by verdict maps: no interval sets, whose
+kernel updates grow with their size. Explicit host addresses (``hostport_ip``) win over any
+(``hostport_any``). The owner maps (address -> owner id) guard removals: see names.owner_id.
 """
 
 from __future__ import annotations
@@ -36,8 +17,7 @@ from typing import Literal
 from cni_bridge.firewall import names
 from cni_bridge.firewall.model import IPNetwork, MasqEntry
 
-# What each key or value field holds: an address, a protocol, a port, an owner id or a verdict.
-# Used to put elements read back from nft into the form the planners produce.
+# Per key or value field: puts elements read back from nft into the planners' form.
 FieldKind = Literal["addr", "proto", "port", "owner", "verdict"]
 TABLE_REF = f"{names.NFT_FAMILY} {names.NFT_TABLE}"
 
@@ -104,8 +84,6 @@ def masq_chain() -> ChainSpec:
 
 
 def masq_net_chain(subnet: IPNetwork, non_masquerade: Iterable[IPNetwork] = ()) -> ChainSpec:
-    """Masquerade what leaves `subnet` (entered with ``goto`` from the masquerade chain), except
-    towards `non_masquerade` (``return``: the base chain's policy accepts it unchanged)."""
     ip = _ip(subnet.version)
     keep = tuple(f"{ip} daddr {net} return" for net in non_masquerade)
     return ChainSpec(names.subnet_chain(names.MASQ_NET_CHAIN_PREFIX, str(subnet)), None,
@@ -113,13 +91,11 @@ def masq_net_chain(subnet: IPNetwork, non_masquerade: Iterable[IPNetwork] = ()) 
 
 
 def entry_masq_chain(entry: MasqEntry) -> ChainSpec:
-    """The subnet chain `entry` needs. Shared by the subnet's containers and rewritten by every
-    ADD, so the last ADD's ``nonMasqueradeCIDRs`` apply to the whole subnet."""
+    """Shared by the subnet: the last ADD's ``nonMasqueradeCIDRs`` apply to all of it."""
     return masq_net_chain(entry.subnet, entry.non_masquerade)
 
 
 def hostport_net_chain(subnet: IPNetwork) -> ChainSpec:
-    """Masquerade DNATed flows from `subnet` back into it (hairpin; entered with ``jump``)."""
     return ChainSpec(names.subnet_chain(names.HOSTPORT_NET_CHAIN_PREFIX, str(subnet)), None,
                      (f"{_ip(subnet.version)} saddr {subnet} masquerade",))
 
@@ -165,11 +141,7 @@ def localnet_chain() -> ChainSpec:
         '(route_localnet is set for published localhost ports)"',))
 
 
-def all_maps() -> tuple[MapSpec, ...]:
-    return tuple(m for v in (4, 6) for m in (*masq_maps(v), *hostport_maps(v)))
-
-
-MAPS_BY_NAME = {m.name: m for m in all_maps()}
+MAPS_BY_NAME = {m.name: m for v in (4, 6) for m in (*masq_maps(v), *hostport_maps(v))}
 
 
 def render_table() -> str:
@@ -182,8 +154,6 @@ def _subnet_chains(chains: Iterable[ChainSpec]) -> list[str]:
 
 
 def masq_table_lines(entries: Iterable[MasqEntry] = ()) -> list[str]:
-    """Table, maps, base chain, and the subnet chain of each of `entries` (before any element
-    that jumps to it)."""
     return [render_table(), *(m.render() for v in (4, 6) for m in masq_maps(v)),
             *masq_chain().render(), *_subnet_chains(entry_masq_chain(e) for e in entries)]
 

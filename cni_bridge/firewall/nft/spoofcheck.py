@@ -1,19 +1,10 @@
 """Anti-spoofing on a container's host veth, in the reference plugin's nftables layout
-(REFERENCE.md §2.4), table ``bridge nat``, base chain ``PREROUTING`` (prerouting, -300):
+(REFERENCE.md §2.4: table ``bridge nat``, a jump per container in ``PREROUTING``).
 
-    PREROUTING:                   iifname "<hostVeth>" jump cni-br-iface-<cid>-<ifname>
-    cni-br-iface-<cid>-<ifname>:  jump cni-br-iface-<cid>-<ifname>-mac
-                                  [ipspoofchk: the address rules below]
-    cni-br-iface-<cid>-<ifname>-mac:  ether saddr <containerMAC> return; drop
-
-``macspoofchk`` (the reference's) pins the frame's source MAC. ``ipspoofchk`` (ours) also pins
-the container's address assignment: IPv4 and IPv6 sources, ARP sender MAC and IP, neighbour
-discovery targets and link-layer options; it drops router advertisements and redirects and any
-frame that is not IPv4, ARP or IPv6. The address rules sit in the per-container chain, after the
-jump to the MAC chain, so the reference's teardown (which deletes both chains) removes them too.
-Allowed without an address: a DHCP client's broadcast from 0.0.0.0, ARP probes (sender
-0.0.0.0), and DAD / MLD from ``::``. Allowed IPv6 sources include the container's link-local
-addresses: the EUI-64 one of its MAC plus any it holds when the rules are written.
+``macspoofchk`` pins the source MAC; ``ipspoofchk`` (ours) also pins the addresses (IP, ARP,
+neighbour discovery). Its rules sit in the per-container chain after the jump to the MAC chain,
+so the reference's teardown removes them too. Allowed without an address: DHCP from 0.0.0.0, ARP
+probes, DAD / MLD from ``::``; IPv6 sources include the MAC's EUI-64 link-local.
 """
 
 from __future__ import annotations
@@ -67,11 +58,6 @@ def _chain(container_id: str, ifname: str) -> str:
 
 def _comment(container_id: str, ifname: str) -> str:
     return f"macspoofchk-{container_id}-{ifname}"
-
-
-def jump_comment(container_id: str, ifname: str) -> str:
-    """The comment of the container's jump in the base chain (and of its MAC rules)."""
-    return _comment(container_id, ifname)
 
 
 def ip_comment(container_id: str, ifname: str, label: str) -> str:
@@ -144,9 +130,7 @@ def add_spoofcheck(runner: CommandRunner, container_id: str, ifname: str, host_v
 
 def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
                      addresses: bool) -> list[str]:
-    """What is missing of the spoof check (the address rules too when `addresses`): each rule
-    is recognised by its chain and comment. Reads the base chain (one jump per container) and
-    this container's two chains."""
+    """What is missing (the address rules too when `addresses`), by chain and comment."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
     nft = Nft(runner)
     base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
@@ -165,9 +149,8 @@ def check_spoofcheck(runner: CommandRunner, container_id: str, ifname: str,
 
 
 def _jumpless(nft: Nft, entries: Sequence[SpoofEntry]) -> list[SpoofEntry]:
-    """The entries whose jump is gone from the base chain (one read, whatever their number)."""
     present = {r.comment for r in nft.chain_rules("bridge", TABLE, BASE_CHAIN) or ()}
-    return [e for e in entries if jump_comment(e.owner.container_id, e.owner.ifname) not in present]
+    return [e for e in entries if _comment(e.owner.container_id, e.owner.ifname) not in present]
 
 
 def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
@@ -177,8 +160,7 @@ def missing_jumps(nft: Nft, entries: Sequence[SpoofEntry]) -> list[str]:
 
 
 def restore_jumpless(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> None:
-    """The spoof check of every entry whose jump is gone, in one transaction (an entry whose
-    jump is there is left alone: writing it again would add a second jump)."""
+    """One transaction; an entry whose jump is there is left alone (no second jump)."""
     nft = Nft(runner)
     script = "".join(plan_add(e.owner.container_id, e.owner.ifname, e.host_veth, e.mac, e.pin)
                      for e in _jumpless(nft, entries))
@@ -187,12 +169,8 @@ def restore_jumpless(runner: CommandRunner, entries: Sequence[SpoofEntry]) -> No
 
 
 def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> None:
-    """Remove the jump and both chains (with the address rules); anything already gone is
-    fine. Reads the base chain, for the jump's handle; a chain that is already gone is
-    created and deleted again in the same transaction, which the kernel accepts. Without the
-    jump (a repeated DEL) the chains are looked up by name first: with neither there, no
-    transaction (each bumps the ruleset generation, which wakes the resident server's
-    watcher)."""
+    """Remove the jump and both chains; what is gone is fine (a chain is created and deleted in
+    the same transaction). With nothing there, no transaction: each wakes the server's watcher."""
     chain, comment = _chain(container_id, ifname), _comment(container_id, ifname)
     nft = Nft(runner)
     base = nft.chain_rules("bridge", TABLE, BASE_CHAIN)
@@ -200,8 +178,7 @@ def remove_spoofcheck(runner: CommandRunner, container_id: str, ifname: str) -> 
         return  # no table: nothing installed
     lines = [f"delete rule bridge {TABLE} {BASE_CHAIN} handle {r.handle}" for r in base
              if r.comment == comment]
-    # ADD writes the chains and the jump in one transaction; only an outside change leaves
-    # a chain without its jump, so both are looked for.
+    # Only an outside change leaves a chain without its jump: both are looked for.
     if not lines and all(nft.chain_rules("bridge", TABLE, name) is None
                          for name in (chain, f"{chain}-mac")):
         return

@@ -1,9 +1,5 @@
-"""Reading ``nft -j list ...`` output into plain data (pure).
-
-Elements come back in nft's JSON shapes (concatenations, verdict objects, marks as numbers);
-`canonical` puts every key and value field into the one text form the planners also produce, so
-elements read back compare equal to elements planned.
-"""
+"""Reading nft's output into plain data (pure); `canonical` puts every field read back into
+the planners' text form, so elements read compare equal to elements planned."""
 
 from __future__ import annotations
 
@@ -29,7 +25,6 @@ class Element:
 
     @property
     def owner_hash(self) -> str | None:
-        """The exact-match part of the owner tag (before the first comma)."""
         return self.comment.split(",", 1)[0] if self.comment else None
 
 
@@ -51,8 +46,6 @@ class Rule:
 
 @dataclass(frozen=True)
 class Listing:
-    """What one ``nft -j list ...`` returned: our map elements, chains and rules."""
-
     elements: Mapping[str, Mapping[Key, Element]] = field(default_factory=dict)
     maps: frozenset[str] = frozenset()
     chains: Mapping[str, Chain] = field(default_factory=dict)
@@ -66,7 +59,6 @@ class Listing:
 
 
 def canonical(kind: FieldKind, value: object) -> str:
-    """One field of a key or value in the planners' text form."""
     if kind == "addr":
         return str(ipaddress.ip_address(str(value)))
     if kind == "owner":
@@ -84,22 +76,26 @@ def _fields(raw: object) -> list[object]:
 
 
 def _element(map_name: str, raw_key: object, raw_value: object) -> Element:
-    spec = MAPS_BY_NAME[map_name]
     comment = None
     if isinstance(raw_key, dict) and "elem" in raw_key:
         comment = raw_key["elem"].get("comment")
         raw_key = raw_key["elem"]["val"]
-    key_parts, value_parts = _fields(raw_key), _fields(raw_value)
+    return _shaped(map_name, _fields(raw_key), _fields(raw_value), comment,
+                   json.dumps([raw_key, raw_value]))
+
+
+def _shaped(map_name: str, key_parts: Sequence[object], value_parts: Sequence[object],
+            comment: str | None, raw: str) -> Element:
+    spec = MAPS_BY_NAME[map_name]
     if len(key_parts) != len(spec.key_fields) or len(value_parts) != len(spec.value_fields):
-        raise CniError(f"unexpected element shape in nft map {map_name}",
-                       json.dumps([raw_key, raw_value]))
+        raise CniError(f"unexpected element shape in nft map {map_name}", raw)
     key = tuple(canonical(k, v) for k, v in zip(spec.key_fields, key_parts, strict=True))
     value = tuple(canonical(k, v) for k, v in zip(spec.value_fields, value_parts, strict=True))
     return Element(map_name, key, value, comment)
 
 
 def parse_listing(text: str) -> Listing:
-    """Parse ``nft -j list table|chain|ruleset`` output; elements only for maps we know."""
+    """``nft -j list table|chain|ruleset``; elements only for maps we know."""
     try:
         objects: Sequence[dict[str, Any]] = json.loads(text).get("nftables", [])
     except (ValueError, AttributeError) as exc:
@@ -127,28 +123,20 @@ def parse_listing(text: str) -> Listing:
     return Listing(elements, frozenset(maps), chains, tuple(rules))
 
 
-# `nft get element` prints text only (nft 1.0.6 has no JSON for it): per requested key, a block
-#     map <name> {
-#         type ...
-#         elements = { <key> comment "<comment>" : <value> }
-# with key and value fields joined by " . ", marks in hex, verdicts as "goto <chain>".
+# `nft get element` prints text only (nft 1.0.6 has no JSON for it): per key, a block
+# ``map <name> {`` ... ``elements = { <key> comment "<comment>" : <value> }``.
 _GET_BLOCK = re.compile(r"^\s*map (\S+) \{\n.*?^\s*elements = \{ (.*?) \}$", re.M | re.S)
 _GET_ELEMENT = re.compile(r'^(.+?)(?: comment "((?:[^"\\]|\\.)*)")? : (.+)$', re.S)
 
 
 def parse_get_elements(text: str) -> Listing:
-    """The elements printed by ``nft get element`` (one element per command), as a Listing."""
     elements: dict[str, dict[Key, Element]] = {}
     for map_name, body in _GET_BLOCK.findall(text):
-        spec = MAPS_BY_NAME.get(map_name)
         match = _GET_ELEMENT.match(body.strip())
-        if spec is None or match is None:
+        if map_name not in MAPS_BY_NAME or match is None:
             raise CniError(f"unexpected nft get element output for map {map_name}", body[:200])
         key_text, comment, value_text = match.groups()
-        key_parts, value_parts = key_text.split(" . "), value_text.strip().split(" . ")
-        if len(key_parts) != len(spec.key_fields) or len(value_parts) != len(spec.value_fields):
-            raise CniError(f"unexpected element shape in nft map {map_name}", body[:200])
-        key = tuple(canonical(k, v) for k, v in zip(spec.key_fields, key_parts, strict=True))
-        value = tuple(canonical(k, v) for k, v in zip(spec.value_fields, value_parts, strict=True))
-        elements.setdefault(map_name, {})[key] = Element(map_name, key, value, comment)
+        el = _shaped(map_name, key_text.split(" . "), value_text.strip().split(" . "), comment,
+                     body[:200])
+        elements.setdefault(map_name, {})[el.key] = el
     return Listing(elements, frozenset(elements))

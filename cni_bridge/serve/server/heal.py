@@ -1,13 +1,9 @@
 """The health check: is the firewall skeleton our records need still there? If not, put back
 every recorded rule. Run by the server in a forked child, in the server's own namespace.
 
-The check asks each backend our records use for its skeleton only (``missing_skeleton``: one
-read of our nft table's outline, one ``iptables-save -t nat`` per family in use), whatever the
-number of attachments. A missing skeleton means a firewall reload, never a DEL (DEL leaves the
-skeleton), so restoring then cannot race a DEL into re-adding what it just removed. The restore
-(``restore``) adds every record's entries in chunks, a few transactions in all; the report says
-what could not be restored and whether the restore failed (the server then backs off before
-trying again).
+Only the skeleton is read, at a cost that does not grow with the attachments. A missing skeleton
+means a firewall reload, never a DEL (DEL leaves it), so a restore cannot race a DEL into
+re-adding what it just removed.
 """
 
 from __future__ import annotations
@@ -31,9 +27,8 @@ def missing_skeleton(name: str, needs: Needs, runner: CommandRunner) -> list[str
 
 def check(root: Path, trigger: str, runner: CommandRunner | None = None,
           force: Collection[str] = ()) -> dict[str, Any]:
-    """Check the skeleton of every backend our records use; restore where it is gone, and for
-    the backends in `force` (their table was deleted: an ADD since may have made the skeleton
-    again, without the other attachments' entries) whatever the skeleton says."""
+    """Restore where the skeleton is gone, and for the backends in `force` whatever it says
+    (their table was deleted: an ADD since may have remade the skeleton alone)."""
     started = time.monotonic()
     runner = runner or SubprocessRunner()
     recs = list(records.list_records(root))

@@ -1,37 +1,23 @@
 """Putting every recorded rule back after a firewall reload, in a few transactions.
 
-The entries of all records are gathered per backend (`needs_of`), one owner per key: two
-records claiming one address or host port (a record left behind by a lost DEL, whose address
-was given out again) would put two values under one map key in one transaction, which the
-kernel refuses ("File exists") and so fails the whole transaction. The newer record wins; the
-other's entry is named in the report and left out.
-
-Then `restore` adds them in chunks of `CHUNK` entries (one transaction each, about 1,000 to
-2,000 map elements), every add idempotent; an element some other owner holds with another
-value is replaced by the backend (a host port held by someone else is reported). A chunk that
-still fails is split in halves, and so on, to find the entries it cannot take: at most
-`ISOLATION_BUDGET` more transactions per restore, after which what is left is reported as a
-whole. A restore never goes record by record.
+One owner per key: two records claiming one address or host port (one left by a lost DEL) would
+put two values under one map key, and the kernel refuses the whole transaction. The newer record
+wins; the other's entry is reported. Entries go in chunks (one transaction each); a failing
+chunk is halved to find the bad entries, within `ISOLATION_BUDGET` more transactions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from cni_bridge.firewall import recorded
 from cni_bridge.firewall.commands import CommandRunner
 from cni_bridge.firewall.detect import make_backend
-from cni_bridge.firewall.model import (
-    MasqEntry,
-    Owner,
-    PortmapOptions,
-    PortMapping,
-    RuleSet,
-    SpoofEntry,
-)
+from cni_bridge.firewall.model import MasqEntry, Owner, PortMapping, RuleSet, SpoofEntry
 from cni_bridge.node import records
 
 NFTABLES = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
@@ -42,8 +28,6 @@ Entry = TypeVar("Entry", MasqEntry, PortMapping, SpoofEntry, str)
 
 
 def concerns(rec: records.Record, name: str) -> bool:
-    """Whether backend `name` holds rules of `rec`: its own, or nftables for a spoof check or
-    isolation."""
     return recorded.backend_of(rec) == name or (name == NFTABLES and rec.plugin == "bridge"
                                                 and bool(rec.data.get("spoofcheck")
                                                          or rec.data.get("isolate")))
@@ -55,20 +39,18 @@ def record_name(rec: records.Record) -> str:
 
 @dataclass
 class Needs(RuleSet):
-    """What the records of one backend need: their entries, one owner per key."""
-
     damaged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
 
 
 class Claims:
-    """Who holds which key (an address, a host port), first come first served."""
+    """Who holds which key (an address, a host port): first come, first served."""
 
     def __init__(self) -> None:
         self.holders: dict[tuple[str, ...], tuple[Owner, str]] = {}
 
     def take(self, owner: Owner, keys: Sequence[tuple[str, ...]], who: str) -> str | None:
-        """Claim `keys` for `owner`; the holder's name instead when another owner has one."""
+        """None when claimed; else the name of the other owner holding one of `keys`."""
         for key in keys:
             held = self.holders.get(key)
             if held is not None and held[0] != owner:
@@ -93,10 +75,6 @@ def describe(entry: MasqEntry | PortMapping | SpoofEntry | str) -> str:
     return f"{what} of container {o.container_id} ({o.network}/{o.ifname})"
 
 
-def masq_keys(entry: MasqEntry) -> list[tuple[str, ...]]:
-    return [("masq", str(entry.address.ip))]
-
-
 def port_keys(entry: PortMapping) -> list[tuple[str, ...]]:
     host = ("port", str(entry.version), str(entry.host_ip or "*"), entry.protocol,
             str(entry.host_port))
@@ -104,9 +82,7 @@ def port_keys(entry: PortMapping) -> list[tuple[str, ...]]:
 
 
 def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[str, Needs]:
-    """Per backend name, the entries of its records. With `root`, records are taken newest
-    first (a key claimed twice goes to the newer record); a damaged record is named, not
-    fatal."""
+    """Per backend name, its records' entries; with `root` newest first (the newer wins)."""
     ordered = list(recs)
     if root is not None:
         ordered.sort(key=lambda r: records.record_mtime_ns(root, r), reverse=True)
@@ -125,8 +101,7 @@ def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[s
 
 
 def _gather_nft_only(out: dict[str, Needs], claims: Claims, rec: records.Record) -> None:
-    """Spoof check and isolation: a host veth name can be given out again, so a stale
-    record's spoof check must not land on another container's veth: the newer record wins."""
+    """A host veth name is given out again: a stale spoof check must not land on another's."""
     spoof, bridges = recorded.spoof_entry(rec), recorded.isolated_bridges(rec)
     if spoof is None and not bridges:
         return
@@ -141,7 +116,7 @@ def _gather(needs: Needs, claims: Claims, rec: records.Record) -> None:
     who = record_name(rec)
     if rec.plugin == "bridge":
         for e in recorded.masq_entries(rec):
-            holder = claims.take(e.owner, masq_keys(e), who)
+            holder = claims.take(e.owner, [("masq", str(e.address.ip))], who)
             _keep(needs, needs.masq, e, holder, who)
     elif rec.plugin == "portmap":
         mappings, options = recorded.port_entries(rec)
@@ -172,27 +147,19 @@ def chunks(entries: Sequence[Entry], size: int) -> list[Sequence[Entry]]:
 
 
 def restore(name: str, needs: Needs, runner: CommandRunner, size: int | None = None) -> Outcome:
-    """Every entry of `needs` in chunks of `size` (`CHUNK`), one transaction each."""
     size = size or CHUNK
     backend = make_backend(name, runner)
     out = Outcome()
     for part in chunks(needs.masq, size):
         _apply(backend.add_masquerade, part, out)
     for options, entries in needs.ports.items():
-        def add(es: Sequence[PortMapping], o: PortmapOptions = options) -> None:
-            backend.add_portmappings(es, o)
-
         for ports in chunks(entries, size):
-            _apply(add, ports, out)
-    restore_nft_only(needs, runner, out)
-    return out
-
-
-def restore_nft_only(needs: Needs, runner: CommandRunner, out: Outcome) -> None:
+            _apply(partial(backend.add_portmappings, options=options), ports, out)
     if needs.isolate:
-        _apply(lambda bridges: recorded.add_isolation(runner, bridges), needs.isolate, out)
-    for part in chunks(needs.spoof, SPOOF_CHUNK):
-        _apply(lambda entries: recorded.add_spoofchecks(runner, entries), part, out)
+        _apply(partial(recorded.add_isolation, runner), needs.isolate, out)
+    for spoof in chunks(needs.spoof, SPOOF_CHUNK):
+        _apply(partial(recorded.add_spoofchecks, runner), spoof, out)
+    return out
 
 
 def _apply(add: Callable[[Sequence[Entry]], None], entries: Sequence[Entry],
