@@ -26,22 +26,7 @@ Ref = tuple[str, str]  # (module, name)
 # already seen), each with its reason.
 ALLOWED: dict[Ref, str] = {}
 # Dead code in other parts' files, removed by them. Removed at merge.
-KNOWN: set[Ref] = {
-    ("cni_bridge.net._parse", "_family_len"),
-    ("cni_bridge.net.links", "set_link_down"),
-    ("cni_bridge.net.links", "set_mtu"),
-    ("cni_bridge.net.model", "IFF_LOWER_UP"),
-    ("cni_bridge.net.model", "IFA_F_PERMANENT"),
-    ("cni_bridge.net.model", "RT_SCOPE_SITE"),
-    ("cni_bridge.net.model", "RT_SCOPE_HOST"),
-    ("cni_bridge.net.model", "RT_TABLE_LOCAL"),
-    ("cni_bridge.net.netlink", "RTMGRP_IPV4_IFADDR"),
-    ("cni_bridge.net.netns", "is_current_netns"),
-    ("cni_bridge.net.routes", "list_default_routes"),
-    ("cni_bridge.net.routes", "get_route_to"),
-    ("cni_bridge.net.sysctl", "sysctl_path"),
-    ("cni_bridge.net.sysctl", "ipv6_available"),
-}
+KNOWN: set[Ref] = set()
 
 
 def definitions(tree: ast.Module) -> Iterator[tuple[str, ast.stmt]]:
