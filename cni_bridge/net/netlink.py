@@ -1,9 +1,7 @@
 """``Netlink``: one rtnetlink socket bound to one network namespace.
 
-Create one per namespace you work in (``for_current()`` for the namespace the process runs in,
-``for_netns(handle)`` for a container's) and pass it to the operation functions of this package.
-A namespace socket is created while the calling thread is briefly setns'd into the namespace; all
-later requests go through the socket, so the process itself never stays in a foreign namespace.
+A namespace's socket is created while the calling thread is briefly setns'd into it; all later
+requests go through the socket, so the process never stays in a foreign namespace.
 """
 
 from __future__ import annotations
@@ -49,7 +47,6 @@ class Netlink:
 
     @classmethod
     def for_current(cls) -> Netlink:
-        """A socket in the calling thread's current namespace."""
         return cls(_make(RtnlSocket), None)
 
     @classmethod
@@ -58,13 +55,11 @@ class Netlink:
         return cls(_open_in(netns, RtnlSocket), netns)
 
     @property
-    def netns(self) -> NetnsHandle | None:
-        """The namespace this socket is bound to; None for the caller's own namespace."""
+    def netns(self) -> NetnsHandle | None:  # None: the caller's own namespace
         return self._netns
 
     @property
     def where(self) -> str:
-        """For messages: where this socket acts."""
         if self._netns is None:
             return "the current network namespace"
         return f'network namespace "{self._netns.path}"'
@@ -89,8 +84,6 @@ class Netlink:
     ) -> None:
         self.close()
 
-    # --- package-internal primitives, used by the operation modules ---------------------------
-
     def call(
         self, what: str, msg: Any, msg_type: int, flags: int = 0, tolerate: Iterable[int] = ()
     ) -> list[Any] | None:
@@ -107,7 +100,6 @@ class Netlink:
 
     @contextmanager
     def events(self, groups: int) -> Iterator[Subscription]:
-        """A socket subscribed to ``groups`` in this namespace, for the duration of the block."""
         if self._netns is None:
             sock = _make(subscribe, NETLINK_ROUTE, groups)
         else:

@@ -1,12 +1,8 @@
 """Sysctls under /proc/sys: read, and set only when different (never fatal when already right).
 
-/proc/sys/net is per network namespace, resolved by the *opening thread's* namespace at open time
-(verified on Linux 6.x: a file opened while setns'd into a namespace keeps reading and writing
-that namespace after the thread returns). So with ``netns`` given, the file is opened inside it
-via ``enter_netns`` and read/written from home; without, the caller's own namespace is used.
-
-Keys are given as ``net.ipv4.ip_forward`` or ``net/ipv4/ip_forward``; use the slash form when a
-component (an interface name such as ``cni0.100``) contains a dot.
+With ``netns`` given, the file is opened inside it (``enter_netns``: /proc/sys/net follows the
+opening thread's namespace) and read/written from home. Keys are ``net.ipv4.ip_forward`` or
+``net/ipv4/ip_forward``: the slash form when a component (``cni0.100``) contains a dot.
 """
 
 from __future__ import annotations
