@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -47,7 +47,7 @@ class Netlink:
 
     @classmethod
     def for_current(cls) -> Netlink:
-        return cls(_make(RtnlSocket), None)
+        return cls(_open_in(None, RtnlSocket), None)
 
     @classmethod
     def for_netns(cls, netns: NetnsHandle) -> Netlink:
@@ -100,10 +100,7 @@ class Netlink:
 
     @contextmanager
     def events(self, groups: int) -> Iterator[Subscription]:
-        if self._netns is None:
-            sock = _make(subscribe, NETLINK_ROUTE, groups)
-        else:
-            sock = _open_in(self._netns, subscribe, NETLINK_ROUTE, groups)
+        sock = _open_in(self._netns, subscribe, NETLINK_ROUTE, groups)
         try:
             yield sock
         finally:
@@ -131,19 +128,10 @@ class Netlink:
 S = TypeVar("S")
 
 
-def _make(factory: Callable[..., S], *args: Any) -> S:
-    try:
-        return factory(*args)
-    except OSError as exc:
-        raise CniError(f"cannot open a netlink socket: {describe_errno(exc)}") from None
-
-
-def _open_in(netns: NetnsHandle, factory: Callable[..., S], *args: Any) -> S:
-    with enter_netns(netns):
+def _open_in(netns: NetnsHandle | None, factory: Callable[..., S], *args: Any) -> S:
+    where = "" if netns is None else f' in network namespace "{netns.path}"'
+    with nullcontext() if netns is None else enter_netns(netns):
         try:
             return factory(*args)
         except OSError as exc:
-            raise CniError(
-                f'cannot open a netlink socket in network namespace "{netns.path}": '
-                f"{describe_errno(exc)}"
-            ) from None
+            raise CniError(f"cannot open a netlink socket{where}: {describe_errno(exc)}") from None

@@ -11,7 +11,6 @@ import contextlib
 import enum
 import errno
 import os
-from collections.abc import Iterator
 
 from cni_bridge.net.errors import SysctlError, describe_errno
 from cni_bridge.net.netns import NetnsHandle, enter_netns
@@ -42,15 +41,6 @@ def display_key(key: str) -> str:
     return rel if any("." in part for part in rel.split("/")) else rel.replace("/", ".")
 
 
-@contextlib.contextmanager
-def _inside(netns: NetnsHandle | None) -> Iterator[None]:
-    if netns is None:
-        yield
-    else:
-        with enter_netns(netns):
-            yield
-
-
 def _is_ipv6_key(rel: str) -> bool:
     return rel == _IPV6_ROOT or rel.startswith(_IPV6_ROOT + "/")
 
@@ -63,7 +53,7 @@ def _open(key: str, netns: NetnsHandle | None, writable: bool) -> tuple[int, str
     rel = sysctl_relpath(key)
     path = f"{PROC_SYS}/{rel}"
     denied = "opened read-only"
-    with _inside(netns):
+    with contextlib.nullcontext() if netns is None else enter_netns(netns):
         try:
             if writable:
                 try:
