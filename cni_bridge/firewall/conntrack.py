@@ -1,14 +1,10 @@
-"""Flushing stale UDP conntrack entries for host ports (USERS: UDP senders black-holed).
+"""Flushing stale UDP conntrack entries for host ports.
 
-A UDP sender that keeps talking to a host port keeps its conntrack entry, which still points at
-the previous container; after the mapping changes, those datagrams go nowhere until the entry
-expires. After installing mappings, delete the entries whose original destination port is a
-mapped UDP host port. Failures are logged, never raised: this is best effort, as in the reference.
-
-Done over ctnetlink in this process (what ``conntrack -D -p udp --orig-port-dst P`` does): per
-family and port, one dump the kernel filters by protocol and original destination port
-(CTA_FILTER, Linux 5.9+; older kernels send every entry of the family, filtered here too), then
-one delete per entry found, by its tuple and id.
+A UDP sender that keeps talking to a host port keeps its conntrack entry, still pointing at the
+previous container, until it expires. So after installing mappings, delete the entries whose
+original destination port is a mapped UDP host port: best effort (logged, never raised), as in
+the reference. Over ctnetlink (``conntrack -D -p udp --orig-port-dst P``): per family and port,
+one dump the kernel filters (CTA_FILTER, Linux 5.9+; filtered here too), one delete per entry.
 """
 
 from __future__ import annotations

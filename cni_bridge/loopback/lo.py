@@ -13,32 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface
 
+from cni_bridge import netlink
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.result import IPInterface
 from cni_bridge.net.errors import describe_errno
 from cni_bridge.net.netns import NetnsHandle, enter_netns
-from cni_bridge.netlink import (
-    IFA_ADDRESS,
-    IFA_LOCAL,
-    IFADDRMSG,
-    IFF_UP,
-    IFINFOMSG,
-    IFLA_IFNAME,
-    NETLINK_ROUTE,
-    NLM_F_DUMP,
-    RTM_GETADDR,
-    RTM_GETLINK,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_SETLINK,
-    NetlinkSocket,
-    attr,
-    parse_attrs,
-)
 
 LO = "lo"
 FAMILIES = (_socket.AF_INET, _socket.AF_INET6)  # the reference lists IPv4 first
-_LO_NAME = attr(IFLA_IFNAME, LO.encode() + b"\0")
+_LO_NAME = netlink.attr(netlink.IFLA_IFNAME, LO.encode() + b"\0")
 
 
 @dataclass(frozen=True)
@@ -50,7 +33,7 @@ class LoLink:
 class LoSocket:
     """An rtnetlink socket in one container namespace, speaking about its ``lo`` only."""
 
-    def __init__(self, nl: NetlinkSocket, netns_path: str) -> None:
+    def __init__(self, nl: netlink.NetlinkSocket, netns_path: str) -> None:
         self._nl = nl
         self.where = f'"{LO}" in network namespace "{netns_path}"'
 
@@ -62,29 +45,29 @@ class LoSocket:
             raise CniError(f"cannot {what} {self.where}: {describe_errno(exc)}") from None
 
     def set_up(self, up: bool) -> None:
-        flags = IFF_UP if up else 0
-        self._request(f"set {'up' if up else 'down'}", RTM_SETLINK,
-                      IFINFOMSG.pack(0, 0, 0, flags, IFF_UP) + _LO_NAME)
+        flags = netlink.IFF_UP if up else 0
+        self._request(f"set {'up' if up else 'down'}", netlink.RTM_SETLINK,
+                      netlink.IFINFOMSG.pack(0, 0, 0, flags, netlink.IFF_UP) + _LO_NAME)
 
     def link(self) -> LoLink:
-        for kind, body in self._request("read", RTM_GETLINK, IFINFOMSG.pack(0, 0, 0, 0, 0)
-                                        + _LO_NAME):
-            if kind == RTM_NEWLINK:
-                _family, _type, index, flags, _change = IFINFOMSG.unpack_from(body)
-                return LoLink(index, bool(flags & IFF_UP))
+        request = netlink.IFINFOMSG.pack(0, 0, 0, 0, 0) + _LO_NAME
+        for kind, body in self._request("read", netlink.RTM_GETLINK, request):
+            if kind == netlink.RTM_NEWLINK:
+                _family, _type, index, flags, _change = netlink.IFINFOMSG.unpack_from(body)
+                return LoLink(index, bool(flags & netlink.IFF_UP))
         raise CniError(f"cannot read {self.where}: the kernel sent no answer")
 
     def addresses(self, link: LoLink, family: int) -> list[IPInterface]:
         """The addresses of ``lo`` of one family, in the kernel's order (the reference's)."""
         found: list[IPInterface] = []
-        replies = self._request("list the addresses of", RTM_GETADDR,
-                                IFADDRMSG.pack(family, 0, 0, 0, 0), NLM_F_DUMP)
+        replies = self._request("list the addresses of", netlink.RTM_GETADDR,
+                                netlink.IFADDRMSG.pack(family, 0, 0, 0, 0), netlink.NLM_F_DUMP)
         for kind, body in replies:
-            family_, prefixlen, _flags, _scope, index = IFADDRMSG.unpack_from(body)
-            if kind != RTM_NEWADDR or index != link.index or family_ != family:
+            family_, prefixlen, _flags, _scope, index = netlink.IFADDRMSG.unpack_from(body)
+            if kind != netlink.RTM_NEWADDR or index != link.index or family_ != family:
                 continue
-            attrs = parse_attrs(body[IFADDRMSG.size:])
-            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            attrs = netlink.parse_attrs(body[netlink.IFADDRMSG.size:])
+            raw = attrs.get(netlink.IFA_LOCAL) or attrs.get(netlink.IFA_ADDRESS)
             if raw:
                 found.append(ip_interface((ip_address(raw), prefixlen)))
         return found
@@ -93,7 +76,7 @@ class LoSocket:
 @contextmanager
 def lo_socket(ns: NetnsHandle) -> Iterator[LoSocket]:
     with enter_netns(ns):
-        nl = NetlinkSocket(NETLINK_ROUTE)
+        nl = netlink.NetlinkSocket(netlink.NETLINK_ROUTE)
     with nl:
         yield LoSocket(nl, ns.path)
 

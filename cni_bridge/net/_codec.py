@@ -27,8 +27,6 @@ _PACKAGE = "pyroute2"
 
 @dataclass(frozen=True)
 class Codec:
-    """The pyroute2 message classes (untyped: ``Any``) used by this package."""
-
     ifinfmsg: Any
     ifaddrmsg: Any
     rtmsg: Any
@@ -54,7 +52,6 @@ def _install_package_stub() -> None:
 
 
 def codec() -> Codec:
-    """Load (once) and return the message classes."""
     global _codec
     if _codec is None:
         try:
@@ -67,12 +64,9 @@ def codec() -> Codec:
 def _install_config_stub() -> None:
     """Register a ``pyroute2.config`` holding what the message classes read from it.
 
-    The real module imports ``multiprocessing`` (with ``pickle``), ``platform`` and ``signal``
-    to define defaults for sockets and processes we never create: a quarter of the cost of
-    loading these classes. Of it, ``ifinfmsg`` reads ``AF_BRIDGE`` and the two (empty) lists
-    of extra link-kind plugins, at import time; the values below are the real module's (for
-    the pinned pyroute2). Any other name loads the real module into this one first, so
-    code that needs more of it still gets the real thing.
+    The real one imports ``multiprocessing``, ``platform`` and ``signal`` for sockets and
+    processes we never create. ``ifinfmsg`` reads only ``AF_BRIDGE`` and two (empty) plugin
+    lists (the pinned pyroute2's values below); any other name loads the real module first.
     """
     name = f"{_PACKAGE}.config"
     if name in sys.modules:
@@ -115,7 +109,6 @@ def _load() -> Codec:
 
 
 def encode_request(msg: Any, msg_type: int, flags: int, seq: int) -> bytes:
-    """The wire form of ``msg`` as a request (ACK always asked for)."""
     msg["header"]["type"] = msg_type
     msg["header"]["flags"] = flags | NLM_F_REQUEST | NLM_F_ACK
     msg["header"]["sequence_number"] = seq

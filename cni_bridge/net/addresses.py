@@ -26,7 +26,6 @@ from cni_bridge.netlink import (
 
 
 def family_of(version: int | None) -> int:
-    """AF_INET / AF_INET6 / AF_UNSPEC for IP version 4 / 6 / None."""
     return {4: socket.AF_INET, 6: socket.AF_INET6, None: socket.AF_UNSPEC}[version]
 
 
@@ -69,10 +68,8 @@ def _addr_msg(nl: Netlink, index: int, interface: IPInterface, flags: int = 0) -
 def ensure_address(
     nl: Netlink, link: LinkRef, interface: IPInterface, *, nodad: bool = False
 ) -> bool:
-    """Add ``interface`` (address/prefix) to ``link``; False if exactly that one was already there.
-
-    ``nodad`` (IPv6) adds it with IFA_F_NODAD: usable at once, no duplicate address detection.
-    """
+    """Add ``interface`` to ``link``; False if exactly that one was already there. ``nodad``
+    (IPv6): IFA_F_NODAD, usable at once, no duplicate address detection."""
     flags = IFA_F_NODAD if nodad and interface.version == 6 else 0
     msg = _addr_msg(nl, index_of(nl, link), interface, flags)
     what = f"cannot add address {interface} to {describe(link)}"
@@ -109,11 +106,8 @@ def ensure_address_replacing(
 
 
 def wait_addresses_settled(nl: Netlink, link: LinkRef, timeout: float = 5.0) -> list[AddressInfo]:
-    """Wait until no IPv6 address of ``link`` is tentative (DAD done); return its IPv6 addresses.
-
-    Driven by address events, bounded by ``timeout`` s. An address that failed DAD raises
-    CniError naming it; still-tentative addresses at the deadline raise WaitTimeout.
-    """
+    """Wait (on address events, up to ``timeout`` s) until no IPv6 address of ``link`` is
+    tentative; return its IPv6 addresses. CniError names an address that failed DAD."""
     pending: list[AddressInfo] = []
 
     def probe() -> list[AddressInfo] | None:

@@ -35,6 +35,7 @@ from cni_bridge.net.model import (
 )
 from cni_bridge.net.netlink import Netlink
 from cni_bridge.netlink import (
+    NLA_F_NESTED,
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
@@ -45,19 +46,14 @@ from cni_bridge.netlink import (
 )
 
 AF_BRIDGE = getattr(socket, "AF_BRIDGE", 7)
-NLA_F_NESTED = 1 << 15
 RTEXT_FILTER_BRVLAN = 1 << 1
 _ENSURE_ATTEMPTS = 5
 
 
 def ensure_bridge(nl: Netlink, spec: BridgeSpec) -> LinkInfo:
-    """Create the bridge (up, with ``spec``'s MTU and vlan_filtering) or confirm an existing one.
-
-    Safe against concurrent creators: EEXIST means someone else created it, and the existing link
-    is then checked. An existing bridge keeps its MTU and vlan_filtering; it is set up (and
-    promiscuous when ``spec.promisc``) if it is not yet. Raises CniError if ``spec.name`` exists
-    but is not a bridge.
-    """
+    """Create the bridge (up, with ``spec``'s MTU and vlan_filtering) or confirm an existing one
+    (EEXIST: a concurrent creator won). An existing bridge keeps its MTU and vlan_filtering; it
+    is set up (and promiscuous when ``spec.promisc``) if it is not yet."""
     for _ in range(_ENSURE_ATTEMPTS):
         if _create_bridge(nl, spec):
             created = find_link(nl, spec.name)
@@ -74,7 +70,6 @@ def ensure_bridge(nl: Netlink, spec: BridgeSpec) -> LinkInfo:
 
 
 def _create_bridge(nl: Netlink, spec: BridgeSpec) -> bool:
-    """True if created, False if a link by that name already exists."""
     info: list[Any] = [("IFLA_INFO_KIND", "bridge")]
     if spec.vlan_filtering:
         info.append(("IFLA_INFO_DATA", {"attrs": [("IFLA_BR_VLAN_FILTERING", 1)]}))

@@ -1,13 +1,4 @@
-"""Errors raised by the netlink layer; all are CniError, so they reach the runtime as CNI errors.
-
-Hierarchy::
-
-    CniError
-     ├── NetnsNotFound          -- a namespace path that does not exist (never created by us)
-     ├── NetlinkOpError(errno)  -- a kernel request failed; ``errno`` for callers that branch
-     │    └── LinkNotFound      -- ENODEV / no interface by that name or index
-     ├── SysctlError            -- a sysctl could not be read or set to the wanted value
-     └── WaitTimeout            -- a bounded wait (oper-UP, IPv6 DAD) ended without success
+"""Errors of the netlink operations: all CniError, so they reach the runtime as CNI errors.
 
 Every message names the object (interface, address, route, namespace path, sysctl); the kernel's
 extended-ack text, when it gave one, goes to ``details``.
@@ -22,8 +13,6 @@ from cni_bridge.cni.errors import CniError
 
 
 class NetnsNotFound(CniError):
-    """The network namespace path does not exist."""
-
     def __init__(self, path: str) -> None:
         super().__init__(f'network namespace "{path}" does not exist')
         self.path = path
@@ -38,15 +27,11 @@ class NetlinkOpError(CniError):
 
 
 class LinkNotFound(NetlinkOpError):
-    """No interface by that name or index in the namespace asked."""
-
     def __init__(self, msg: str) -> None:
         super().__init__(msg, errno=_errno.ENODEV)
 
 
 class SysctlError(CniError):
-    """A sysctl was unreadable, or could not be set to the wanted value."""
-
     def __init__(self, key: str, msg: str) -> None:
         super().__init__(msg)
         self.key = key
@@ -64,7 +49,6 @@ def describe_errno(exc: OSError) -> str:
 
 
 def op_error(what: str, exc: OSError) -> NetlinkOpError:
-    """Translate a failed kernel call into a NetlinkOpError: ``"<what>: <strerror>"``."""
     details = getattr(exc, "extack", "") or ""
     code = exc.errno or 0
     msg = f"{what}: {describe_errno(exc)}"

@@ -55,7 +55,6 @@ def find_link(nl: Netlink, link: LinkRef) -> LinkInfo | None:
 
 
 def get_link(nl: Netlink, link: LinkRef) -> LinkInfo:
-    """The link; raises LinkNotFound if it does not exist."""
     info = find_link(nl, link)
     if info is None:
         raise LinkNotFound(f"{describe(link)} not found in {nl.where}")
@@ -137,10 +136,8 @@ def remove_link(nl: Netlink, link: LinkRef) -> bool:
 
 
 def wait_link_oper_up(nl: Netlink, link: LinkRef, timeout: float = 3.0) -> LinkInfo:
-    """Wait (driven by link events, bounded by ``timeout`` s) until ``link`` is oper-UP.
-
-    Raises WaitTimeout naming the last state seen, LinkNotFound if the link disappears.
-    """
+    """Wait (on link events, up to ``timeout`` s) until ``link`` is oper-UP; WaitTimeout names
+    the last state seen."""
     last: list[LinkInfo] = []
 
     def probe() -> LinkInfo | None:

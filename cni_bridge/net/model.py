@@ -1,8 +1,4 @@
-"""Plain data passed in and out of the netlink layer: frozen dataclasses, ``ipaddress`` types.
-
-Nothing here knows about pyroute2; the parsers in ``_parse`` build these from kernel messages and
-the operation modules turn the ``*Spec`` inputs into requests.
-"""
+"""Plain data in and out of the netlink operations: frozen dataclasses, ``ipaddress`` types."""
 
 from __future__ import annotations
 
@@ -31,8 +27,6 @@ RT_TABLE_MAIN = 254
 
 
 class OperState(enum.Enum):
-    """RFC 2863 operational state as reported in IFLA_OPERSTATE."""
-
     UNKNOWN = "UNKNOWN"
     NOTPRESENT = "NOTPRESENT"
     DOWN = "DOWN"
@@ -53,8 +47,6 @@ class BridgePortInfo:
 
 @dataclass(frozen=True)
 class LinkInfo:
-    """One network interface as the kernel reports it."""
-
     index: int
     name: str
     kind: str | None  # IFLA_INFO_KIND: "bridge", "veth", ...; None for lo and plain devices
@@ -70,7 +62,6 @@ class LinkInfo:
 
     @property
     def is_up(self) -> bool:
-        """Administratively up (IFF_UP)."""
         return bool(self.flags & IFF_UP)
 
     @property
@@ -80,8 +71,6 @@ class LinkInfo:
 
 @dataclass(frozen=True)
 class AddressInfo:
-    """One address on one interface."""
-
     index: int
     interface: IPInterface  # address with its prefix length, e.g. 10.88.0.1/16
     scope: int
@@ -103,16 +92,12 @@ class AddressInfo:
 
 @dataclass(frozen=True)
 class NextHop:
-    """One path of a multipath route."""
-
     gateway: IPAddress | None
     index: int | None
 
 
 @dataclass(frozen=True)
 class RouteInfo:
-    """One route as the kernel reports it."""
-
     dst: IPNetwork  # 0.0.0.0/0 or ::/0 for default routes
     gateway: IPAddress | None = None
     index: int | None = None  # output interface (RTA_OIF)
@@ -155,11 +140,8 @@ class BridgeSpec:
 
 @dataclass(frozen=True)
 class VethSpec:
-    """A veth pair: the container end ``ifname`` goes straight into the container namespace.
-
-    ``host_name`` None means a random ``veth`` + 8 hex chars, retried on a name clash.
-    ``mtu`` (0: kernel default) applies to both ends, ``mac`` to the container end only.
-    """
+    """``host_name`` None: a random ``veth`` + 8 hex chars, retried on a name clash. ``mtu``
+    (0: kernel default) applies to both ends, ``mac`` to the container end only."""
 
     ifname: str
     mtu: int = 0

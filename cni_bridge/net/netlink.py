@@ -1,16 +1,14 @@
 """``Netlink``: one rtnetlink socket bound to one network namespace.
 
-Create one per namespace you work in (``for_current()`` for the namespace the process runs in,
-``for_netns(handle)`` for a container's) and pass it to the operation functions of this package.
-A namespace socket is created while the calling thread is briefly setns'd into the namespace; all
-later requests go through the socket, so the process itself never stays in a foreign namespace.
+A namespace's socket is created while the calling thread is briefly setns'd into it; all later
+requests go through the socket, so the process never stays in a foreign namespace.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -49,8 +47,7 @@ class Netlink:
 
     @classmethod
     def for_current(cls) -> Netlink:
-        """A socket in the calling thread's current namespace."""
-        return cls(_make(RtnlSocket), None)
+        return cls(_open_in(None, RtnlSocket), None)
 
     @classmethod
     def for_netns(cls, netns: NetnsHandle) -> Netlink:
@@ -58,13 +55,11 @@ class Netlink:
         return cls(_open_in(netns, RtnlSocket), netns)
 
     @property
-    def netns(self) -> NetnsHandle | None:
-        """The namespace this socket is bound to; None for the caller's own namespace."""
+    def netns(self) -> NetnsHandle | None:  # None: the caller's own namespace
         return self._netns
 
     @property
     def where(self) -> str:
-        """For messages: where this socket acts."""
         if self._netns is None:
             return "the current network namespace"
         return f'network namespace "{self._netns.path}"'
@@ -89,8 +84,6 @@ class Netlink:
     ) -> None:
         self.close()
 
-    # --- package-internal primitives, used by the operation modules ---------------------------
-
     def call(
         self, what: str, msg: Any, msg_type: int, flags: int = 0, tolerate: Iterable[int] = ()
     ) -> list[Any] | None:
@@ -107,11 +100,7 @@ class Netlink:
 
     @contextmanager
     def events(self, groups: int) -> Iterator[Subscription]:
-        """A socket subscribed to ``groups`` in this namespace, for the duration of the block."""
-        if self._netns is None:
-            sock = _make(subscribe, NETLINK_ROUTE, groups)
-        else:
-            sock = _open_in(self._netns, subscribe, NETLINK_ROUTE, groups)
+        sock = _open_in(self._netns, subscribe, NETLINK_ROUTE, groups)
         try:
             yield sock
         finally:
@@ -139,19 +128,10 @@ class Netlink:
 S = TypeVar("S")
 
 
-def _make(factory: Callable[..., S], *args: Any) -> S:
-    try:
-        return factory(*args)
-    except OSError as exc:
-        raise CniError(f"cannot open a netlink socket: {describe_errno(exc)}") from None
-
-
-def _open_in(netns: NetnsHandle, factory: Callable[..., S], *args: Any) -> S:
-    with enter_netns(netns):
+def _open_in(netns: NetnsHandle | None, factory: Callable[..., S], *args: Any) -> S:
+    where = "" if netns is None else f' in network namespace "{netns.path}"'
+    with nullcontext() if netns is None else enter_netns(netns):
         try:
             return factory(*args)
         except OSError as exc:
-            raise CniError(
-                f'cannot open a netlink socket in network namespace "{netns.path}": '
-                f"{describe_errno(exc)}"
-            ) from None
+            raise CniError(f"cannot open a netlink socket{where}: {describe_errno(exc)}") from None

@@ -64,16 +64,9 @@ class NetnsHandle:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"NetnsHandle({self._path!r}, fd={self._fd})"
-
 
 def open_netns(path: str) -> NetnsHandle:
-    """Open the network namespace at ``path`` (never creating it).
-
-    Raises NetnsNotFound if the path does not exist, CniError if it is not a network namespace
-    or cannot be opened.
-    """
+    """Open (never create) the network namespace at ``path``; NetnsNotFound if it is absent."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -167,10 +160,7 @@ def _load_setns() -> Callable[[int, int], None]:
 @contextmanager
 def enter_netns(netns: NetnsHandle) -> Iterator[None]:
     """Run the body with the calling thread in ``netns``; always return to where it was.
-
-    Keep the body short (create a socket, open a file): other code in the body would act on the
-    target namespace. A failure to return is reported as a CniError and is never swallowed.
-    """
+    Keep the body short (create a socket, open a file): anything else would act in ``netns``."""
     home = os.open(_SELF_NETNS, os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:

@@ -96,25 +96,18 @@ def add_route(nl: Netlink, spec: RouteSpec, *, append: bool = False) -> None:
 
 def ensure_route(nl: Netlink, spec: RouteSpec) -> bool:
     """Add a route; False if one with the same destination, metric and table already exists."""
-    replies = nl.call(
-        f"cannot add {describe_route(spec)}",
-        route_msg(nl, spec),
-        RTM_NEWROUTE,
-        NLM_F_CREATE | NLM_F_EXCL,
-        tolerate=(errno.EEXIST,),
-    )
+    msg = route_msg(nl, spec)
+    what = f"cannot add {describe_route(spec)}"
+    replies = nl.call(what, msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, tolerate=(errno.EEXIST,))
     return replies is not None
 
 
 def remove_route(nl: Netlink, spec: RouteSpec) -> bool:
     """Delete a matching route; False if there was none (or its interface is gone)."""
-    replies = nl.call(
-        f"cannot remove {describe_route(spec)}",
-        route_msg(nl, spec, delete=True),
-        RTM_DELROUTE,
-        tolerate=(errno.ESRCH, errno.ENOENT, errno.ENODEV),
-    )
-    return replies is not None
+    msg = route_msg(nl, spec, delete=True)
+    what = f"cannot remove {describe_route(spec)}"
+    gone = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
+    return nl.call(what, msg, RTM_DELROUTE, tolerate=gone) is not None
 
 
 def list_routes(

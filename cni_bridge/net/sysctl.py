@@ -1,12 +1,8 @@
 """Sysctls under /proc/sys: read, and set only when different (never fatal when already right).
 
-/proc/sys/net is per network namespace, resolved by the *opening thread's* namespace at open time
-(verified on Linux 6.x: a file opened while setns'd into a namespace keeps reading and writing
-that namespace after the thread returns). So with ``netns`` given, the file is opened inside it
-via ``enter_netns`` and read/written from home; without, the caller's own namespace is used.
-
-Keys are given as ``net.ipv4.ip_forward`` or ``net/ipv4/ip_forward``; use the slash form when a
-component (an interface name such as ``cni0.100``) contains a dot.
+With ``netns`` given, the file is opened inside it (``enter_netns``: /proc/sys/net follows the
+opening thread's namespace) and read/written from home. Keys are ``net.ipv4.ip_forward`` or
+``net/ipv4/ip_forward``: the slash form when a component (``cni0.100``) contains a dot.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ import contextlib
 import enum
 import errno
 import os
-from collections.abc import Iterator
 
 from cni_bridge.net.errors import SysctlError, describe_errno
 from cni_bridge.net.netns import NetnsHandle, enter_netns
@@ -46,15 +41,6 @@ def display_key(key: str) -> str:
     return rel if any("." in part for part in rel.split("/")) else rel.replace("/", ".")
 
 
-@contextlib.contextmanager
-def _inside(netns: NetnsHandle | None) -> Iterator[None]:
-    if netns is None:
-        yield
-    else:
-        with enter_netns(netns):
-            yield
-
-
 def _is_ipv6_key(rel: str) -> bool:
     return rel == _IPV6_ROOT or rel.startswith(_IPV6_ROOT + "/")
 
@@ -67,7 +53,7 @@ def _open(key: str, netns: NetnsHandle | None, writable: bool) -> tuple[int, str
     rel = sysctl_relpath(key)
     path = f"{PROC_SYS}/{rel}"
     denied = "opened read-only"
-    with _inside(netns):
+    with contextlib.nullcontext() if netns is None else enter_netns(netns):
         try:
             if writable:
                 try:

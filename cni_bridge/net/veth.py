@@ -22,13 +22,9 @@ def random_veth_name() -> str:
 
 
 def create_veth_pair(host: Netlink, container: Netlink, spec: VethSpec) -> VethPair:
-    """Create a veth pair: the host end in ``host``'s namespace, ``spec.ifname`` in ``container``'s.
-
-    The request goes through ``host``; the peer is created straight in the container namespace
-    (IFLA_NET_NS_FD), so no interface is ever moved. A random host name that clashes is retried;
-    an existing ``spec.ifname`` in the container is an error. Passing the same socket twice
-    (or two ``for_current()`` sockets) puts both ends in one namespace, e.g. for a VLAN gateway.
-    """
+    """The host end in ``host``'s namespace, ``spec.ifname`` created straight in
+    ``container``'s (IFLA_NET_NS_FD: no interface is ever moved). The same socket twice puts
+    both ends in one namespace (a VLAN gateway)."""
     if container.netns is None and host.netns is not None:
         raise ValueError("create_veth_pair: the container socket is not bound to a namespace")
     attempts = 1 if spec.host_name else NAME_ATTEMPTS

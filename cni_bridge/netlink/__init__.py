@@ -1,16 +1,10 @@
-"""The one netlink socket layer, for rtnetlink, nf_tables, conntrack and their notifications
-alike: framing and attributes, error answers with the kernel's extended-ack text, request
-sockets (`NetlinkSocket`) and multicast subscriptions (`subscribe`).
+"""The one netlink socket layer (rtnetlink, nf_tables, conntrack, notifications): framing,
+attributes, request sockets (`NetlinkSocket`) and multicast subscriptions (`subscribe`).
 
-One policy for every protocol: an acknowledgement asked for on every request, the kernel's
-text on errors, a dump interrupted by a concurrent change (NLM_F_DUMP_INTR) sent again, and no
-wait without a bound. A socket talks to the network namespace of the thread that opened it.
-Errors are `OSError`s (`KernelError` when the kernel refuses a request).
-
-Message codecs live with their users: pyroute2's rtnetlink classes in ``cni_bridge.net``,
-hand-packed messages where pyroute2's cost more to import than the call's kernel work. One
-module, and the standard library's C modules only, on purpose: a plugin call pays for each
-module it loads (the import budgets per role).
+One policy for every protocol: an acknowledgement on every request, the kernel's text on
+errors (`KernelError`, an `OSError`), a dump interrupted by a concurrent change sent again, no
+wait without a bound. Message codecs live with their users. One module, over the standard
+library's C modules only: a plugin call pays for each module it loads (the import budgets).
 """
 
 from __future__ import annotations
@@ -79,7 +73,6 @@ def iter_attrs(data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
 
 
 def parse_attrs(data: bytes | memoryview) -> dict[int, bytes]:
-    """The attributes of one level, by type; later duplicates win."""
     return dict(iter_attrs(data))
 
 
@@ -101,8 +94,7 @@ def frames(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]
 
 def parse_error(data: bytes | memoryview, offset: int, length: int,
                 flags: int) -> KernelError | None:
-    """Decode an NLMSG_ERROR message: None for an acknowledgement (error 0), else the error
-    with the kernel's extended-ack text."""
+    """None for an acknowledgement (error 0), else the error with its extended-ack text."""
     (code,) = _ERRNO.unpack_from(data, offset + HDR.size)
     if code == 0:
         return None

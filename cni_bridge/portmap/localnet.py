@@ -2,12 +2,10 @@
 
 A packet from 127.0.0.1 that is DNATed to a container must cross a routing boundary, which the
 kernel refuses unless ``net.ipv4.conf.<if>.route_localnet`` is 1 on the interface that routes
-to the container (REFERENCE.md §4.2). Like the reference, that interface comes from a route
-lookup: one RTM_GETROUTE request, the one ``ip route get`` sends, packed here with the standard
-library (``cni_bridge.netlink``): pyroute2's rtnetlink codec would cost every ADD and CHECK
-publishing a port 52 more modules, 58 ms (measured). The firewall backend drops
-127.0.0.0/8 arriving on any interface but ``lo`` whenever localhost is published (USERS.md
-item 4), so setting the sysctl does not expose it.
+to the container (REFERENCE.md §4.2), found as the reference does by a route lookup (what
+``ip route get`` sends), hand-packed: pyroute2's codec would cost every ADD and CHECK
+publishing a port 52 more modules, 58 ms (measured). The firewall backend drops 127.0.0.0/8
+arriving on any interface but ``lo`` whenever localhost is published, so this exposes nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +16,20 @@ import struct
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.result import IPAddress
 from cni_bridge.diag import logger
-from cni_bridge.netlink import NETLINK_ROUTE, NetlinkSocket, attr, parse_attrs
+from cni_bridge.netlink import (
+    NETLINK_ROUTE,
+    RTA_DST,
+    RTA_OIF,
+    RTM_GETROUTE,
+    RTM_NEWROUTE,
+    RTMSG,
+    NetlinkSocket,
+    attr,
+    parse_attrs,
+)
 
 log = logger(__name__)
 PROC_CONF = "/proc/sys/net/ipv4/conf"
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
-RTA_DST, RTA_OIF = 1, 4
-_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope,
-#                                      type, flags
 
 
 def sysctl_key(ifname: str) -> str:
@@ -35,13 +39,13 @@ def sysctl_key(ifname: str) -> str:
 def route_interface(address: IPAddress) -> str:
     """Name of the host interface routing to `address`, or "" when there is no route."""
     family = _socket.AF_INET if address.version == 4 else _socket.AF_INET6
-    request = (_RTMSG.pack(family, address.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
+    request = (RTMSG.pack(family, address.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
                + attr(RTA_DST, address.packed))
     try:
         with NetlinkSocket(NETLINK_ROUTE) as nl:
             replies = nl.request(RTM_GETROUTE, request)
         for kind, body in replies:
-            oif = parse_attrs(body[_RTMSG.size:]).get(RTA_OIF) if kind == RTM_NEWROUTE else None
+            oif = parse_attrs(body[RTMSG.size:]).get(RTA_OIF) if kind == RTM_NEWROUTE else None
             if oif is not None:
                 return str(_socket.if_indextoname(struct.unpack("=I", oif)[0]))
     except OSError as exc:

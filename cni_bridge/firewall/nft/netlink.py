@@ -3,16 +3,9 @@
 libnftables (nftables 1.0.6) fills its cache with every element of every set of a table before
 a ``list table``, ``list chain`` or ``get element`` there (``--terse`` only shortens the
 output), so those reads grow with the number of containers: 50-70 ms each with 2,000 of them.
-The kernel answers by key:
-
-- `skeleton`: a table's chains, its maps and how many rules each chain holds (chain, set and
-  rule dumps, none of which carries an element);
-- `chain_rules`: one chain's rules, with handles and comments;
-- `elements` / `has_elements`: given keys, with their values and comments (one GETSETELEM
-  request per set); None / False when any is missing.
-
-Results are in the forms ``nft -j list`` gives after `canonical` (a `Listing`, `Rule`s), so the
-planners compare them as they compare a listing. Only for the namespace this process is in.
+The kernel answers by key. Results are in the forms ``nft -j list`` gives after `canonical`
+(a `Listing`, `Rule`s), so the planners compare them as they compare a listing. Only for the
+namespace this process is in.
 """
 
 from __future__ import annotations
@@ -211,7 +204,6 @@ def _comment(userdata: bytes | None) -> str | None:
 
 
 def _elements(map_name: str, body: bytes) -> list[Element]:
-    """The elements of one GETSETELEM answer."""
     spec = MAPS_BY_NAME[map_name]
     listed = parse_attrs(body[4:]).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
     out = []

@@ -18,7 +18,7 @@ SKIPPED = frozenset({"cni_bridge.__main__", "cni_bridge.admin.demo", "cni_bridge
 
 
 def package_modules() -> list[str]:
-    """Every module of the cni_bridge package (source tree or frozen ``.pyc`` files)."""
+    """Source tree or frozen ``.pyc`` files alike."""
     base = cni_bridge.__path__[0]
     found = set()
     for directory, dirs, files in os.walk(base):
