@@ -9,10 +9,8 @@ from typing import Any
 from cni_bridge.cni.errors import ConfigError
 
 
-def _get(
-    obj: Mapping[str, Any], key: str, default: Any, fits: Callable[[Any], bool], kind: str,
-    where: str, cap: int | None = None,
-) -> Any:
+def _get(obj: Mapping[str, Any], key: str, default: Any, fits: Callable[[Any], bool], kind: str,
+         where: str, cap: int | None = None) -> Any:
     value = obj.get(key)
     if value is None:
         return default
@@ -25,10 +23,8 @@ def get_bool(obj: Mapping[str, Any], key: str, default: bool = False, where: str
     return bool(_get(obj, key, default, lambda v: isinstance(v, bool), "true or false", where))
 
 
-def get_int(
-    obj: Mapping[str, Any], key: str, default: int = 0, lo: int | None = None,
-    hi: int | None = None, where: str = "",
-) -> int:
+def get_int(obj: Mapping[str, Any], key: str, default: int = 0, lo: int | None = None,
+            hi: int | None = None, where: str = "") -> int:
     value: int = _get(obj, key, default, lambda v: isinstance(v, int) and not isinstance(v, bool),
                       "an integer", where)
     out_of_range = (lo is not None and value < lo) or (hi is not None and value > hi)

@@ -44,12 +44,8 @@ class HostLocalConfig:
         return next((r for s in self.range_sets if (r := s.range_for(ip)) is not None), None)
 
 
-def load_config(
-    config: Mapping[str, Any],
-    cni_version: str,
-    cni_args: str = "",
-    known_arg_keys: frozenset[str] = HOST_LOCAL_ARG_KEYS,
-) -> HostLocalConfig:
+def load_config(config: Mapping[str, Any], cni_version: str, cni_args: str = "",
+                known_arg_keys: frozenset[str] = HOST_LOCAL_ARG_KEYS) -> HostLocalConfig:
     """Everything ADD and CHECK need; `known_arg_keys`: the caller's own CNI_ARGS keys."""
     location = load_location(config)
     ipam = _ipam_section(config)

@@ -73,9 +73,8 @@ def _allocate_one(cfg: HostLocalConfig, store: Store, att: Attachment, index: in
     return IPConfig(address=r.interface(ip), gateway=r.gateway)
 
 
-def _reserve_requested(
-    range_set: RangeSet, store: Store, att: Attachment, index: int, ip: IPAddress
-) -> IPAddress:
+def _reserve_requested(range_set: RangeSet, store: Store, att: Attachment, index: int,
+                       ip: IPAddress) -> IPAddress:
     if range_set.is_gateway(ip):
         raise AllocationError(f"requested ip {ip} is subnet's gateway")
     holder = store.holder(ip)
@@ -130,9 +129,8 @@ def _release(store: Store, ips: Iterable[IPAddress]) -> tuple[list[IPAddress], l
     return released, errors
 
 
-def check_allocation(
-    cfg: HostLocalConfig, store: Store, att: Attachment, expected: Collection[IPAddress] | None
-) -> None:
+def check_allocation(cfg: HostLocalConfig, store: Store, att: Attachment,
+                     expected: Collection[IPAddress] | None) -> None:
     """`att` must hold an address; with `expected` (prevResult's), exactly those it lists
     (addresses outside every configured subnet are another plugin's: not compared)."""
     with store.locked():
