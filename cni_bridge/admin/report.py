@@ -40,12 +40,10 @@ def format_status(st: NetworkStatus) -> list[str]:
 def format_node_state(survey: Survey) -> str:
     """What ``status`` and ``gc`` say about the state of other namespaces (nothing when none)."""
     lines = []
-    if survey.dead:
-        lines.append(f"\nstale state of {len(survey.dead)} dead namespace"
-                     f"{'s' if len(survey.dead) != 1 else ''} ('cni-bridge gc' removes it):")
-        lines += [f"  {f.path}: {f.why} ({f.owner})" for f in survey.dead]
-    if survey.unproven:
-        lines.append(f"\nstate of {len(survey.unproven)} namespace"
-                     f"{'s' if len(survey.unproven) != 1 else ''} not provably dead, left alone:")
-        lines += [f"  {f.path}: {f.why} ({f.owner})" for f in survey.unproven]
+    titles = ((survey.dead, "stale state of {} dead namespace{} ('cni-bridge gc' removes it):"),
+              (survey.unproven, "state of {} namespace{} not provably dead, left alone:"))
+    for found, title in titles:
+        if found:
+            lines.append("\n" + title.format(len(found), "s" if len(found) != 1 else ""))
+            lines += [f"  {f.path}: {f.why} ({f.owner})" for f in found]
     return "".join(line + "\n" for line in lines)

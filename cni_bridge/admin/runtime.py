@@ -77,8 +77,6 @@ def plugin_config(net: NetworkList, plugin: Mapping[str, Any], prev: Mapping[str
 
 
 class Runtime:
-    """Executes plugins found in `plugin_dirs`, caching results in `cache_dir`."""
-
     def __init__(self, plugin_dirs: Sequence[str | os.PathLike[str]],
                  cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR, *,
                  netns: str | None = None, env: Mapping[str, str] | None = None,

@@ -91,9 +91,7 @@ def decode_config(stdin: bytes) -> dict[str, Any]:
 
 def config_version(config: Mapping[str, Any]) -> str:
     version = config.get("cniVersion")
-    if version is None:
-        version = ""
-    if not isinstance(version, str):
+    if version is not None and not isinstance(version, str):
         raise DecodeError("decoding version from network config: cniVersion must be a string")
     return version or DEFAULT_CONFIG_VERSION
 
@@ -127,13 +125,8 @@ def call_plugin(plugin: Plugin, req: Request) -> str:
     return ""
 
 
-def dispatch(
-    role: str,
-    program_version: str,
-    environ: Mapping[str, str],
-    read_stdin: Callable[[], bytes],
-    make_plugin: Callable[[], Plugin],
-) -> Outcome:
+def dispatch(role: str, program_version: str, environ: Mapping[str, str],
+             read_stdin: Callable[[], bytes], make_plugin: Callable[[], Plugin]) -> Outcome:
     """Run one CNI call. Never raises: every failure becomes an error Outcome."""
     command = environ.get("CNI_COMMAND", "")
     out = Outcome(command=command)

@@ -13,7 +13,7 @@ Route mtu/advmss/priority and interface mtu are Go ``int,omitempty``: 0 means ab
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -26,7 +26,7 @@ from ipaddress import (
     ip_interface,
     ip_network,
 )
-from typing import Any
+from typing import Any, TypeVar
 
 from cni_bridge.cni.errors import CniError, DecodeError, go_json
 from cni_bridge.cni.versions import CURRENT_VERSION, SUPPORTED_VERSIONS
@@ -34,6 +34,7 @@ from cni_bridge.cni.versions import CURRENT_VERSION, SUPPORTED_VERSIONS
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
 IPNetwork = IPv4Network | IPv6Network
+T = TypeVar("T")
 
 LEGACY_VERSIONS = ("0.1.0", "0.2.0")
 STRUCT_VERSIONS = ("0.3.0", "0.3.1", "0.4.0")
@@ -94,20 +95,20 @@ class UnconvertedResult(Result):
     the 1.x shape at every version."""
 
 
-def _obj(value: Any, what: str) -> Mapping[str, Any]:
+def _typed(value: Any, kind: type, empty: Any, what: str, name: str) -> Any:
     if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise DecodeError(f"{what} must be a JSON object", repr(value)[:200])
+        return empty
+    if not isinstance(value, kind):
+        raise DecodeError(f"{what} must be a JSON {name}", repr(value)[:200])
     return value
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    return _typed(value, Mapping, {}, what, "object")  # type: ignore[no-any-return]
 
 
 def _list(value: Any, what: str) -> Sequence[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise DecodeError(f"{what} must be a JSON list", repr(value)[:200])
-    return value
+    return _typed(value, list, [], what, "list")  # type: ignore[no-any-return]
 
 
 def _opt_int(obj: Mapping[str, Any], key: str, what: str) -> int | None:
@@ -128,32 +129,32 @@ def _str(obj: Mapping[str, Any], key: str, what: str) -> str:
     return value
 
 
-def parse_address(text: Any, what: str) -> IPInterface:
+def _parse_text(text: Any, parse: Callable[[str], T], what: str, noun: str, shape: str) -> T:
     try:
-        if not isinstance(text, str) or "/" not in text:
+        if not isinstance(text, str):
             raise ValueError
-        return ip_interface(text)
+        return parse(text)
     except ValueError:
-        raise DecodeError(f"invalid address in {what}", f"{text!r} is not an IP/prefix") from None
+        raise DecodeError(f"invalid {noun} in {what}", f"{text!r} is not {shape}") from None
+
+
+def _interface(text: str) -> IPInterface:
+    if "/" not in text:
+        raise ValueError
+    return ip_interface(text)
+
+
+def parse_address(text: Any, what: str) -> IPInterface:
+    return _parse_text(text, _interface, what, "address", "an IP/prefix")
 
 
 def parse_ip(text: Any, what: str) -> IPAddress:
-    try:
-        if not isinstance(text, str):
-            raise ValueError
-        return ip_address(text)
-    except ValueError:
-        raise DecodeError(f"invalid IP in {what}", f"{text!r} is not an IP address") from None
+    return _parse_text(text, ip_address, what, "IP", "an IP address")
 
 
 def parse_network(text: Any, what: str) -> IPNetwork:
-    try:
-        if not isinstance(text, str):
-            raise ValueError
-        # Routes may name a host address with a prefix ("10.0.0.5/8"); keep the network.
-        return ip_network(text, strict=False)
-    except ValueError:
-        raise DecodeError(f"invalid network in {what}", f"{text!r} is not a CIDR") from None
+    # Routes may name a host address with a prefix ("10.0.0.5/8"); keep the network.
+    return _parse_text(text, lambda t: ip_network(t, strict=False), what, "network", "a CIDR")
 
 
 def parse_route(obj: Any, what: str = "route") -> Route:

@@ -102,7 +102,6 @@ class UnitsReport:
 
 
 def render(executable: str, socket: str = DEFAULT_SOCKET) -> dict[str, str]:
-    """The two unit files' names and texts for the server at `executable`."""
     option = "" if socket == DEFAULT_SOCKET else f" --socket {socket}"
     return {SOCKET_UNIT: SOCKET_TEXT.format(socket=socket, service=SERVICE_UNIT),
             SERVICE_UNIT: SERVICE_TEXT.format(socket_unit=SOCKET_UNIT, executable=executable,
@@ -147,7 +146,6 @@ Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def enable(run: Runner = subprocess.run) -> None:
-    """systemctl daemon-reload, then enable and start the socket."""
     for argv in ENABLE:
         try:
             proc = run(argv, capture_output=True, text=True, timeout=60)
@@ -162,7 +160,6 @@ def enable(run: Runner = subprocess.run) -> None:
 
 def install_units(executable: str, unit_dir: Path, running: bool,
                   run: Runner = subprocess.run) -> UnitsReport:
-    """Write the units; enable them where systemd runs and reads them."""
     report = UnitsReport(write_units(unit_dir, render(executable)))
     if running and unit_dir.resolve() == SYSTEM_UNIT_DIR:
         enable(run)

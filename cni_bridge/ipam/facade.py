@@ -38,9 +38,8 @@ Runner = Callable[[Sequence[str], bytes, Mapping[str, str]], Completed]
 def run_executable(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> Completed:
     import subprocess  # only a delegated IPAM plugin needs it: not imported on every call
 
-    proc = subprocess.run(
-        list(argv), input=stdin, env=dict(env), stdout=subprocess.PIPE, stderr=None, check=False
-    )
+    proc = subprocess.run(list(argv), input=stdin, env=dict(env), stdout=subprocess.PIPE,
+                          stderr=None, check=False)
     return Completed(proc.returncode, proc.stdout)
 
 
@@ -54,11 +53,8 @@ def ipam_type(config: Mapping[str, Any]) -> str:
     return kind
 
 
-def ipam_for(
-    req: Request,
-    extra_arg_keys: frozenset[str] = frozenset(),
-    runner: Runner = run_executable,
-) -> Ipam:
+def ipam_for(req: Request, extra_arg_keys: frozenset[str] = frozenset(),
+             runner: Runner = run_executable) -> Ipam:
     kind = ipam_type(req.config)
     if kind == HOST_LOCAL:
         return HostLocalPlugin(extra_arg_keys=extra_arg_keys)

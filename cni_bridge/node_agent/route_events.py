@@ -11,46 +11,26 @@ import ipaddress
 import threading
 from collections.abc import Callable
 
+from cni_bridge import netlink
 from cni_bridge.cni.result import IPAddress, IPNetwork
-from cni_bridge.netlink import (
-    HDR,
-    NETLINK_ROUTE,
-    RTA_DST,
-    RTA_GATEWAY,
-    RTM_DELADDR,
-    RTM_DELLINK,
-    RTM_DELROUTE,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTMGRP_IPV4_IFADDR,
-    RTMGRP_IPV4_ROUTE,
-    RTMGRP_IPV6_IFADDR,
-    RTMGRP_IPV6_ROUTE,
-    RTMGRP_LINK,
-    RTMSG,
-    KernelError,
-    frames,
-    parse_attrs,
-    subscribe,
-)
 from cni_bridge.node_agent.route_plan import ROUTE_PROTOCOL
 
-GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
-          | RTMGRP_IPV6_ROUTE)
+GROUPS = (netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_IFADDR | netlink.RTMGRP_IPV4_ROUTE
+          | netlink.RTMGRP_IPV6_IFADDR | netlink.RTMGRP_IPV6_ROUTE)
 # A link going down takes its IPv4 routes with it without a notification of their deletion;
 # its coming back up is what tells the agent to put them back.
-LOOK_KINDS = (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR)
+LOOK_KINDS = (netlink.RTM_NEWLINK, netlink.RTM_DELLINK, netlink.RTM_NEWADDR, netlink.RTM_DELADDR)
 
 RouteKey = tuple[IPNetwork, IPAddress | None]  # destination, gateway
 
 
 def _route_key(body: bytes) -> RouteKey | None:
     """Destination and gateway of one route message (its rtmsg and attributes)."""
-    dst_len = RTMSG.unpack_from(body)[1]
-    attrs = parse_attrs(body[RTMSG.size:])
+    dst_len = netlink.RTMSG.unpack_from(body)[1]
+    attrs = netlink.parse_attrs(body[netlink.RTMSG.size:])
     try:
-        dst = ipaddress.ip_address(attrs[RTA_DST])
-        gateway = attrs.get(RTA_GATEWAY)
+        dst = ipaddress.ip_address(attrs[netlink.RTA_DST])
+        gateway = attrs.get(netlink.RTA_GATEWAY)
         via = None if gateway is None else ipaddress.ip_address(gateway)
     except (KeyError, ValueError):
         return None
@@ -63,16 +43,17 @@ def changes_in(data: bytes) -> frozenset[RouteKey] | None:
     deleted (often none)."""
     gone: set[RouteKey] = set()
     try:
-        for offset, length, kind, _flags, _seq in frames(data):
+        for offset, length, kind, _flags, _seq in netlink.frames(data):
             if kind in LOOK_KINDS:
                 return None
-            body = data[offset + HDR.size:offset + length]
-            if kind == RTM_DELROUTE and len(body) >= RTMSG.size and body[5] == ROUTE_PROTOCOL:
+            body = data[offset + netlink.HDR.size:offset + length]
+            ours = len(body) >= netlink.RTMSG.size and body[5] == ROUTE_PROTOCOL
+            if kind == netlink.RTM_DELROUTE and ours:
                 key = _route_key(body)
                 if key is None:
                     return None
                 gone.add(key)
-    except KernelError:  # malformed
+    except netlink.KernelError:  # malformed
         return None
     return frozenset(gone)
 
@@ -81,7 +62,7 @@ def watch_route_events(notify: Callable[[frozenset[RouteKey] | None], None],
                        stop: threading.Event) -> None:
     """Until `stop`: `notify(None)` when the routes need a look (also after lost
     notifications: ENOBUFS), `notify(keys)` when routes of ours were deleted."""
-    events = subscribe(NETLINK_ROUTE, GROUPS)
+    events = netlink.subscribe(netlink.NETLINK_ROUTE, GROUPS)
     try:
         while not stop.is_set():
             if not events.wait(0.5):

@@ -64,9 +64,8 @@ def free_count(range_set: RangeSet, taken: Collection[IPAddress]) -> int:
     return max(range_set.allocatable() - used, 0)
 
 
-def plan_allocation(
-    range_set: RangeSet, last_reserved: IPAddress | None, taken: Container[IPAddress]
-) -> Pick | None:
+def plan_allocation(range_set: RangeSet, last_reserved: IPAddress | None,
+                    taken: Container[IPAddress]) -> Pick | None:
     """The next free address, or None. Only an exhausted set (no larger than the number of
     reservations) is walked in full."""
     return next((p for p in candidates(range_set, last_reserved) if p.ip not in taken), None)

@@ -44,12 +44,8 @@ class HostLocalConfig:
         return next((r for s in self.range_sets if (r := s.range_for(ip)) is not None), None)
 
 
-def load_config(
-    config: Mapping[str, Any],
-    cni_version: str,
-    cni_args: str = "",
-    known_arg_keys: frozenset[str] = HOST_LOCAL_ARG_KEYS,
-) -> HostLocalConfig:
+def load_config(config: Mapping[str, Any], cni_version: str, cni_args: str = "",
+                known_arg_keys: frozenset[str] = HOST_LOCAL_ARG_KEYS) -> HostLocalConfig:
     """Everything ADD and CHECK need; `known_arg_keys`: the caller's own CNI_ARGS keys."""
     location = load_location(config)
     ipam = _ipam_section(config)
@@ -114,31 +110,24 @@ def _ipam_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return ipam
 
 
-def _object(value: Any, where: str) -> Mapping[str, Any]:
-    """An optional JSON object ({} when absent); Go's decoder refuses any other type."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"invalid {where}", f"must be a JSON object, got {show(value)}")
+def _optional(value: Any, kind: type, where: str, what: str) -> Any:
+    """`value` (None when absent) if it is a `kind`: Go's decoder refuses any other type."""
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"invalid {where}", f"must be {what}, got {show(value)}")
     return value
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    return _optional(value, Mapping, where, "a JSON object") or {}
 
 
 def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(f"invalid {where}.{key}", f"must be a string, got {show(value)}")
-    return value
+    return _optional(obj.get(key), str, f"{where}.{key}", "a string") or ""
 
 
 def _routes(value: Any) -> tuple[Route, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise ConfigError("invalid ipam.routes", f"must be a list, got {show(value)}")
     routes = []
-    for i, item in enumerate(value):
+    for i, item in enumerate(_optional(value, list, "ipam.routes", "a list") or []):
         try:
             routes.append(parse_route(item, f"ipam.routes[{i}]"))
         except CniError as exc:
@@ -159,11 +148,8 @@ def _raw_range_sets(config: Mapping[str, Any], ipam: Mapping[str, Any]) -> list[
 
 
 def _set_list(value: Any, where: str) -> list[tuple[Any, str]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"invalid {where}", f"must be a list of range sets, got {show(value)}")
-    return [(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    items = _optional(value, list, where, "a list of range sets") or []
+    return [(item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 
 def _check_families(sets: Sequence[RangeSet], cni_version: str) -> None:
@@ -207,15 +193,10 @@ def _requested_ips(
 
 
 def _ip_list(value: Any, where: str) -> Iterable[IPAddress]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"invalid {where}", f"must be a list of IP addresses, got {show(value)}")
     out = []
-    for item in value:
+    for item in _optional(value, list, where, "a list of IP addresses") or []:
         ip = parse_ip(item, allow_prefix=True)
         if ip is None:
             raise ConfigError(f"invalid {where}", f"{show(item)} is not an IP address")
         out.append(ip)
     return out
-

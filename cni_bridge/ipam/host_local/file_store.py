@@ -21,25 +21,8 @@ from contextlib import contextmanager
 from cni_bridge.cni.env import valid_name
 from cni_bridge.cni.errors import IO_FAILURE, CniError, ConfigError, TryAgainError
 from cni_bridge.cni.result import IPAddress
-from cni_bridge.ipam.host_local import index
+from cni_bridge.ipam.host_local import index, store
 from cni_bridge.ipam.host_local.config import StoreLocation
-from cni_bridge.ipam.host_local.store import (
-    DIR_MODE,
-    FILE_MODE,
-    LAST_RESERVED_PREFIX,
-    LOCK_FILE,
-    LOCK_MODE,
-    TEMP_PREFIX,
-    Owner,
-    TakenNames,
-    addresses_named,
-    decode_owner,
-    encode_owner,
-    owned_by,
-    owned_or_legacy,
-    reservation_ip,
-    sort_ips,
-)
 
 LOCK_TIMEOUT = 10.0  # seconds
 MAX_FILE = 4096  # a reservation or cursor file is a few dozen bytes; bound what we read
@@ -72,7 +55,7 @@ class FileStore:
         self._depth = 0
         self._dirty = False
         # From the index or one scan per lock session; only we change it while we hold the lock.
-        self._cache: dict[str, Owner] | None = None
+        self._cache: dict[str, store.Owner] | None = None
         self._index_current = False  # the index already says what _cache says
 
     @classmethod
@@ -88,7 +71,7 @@ class FileStore:
         if create:
             _refuse_symlink(data_dir, "ipam.dataDir")  # before makedirs trips over it
             with translate_os_errors(f"cannot create IPAM data dir {data_dir}"):
-                os.makedirs(data_dir, DIR_MODE, exist_ok=True)
+                os.makedirs(data_dir, store.DIR_MODE, exist_ok=True)
         parent = _open_dir(data_dir, None, "ipam.dataDir")
         if parent is None:
             return None
@@ -96,7 +79,7 @@ class FileStore:
             if create:
                 with translate_os_errors(f"cannot create IPAM store {path}"), \
                         contextlib.suppress(FileExistsError):
-                    os.mkdir(network, DIR_MODE, dir_fd=parent)
+                    os.mkdir(network, store.DIR_MODE, dir_fd=parent)
             fd = _open_dir(network, parent, "the IPAM store directory", path)
         finally:
             os.close(parent)
@@ -135,10 +118,10 @@ class FileStore:
             finally:
                 self._depth -= 1
             return
-        lock_path = os.path.join(self.path, LOCK_FILE)
+        lock_path = os.path.join(self.path, store.LOCK_FILE)
         with translate_os_errors(f"cannot open lock file {lock_path}"):
-            fd = os.open(LOCK_FILE, os.O_CREAT | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         LOCK_MODE, dir_fd=self._fd)
+            fd = os.open(store.LOCK_FILE, os.O_CREAT | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         store.LOCK_MODE, dir_fd=self._fd)
         try:
             self._acquire(fd, lock_path)
             self._depth = 1
@@ -187,7 +170,7 @@ class FileStore:
     def _remove_temporaries(self) -> None:
         """Temporaries exist only while their writer holds the lock: any seen now are stale."""
         for name in self._names():
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(store.TEMP_PREFIX):
                 self._unlink(name)
 
     def _sync_dir(self) -> None:
@@ -196,36 +179,37 @@ class FileStore:
             with translate_os_errors(f"cannot sync {self.path}"):
                 os.fsync(self._fd)
 
-    def reservations(self) -> dict[IPAddress, Owner]:
+    def reservations(self) -> dict[IPAddress, store.Owner]:
         return {ip: owner for name, owner in self._held().items()
-                if (ip := reservation_ip(name)) is not None}
+                if (ip := store.reservation_ip(name)) is not None}
 
-    def holder(self, ip: IPAddress) -> Owner | None:
+    def holder(self, ip: IPAddress) -> store.Owner | None:
         return self._held().get(str(ip))
 
     def taken(self) -> Container[IPAddress]:
-        return TakenNames(self._held())
+        return store.TakenNames(self._held())
 
     def held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        return sort_ips(addresses_named(owned_by(self._held().items(), container_id, ifname)))
+        held = store.owned_by(self._held().items(), container_id, ifname)
+        return store.sort_ips(store.addresses_named(held))
 
     def held_or_legacy(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
-        held = owned_or_legacy(self._held().items(), container_id, ifname)
-        return sort_ips(addresses_named(held))
+        held = store.owned_or_legacy(self._held().items(), container_id, ifname)
+        return store.sort_ips(store.addresses_named(held))
 
-    def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
+    def reserve(self, ip: IPAddress, owner: store.Owner, set_index: int) -> bool:
         self._require_lock()
         name = str(ip)
         with translate_os_errors(f"cannot reserve {ip} in {self.path}"):
-            created = self._create_atomically(name, encode_owner(owner))
+            created = self._create_atomically(name, store.encode_owner(owner))
             if created:
-                self._replace(f"{LAST_RESERVED_PREFIX}{set_index}", name.encode())
+                self._replace(f"{store.LAST_RESERVED_PREFIX}{set_index}", name.encode())
         if self._cache is not None:
             if created:
                 self._cache[name] = owner
             else:  # created behind our back: learn who holds it
                 data = self._read(name)
-                self._cache[name] = decode_owner(data or b"")
+                self._cache[name] = store.decode_owner(data or b"")
             self._index_current = False
         return created
 
@@ -239,14 +223,16 @@ class FileStore:
 
     def last_reserved(self, set_index: int) -> IPAddress | None:
         self._require_lock()
-        data = self._read(f"{LAST_RESERVED_PREFIX}{set_index}")
-        return None if data is None else reservation_ip(data.strip().decode("ascii", "replace"))
+        data = self._read(f"{store.LAST_RESERVED_PREFIX}{set_index}")
+        if data is None:
+            return None
+        return store.reservation_ip(data.strip().decode("ascii", "replace"))
 
     def addresses_held(self, container_id: str, ifname: str) -> tuple[IPAddress, ...]:
         with self.locked():
             return self.held(container_id, ifname)
 
-    def _held(self) -> dict[str, Owner]:
+    def _held(self) -> dict[str, store.Owner]:
         """Reservations by file name (the address in canonical text), loaded once a session."""
         self._require_lock()
         if self._cache is None:
@@ -257,11 +243,11 @@ class FileStore:
         if not self._depth:
             raise AssertionError("IPAM store used without holding its lock")
 
-    def _scan(self) -> dict[str, Owner]:
-        out: dict[str, Owner] = {}
-        for name in filter(reservation_ip, self._names()):
+    def _scan(self) -> dict[str, store.Owner]:
+        out: dict[str, store.Owner] = {}
+        for name in filter(store.reservation_ip, self._names()):
             if (data := self._read(name)) is not None:
-                out[name] = decode_owner(data)
+                out[name] = store.decode_owner(data)
         return out
 
     def _names(self) -> list[str]:
@@ -286,8 +272,8 @@ class FileStore:
             os.close(fd)
 
     def _write_temp(self, data: bytes, sync: bool) -> str:
-        temp = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
-        fd = os.open(temp, _NEW_FILE_FLAGS, FILE_MODE, dir_fd=self._fd)
+        temp = f"{store.TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        fd = os.open(temp, _NEW_FILE_FLAGS, store.FILE_MODE, dir_fd=self._fd)
         try:
             _write_all(fd, data)
             if sync:
@@ -318,7 +304,7 @@ class FileStore:
     def _create_in_place(self, name: str, data: bytes) -> bool:
         """The reference's way, for filesystems without hard links (we still hold the lock)."""
         try:
-            fd = os.open(name, _NEW_FILE_FLAGS, FILE_MODE, dir_fd=self._fd)
+            fd = os.open(name, _NEW_FILE_FLAGS, store.FILE_MODE, dir_fd=self._fd)
         except FileExistsError:
             return False
         try:

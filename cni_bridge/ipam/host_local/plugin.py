@@ -35,11 +35,8 @@ MAX_RESOLV_CONF = 1024 * 1024
 
 
 class HostLocalPlugin:
-    def __init__(
-        self,
-        extra_arg_keys: frozenset[str] = frozenset(),
-        lock_timeout: float = LOCK_TIMEOUT,
-    ) -> None:
+    def __init__(self, extra_arg_keys: frozenset[str] = frozenset(),
+                 lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.arg_keys = HOST_LOCAL_ARG_KEYS | extra_arg_keys
         self.lock_timeout = lock_timeout
 

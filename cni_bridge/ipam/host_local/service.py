@@ -58,14 +58,8 @@ def ensure_allocation(cfg: HostLocalConfig, store: Store, att: Attachment) -> tu
     return ips
 
 
-def _allocate_one(
-    cfg: HostLocalConfig,
-    store: Store,
-    att: Attachment,
-    index: int,
-    requested: IPAddress | None,
-    reserved: list[IPAddress],
-) -> IPConfig:
+def _allocate_one(cfg: HostLocalConfig, store: Store, att: Attachment, index: int,
+                  requested: IPAddress | None, reserved: list[IPAddress]) -> IPConfig:
     range_set = cfg.range_sets[index]
     try:
         ip = (_reserve_requested(range_set, store, att, index, requested) if requested is not None
@@ -79,9 +73,8 @@ def _allocate_one(
     return IPConfig(address=r.interface(ip), gateway=r.gateway)
 
 
-def _reserve_requested(
-    range_set: RangeSet, store: Store, att: Attachment, index: int, ip: IPAddress
-) -> IPAddress:
+def _reserve_requested(range_set: RangeSet, store: Store, att: Attachment, index: int,
+                       ip: IPAddress) -> IPAddress:
     if range_set.is_gateway(ip):
         raise AllocationError(f"requested ip {ip} is subnet's gateway")
     holder = store.holder(ip)
@@ -117,20 +110,27 @@ def remove_allocation(store: Store, att: Attachment) -> tuple[IPAddress, ...]:
     """Release everything `att` holds (legacy ID-only files too); nothing held is success."""
     with store.locked():
         held = store.held(att.container_id, att.ifname)
-        errors = []
-        for ip in held:
-            try:
-                store.release(ip)
-            except CniError as exc:
-                errors.append(str(exc))
+        _, errors = _release(store, held)
     if errors:
         raise CniError(";".join(errors))
     return held
 
 
-def check_allocation(
-    cfg: HostLocalConfig, store: Store, att: Attachment, expected: Collection[IPAddress] | None
-) -> None:
+def _release(store: Store, ips: Iterable[IPAddress]) -> tuple[list[IPAddress], list[str]]:
+    """Release each of `ips`: (those released, the errors of the others)."""
+    released: list[IPAddress] = []
+    errors: list[str] = []
+    for ip in ips:
+        try:
+            store.release(ip)
+            released.append(ip)
+        except CniError as exc:
+            errors.append(str(exc))
+    return released, errors
+
+
+def check_allocation(cfg: HostLocalConfig, store: Store, att: Attachment,
+                     expected: Collection[IPAddress] | None) -> None:
     """`att` must hold an address; with `expected` (prevResult's), exactly those it lists
     (addresses outside every configured subnet are another plugin's: not compared)."""
     with store.locked():
@@ -145,40 +145,24 @@ def check_allocation(
     ours = {ip for ip in expected if _in_subnets(cfg, ip)}
     missing, extra = sort_ips(list(ours - held)), sort_ips(list(held - ours))
     if missing or extra:
-        raise CniError(
-            f"host-local: addresses of {att} differ from prevResult",
-            _diff_text(missing, extra),
-        )
+        diff = (("in prevResult but not reserved", missing),
+                ("reserved but not in prevResult", extra))
+        detail = "; ".join(f"{what}: {', '.join(map(str, ips))}" for what, ips in diff if ips)
+        raise CniError(f"host-local: addresses of {att} differ from prevResult", detail)
 
 
 def _in_subnets(cfg: HostLocalConfig, ip: IPAddress) -> bool:
     return any(ip in r.subnet for s in cfg.range_sets for r in s.ranges)
 
 
-def _diff_text(missing: Iterable[IPAddress], extra: Iterable[IPAddress]) -> str:
-    parts = []
-    if missing_text := ", ".join(str(ip) for ip in missing):
-        parts.append(f"in prevResult but not reserved: {missing_text}")
-    if extra_text := ", ".join(str(ip) for ip in extra):
-        parts.append(f"reserved but not in prevResult: {extra_text}")
-    return "; ".join(parts)
-
-
 def remove_unlisted(store: Store, keep: Collection[tuple[str, str]]) -> tuple[IPAddress, ...]:
     """Release reservations whose owner is not in `keep`; a legacy file is kept when its
     container ID is in `keep` at all."""
     keep_ids = {cid for cid, _ in keep}
-    released: list[IPAddress] = []
-    errors: list[str] = []
     with store.locked():
-        for ip, owner in store.reservations().items():
-            if _is_kept(owner, keep, keep_ids):
-                continue
-            try:
-                store.release(ip)
-                released.append(ip)
-            except CniError as exc:
-                errors.append(str(exc))
+        stale = [ip for ip, owner in store.reservations().items()
+                 if not _is_kept(owner, keep, keep_ids)]
+        released, errors = _release(store, stale)
     if errors:
         raise CniError(f"GC released {len(released)} addresses but not all", "; ".join(errors))
     return sort_ips(released)
