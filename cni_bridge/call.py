@@ -75,7 +75,7 @@ def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[],
 
 
 def run_plugin(role: str) -> int:
-    from cni_bridge.cni.dispatch import MAX_STDIN
+    from cni_bridge import MAX_STDIN
 
     def read_stdin() -> bytes:
         # One byte over the limit is enough for the dispatcher to refuse; never more in memory.

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cni_bridge import MAX_STDIN
 from cni_bridge.cni.env import VERBS, CniEnv, read_env, validate_network_name
 from cni_bridge.cni.errors import (
     INTERNAL,
@@ -34,7 +35,6 @@ from cni_bridge.diag import logger
 
 log = logger(__name__)
 
-MAX_STDIN = 16 * 1024 * 1024  # far above any real config; bounds memory on hostile input
 VERB_METHODS = {"DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
 
 

@@ -26,6 +26,8 @@ import _socket
 import os
 import sys
 
+from cni_bridge import MAX_STDIN
+
 TYPE_CHECKING = False  # typing itself is not imported: it costs a plugin's start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -39,7 +41,6 @@ RUN_HERE_ENV = "CNI_BRIDGE_RUN_HERE"
 DEFAULT_SOCKET = "/run/cni-bridge/serve.sock"
 DIGEST_FILE = "cni_bridge_build_digest"  # in the bundle (sys._MEIPASS), written by the build
 SERVED_VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
-MAX_STDIN = 16 * 1024 * 1024  # cni.dispatch.MAX_STDIN (a unit test holds them equal)
 MAX_FRAME = MAX_STDIN + (4 << 20)  # the stdin plus the environment
 MAX_HELLO = 4096
 HELLO_TIMEOUT = 2  # seconds: connect and the server's answer; then the call runs locally

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from cni_bridge import MAX_STDIN
 from cni_bridge.serve import wire
 from cni_bridge.serve.server.worker import CallRequest
 from tests.netns import Netns
@@ -200,7 +201,7 @@ def test_stdin_is_sent_up_to_one_byte_over_the_limit(
         wire.send(conn, wire.RESULT, 0, b"{}")
 
     server = scripted(script)
-    proc = run(host_ns, frozen, server, b" " * (wire.MAX_STDIN + 4096))
+    proc = run(host_ns, frozen, server, b" " * (MAX_STDIN + 4096))
     assert proc.returncode == 0
     request = CallRequest.parse(server.hellos[0]["request"])
-    assert len(request.read_stdin()) == wire.MAX_STDIN + 1  # the dispatcher refuses it
+    assert len(request.read_stdin()) == MAX_STDIN + 1  # the dispatcher refuses it

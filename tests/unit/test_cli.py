@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import cni_bridge
 from cni_bridge import __version__, call
 from cni_bridge import entry as cli
 from cni_bridge.admin import main as operator
@@ -142,7 +143,8 @@ def test_run_plugin_reads_at_most_one_byte_over_the_limit(
     for name, value in (("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_NETNS", "/n"),
                         ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/p")):
         cni_env.setenv(name, value)
-    cni_env.setattr(dispatch_mod, "MAX_STDIN", 100)
+    cni_env.setattr(cni_bridge, "MAX_STDIN", 100)  # what the call reads
+    cni_env.setattr(dispatch_mod, "MAX_STDIN", 100)  # what the dispatcher refuses
     data = io.BytesIO(b" " * 10_000)
     cni_env.setattr(sys, "stdin", io.TextIOWrapper(data))
     assert call.run_plugin("bridge") == 1

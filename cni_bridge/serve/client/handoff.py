@@ -13,7 +13,7 @@ import _socket
 import os
 import sys
 
-from cni_bridge import PLUGIN_ROLES
+from cni_bridge import MAX_STDIN, PLUGIN_ROLES
 from cni_bridge.serve import wire
 
 TYPE_CHECKING = False  # typing itself is not imported: it costs a plugin's start-up
@@ -88,7 +88,7 @@ def introduce(sock: Any, digest: str, role: str, verb: str) -> bool:
 def read_stdin() -> tuple[bytes | None, str | None]:
     """Stdin up to one byte over the dispatcher's limit (it refuses more), or the error."""
     chunks: list[bytes] = []
-    left = wire.MAX_STDIN + 1
+    left = MAX_STDIN + 1
     try:
         while left > 0:
             chunk = os.read(0, min(left, 1 << 20))
