@@ -20,7 +20,6 @@ from cni_bridge.firewall.detect import make_backend
 from cni_bridge.firewall.model import MasqEntry, Owner, PortMapping, RuleSet, SpoofEntry
 from cni_bridge.node import records
 
-NFTABLES = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
 CHUNK = 500
 SPOOF_CHUNK = 50  # attachments: each is two chains and up to 14 rules
 ISOLATION_BUDGET = 64
@@ -28,7 +27,7 @@ Entry = TypeVar("Entry", MasqEntry, PortMapping, SpoofEntry, str)
 
 
 def concerns(rec: records.Record, name: str) -> bool:
-    return recorded.backend_of(rec) == name or (name == NFTABLES and rec.plugin == "bridge"
+    return recorded.backend_of(rec) == name or (name == recorded.NFT_ONLY and rec.plugin == "bridge"
                                                 and bool(rec.data.get("spoofcheck")
                                                          or rec.data.get("isolate")))
 
@@ -94,7 +93,7 @@ def needs_of(recs: Iterable[records.Record], root: Path | None = None) -> dict[s
         try:
             _gather(needs, claims.setdefault(name, Claims()), rec)
             if rec.plugin == "bridge":
-                _gather_nft_only(out, claims.setdefault(NFTABLES, Claims()), rec)
+                _gather_nft_only(out, claims.setdefault(recorded.NFT_ONLY, Claims()), rec)
         except Exception as exc:
             needs.damaged.append(f"{record_name(rec)}: {exc}")
     return out
@@ -105,7 +104,7 @@ def _gather_nft_only(out: dict[str, Needs], claims: Claims, rec: records.Record)
     spoof, bridges = recorded.spoof_entry(rec), recorded.isolated_bridges(rec)
     if spoof is None and not bridges:
         return
-    needs = out.setdefault(NFTABLES, Needs())
+    needs = out.setdefault(recorded.NFT_ONLY, Needs())
     if spoof is not None:
         holder = claims.take(spoof.owner, [("veth", spoof.host_veth)], record_name(rec))
         _keep(needs, needs.spoof, spoof, holder, record_name(rec))

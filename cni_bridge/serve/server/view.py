@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cni_bridge.firewall.recorded import NFT_ONLY, backend_of
 from cni_bridge.node import records
 
 # How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
@@ -42,7 +43,7 @@ class Attachment(NamedTuple):
     @classmethod
     def of(cls, rec: records.Record) -> Attachment:
         return cls(rec.container_id, rec.ifname, sys.intern(rec.plugin),
-                   sys.intern(str(rec.data.get("backend") or "nftables")),
+                   sys.intern(backend_of(rec)),
                    bool(rec.data.get("spoofcheck") or rec.data.get("isolate")))
 
     def shown(self) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class RecordsView:
     def backends(self) -> set[str]:
         """The firewalls whose changes concern our records."""
         atts = [a for d in self._networks.values() for a in d.attachments]
-        return {a.backend for a in atts} | ({"nftables"} if any(a.nft_rules for a in atts)
+        return {a.backend for a in atts} | ({NFT_ONLY} if any(a.nft_rules for a in atts)
                                             else set())
 
 
