@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -415,3 +416,21 @@ def test_route_interface_without_a_route(monkeypatch: pytest.MonkeyPatch,
                                          kernel: FakeRouteSocket) -> None:
     monkeypatch.setattr(localnet, "NetlinkSocket", kernel)
     assert localnet.route_interface(ipaddress.ip_address("10.0.0.2")) == ""
+
+
+def test_route_localnet_is_written_once_and_a_missing_interface_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cni_bridge.portmap import localnet
+
+    monkeypatch.setattr(localnet, "PROC_CONF", str(tmp_path))
+    (tmp_path / "cni0").mkdir()
+    (tmp_path / "cni0" / "route_localnet").write_text("0\n")
+    assert localnet.ensure_route_localnet("cni0") is True
+    assert (tmp_path / "cni0" / "route_localnet").read_text() == "1"
+    assert localnet.ensure_route_localnet("cni0") is False  # already right: not written again
+    with pytest.raises(CniError) as err:
+        localnet.ensure_route_localnet("gone0")
+    assert err.value.msg == ("unable to enable route_localnet: cannot set sysctl "
+                             "net.ipv4.conf.gone0.route_localnet to 1 (currently None)")
+    assert err.value.details == "no such interface"
