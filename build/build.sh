@@ -96,7 +96,9 @@ else
     cp -a "$STAGE/dist/cni-bridge" "$NEW/cni-bridge"
 fi
 touch "$NEW/cni-bridge"   # build time, for staleness checks (cp -a kept PyInstaller's mtime)
-for role in bridge host-local portmap loopback; do
+# The roles are the package's own list (the names runtimes look for), linked to the executable.
+read -r -a ROLES <<<"$(cd "$REPO" && "$PYTHON" -c 'from cni_bridge import PLUGIN_ROLES; print(*PLUGIN_ROLES)')"
+for role in "${ROLES[@]}"; do
     ln -s cni-bridge "$NEW/$role"
 done
 if [[ $MODE == onedir ]]; then
@@ -110,4 +112,4 @@ rm -rf "$DIST_DIR/cni"
 mv "$NEW" "$DIST_DIR/cni"
 
 size=$(du -sh "$DIST_DIR/cni" | cut -f1)
-echo "build.sh: $DIST_DIR/cni ($MODE, $size): $(cd "$DIST_DIR/cni" && echo cni-bridge bridge host-local portmap loopback)"
+echo "build.sh: $DIST_DIR/cni ($MODE, $size): cni-bridge ${ROLES[*]}"
