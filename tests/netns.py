@@ -143,9 +143,6 @@ def delete_netns(ns: Netns, keep_state: bool = False) -> None:
     subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, check=False)
 
 
-STATE_ROOTS = ("/run/cni-bridge",)  # the plugins' default; CNI_BRIDGE_STATE_DIR is added
-
-
 def remove_state_dir(inode: int) -> None:
     """The plugins' records and markers of a namespace the test made and is about to delete:
     records of a namespace removed without DEL would otherwise stay, and a later namespace
@@ -153,8 +150,9 @@ def remove_state_dir(inode: int) -> None:
     no other live namespace has its inode: the directory is its own or a dead one's."""
     import shutil
 
-    roots = {*STATE_ROOTS, os.environ.get("CNI_BRIDGE_STATE_DIR") or STATE_ROOTS[0]}
-    for root in roots:
+    from cni_bridge.node.owner import DEFAULT_ROOT, state_base
+
+    for root in {DEFAULT_ROOT, state_base()}:  # the default and this run's (CNI_BRIDGE_STATE_DIR)
         shutil.rmtree(os.path.join(root, f"netns-{inode}"), ignore_errors=True)
 
 
