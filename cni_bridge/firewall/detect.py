@@ -14,7 +14,7 @@ from cni_bridge.cni.errors import CniError, ConfigError
 from cni_bridge.diag import logger
 from cni_bridge.firewall.backend import Backend
 from cni_bridge.firewall.commands import CommandRunner
-from cni_bridge.firewall.leftovers import IptablesLeftovers, nftables_leftovers
+from cni_bridge.firewall.leftovers import IptablesLeftovers
 from cni_bridge.firewall.nft.backend import NftablesBackend
 from cni_bridge.firewall.noop import NoopBackend
 from cni_bridge.node import records
@@ -40,7 +40,7 @@ def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
     from cni_bridge.firewall.iptables.backend import IptablesBackend
 
     return IptablesBackend(runner, recorded=recorded,
-                           leftovers=None if recorded else nftables_leftovers(runner))
+                           leftovers=None if recorded else NftablesBackend(runner))
 
 
 def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:

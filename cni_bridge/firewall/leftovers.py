@@ -11,7 +11,6 @@ from cni_bridge.firewall import names
 from cni_bridge.firewall.backend import Removal
 from cni_bridge.firewall.commands import XTABLES_LOCK_WAIT, CommandRunner
 from cni_bridge.firewall.model import IPInterface, Owner, PortmapOptions, PortMapping
-from cni_bridge.firewall.nft.backend import NftablesBackend
 
 
 class IptablesLeftovers:
@@ -38,7 +37,3 @@ class IptablesLeftovers:
         from cni_bridge.firewall.iptables.backend import IptablesBackend
 
         return IptablesBackend(self._runner)
-
-
-def nftables_leftovers(runner: CommandRunner) -> Removal:
-    return NftablesBackend(runner)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the portmap plugin reads records too: it never loads the sp
     from cni_bridge.firewall.commands import CommandRunner
 
 UNNAMED_BACKEND = "nftables"  # the backend of a record that names none
-NFT_ONLY = UNNAMED_BACKEND  # spoof check and isolation are nftables rules, whatever the backend
+NFT_ONLY = "nftables"  # spoof check and isolation are nftables rules, whatever the backend
 
 
 def backend_of(rec: records.Record) -> str:

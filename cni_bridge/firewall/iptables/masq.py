@@ -8,7 +8,7 @@ attachments share it, and unlike the reference we keep it while any jump to it r
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from cni_bridge.firewall import names
 from cni_bridge.firewall.iptables.save import NatState, RestoreScript, comment_of, quote, split_rule
@@ -121,11 +121,14 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
-def stale_chains(state: NatState, pattern: re.Pattern[str], network: str, valid: Collection[str],
-                 own_rules: bool) -> list[tuple[str, str]]:
-    """(chain, container ID) of each `pattern` chain not in `valid` whose comments (on the jumps
-    to it, and with `own_rules` on its rules) name `network`."""
-    found = []
+def plan_gc_chains(state: NatState, pattern: re.Pattern[str], chain_name: Callable[[str, str], str],
+                   network: str, valid_owners: Collection[Owner], own_rules: bool,
+                   what: str) -> tuple[RestoreScript, list[str]]:
+    """Remove each `pattern` chain of no valid owner whose comments (on the jumps to it, and
+    with `own_rules` on its rules) name `network`, with its jumps."""
+    valid = {chain_name(o.network, o.container_id) for o in valid_owners}
+    script = RestoreScript()
+    removed: list[str] = []
     for chain in sorted(state.chains):
         if not pattern.match(chain) or chain in valid:
             continue
@@ -133,16 +136,12 @@ def stale_chains(state: NatState, pattern: re.Pattern[str], network: str, valid:
         rules += state.rules(chain) if own_rules else ()
         owner = next((o for o in map(parse_owner_comment, map(comment_of, rules)) if o), None)
         if owner is not None and owner[0] == network:
-            found.append((chain, owner[1]))
-    return found
+            script.merge(plan_remove_chain_owner(state, chain, None))
+            removed.append(f"{what} chain {chain} of container {owner[1]}")
+    return script, removed
 
 
 def plan_gc_masquerade(state: NatState, network: str,
                        valid_owners: Collection[Owner]) -> tuple[RestoreScript, list[str]]:
-    valid = {names.masq_chain_name(o.network, o.container_id) for o in valid_owners}
-    script = RestoreScript()
-    removed: list[str] = []
-    for chain, container_id in stale_chains(state, MASQ_CHAIN_RE, network, valid, True):
-        script.merge(plan_remove_chain_owner(state, chain, None))
-        removed.append(f"masquerade chain {chain} of container {container_id}")
-    return script, removed
+    return plan_gc_chains(state, MASQ_CHAIN_RE, names.masq_chain_name, network, valid_owners,
+                          True, "masquerade")

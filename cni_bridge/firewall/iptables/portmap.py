@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from cni_bridge.firewall import names
-from cni_bridge.firewall.iptables.masq import parse_owner_comment, stale_chains
+from cni_bridge.firewall.iptables.masq import parse_owner_comment, plan_gc_chains
 from cni_bridge.firewall.iptables.save import NatState, RestoreScript, comment_of, quote, signature
 from cni_bridge.firewall.model import Owner, PortmapOptions, PortMapping
 
@@ -206,10 +206,5 @@ def check_portmappings(state: NatState, owner: Owner, all_entries: Sequence[Port
 
 def plan_gc_portmappings(state: NatState, network: str,
                          valid_owners: Collection[Owner]) -> tuple[RestoreScript, list[str]]:
-    valid = {names.dnat_chain_name(o.network, o.container_id) for o in valid_owners}
-    script = RestoreScript()
-    removed: list[str] = []
-    for chain, container_id in stale_chains(state, DNAT_CHAIN_RE, network, valid, False):
-        _plan_remove_chain(state, chain, script)
-        removed.append(f"port-mapping chain {chain} of container {container_id}")
-    return script, removed
+    return plan_gc_chains(state, DNAT_CHAIN_RE, names.dnat_chain_name, network, valid_owners,
+                          False, "port-mapping")
