@@ -24,23 +24,25 @@ BackendName = Literal["nftables", "iptables", "none"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("nftables", "iptables", "none")
 
 
-def make_backend(name: str, runner: CommandRunner) -> Backend:
+def make_backend(name: str, runner: CommandRunner, leftovers: bool = True) -> Backend:
+    """`leftovers` off where every backend runs anyway (each then cleans its own layout)."""
     if name == "nftables":
-        return NftablesBackend(runner, leftovers=IptablesLeftovers(runner))
+        return NftablesBackend(runner, leftovers=IptablesLeftovers(runner) if leftovers else None)
     if name == "iptables":
-        return iptables_backend(runner)
+        return iptables_backend(runner, own_layout=not leftovers)
     if name == "none":
         return NoopBackend()
     raise ConfigError(f"unknown firewall backend {name!r}; expected one of "
                       f"{', '.join(BACKEND_NAMES)}")
 
 
-def iptables_backend(runner: CommandRunner, recorded: bool = False) -> Backend:
+def iptables_backend(runner: CommandRunner, recorded: bool = False,
+                     own_layout: bool = False) -> Backend:
     """Imported only by the calls that use it: a few ms of imports for the nftables path."""
     from cni_bridge.firewall.iptables.backend import IptablesBackend
 
     return IptablesBackend(runner, recorded=recorded,
-                           leftovers=None if recorded else NftablesBackend(runner))
+                           leftovers=None if recorded or own_layout else NftablesBackend(runner))
 
 
 def recorded_backend(name: object, runner: CommandRunner) -> Backend | None:

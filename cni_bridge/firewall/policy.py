@@ -60,7 +60,9 @@ class Policy:
         names = [n for n in BACKEND_NAMES if n != "none"]
         if self.requested in names:
             names.sort(key=lambda n: n != self.requested)
-        return [b for b in (make_backend(n, self.runner) for n in names) if is_usable(b)]
+        # Every usable backend runs: each cleans its own layout, so none sweeps the others'.
+        return [b for b in (make_backend(n, self.runner, leftovers=False) for n in names)
+                if is_usable(b)]
 
     def record(self) -> records.Record | None:
         return records.find_record(records.state_root(), self.req.network_name,

@@ -46,7 +46,7 @@ class FakeBackend:
 @pytest.fixture
 def backends(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeBackend]:
     fakes = {name: FakeBackend(name) for name in ("nftables", "iptables")}
-    monkeypatch.setattr(policy, "make_backend", lambda name, runner: fakes[name])
+    monkeypatch.setattr(policy, "make_backend", lambda name, runner, **_: fakes[name])
     monkeypatch.setattr(policy, "recorded_backend",
                         lambda name, runner: fakes.get(str(name)))
     return fakes

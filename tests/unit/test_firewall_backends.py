@@ -331,3 +331,17 @@ def test_subprocess_runner_reports_a_missing_tool() -> None:
         check(result, "reading x")
     assert "/nonexistent/tool" in e.value.details
     assert SubprocessRunner()(["cat"], input="hi").stdout == "hi"
+
+
+def test_backends_made_without_leftovers_touch_only_their_own_layout() -> None:
+    """Where every backend runs (DEL without a record), none sweeps the others' layout: the
+    nftables removal then ran twice, with two iptables-save and an iptables -S besides."""
+    nft = Scripted()
+    nft.on(["nft"], rc=1)
+    make_backend("nftables", nft, leftovers=False).remove_masquerade(A, [V4])
+    assert {argv[0] for argv in nft.argvs()} == {"nft"}
+    ipt = Scripted()
+    ipt.on(["iptables-save"], stdout=EMPTY_NAT)
+    ipt.on(["ip6tables-save"], stdout=EMPTY_NAT)
+    make_backend("iptables", ipt, leftovers=False).remove_masquerade(A, [V4])
+    assert "nft" not in {argv[0] for argv in ipt.argvs()}

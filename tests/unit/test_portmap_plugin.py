@@ -139,7 +139,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         return backend if backend is not None and backend.usable else None
 
     monkeypatch.setattr(policy, "detect_backend", detect)
-    monkeypatch.setattr(policy, "make_backend", lambda name, runner: w.backends[name])
+    monkeypatch.setattr(policy, "make_backend", lambda name, runner, **_: w.backends[name])
     monkeypatch.setattr(policy, "recorded_backend", recorded)
 
     def ensure(ifname: str) -> bool:
