@@ -58,8 +58,8 @@ class CallOutput:
 
 
 def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
-                 served: bool = False, timeline: Mapping[str, float] | None = None) -> CallOutput:
-    """`served`: run by the resident server, with the `timeline` of the hand-off."""
+                 timeline: Mapping[str, float] | None = None) -> CallOutput:
+    """`timeline`: a call run by the resident server, when it passed each step of the hand-off."""
     from cni_bridge.cni.dispatch import dispatch
 
     started = time.perf_counter()
@@ -69,7 +69,7 @@ def execute_call(role: str, environ: Mapping[str, str], read_stdin: Callable[[],
     )
     path = log_path(environ, outcome)
     if path and outcome.command:
-        write_call_log(path, call_record(role, outcome, started, served, timeline))
+        write_call_log(path, call_record(role, outcome, started, timeline))
     # UTF-8 whatever the locale, as a Go plugin writes it.
     return CallOutput(outcome.stdout.encode("utf-8"), outcome.stderr, outcome.exit_code)
 
@@ -98,7 +98,7 @@ def log_path(environ: Mapping[str, str], outcome: Outcome) -> str:
     return path
 
 
-def call_record(role: str, outcome: Outcome, started: float, served: bool = False,
+def call_record(role: str, outcome: Outcome, started: float,
                 timeline: Mapping[str, float] | None = None) -> dict[str, Any]:
     env = outcome.env
     elapsed = time.perf_counter() - started
@@ -114,7 +114,7 @@ def call_record(role: str, outcome: Outcome, started: float, served: bool = Fals
         "phases_ms": outcome.timer.phases,
         # Its import set's size, what start-up costs grow with (test_import_budget.py).
         "modules": len(sys.modules),
-        "served": served,
+        "served": timeline is not None,
     }
     if timeline is not None:  # a served call: when it passed each step (seconds since the epoch)
         now = time.time()

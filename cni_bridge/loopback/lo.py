@@ -57,20 +57,22 @@ class LoSocket:
                 return LoLink(index, bool(flags & netlink.IFF_UP))
         raise CniError(f"cannot read {self.where}: the kernel sent no answer")
 
-    def addresses(self, link: LoLink, family: int) -> list[IPInterface]:
-        """The addresses of ``lo`` of one family, in the kernel's order (the reference's)."""
-        found: list[IPInterface] = []
+    def addresses(self, link: LoLink) -> list[IPInterface]:
+        """The IPv4 then the IPv6 addresses of ``lo``, each in the kernel's order (the
+        reference's), from one dump of both families."""
+        found: dict[int, list[IPInterface]] = {family: [] for family in FAMILIES}
         replies = self._request("list the addresses of", netlink.RTM_GETADDR,
-                                netlink.IFADDRMSG.pack(family, 0, 0, 0, 0), netlink.NLM_F_DUMP)
+                                netlink.IFADDRMSG.pack(_socket.AF_UNSPEC, 0, 0, 0, 0),
+                                netlink.NLM_F_DUMP)
         for kind, body in replies:
-            family_, prefixlen, _flags, _scope, index = netlink.IFADDRMSG.unpack_from(body)
-            if kind != netlink.RTM_NEWADDR or index != link.index or family_ != family:
+            family, prefixlen, _flags, _scope, index = netlink.IFADDRMSG.unpack_from(body)
+            if kind != netlink.RTM_NEWADDR or index != link.index or family not in found:
                 continue
             attrs = netlink.parse_attrs(body[netlink.IFADDRMSG.size:])
             raw = attrs.get(netlink.IFA_LOCAL) or attrs.get(netlink.IFA_ADDRESS)
             if raw:
-                found.append(ip_interface((ip_address(raw), prefixlen)))
-        return found
+                found[family].append(ip_interface((ip_address(raw), prefixlen)))
+        return [a for family in FAMILIES for a in found[family]]
 
 
 @contextmanager

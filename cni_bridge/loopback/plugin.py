@@ -14,7 +14,7 @@ from ipaddress import IPv6Interface
 from cni_bridge.cni.errors import CniError
 from cni_bridge.cni.request import Request
 from cni_bridge.cni.result import Interface, IPConfig, IPInterface, Result, UnconvertedResult
-from cni_bridge.loopback.lo import FAMILIES, LO, lo_socket
+from cni_bridge.loopback.lo import LO, lo_socket
 from cni_bridge.net.errors import NetnsNotFound
 from cni_bridge.net.netns import NetnsHandle, open_netns, refuse_host_netns
 
@@ -51,7 +51,7 @@ class LoopbackPlugin:
         with container_netns(req.env.netns) as ns, lo_socket(ns) as lo:
             lo.set_up(True)
             link = lo.link()
-            addresses = [a for family in FAMILIES for a in lo.addresses(link, family)]
+            addresses = lo.addresses(link)
         result = plan_result(req.env.netns, addresses)
         return req.prev_result if req.prev_result is not None else result
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_bridge.cni.errors import CniError
-from cni_bridge.netlink import HDR, NETLINK_ROUTE, NLM_F_ACK, NLM_F_REQUEST, NetlinkSocket
+from cni_bridge.netlink import HDR, NETLINK_ROUTE, NetlinkSocket
 
 _PACKAGE = "pyroute2"
 
@@ -108,14 +108,11 @@ def _load() -> Codec:
     return Codec(ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg, rtmsg=rtmsg, ndmsg=ndmsg)
 
 
-def encode_request(msg: Any, msg_type: int, flags: int, seq: int) -> bytes:
-    msg["header"]["type"] = msg_type
-    msg["header"]["flags"] = flags | NLM_F_REQUEST | NLM_F_ACK
-    msg["header"]["sequence_number"] = seq
-    msg["header"]["pid"] = 0
+def encode(msg: Any) -> bytes:
+    """``msg``'s payload, after its header: ``NetlinkSocket`` writes the header it sends."""
     msg.reset()
     msg.encode()
-    return bytes(msg.data)
+    return bytes(msg.data)[HDR.size:]
 
 
 class RtnlSocket:
@@ -129,9 +126,8 @@ class RtnlSocket:
 
     def request(self, msg: Any, msg_type: int, flags: int = 0) -> list[Any]:
         """Send ``msg``; return the data replies, decoded as ``type(msg)``."""
-        payload = encode_request(msg, msg_type, flags, 0)[HDR.size:]
         replies = []
-        for frame in self._sock.exchange(msg_type, payload, flags):
+        for frame in self._sock.exchange(msg_type, encode(msg), flags):
             reply = type(msg)(frame)
             reply.decode()
             replies.append(reply)

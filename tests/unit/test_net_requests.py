@@ -19,7 +19,7 @@ import pytest
 
 from cni_bridge.cni.errors import CniError
 from cni_bridge.net import veth
-from cni_bridge.net._codec import encode_request
+from cni_bridge.net._codec import encode
 from cni_bridge.net._parse import attr
 from cni_bridge.net.addresses import ensure_address
 from cni_bridge.net.bridge import (
@@ -36,7 +36,7 @@ from cni_bridge.net.netlink import Netlink
 from cni_bridge.net.netns import NetnsHandle
 from cni_bridge.net.routes import add_route, remove_route
 from cni_bridge.net.veth import create_veth_pair
-from cni_bridge.netlink import KernelError
+from cni_bridge.netlink import HDR, NLM_F_ACK, NLM_F_REQUEST, KernelError
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_DELNEIGH = 20, 24, 25, 29
@@ -64,7 +64,9 @@ class FakeSocket:
         self.answers.extend(answers)
 
     def request(self, msg: Any, msg_type: int, flags: int = 0) -> list[Any]:
-        wire = encode_request(msg, msg_type, flags, seq=len(self.sent) + 1)
+        payload = encode(msg)
+        wire = HDR.pack(HDR.size + len(payload), msg_type, flags | NLM_F_REQUEST | NLM_F_ACK,
+                        len(self.sent) + 1, 0) + payload
         decoded = type(msg)(wire)
         decoded.decode()
         sent = Sent(msg_type, flags, decoded, wire)
@@ -406,6 +408,6 @@ def test_a_request_encodes_the_same_when_resent(nl: Netlink) -> None:
     """A dump interrupted by a concurrent change is sent again: the bytes must not change."""
     msg = link_msg(nl, "cni0")
     msg["attrs"].append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}))
-    first = encode_request(msg, RTM_GETLINK, 0x300, seq=1)
-    again = encode_request(msg, RTM_GETLINK, 0x300, seq=1)
+    first = encode(msg)
+    again = encode(msg)
     assert first == again

@@ -24,7 +24,7 @@ from cni_bridge.node.state import sweep_logged
 from cni_bridge.serve import wire
 from cni_bridge.serve.server import listener, spare, worker
 from cni_bridge.serve.server.health import SIGNAL_TRIGGER, Health
-from cni_bridge.serve.server.peer import Call, Identity, call_of, hello_kind, peer_identity, refusal
+from cni_bridge.serve.server.peer import Call, Identity, call_of, peer_identity, refusal
 from cni_bridge.serve.server.view import EXIT_FAILED, EXIT_SERVED, InFlight, ServerView
 
 log = logger(__name__)
@@ -200,12 +200,11 @@ class Server:
 
     def _answer(self, p: Pending, hello: wire.Message) -> None:
         reason = refusal(hello, p.peer, self.home, self.view.digest)
-        kind = hello_kind(hello)
-        if reason is None and kind == wire.CALL and len(p.fds) != len(wire.CALL_FDS):
+        if reason is None and hello.kind == wire.CALL and len(p.fds) != len(wire.CALL_FDS):
             reason = f"expected {len(wire.CALL_FDS)} descriptors, got {len(p.fds)}"
         if reason is not None:
             self._refuse(p, reason)
-        elif kind == wire.STATUS:
+        elif hello.kind == wire.STATUS:
             _reply(p.conn, wire.STATUS, json.dumps(self.view.snapshot()))
             p.close()
         else:

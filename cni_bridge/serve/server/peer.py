@@ -58,15 +58,11 @@ def own_identity() -> Identity:
     return Identity(os.getpid(), os.getuid(), _ns_inode("self", "user"), _ns_inode("self", "pid"))
 
 
-def hello_kind(hello: Message) -> str | None:
-    return hello.kind if hello.version == VERSION and hello.kind in (CALL, STATUS) else None
-
-
 def refusal(hello: Message, peer: Identity, home: Identity, digest: str | None) -> str | None:
     """Why this first frame is refused (the caller then runs the call itself), or None."""
     if hello.version != VERSION:
         return f"caller speaks another protocol (version byte {hello.version}, not {VERSION})"
-    if hello_kind(hello) is None:
+    if hello.kind not in (CALL, STATUS):
         return f"{hello.kind!r} is not a call or status frame"
     if peer.uid != 0:
         return f"caller uid {peer.uid} is not root"

@@ -120,7 +120,7 @@ def run(conn: socket.socket, fds: Sequence[int], call: Call, setns: Callable[[in
     adopt(request)
     from cni_bridge.call import execute_call
 
-    out = execute_call(call.role, request.environ, request.read_stdin, True, timeline)
+    out = execute_call(call.role, request.environ, request.read_stdin, timeline)
     if out.stderr:
         sys.stderr.write(out.stderr)
     sys.stderr.flush()
