@@ -25,6 +25,11 @@ def backend_of(rec: records.Record) -> str:
     return str(rec.data.get("backend") or UNNAMED_BACKEND)
 
 
+def has_nft_only_rules(rec: records.Record) -> bool:
+    """A spoof check or isolation recorded: rules under NFT_ONLY, whatever the record's backend."""
+    return bool(rec.data.get("spoofcheck") or rec.data.get("isolate"))
+
+
 def record_owner(rec: records.Record) -> Owner:
     return Owner(rec.network, rec.container_id, rec.ifname)
 

@@ -27,9 +27,8 @@ Entry = TypeVar("Entry", MasqEntry, PortMapping, SpoofEntry, str)
 
 
 def concerns(rec: records.Record, name: str) -> bool:
-    return recorded.backend_of(rec) == name or (name == recorded.NFT_ONLY and rec.plugin == "bridge"
-                                                and bool(rec.data.get("spoofcheck")
-                                                         or rec.data.get("isolate")))
+    return recorded.backend_of(rec) == name or (
+        name == recorded.NFT_ONLY and rec.plugin == "bridge" and recorded.has_nft_only_rules(rec))
 
 
 def record_name(rec: records.Record) -> str:

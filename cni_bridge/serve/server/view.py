@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cni_bridge.firewall.recorded import NFT_ONLY, backend_of
+from cni_bridge.firewall.recorded import NFT_ONLY, backend_of, has_nft_only_rules
 from cni_bridge.node import records
 
 # How a worker ends (its exit status, read by the server when it reaps it). Killed by SIGIO:
@@ -44,7 +44,7 @@ class Attachment(NamedTuple):
     def of(cls, rec: records.Record) -> Attachment:
         return cls(rec.container_id, rec.ifname, sys.intern(rec.plugin),
                    sys.intern(backend_of(rec)),
-                   bool(rec.data.get("spoofcheck") or rec.data.get("isolate")))
+                   has_nft_only_rules(rec))
 
     def shown(self) -> dict[str, Any]:
         return {k: v for k, v in self._asdict().items() if k != "nft_rules"}
