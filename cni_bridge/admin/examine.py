@@ -60,15 +60,18 @@ def reservations(data_dir: str, network: str) -> dict[tuple[str, str], list[str]
     return held
 
 
-def grouped_records(root: Path, network: str) -> dict[tuple[str, str], dict[str, records.Record]]:
+def grouped_records(recs: Iterable[records.Record]
+                    ) -> dict[tuple[str, str], dict[str, records.Record]]:
     out: dict[tuple[str, str], dict[str, records.Record]] = {}
-    for rec in records.list_records(root, network):
+    for rec in recs:
         out.setdefault((rec.container_id, rec.ifname), {})[rec.plugin] = rec
     return out
 
 
 def collect_attachments(conf: NetworkConf, runtime: Runtime, root: Path,
-                        check_rules: bool = True) -> list[AttachmentState]:
+                        check_rules: bool = True,
+                        recs: Sequence[records.Record] | None = None) -> list[AttachmentState]:
+    """`recs`: the network's records when the caller has read them already."""
     name = conf.net.name
     found: dict[tuple[str, str], AttachmentState] = {}
 
@@ -87,12 +90,13 @@ def collect_attachments(conf: NetworkConf, runtime: Runtime, root: Path,
         att.host_veth = host_veth(runtime.cached_result(name, cached) or {}, conf.bridge)
         att.ports = [describe_mapping(m) for m in cached.capability_args.get("portMappings", [])
                      if isinstance(m, Mapping)]
-    for key, recs in grouped_records(root, name).items():
+    by_key = grouped_records(records.list_records(root, name) if recs is None else recs)
+    for key, plugins in by_key.items():
         att = state(key, "record")
-        if "portmap" in recs:
-            att.ports = [describe_mapping(m) for m in recs["portmap"].data.get("mappings", [])]
+        if "portmap" in plugins:
+            att.ports = [describe_mapping(m) for m in plugins["portmap"].data.get("mappings", [])]
         if check_rules:
-            att.rules = rules_state(recs.values())
+            att.rules = rules_state(plugins.values())
     return sorted(found.values(), key=lambda a: a.key)
 
 
@@ -227,9 +231,8 @@ def forwarding_state(bridge: str | None, subnets: Sequence[str]) -> dict[str, st
     return out
 
 
-def backend_state(conf: NetworkConf, atts: Sequence[AttachmentState], root: Path) -> str:
-    used = sorted({str(r.data.get("backend")) for r in records.list_records(root, conf.net.name)
-                   if r.data.get("backend")})
+def backend_state(conf: NetworkConf, recs: Iterable[records.Record]) -> str:
+    used = sorted({str(r.data.get("backend")) for r in recs if r.data.get("backend")})
     if used:
         return ", ".join(used) + " (in use)"
     if conf.backend:
@@ -243,7 +246,8 @@ def backend_state(conf: NetworkConf, atts: Sequence[AttachmentState], root: Path
 def network_status(conf: NetworkConf, runtime: Runtime, root: Path,
                    check_rules: bool = True) -> NetworkStatus:
     state, addrs = bridge_state(conf.bridge)
-    atts = collect_attachments(conf, runtime, root, check_rules)
+    recs = list(records.list_records(root, conf.net.name))  # read once for both below
+    atts = collect_attachments(conf, runtime, root, check_rules, recs)
     try:
         runtime.status(conf.net)
         ready = "yes"
@@ -252,7 +256,7 @@ def network_status(conf: NetworkConf, runtime: Runtime, root: Path,
     return NetworkStatus(
         name=conf.net.name, path=str(conf.path or ""), cni_version=conf.net.cni_version,
         bridge=conf.bridge or "", bridge_state=state, bridge_addresses=addrs,
-        subnets=list(conf.subnets), backend=backend_state(conf, atts, root),
+        subnets=list(conf.subnets), backend=backend_state(conf, recs),
         forwarding=forwarding_state(conf.bridge, conf.subnets), ready=ready, attachments=atts,
     )
 

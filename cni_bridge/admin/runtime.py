@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cni_bridge.cni.env import valid_name
+from cni_bridge.cni.env import valid_name, validate_ifname
+from cni_bridge.cni.errors import EnvError
 from cni_bridge.cni.versions import at_least
 from cni_bridge.deploy.confdir import ConflistError, NetworkList
 from cni_bridge.deploy.defaults import DEFAULT_CACHE_DIR
@@ -55,11 +56,11 @@ def validate_attachment(net: NetworkList, att: Attachment) -> None:
     if not valid_name(att.container_id):
         raise ConflistError(f"invalid container ID {att.container_id!r}: use letters, digits, "
                             "'_', '.', '-' and start with a letter or digit")
-    ifname = att.ifname
-    if (not ifname or len(ifname.encode()) > 15 or ifname in (".", "..")
-            or any(c in "/:" or c.isspace() for c in ifname)):
-        raise ConflistError(f"invalid interface name {ifname!r}: 1-15 characters, "
-                            "no '/', ':' or spaces")
+    try:
+        validate_ifname(att.ifname)
+    except EnvError:
+        raise ConflistError(f"invalid interface name {att.ifname!r}: 1-15 characters, "
+                            "no '/', ':' or spaces") from None
 
 
 def plugin_config(net: NetworkList, plugin: Mapping[str, Any], prev: Mapping[str, Any] | None,

@@ -7,7 +7,7 @@ import re
 from cni_bridge.cni.errors import DecodeError, VersionError, go_quote, go_quote_list
 from cni_bridge.cni.supported import CURRENT_VERSION, SUPPORTED_VERSIONS
 
-__all__ = ["CURRENT_VERSION", "SUPPORTED_VERSIONS"]  # re-exported: their home is spec.supported
+__all__ = ["CURRENT_VERSION", "SUPPORTED_VERSIONS"]  # re-exported: their home is cni.supported
 
 # A config without cniVersion is read as the oldest spec, as libcni does.
 DEFAULT_CONFIG_VERSION = "0.1.0"

@@ -177,7 +177,7 @@ def survey(base: str) -> Survey:
         return out
     me = _owner(nodeowner.current_owner())
     own_inode = os.stat("/proc/self/ns/net").st_ino
-    live: dict[int, str] = {}
+    live: dict[int, str] | None = None  # scanned once, when first needed
     for entry in entries:
         if entry.name.startswith((STALE_PREFIX, NEW_PREFIX)):
             out.leftovers.append(entry.path)
@@ -187,9 +187,9 @@ def survey(base: str) -> Survey:
             continue
         found = parse_owner(nodeowner.read_small(os.path.join(entry.path, nodeowner.OWNER_FILE)))
         inode = int(match[1])
-        if inode != own_inode and not live and found and found.boot_id == me.boot_id:
+        if inode != own_inode and live is None and found and found.boot_id == me.boot_id:
             live = live_namespaces()  # only when needed: a scan of /proc
-        verdict, why = _judge(found, me, inode == own_inode, live.get(inode))
+        verdict, why = _judge(found, me, inode == own_inode, (live or {}).get(inode))
         if verdict != OWN:
             (out.dead if verdict == DEAD else out.unproven).append(
                 Found(entry.path, describe(found), why))

@@ -154,6 +154,18 @@ def test_survey_and_sweep(private_state_dir: Path) -> None:
         [mine.name, unseen.name, legacy.name])
 
 
+def test_a_survey_scans_proc_at_most_once(private_state_dir: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even when the scan finds no namespace with any of the directories' inodes."""
+    boot = (nodeowner.read_small(nodeowner.BOOT_ID_FILE) or "").strip()
+    for inode in (1, 2, 3):
+        write_dir(private_state_dir / f"netns-{inode}", nodeowner.owner_text(5, boot), {})
+    scans: list[int] = []
+    monkeypatch.setattr(nodestate, "live_namespaces", lambda: scans.append(1) or {})
+    report = nodestate.survey(str(private_state_dir))
+    assert len(report.unproven) == 3 and scans == [1]
+
+
 def test_sweep_spares_a_directory_claimed_since_the_survey(private_state_dir: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     earlier = private_state_dir / "netns-1"

@@ -197,3 +197,13 @@ def test_every_name_check_refuses_a_trailing_newline(tmp_path: Path) -> None:
     with pytest.raises(CniError, match="invalid network name for the IPAM store"):
         FileStore.open(StoreLocation(str(tmp_path), "abc\n"), create=True)
     assert error_of(validate_container_id, "abc\n").msg == "invalid characters in containerID"
+
+
+@pytest.mark.parametrize("ifname", ["", ".", "..", "eth/0", "eth:0", "eth 0", "e" * 16,
+                                    "é" * 8, "eth\udcff" * 4])
+def test_the_runtime_refuses_what_the_plugins_refuse_as_an_ifname(ifname: str) -> None:
+    """One rule for interface names: the runtime's and CNI_IFNAME's (bytes, as the kernel)."""
+    assert error_of(validate_ifname, ifname).code == 4
+    with pytest.raises(ConflistError, match="invalid interface name"):
+        validate_attachment(parse_network_list(CONFLIST), Attachment("abc", ifname))
+    validate_attachment(parse_network_list(CONFLIST), Attachment("abc", "e" * 15))
