@@ -4,41 +4,37 @@ through its interface, detection, model and records."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "cni_bridge"
+import pytest
+
+from tests.unit.test_layers import PACKAGE_DIR as PACKAGE
+from tests.unit.test_layers import arrows
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every cni_bridge module `path` imports (``from a import b`` counts as ``a.b`` when that
-    is a module, else as ``a``)."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
-        if isinstance(node, ast.ImportFrom) and module.startswith("cni_bridge"):
-            for alias in node.names:
-                full = f"{module}.{alias.name}"
-                as_path = PACKAGE.parent / full.replace(".", "/")
-                out.add(full if as_path.with_suffix(".py").exists() or as_path.is_dir()
-                        else module)
-        elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("cni_bridge")}
-    return out
+@pytest.fixture(scope="module")
+def imports() -> dict[Path, set[str]]:
+    """Every cni_bridge module each module imports, by path (test_layers' reading of imports)."""
+    found: dict[Path, set[str]] = {}
+    for arrow in arrows(PACKAGE):
+        found.setdefault(arrow.path, set()).add(arrow.imported)
+    return found
 
 
-def test_the_backends_do_not_import_each_other() -> None:
+def test_the_backends_do_not_import_each_other(imports: dict[Path, set[str]]) -> None:
     for own, other in (("nft", "iptables"), ("iptables", "nft")):
         for path in (PACKAGE / "firewall" / own).glob("*.py"):
-            bad = {m for m in imports_of(path) if m.startswith(f"cni_bridge.firewall.{other}")}
+            bad = {m for m in imports.get(path, set())
+                   if m.startswith(f"cni_bridge.firewall.{other}")}
             assert not bad, f"{path.name} of firewall/{own} imports {sorted(bad)}"
 
 
-def test_the_healer_imports_no_backend_internals() -> None:
+def test_the_healer_imports_no_backend_internals(imports: dict[Path, set[str]]) -> None:
     allowed = {"cni_bridge.firewall.commands", "cni_bridge.firewall.detect",
                "cni_bridge.firewall.model", "cni_bridge.firewall.recorded",
                "cni_bridge.firewall.backend"}
     for name in ("heal.py", "restore.py"):
-        found = {m for m in imports_of(PACKAGE / "serve" / "server" / name)
-                 if m.startswith("cni_bridge.firewall")}
+        path = PACKAGE / "serve" / "server" / name
+        assert path in imports, f"serve/server/{name}: no such module, or it imports nothing"
+        found = {m for m in imports[path] if m.startswith("cni_bridge.firewall")}
         assert found <= allowed, f"serve/server/{name} imports {sorted(found - allowed)}"

@@ -228,8 +228,10 @@ def package_arrows() -> list[Arrow]:
 
 
 def test_every_module_has_a_room() -> None:
-    homeless = [name for name in module_names(PACKAGE_DIR)
-                if resolve(name, dict.fromkeys(LAYERS, Path())) is None]
+    # Every name falls back to the package's own entry (the lowest room): only the package
+    # itself may be placed by it, any other module there was left out of LAYERS.
+    homeless = [name for name in module_names(PACKAGE_DIR) if name != "cni_bridge"
+                and resolve(name, dict.fromkeys(LAYERS, Path())) in (None, "cni_bridge")]
     assert not homeless, f"modules outside every room of LAYERS: {homeless}"
 
 
